@@ -1,0 +1,283 @@
+// Node-API glue: the only file that knows about JavaScript. Everything it exposes is declared
+// for TypeScript in src/native.ts, the addon's one door.
+
+#include <napi.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <unordered_set>
+
+#include "batch.h"
+#include "checksum.h"
+#include "chunk_cipher.h"
+#include "cipher_suite.h"
+#include "thread_pool.h"
+
+namespace tde {
+
+namespace {
+
+// Every live cipher core, so their keys can be wiped when the process exits even if JavaScript
+// never called destroy(): process.exit() skips garbage collection and finalizers.
+std::mutex g_live_mutex;
+std::unordered_set<ChunkCipherCore*>& LiveCores() {
+  static auto* set = new std::unordered_set<ChunkCipherCore*>();
+  return *set;
+}
+
+void WipeAllAtExit() {
+  std::lock_guard<std::mutex> lock(g_live_mutex);
+  for (ChunkCipherCore* core : LiveCores()) core->Wipe();
+}
+
+std::shared_ptr<ChunkCipherCore> Track(std::shared_ptr<ChunkCipherCore> core) {
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(WipeAllAtExit); });
+  {
+    std::lock_guard<std::mutex> lock(g_live_mutex);
+    LiveCores().insert(core.get());
+  }
+  // Unregister when the last owner (the JS object or an in-flight batch) lets go.
+  ChunkCipherCore* raw = core.get();
+  return std::shared_ptr<ChunkCipherCore>(raw, [core](ChunkCipherCore*) mutable {
+    {
+      std::lock_guard<std::mutex> lock(g_live_mutex);
+      LiveCores().erase(core.get());
+    }
+    core.reset();
+  });
+}
+
+Napi::Error MakeError(Napi::Env env, const Status& st) {
+  Napi::Error err = Napi::Error::New(env, st.message);
+  err.Set("code", Napi::String::New(env, st.code));
+  if (st.index >= 0) err.Set("index", Napi::Number::New(env, static_cast<double>(st.index)));
+  return err;
+}
+
+[[noreturn]] void ThrowContract(Napi::Env env, const std::string& message) {
+  throw MakeError(env, Status::Error("ERR_TDE_INVALID_ARGUMENT", message));
+}
+
+// A JS Buffer or other ArrayBufferView, seen as bytes.
+struct Bytes {
+  uint8_t* data;
+  size_t size;
+};
+
+Bytes ViewOf(Napi::Env env, Napi::Value v, const char* what) {
+  if (!v.IsTypedArray()) ThrowContract(env, std::string(what) + " must be a Buffer");
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_uint8_array) {
+    ThrowContract(env, std::string(what) + " must be a Buffer");
+  }
+  Napi::Uint8Array u8 = v.As<Napi::Uint8Array>();
+  return Bytes{u8.Data(), u8.ByteLength()};
+}
+
+// Runs a BatchJob on a libuv thread (which fans it out over the pool) and settles a promise.
+class BatchWorker : public Napi::AsyncWorker {
+ public:
+  BatchWorker(Napi::Env env, BatchJob job, Napi::Array keep_alive)
+      : Napi::AsyncWorker(env, "sstable-tde:batch"),
+        job_(std::move(job)),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        keep_alive_(Napi::Persistent(keep_alive.As<Napi::Object>())) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override { job_.Run(); }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!job_.status.ok()) {
+      deferred_.Reject(MakeError(env, job_.status).Value());
+      return;
+    }
+    Napi::Uint32Array lengths = Napi::Uint32Array::New(env, job_.written.size());
+    for (size_t i = 0; i < job_.written.size(); i++) lengths[i] = job_.written[i];
+    deferred_.Resolve(lengths);
+  }
+
+ private:
+  BatchJob job_;
+  Napi::Promise::Deferred deferred_;
+  // Holds the input and output buffers alive while pool threads use their memory.
+  Napi::ObjectReference keep_alive_;
+};
+
+class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "ChunkCipher",
+                       {
+                           InstanceMethod<&JsChunkCipher::EncryptInto>("encryptInto"),
+                           InstanceMethod<&JsChunkCipher::DecryptInto>("decryptInto"),
+                           InstanceMethod<&JsChunkCipher::EncryptSync>("encryptSync"),
+                           InstanceMethod<&JsChunkCipher::DecryptSync>("decryptSync"),
+                           InstanceMethod<&JsChunkCipher::EncryptedLength>("encryptedLength"),
+                           InstanceMethod<&JsChunkCipher::Destroy>("destroy"),
+                       });
+  }
+
+  // new ChunkCipher({ evpName, ivLength, padding, rc2KeyBits }, key)
+  explicit JsChunkCipher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsChunkCipher>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject()) ThrowContract(env, "expected (spec, key)");
+    Napi::Object o = info[0].As<Napi::Object>();
+
+    CipherSpec spec;
+    spec.evp_name = o.Get("evpName").As<Napi::String>().Utf8Value();
+    spec.iv_length = o.Get("ivLength").As<Napi::Number>().Uint32Value();
+    spec.padding = o.Get("padding").As<Napi::Boolean>().Value();
+    spec.rc2_key_bits = o.Get("rc2KeyBits").As<Napi::Number>().Int32Value();
+    Bytes key = ViewOf(env, info[1], "key");
+
+    Status st;
+    std::shared_ptr<ChunkCipherCore> core = ChunkCipherCore::Create(spec, key.data, key.size, &st);
+    if (!core) throw MakeError(env, st);
+    core_ = Track(std::move(core));
+  }
+
+ private:
+  std::shared_ptr<ChunkCipherCore> Live(Napi::Env env) {
+    if (!core_) {
+      throw MakeError(env, Status::Error("ERR_TDE_CIPHER_DESTROYED",
+                                         "the cipher was destroyed; its key is gone"));
+    }
+    return core_;
+  }
+
+  // encryptInto(inputs: Buffer[], outputs: Buffer[]): Promise<Uint32Array of bytes written>
+  Napi::Value EncryptInto(const Napi::CallbackInfo& info) { return RunBatch(info, true); }
+  Napi::Value DecryptInto(const Napi::CallbackInfo& info) { return RunBatch(info, false); }
+
+  Napi::Value RunBatch(const Napi::CallbackInfo& info, bool encrypt) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsArray()) {
+      ThrowContract(env, "expected (inputs[], outputs[])");
+    }
+    Napi::Array inputs = info[0].As<Napi::Array>();
+    Napi::Array outputs = info[1].As<Napi::Array>();
+    uint32_t n = inputs.Length();
+    if (outputs.Length() != n) ThrowContract(env, "inputs and outputs differ in length");
+
+    BatchJob job;
+    job.core = Live(env);
+    job.encrypt = encrypt;
+    job.in.reserve(n);
+    job.in_len.reserve(n);
+    job.out.reserve(n);
+    job.out_cap.reserve(n);
+
+    // A private array of the very buffers we read: the caller may reuse its own arrays at once.
+    Napi::Array keep = Napi::Array::New(env, static_cast<size_t>(n) * 2);
+    for (uint32_t i = 0; i < n; i++) {
+      Napi::Value iv = inputs.Get(i);
+      Napi::Value ov = outputs.Get(i);
+      Bytes in = ViewOf(env, iv, "each input");
+      Bytes out = ViewOf(env, ov, "each output");
+      job.in.push_back(in.data);
+      job.in_len.push_back(in.size);
+      job.out.push_back(out.data);
+      job.out_cap.push_back(out.size);
+      keep.Set(2 * i, iv);
+      keep.Set(2 * i + 1, ov);
+    }
+
+    auto* worker = new BatchWorker(env, std::move(job), keep);
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+
+  // encryptSync(input, output): number of bytes written. For small one-off values (config
+  // values, key checks) where a trip through the pool would cost more than the work.
+  Napi::Value EncryptSync(const Napi::CallbackInfo& info) { return RunSync(info, true); }
+  Napi::Value DecryptSync(const Napi::CallbackInfo& info) { return RunSync(info, false); }
+
+  Napi::Value RunSync(const Napi::CallbackInfo& info, bool encrypt) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2) ThrowContract(env, "expected (input, output)");
+    Bytes in = ViewOf(env, info[0], "input");
+    Bytes out = ViewOf(env, info[1], "output");
+    std::shared_ptr<ChunkCipherCore> core = Live(env);
+
+    CipherContext ctx;
+    size_t written = 0;
+    Status st = core->Prepare(&ctx, encrypt);
+    if (st.ok()) {
+      st = encrypt ? core->Encrypt(&ctx, in.data, in.size, out.data, out.size, &written)
+                   : core->Decrypt(&ctx, in.data, in.size, out.data, out.size, &written);
+    }
+    if (!st.ok()) throw MakeError(env, st);
+    return Napi::Number::New(env, static_cast<double>(written));
+  }
+
+  Napi::Value EncryptedLength(const Napi::CallbackInfo& info) {
+    size_t n = static_cast<size_t>(info[0].As<Napi::Number>().Int64Value());
+    return Napi::Number::New(info.Env(), static_cast<double>(Live(info.Env())->EncryptedLength(n)));
+  }
+
+  // Wipes the key now unless a batch is still running, in which case the last batch to finish
+  // wipes it. Either way no new work can start.
+  Napi::Value Destroy(const Napi::CallbackInfo& info) {
+    if (core_) {
+      if (core_.use_count() == 1) core_->Wipe();
+      core_.reset();
+    }
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<ChunkCipherCore> core_;
+};
+
+Napi::Value JsAdler32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Bytes data = ViewOf(env, info[0], "data");
+  uint32_t init = info.Length() > 1 ? info[1].As<Napi::Number>().Uint32Value() : 1;
+  return Napi::Number::New(env, Adler32(init, data.data, data.size));
+}
+
+Napi::Value JsCipherAvailable(const Napi::CallbackInfo& info) {
+  Status st;
+  bool ok = FetchCipher(info[0].As<Napi::String>().Utf8Value(), &st) != nullptr;
+  return Napi::Boolean::New(info.Env(), ok);
+}
+
+Napi::Value JsSetParallelism(const Napi::CallbackInfo& info) {
+  SetParallelism(info[0].As<Napi::Number>().Uint32Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value JsParallelism(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Parallelism()));
+}
+
+Napi::Value JsErrorCodes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array codes = Napi::Array::New(env);
+  uint32_t i = 0;
+#define TDE_PUSH_CODE(name) codes.Set(i++, Napi::String::New(env, #name));
+  TDE_NATIVE_ERROR_CODES(TDE_PUSH_CODE)
+#undef TDE_PUSH_CODE
+  return codes;
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("ChunkCipher", JsChunkCipher::Define(env));
+  exports.Set("adler32", Napi::Function::New(env, JsAdler32));
+  exports.Set("cipherAvailable", Napi::Function::New(env, JsCipherAvailable));
+  exports.Set("setParallelism", Napi::Function::New(env, JsSetParallelism));
+  exports.Set("parallelism", Napi::Function::New(env, JsParallelism));
+  exports.Set("errorCodes", Napi::Function::New(env, JsErrorCodes));
+  return exports;
+}
+
+}  // namespace tde
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return tde::Init(env, exports); }
+
+NODE_API_MODULE(sstable_tde, InitModule)

@@ -1,0 +1,65 @@
+#include "batch.h"
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+
+#include "thread_pool.h"
+
+namespace tde {
+
+namespace {
+
+// Below this much input per thread, waking another thread costs more than it saves.
+constexpr size_t kMinBytesPerThread = 32 * 1024;
+
+}  // namespace
+
+void BatchJob::Run() {
+  size_t n = in.size();
+  written.assign(n, 0);
+  if (n == 0) return;
+
+  size_t total = 0;
+  for (size_t len : in_len) total += len;
+  size_t by_size = std::max<size_t>(1, total / kMinBytesPerThread);
+  size_t participants = std::min({Parallelism(), n, by_size});
+
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::mutex error_mutex;
+
+  auto record = [&](Status st, int64_t index) {
+    std::lock_guard<std::mutex> lock(error_mutex);
+    if (status.ok() || (index >= 0 && index < status.index)) {
+      status = std::move(st);
+      status.index = index;
+    }
+    failed.store(true);
+  };
+
+  auto body = [&] {
+    CipherContext ctx;
+    Status st = core->Prepare(&ctx, encrypt);
+    if (!st.ok()) {
+      record(std::move(st), -1);
+      return;
+    }
+    while (!failed.load(std::memory_order_relaxed)) {
+      size_t i = next.fetch_add(1);
+      if (i >= n) break;
+      size_t w = 0;
+      st = encrypt ? core->Encrypt(&ctx, in[i], in_len[i], out[i], out_cap[i], &w)
+                   : core->Decrypt(&ctx, in[i], in_len[i], out[i], out_cap[i], &w);
+      if (!st.ok()) {
+        record(std::move(st), static_cast<int64_t>(i));
+        return;
+      }
+      written[i] = static_cast<uint32_t>(w);
+    }
+  };
+
+  ThreadPool::Instance().RunParallel(participants, body);
+}
+
+}  // namespace tde

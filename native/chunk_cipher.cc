@@ -1,0 +1,192 @@
+#include "chunk_cipher.h"
+
+#include <openssl/err.h>
+
+#include <climits>
+
+#include "cipher_suite.h"
+
+namespace tde {
+
+namespace {
+
+Status EvpFailure(const char* call) {
+  std::string reason = OpenSslReason();
+  return Status::Error("ERR_TDE_CRYPTO_INTERNAL",
+                       std::string(call) + " failed" + (reason.empty() ? "" : ": " + reason));
+}
+
+}  // namespace
+
+std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
+                                                         const uint8_t* key, size_t key_len,
+                                                         Status* status) {
+  const EVP_CIPHER* cipher = FetchCipher(spec.evp_name, status);
+  if (cipher == nullptr) return nullptr;
+
+  bool variable = (EVP_CIPHER_get_flags(cipher) & EVP_CIPH_VARIABLE_LENGTH) != 0;
+  size_t fixed = static_cast<size_t>(EVP_CIPHER_get_key_length(cipher));
+  if (key_len == 0 || (!variable && key_len != fixed)) {
+    *status = Status::Error("ERR_TDE_KEY_LENGTH", spec.evp_name + " takes a " +
+                                                      std::to_string(fixed * 8) + "-bit key, not " +
+                                                      std::to_string(key_len * 8) + " bits");
+    return nullptr;
+  }
+
+  size_t cipher_iv = static_cast<size_t>(EVP_CIPHER_get_iv_length(cipher));
+  if (spec.iv_length != 0 && spec.iv_length != cipher_iv) {
+    *status = Status::Error("ERR_TDE_INVALID_ARGUMENT",
+                            spec.evp_name + " uses a " + std::to_string(cipher_iv) +
+                                "-byte IV, not " + std::to_string(spec.iv_length));
+    return nullptr;
+  }
+
+  std::shared_ptr<ChunkCipherCore> core(new ChunkCipherCore(spec, cipher, key, key_len));
+  if (!core->key_.valid()) {
+    *status = Status::Error("ERR_TDE_CRYPTO_INTERNAL", "out of memory for the key");
+    return nullptr;
+  }
+
+  // Prepare once now, so a key OpenSSL rejects (for example a variable-length key outside the
+  // cipher's range) fails at creation rather than on the first chunk.
+  CipherContext probe;
+  Status st = core->Prepare(&probe, true);
+  if (!st.ok()) {
+    *status = st;
+    return nullptr;
+  }
+  return core;
+}
+
+ChunkCipherCore::ChunkCipherCore(const CipherSpec& spec, const EVP_CIPHER* cipher,
+                                 const uint8_t* key, size_t key_len)
+    : spec_(spec),
+      cipher_(cipher),
+      block_size_(static_cast<size_t>(EVP_CIPHER_get_block_size(cipher))),
+      key_(key, key_len) {}
+
+size_t ChunkCipherCore::EncryptedLength(size_t plain_len) const {
+  size_t body = plain_len;
+  if (spec_.padding && block_size_ > 1) body = (plain_len / block_size_ + 1) * block_size_;
+  return spec_.iv_length + body;
+}
+
+size_t ChunkCipherCore::MaxDecryptedLength(size_t stored_len) const {
+  return stored_len < spec_.iv_length ? 0 : stored_len - spec_.iv_length;
+}
+
+Status ChunkCipherCore::Prepare(CipherContext* ctx, bool encrypt) const {
+  if (key_.wiped()) {
+    return Status::Error("ERR_TDE_CIPHER_DESTROYED", "the cipher was destroyed; its key is gone");
+  }
+  EVP_CIPHER_CTX* c = ctx->get();
+  if (c == nullptr) return EvpFailure("EVP_CIPHER_CTX_new");
+
+  int enc = encrypt ? 1 : 0;
+  if (EVP_CipherInit_ex2(c, cipher_, nullptr, nullptr, enc, nullptr) != 1) {
+    return EvpFailure("EVP_CipherInit_ex2");
+  }
+
+  // Blowfish and RC2 default to a 128-bit key; a shorter or longer key must be declared before it
+  // is set, or OpenSSL silently uses only the default number of bytes.
+  if (EVP_CIPHER_CTX_set_key_length(c, static_cast<int>(key_.size())) != 1) {
+    std::string reason = OpenSslReason();
+    return Status::Error("ERR_TDE_KEY_LENGTH", spec_.evp_name + " does not take a " +
+                                                   std::to_string(key_.size() * 8) + "-bit key" +
+                                                   (reason.empty() ? "" : " (" + reason + ")"));
+  }
+  if (spec_.rc2_key_bits > 0 &&
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_SET_RC2_KEY_BITS, spec_.rc2_key_bits, nullptr) != 1) {
+    return EvpFailure("EVP_CTRL_SET_RC2_KEY_BITS");
+  }
+  if (EVP_CipherInit_ex2(c, nullptr, key_.data(), nullptr, enc, nullptr) != 1) {
+    return EvpFailure("EVP_CipherInit_ex2 (key)");
+  }
+  return Status::Ok();
+}
+
+Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in_len,
+                                uint8_t* out, size_t out_cap, size_t* written) const {
+  if (in_len > static_cast<size_t>(INT_MAX) - 64) {
+    return Status::Error("ERR_TDE_CHUNK_LENGTH", "a chunk may hold at most 2 GiB");
+  }
+  if (out_cap < EncryptedLength(in_len)) {
+    return Status::Error("ERR_TDE_INVALID_ARGUMENT", "output buffer too small for the chunk");
+  }
+  if (key_.wiped()) {
+    return Status::Error("ERR_TDE_CIPHER_DESTROYED", "the cipher was destroyed; its key is gone");
+  }
+  EVP_CIPHER_CTX* c = ctx->get();
+
+  const uint8_t* iv = nullptr;
+  if (spec_.iv_length > 0) {
+    if (!RandomBytes(out, spec_.iv_length)) return EvpFailure("RAND_bytes");
+    iv = out;
+  }
+  if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 1, nullptr) != 1) {
+    return EvpFailure("EVP_CipherInit_ex2 (IV)");
+  }
+  EVP_CIPHER_CTX_set_padding(c, spec_.padding ? 1 : 0);
+
+  uint8_t* body = out + spec_.iv_length;
+  int n1 = 0;
+  int n2 = 0;
+  if (EVP_CipherUpdate(c, body, &n1, in, static_cast<int>(in_len)) != 1) {
+    return EvpFailure("EVP_CipherUpdate");
+  }
+  if (EVP_CipherFinal_ex(c, body + n1, &n2) != 1) {
+    ERR_clear_error();
+    return Status::Error("ERR_TDE_CHUNK_LENGTH",
+                         "NoPadding needs whole " + std::to_string(block_size_) +
+                             "-byte blocks; the chunk has " + std::to_string(in_len) + " bytes");
+  }
+  *written = spec_.iv_length + static_cast<size_t>(n1) + static_cast<size_t>(n2);
+  return Status::Ok();
+}
+
+Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in_len,
+                                uint8_t* out, size_t out_cap, size_t* written) const {
+  if (in_len > static_cast<size_t>(INT_MAX)) {
+    return Status::Error("ERR_TDE_CHUNK_LENGTH", "a chunk may hold at most 2 GiB");
+  }
+  size_t body_len = in_len < spec_.iv_length ? 0 : in_len - spec_.iv_length;
+  bool whole_blocks = block_size_ <= 1 || body_len % block_size_ == 0;
+  if (in_len < spec_.iv_length || !whole_blocks || (spec_.padding && body_len == 0)) {
+    return Status::Error("ERR_TDE_CHUNK_LENGTH",
+                         "an encrypted chunk of " + std::to_string(in_len) +
+                             " bytes cannot be valid: it must hold a " +
+                             std::to_string(spec_.iv_length) + "-byte IV and whole " +
+                             std::to_string(block_size_) + "-byte blocks");
+  }
+  if (out_cap < body_len) {
+    return Status::Error("ERR_TDE_INVALID_ARGUMENT", "output buffer too small for the chunk");
+  }
+  if (key_.wiped()) {
+    return Status::Error("ERR_TDE_CIPHER_DESTROYED", "the cipher was destroyed; its key is gone");
+  }
+  EVP_CIPHER_CTX* c = ctx->get();
+
+  const uint8_t* iv = spec_.iv_length > 0 ? in : nullptr;
+  if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 0, nullptr) != 1) {
+    return EvpFailure("EVP_CipherInit_ex2 (IV)");
+  }
+  EVP_CIPHER_CTX_set_padding(c, spec_.padding ? 1 : 0);
+
+  // With padding on, EVP holds back the last block until Final, so Update writes at most
+  // body_len - block_size bytes and Final at most block_size - 1: `out` of body_len suffices.
+  int n1 = 0;
+  int n2 = 0;
+  if (EVP_CipherUpdate(c, out, &n1, in + spec_.iv_length, static_cast<int>(body_len)) != 1) {
+    return EvpFailure("EVP_CipherUpdate");
+  }
+  if (EVP_CipherFinal_ex(c, out + n1, &n2) != 1) {
+    ERR_clear_error();
+    return Status::Error("ERR_TDE_DECRYPT_FAILED",
+                         "the chunk does not decrypt to valid padding: it was written with a "
+                         "different key, or its bytes were altered");
+  }
+  *written = static_cast<size_t>(n1) + static_cast<size_t>(n2);
+  return Status::Ok();
+}
+
+}  // namespace tde

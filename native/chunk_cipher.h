@@ -1,0 +1,71 @@
+// Encrypts and decrypts chunks in DSE's layout: [IV][ciphertext], a fresh random IV per chunk
+// (none for ECB). Pure C++: no Node-API here, so the same object serves pool threads.
+#pragma once
+
+#include <openssl/evp.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "errors.h"
+#include "secure_bytes.h"
+
+namespace tde {
+
+// What TypeScript decided about a cipher; the addon checks only what OpenSSL alone can know.
+struct CipherSpec {
+  std::string evp_name;  // OpenSSL name, e.g. "AES-128-CBC", "BF-ECB", "DES-EDE3-CBC"
+  size_t iv_length = 0;  // bytes of IV stored before each chunk's ciphertext; 0 for ECB
+  bool padding = true;   // PKCS5 padding (JCE's PKCS5Padding), else NoPadding
+  int rc2_key_bits = 0;  // RC2's effective key bits; 0 for other ciphers
+};
+
+// Owns a cipher context for one thread's run of chunks. Not shareable between threads.
+class CipherContext {
+ public:
+  CipherContext() : ctx_(EVP_CIPHER_CTX_new()) {}
+  ~CipherContext() { EVP_CIPHER_CTX_free(ctx_); }
+  CipherContext(const CipherContext&) = delete;
+  CipherContext& operator=(const CipherContext&) = delete;
+  EVP_CIPHER_CTX* get() const { return ctx_; }
+
+ private:
+  EVP_CIPHER_CTX* ctx_;
+};
+
+class ChunkCipherCore {
+ public:
+  // Validates the spec and key against OpenSSL and copies the key into locked memory.
+  static std::shared_ptr<ChunkCipherCore> Create(const CipherSpec& spec, const uint8_t* key,
+                                                 size_t key_len, Status* status);
+
+  // Largest output for `plain_len` input bytes, IV included.
+  size_t EncryptedLength(size_t plain_len) const;
+  // Largest plaintext a chunk of `stored_len` bytes can hold (0 if it is too short to be valid).
+  size_t MaxDecryptedLength(size_t stored_len) const;
+
+  // Prepares `ctx` with the key for encryption or decryption. Each chunk then only resets the IV,
+  // so the key schedule is computed once per thread per batch, not once per chunk.
+  Status Prepare(CipherContext* ctx, bool encrypt) const;
+  Status Encrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, uint8_t* out,
+                 size_t out_cap, size_t* written) const;
+  Status Decrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, uint8_t* out,
+                 size_t out_cap, size_t* written) const;
+
+  void Wipe() { key_.Wipe(); }
+  bool wiped() const { return key_.wiped(); }
+  const CipherSpec& spec() const { return spec_; }
+  size_t block_size() const { return block_size_; }
+
+ private:
+  ChunkCipherCore(const CipherSpec& spec, const EVP_CIPHER* cipher, const uint8_t* key,
+                  size_t key_len);
+
+  CipherSpec spec_;
+  const EVP_CIPHER* cipher_;
+  size_t block_size_;
+  SecureBytes key_;
+};
+
+}  // namespace tde

@@ -1,0 +1,95 @@
+#include "thread_pool.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+
+namespace tde {
+
+namespace {
+
+size_t CoreCount() {
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : n;
+}
+
+size_t InitialParallelism() {
+  const char* env = std::getenv("SSTABLE_TDE_THREADS");
+  if (env != nullptr) {
+    long n = std::strtol(env, nullptr, 10);
+    if (n > 0 && n <= 1024) return static_cast<size_t>(n);
+  }
+  return CoreCount();
+}
+
+std::atomic<size_t> g_parallelism{InitialParallelism()};
+
+}  // namespace
+
+size_t Parallelism() { return g_parallelism.load(std::memory_order_relaxed); }
+
+void SetParallelism(size_t n) { g_parallelism.store(n == 0 ? 1 : n, std::memory_order_relaxed); }
+
+ThreadPool& ThreadPool::Instance() {
+  // Deliberately leaked: joining threads from a static destructor at exit can deadlock, and the
+  // threads hold no state that needs an orderly shutdown.
+  static ThreadPool* pool = new ThreadPool(std::max(CoreCount(), InitialParallelism()));
+  return *pool;
+}
+
+ThreadPool::ThreadPool(size_t threads) {
+  for (size_t i = 0; i < threads; i++) {
+    threads_.emplace_back([this] { Loop(); });
+    threads_.back().detach();
+  }
+}
+
+void ThreadPool::Loop() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [this] { return !queue_.empty(); });
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    job();
+  }
+}
+
+void ThreadPool::RunParallel(size_t participants, const std::function<void()>& body) {
+  if (participants <= 1) {
+    body();
+    return;
+  }
+
+  // Shared between the caller and the helpers. The caller waits for every helper it queued, so
+  // `body` outlives all uses; the state itself is shared because a helper signals after its run.
+  struct Join {
+    std::mutex mutex;
+    std::condition_variable done;
+    size_t pending;
+  };
+  auto join = std::make_shared<Join>();
+  size_t helpers = std::min(participants - 1, threads_.size());
+  join->pending = helpers;
+
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < helpers; i++) {
+      queue_.emplace_back([join, &body] {
+        body();
+        std::lock_guard<std::mutex> l(join->mutex);
+        if (--join->pending == 0) join->done.notify_one();
+      });
+    }
+  }
+  wake_.notify_all();
+
+  body();
+
+  std::unique_lock<std::mutex> lock(join->mutex);
+  join->done.wait(lock, [&] { return join->pending == 0; });
+}
+
+}  // namespace tde

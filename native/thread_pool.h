@@ -1,0 +1,43 @@
+// A process-wide pool of worker threads for chunk batches.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace tde {
+
+class ThreadPool {
+ public:
+  // The pool is created on first use with one thread per core and lives until the process ends.
+  // Its threads never call into JavaScript, so one pool safely serves every addon instance
+  // (main thread and worker threads alike).
+  static ThreadPool& Instance();
+
+  // Runs `body` on up to `participants` threads, the calling thread among them, and returns when
+  // every copy has returned. Each copy is expected to pull work from a shared counter, so a copy
+  // that starts late simply finds nothing left to do.
+  void RunParallel(size_t participants, const std::function<void()>& body);
+
+  size_t size() const { return threads_.size(); }
+
+ private:
+  explicit ThreadPool(size_t threads);
+  void Loop();
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> queue_;
+  std::vector<std::thread> threads_;
+};
+
+// How many threads one batch may use. Defaults to the number of cores; SSTABLE_TDE_THREADS or
+// setParallelism() (used by benchmarks to measure one thread) changes it.
+size_t Parallelism();
+void SetParallelism(size_t n);
+
+}  // namespace tde

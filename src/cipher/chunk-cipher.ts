@@ -1,0 +1,180 @@
+/**
+ * Chunk encryption in DSE's layout: each chunk is `[IV][ciphertext]`, with a fresh random IV per
+ * chunk (16 bytes for AES, 8 for the 64-bit-block ciphers, none for ECB) and PKCS5 padding unless
+ * the transformation says NoPadding. The work runs in the native addon, off the event loop.
+ */
+import { ChunkLocator, fromNative, TdeError } from '../errors';
+import { native, NativeChunkCipher } from '../native';
+import { CipherChoice, normalizeKey, resolveCipher } from './transformation';
+
+export interface ChunkCipherOptions {
+  /** JCE transformation, for example `AES/CBC/PKCS5Padding`. */
+  cipher_algorithm: string;
+  /** Key strength in bits. */
+  secret_key_strength: number | string;
+  /** Raw key bytes. They are copied into native memory; the caller may wipe its copy at once. */
+  key: Uint8Array;
+  /** DSE's `iv_length` option; when given it must match the cipher's block size. */
+  iv_length?: number | string;
+}
+
+const byIndex: ChunkLocator = (i) => ({ prefix: `chunk ${i} of the batch`, context: { chunk: i } });
+
+function locate(where: ChunkLocator) {
+  return (i: number | undefined) => (i === undefined ? { prefix: 'chunk cipher' } : where(i));
+}
+
+export class ChunkCipher {
+  /** The cipher this object was made for (no key material). */
+  readonly choice: CipherChoice;
+  private handle: NativeChunkCipher | undefined;
+
+  /** @internal use {@link createChunkCipher}. */
+  constructor(choice: CipherChoice, handle: NativeChunkCipher) {
+    this.choice = choice;
+    this.handle = handle;
+  }
+
+  /** Canonical transformation name, for example `AES/CBC/PKCS5Padding`. */
+  get transformation(): string {
+    return this.choice.name;
+  }
+
+  get ivLength(): number {
+    return this.choice.ivLength;
+  }
+
+  /** Size of a chunk of `plainLength` bytes once encrypted, IV included. */
+  encryptedLength(plainLength: number): number {
+    const body =
+      this.choice.padding === 'PKCS5Padding'
+        ? (Math.floor(plainLength / this.choice.blockSize) + 1) * this.choice.blockSize
+        : plainLength;
+    return this.choice.ivLength + body;
+  }
+
+  private live(): NativeChunkCipher {
+    if (!this.handle) {
+      throw new TdeError('ERR_TDE_CIPHER_DESTROYED', 'this chunk cipher was destroyed; make a new one');
+    }
+    return this.handle;
+  }
+
+  async encrypt(chunk: Uint8Array): Promise<Buffer> {
+    return (await this.encryptBatch([chunk]))[0];
+  }
+
+  async decrypt(chunk: Uint8Array): Promise<Buffer> {
+    return (await this.decryptBatch([chunk]))[0];
+  }
+
+  /**
+   * Encrypts many chunks in one call, spread over the addon's threads. The results share one
+   * allocation, so keeping any of them keeps the whole batch's memory alive.
+   */
+  async encryptBatch(chunks: Uint8Array[], where: ChunkLocator = byIndex): Promise<Buffer[]> {
+    const handle = this.live();
+    const sizes = chunks.map((c) => this.encryptedLength(c.length));
+    const outputs = carve(sizes);
+    try {
+      const written = await handle.encryptInto(chunks, outputs);
+      return outputs.map((o, i) => o.subarray(0, written[i]));
+    } catch (err) {
+      throw fromNative(err, locate(where));
+    }
+  }
+
+  /** Decrypts many chunks in one call; each must be `[IV][ciphertext]` as encrypt wrote it. */
+  async decryptBatch(chunks: Uint8Array[], where: ChunkLocator = byIndex): Promise<Buffer[]> {
+    const handle = this.live();
+    const sizes = chunks.map((c) => Math.max(0, c.length - this.choice.ivLength));
+    const outputs = carve(sizes);
+    try {
+      const written = await handle.decryptInto(chunks, outputs);
+      return outputs.map((o, i) => o.subarray(0, written[i]));
+    } catch (err) {
+      throw fromNative(err, locate(where));
+    }
+  }
+
+  /** Encrypts one small value on the calling thread (config values, tests). */
+  encryptSync(data: Uint8Array): Buffer {
+    const out = Buffer.allocUnsafe(this.encryptedLength(data.length));
+    try {
+      return out.subarray(0, this.live().encryptSync(data, out));
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  decryptSync(data: Uint8Array): Buffer {
+    const out = Buffer.allocUnsafe(Math.max(0, data.length - this.choice.ivLength));
+    try {
+      return out.subarray(0, this.live().decryptSync(data, out));
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /** Wipes the key from native memory. Batches already running finish first. */
+  destroy(): void {
+    this.handle?.destroy();
+    this.handle = undefined;
+  }
+
+  get destroyed(): boolean {
+    return this.handle === undefined;
+  }
+}
+
+/** One allocation cut into consecutive views of the given sizes. */
+function carve(sizes: number[]): Buffer[] {
+  let total = 0;
+  for (const s of sizes) total += s;
+  // Not pooled: a batch is large and its lifetime is the caller's.
+  const slab = Buffer.allocUnsafeSlow(total);
+  const views: Buffer[] = [];
+  let at = 0;
+  for (const s of sizes) {
+    views.push(slab.subarray(at, at + s));
+    at += s;
+  }
+  return views;
+}
+
+/**
+ * Makes a chunk cipher for a transformation, strength and key. Throws a TdeError when the
+ * transformation or strength is not accepted (the message lists what is) or the key has the
+ * wrong length.
+ */
+export function createChunkCipher(options: ChunkCipherOptions): ChunkCipher {
+  if (options === null || typeof options !== 'object') {
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'createChunkCipher needs an options object');
+  }
+  if (!(options.key instanceof Uint8Array)) {
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'key must be a Buffer or Uint8Array of raw key bytes');
+  }
+  const choice = resolveCipher(
+    options.cipher_algorithm,
+    options.secret_key_strength,
+    options.iv_length,
+  );
+  const key = normalizeKey(choice, options.key);
+  try {
+    const handle = new (native().ChunkCipher)(
+      {
+        evpName: choice.evpName,
+        ivLength: choice.ivLength,
+        padding: choice.padding === 'PKCS5Padding',
+        rc2KeyBits: choice.rc2KeyBits,
+      },
+      key,
+    );
+    return new ChunkCipher(choice, handle);
+  } catch (err) {
+    throw fromNative(err, () => ({ prefix: `cannot set up ${choice.name} (${choice.strength} bits)` }));
+  } finally {
+    // normalizeKey may have made a private copy (DESede 112); wipe it. The caller's buffer is theirs.
+    if (key.buffer !== options.key.buffer) key.fill(0);
+  }
+}

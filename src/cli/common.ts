@@ -1,0 +1,50 @@
+/** What every command shares: exit codes, error printing, and the config option. */
+import { Command } from 'commander';
+
+import { loadConfig, TdeConfig } from '../config/config';
+import { isTdeError } from '../errors';
+
+/** Exit codes, documented in the README. */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+/** Where commands write; tests capture these instead of the process streams. */
+export interface Io {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  /** True when stderr is a terminal a progress bar can redraw. */
+  interactive: boolean;
+  stderr: NodeJS.WriteStream;
+}
+
+export function processIo(): Io {
+  return {
+    out: (t) => process.stdout.write(t + '\n'),
+    err: (t) => process.stderr.write(t + '\n'),
+    interactive: Boolean(process.stderr.isTTY) && !process.env.CI,
+    stderr: process.stderr,
+  };
+}
+
+export function addConfigOption(cmd: Command): Command {
+  return cmd.option('--config <file>', 'dse.yaml-style configuration (system_key_directory, ...)');
+}
+
+export function configFrom(opts: { config?: string }): TdeConfig {
+  return loadConfig(opts.config);
+}
+
+/** Prints an error for a person (stderr) and, with --json, for a script (stdout). */
+export function reportError(io: Io, err: unknown, json: boolean): number {
+  const code = isTdeError(err) ? err.code : 'ERR_TDE_INTERNAL';
+  const message = err instanceof Error ? err.message : String(err);
+  io.err(`sstable-tde: error [${code}]: ${message}`);
+  if (!isTdeError(err) && err instanceof Error && err.stack && process.env.SSTABLE_TDE_DEBUG) io.err(err.stack);
+  if (json) io.out(JSON.stringify({ error: { code, message } }));
+  return EXIT_FAILURE;
+}
+
+export function mib(bytes: number): string {
+  return (bytes / (1024 * 1024)).toFixed(bytes < 1024 * 1024 ? 3 : 1);
+}

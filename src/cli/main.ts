@@ -1,0 +1,70 @@
+/**
+ * The sstable-tde command line. The library stays quiet; this is the one place that writes to
+ * the console and decides exit codes: 0 success, 1 failure, 2 usage error.
+ */
+import { Command, CommanderError } from 'commander';
+
+import { EXIT_OK, EXIT_USAGE, Io, processIo } from './common';
+import { createSystemKeyCommand } from './createsystemkey';
+import { describeCommand } from './describe';
+import { upgradeSSTablesCommand } from './upgradesstables';
+import { verifyCommand } from './verify';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { version } = require('../../package.json') as { version: string };
+
+/** Runs the CLI with `argv` (without node and script) and resolves to the exit code. */
+export async function run(argv: string[], io: Io = processIo()): Promise<number> {
+  let code: number | undefined;
+  const done = (c: number) => {
+    code ??= c;
+  };
+
+  const program = new Command('sstable-tde')
+    .description('Transparent data encryption for Cassandra SSTables (DSE-compatible TDE)')
+    .version(version)
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
+    .exitOverride();
+  for (const make of [createSystemKeyCommand, upgradeSSTablesCommand, verifyCommand, describeCommand]) {
+    program.addCommand(make(io, done).exitOverride().configureOutput({
+      writeOut: (s) => io.out(s.trimEnd()),
+      writeErr: (s) => io.err(s.trimEnd()),
+    }).showHelpAfterError('(run with --help for usage)'));
+  }
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      const benign = ['commander.helpDisplayed', 'commander.version', 'commander.help'];
+      return benign.includes(err.code) ? EXIT_OK : EXIT_USAGE;
+    }
+    throw err;
+  }
+  if (code === undefined) {
+    // No command given.
+    program.outputHelp({ error: true });
+    return EXIT_USAGE;
+  }
+  return code;
+}
+
+export function main(): void {
+  // A reader that went away (`| head`) is not an error worth a stack trace.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
+  run(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err) => {
+      process.stderr.write(`sstable-tde: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

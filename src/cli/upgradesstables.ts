@@ -1,0 +1,108 @@
+/** `upgradesstables`: rewrite SSTables whose compression or encryption differs from their table's. */
+import { Command } from 'commander';
+import * as cliProgress from 'cli-progress';
+
+import { loadSchema } from '../schema/cql';
+import { SSTableResult, upgradeSSTables, UpgradeEvent } from '../rewrite/upgrade';
+import { addConfigOption, configFrom, EXIT_FAILURE, EXIT_OK, Io, mib, reportError } from './common';
+
+function line(r: SSTableResult): string {
+  switch (r.status) {
+    case 'rewritten':
+      return `rewritten  ${r.sstable} -> ${r.newSSTable?.split('/').pop()}\n           ${r.from}\n        -> ${r.to}\n` +
+        `           ${r.dataBytes} bytes of data, ${r.storedBytesBefore} -> ${r.storedBytesAfter} bytes on disk, ` +
+        `${(r.seconds ?? 0).toFixed(2)} s`;
+    case 'unchanged':
+      return `unchanged  ${r.sstable} (already ${r.from})`;
+    case 'skipped':
+      return `skipped    ${r.sstable}: ${r.reason}`;
+    default:
+      return `FAILED     ${r.sstable}: [${r.error?.code}] ${r.error?.message}`;
+  }
+}
+
+export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Command {
+  const cmd = new Command('upgradesstables')
+    .description('rewrite SSTables into the compression and encryption their tables ask for')
+    .argument('[keyspace]', 'only this keyspace')
+    .argument('[tables...]', 'only these tables of the keyspace')
+    .requiredOption('--data-dir <dir>', 'Cassandra data directory (KEYSPACE/TABLE[-id]/ inside)')
+    .requiredOption('--schema <file>', 'CQL file with CREATE TABLE / ALTER TABLE ... WITH compression = {...}')
+    .option('-a, --include-all-sstables', 'rewrite every SSTable, even those already as their table asks')
+    .option('--ignore-digest', 'rewrite even when Data.db does not match its Digest file')
+    .option('--json', 'print a JSON summary instead of text');
+  addConfigOption(cmd);
+  cmd.addHelpText('after', `
+Examples:
+  sstable-tde upgradesstables --data-dir /var/lib/cassandra/data --schema schema.cql --config dse.yaml
+  sstable-tde upgradesstables --data-dir data --schema schema.cql -a cycling cyclist_name
+
+Each SSTable is written anew beside the old one, synced, verified, and only then made live; the
+old one is removed last. If the command is killed, run it again: it finishes or undoes what was
+interrupted before doing anything else.`);
+
+  cmd.action(async (keyspace: string | undefined, tables: string[], opts: {
+    dataDir: string; schema: string; includeAllSstables?: boolean; ignoreDigest?: boolean; json?: boolean; config?: string;
+  }) => {
+    const json = Boolean(opts.json);
+    let bar: cliProgress.SingleBar | undefined;
+    try {
+      const config = configFrom(opts);
+      const schema = loadSchema(opts.schema);
+      let base = 0;
+      let current = 0;
+      const onEvent = (e: UpgradeEvent) => {
+        if (e.type === 'plan' && io.interactive && !json && e.sstables > 0) {
+          bar = new cliProgress.SingleBar({
+            stream: io.stderr,
+            format: ' {bar} {percentage}% | {done}/{all} MiB | {sstable}',
+            hideCursor: true,
+            clearOnComplete: true,
+          }, cliProgress.Presets.shades_classic);
+          bar.start(e.bytes, 0, { done: '0', all: mib(e.bytes), sstable: '' });
+        } else if (e.type === 'start') {
+          current = 0;
+          bar?.update(base, { sstable: e.sstable, done: mib(base) });
+        } else if (e.type === 'progress') {
+          current = e.bytes;
+          bar?.update(base + current, { done: mib(base + current) });
+        } else if (e.type === 'done' && e.result.status !== 'unchanged' && e.result.status !== 'skipped') {
+          base += e.result.dataBytes ?? current;
+          bar?.update(base, { done: mib(base) });
+        }
+      };
+
+      const report = await upgradeSSTables({
+        dataDir: opts.dataDir,
+        schema,
+        config,
+        includeAll: Boolean(opts.includeAllSstables),
+        ignoreDigest: Boolean(opts.ignoreDigest),
+        keyspace,
+        tables,
+        onEvent,
+      });
+      bar?.stop();
+      bar = undefined;
+
+      if (json) {
+        io.out(JSON.stringify(report, null, 2));
+      } else {
+        for (const r of report.recovered) {
+          io.out(`recovered  ${r.log}: interrupted rewrite ${r.action} (removed ${r.removed})`);
+        }
+        for (const r of report.results) io.out(line(r));
+        io.out(`\n${report.rewritten} rewritten, ${report.unchanged} unchanged, ${report.skipped} skipped, ` +
+          `${report.failed} failed`);
+      }
+      if (report.failed > 0 && !json) {
+        io.err(`sstable-tde: ${report.failed} SSTable(s) could not be rewritten; they are left as they were (see FAILED above)`);
+      }
+      done(report.failed > 0 ? EXIT_FAILURE : EXIT_OK);
+    } catch (err) {
+      bar?.stop();
+      done(reportError(io, err, json));
+    }
+  });
+  return cmd;
+}

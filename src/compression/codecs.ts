@@ -1,0 +1,147 @@
+/**
+ * The three chunk codecs Cassandra writes, in its chunk framing (sstable-format.md §4):
+ *
+ * - LZ4: a 4-byte little-endian uncompressed length, then a raw LZ4 block (lz4-napi's own framing).
+ * - Deflate: a zlib stream (header, deflate data, Adler-32 trailer), as java.util.zip.Deflater
+ *   writes with its defaults. Node's zlib is the same zlib Java uses, so output is byte-identical.
+ * - Snappy: a raw Snappy block, which starts with its own varint length.
+ *
+ * Every decoder checks the length a chunk claims before decoding it, so a hostile chunk can never
+ * make us allocate more than one chunk's worth of memory.
+ */
+import { promisify } from 'node:util';
+import * as zlib from 'node:zlib';
+
+import * as lz4 from 'lz4-napi';
+import * as snappy from 'snappy';
+
+import { ChunkLocator, TdeError } from '../errors';
+
+export type CodecName = 'LZ4' | 'Deflate' | 'Snappy' | 'None';
+
+export interface Codec {
+  readonly name: CodecName;
+  compress(chunks: Buffer[]): Promise<Buffer[]>;
+  /** Each chunk must decode to exactly `lengths[i]` bytes, or a TdeError names it. */
+  uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]>;
+}
+
+const deflate = promisify(zlib.deflate);
+const inflate = promisify(zlib.inflate);
+
+function corrupt(where: ChunkLocator, i: number, what: string, cause?: unknown): TdeError {
+  const at = where(i);
+  return new TdeError('ERR_TDE_CORRUPT_CHUNK', `${at.prefix}: ${what}`, at.context, cause);
+}
+
+async function eachChunk(
+  chunks: Buffer[],
+  fn: (chunk: Buffer, i: number) => Promise<Buffer>,
+): Promise<Buffer[]> {
+  return Promise.all(chunks.map(fn));
+}
+
+const lz4Codec: Codec = {
+  name: 'LZ4',
+  compress: (chunks) => eachChunk(chunks, (c) => lz4.compress(c)),
+  uncompress: (chunks, lengths, where) =>
+    eachChunk(chunks, async (c, i) => {
+      if (c.length < 4) throw corrupt(where, i, `LZ4 chunk of ${c.length} bytes has no length prefix`);
+      const claimed = c.readUInt32LE(0);
+      if (claimed !== lengths[i]) {
+        throw corrupt(
+          where,
+          i,
+          `LZ4 chunk claims ${claimed} uncompressed bytes where ${lengths[i]} were expected`,
+        );
+      }
+      let out: Buffer;
+      try {
+        out = await lz4.uncompress(c);
+      } catch (err) {
+        throw corrupt(where, i, 'LZ4 block does not decode', err);
+      }
+      if (out.length !== lengths[i]) {
+        throw corrupt(where, i, `LZ4 block decodes to ${out.length} bytes, not ${lengths[i]}`);
+      }
+      return out;
+    }),
+};
+
+const deflateCodec: Codec = {
+  name: 'Deflate',
+  compress: (chunks) => eachChunk(chunks, (c) => deflate(c)),
+  uncompress: (chunks, lengths, where) =>
+    eachChunk(chunks, async (c, i) => {
+      let out: Buffer;
+      try {
+        // One byte of headroom, so a stream that runs long is caught as too long.
+        out = await inflate(c, { maxOutputLength: Math.max(1, lengths[i] + 1) });
+      } catch (err) {
+        throw corrupt(where, i, `zlib stream does not decode (${(err as Error).message})`, err);
+      }
+      if (out.length !== lengths[i]) {
+        throw corrupt(where, i, `zlib stream decodes to ${out.length} bytes, not ${lengths[i]}`);
+      }
+      return out;
+    }),
+};
+
+/** Reads Snappy's varint preamble; undefined when it is malformed. */
+function snappyLength(c: Buffer): number | undefined {
+  let value = 0;
+  for (let i = 0, shift = 0; i < 5 && i < c.length; i++, shift += 7) {
+    value += (c[i] & 0x7f) * 2 ** shift;
+    if ((c[i] & 0x80) === 0) return value;
+  }
+  return undefined;
+}
+
+const snappyCodec: Codec = {
+  name: 'Snappy',
+  compress: (chunks) => eachChunk(chunks, (c) => snappy.compress(c)),
+  uncompress: (chunks, lengths, where) =>
+    eachChunk(chunks, async (c, i) => {
+      const claimed = snappyLength(c);
+      if (claimed !== lengths[i]) {
+        throw corrupt(
+          where,
+          i,
+          claimed === undefined
+            ? 'Snappy chunk has no valid length preamble'
+            : `Snappy chunk claims ${claimed} uncompressed bytes where ${lengths[i]} were expected`,
+        );
+      }
+      let out: Buffer;
+      try {
+        out = (await snappy.uncompress(c, { asBuffer: true })) as Buffer;
+      } catch (err) {
+        throw corrupt(where, i, 'Snappy block does not decode', err);
+      }
+      if (out.length !== lengths[i]) {
+        throw corrupt(where, i, `Snappy block decodes to ${out.length} bytes, not ${lengths[i]}`);
+      }
+      return out;
+    }),
+};
+
+/** `Encryptor` compresses nothing: the chunk is encrypted as it is. */
+const noneCodec: Codec = {
+  name: 'None',
+  compress: async (chunks) => chunks,
+  uncompress: async (chunks, lengths, where) => {
+    chunks.forEach((c, i) => {
+      if (c.length !== lengths[i]) {
+        throw corrupt(where, i, `chunk holds ${c.length} bytes where ${lengths[i]} were expected`);
+      }
+    });
+    return chunks;
+  },
+};
+
+export const CODECS: Record<CodecName, Codec> = {
+  LZ4: lz4Codec,
+  Deflate: deflateCodec,
+  Snappy: snappyCodec,
+  None: noneCodec,
+};

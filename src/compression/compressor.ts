@@ -1,0 +1,178 @@
+/**
+ * The compressor classes a table can name: LZ4Compressor, DeflateCompressor and SnappyCompressor
+ * (what Cassandra writes), Encryptor (encrypt only), and EncryptingLZ4Compressor,
+ * EncryptingDeflateCompressor and EncryptingSnappyCompressor (compress, then encrypt).
+ *
+ * All share one interface: batches of chunks in, batches out. SSTable code sees only this
+ * interface, never a key.
+ */
+import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
+import { resolveCipher } from '../cipher/transformation';
+import { ChunkLocator, isTdeError, TdeError } from '../errors';
+import { KeyProvider } from '../keys/provider';
+import { Codec, CODECS } from './codecs';
+import {
+  COMPRESSOR_CLASSES,
+  CompressionParams,
+  compressionInfoOptions,
+  describeParams,
+  parseTableCompression,
+} from './options';
+
+export interface Compressor {
+  readonly params: CompressionParams;
+  /** Simple class name as written in CompressionInfo.db. */
+  readonly className: string;
+  readonly encrypting: boolean;
+  /** Name of the key in use (key file or KMIP id), for messages; undefined when not encrypting. */
+  readonly keyId?: string;
+  /** Compresses (and encrypts) chunks. Output i corresponds to input i. */
+  compressBatch(chunks: Buffer[]): Promise<Buffer[]>;
+  /** Decrypts (and decompresses) chunks; each must yield exactly `lengths[i]` bytes. */
+  uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]>;
+  /** Options to record in CompressionInfo.db: class options, never key bytes. */
+  compressionInfoOptions(): Record<string, string>;
+  /** Wipes the key, if any. */
+  close(): void;
+}
+
+class PlainCompressor implements Compressor {
+  readonly encrypting = false;
+
+  constructor(
+    readonly params: CompressionParams,
+    private readonly codec: Codec,
+  ) {}
+
+  get className(): string {
+    return this.params.className as string;
+  }
+
+  compressBatch(chunks: Buffer[]): Promise<Buffer[]> {
+    return this.codec.compress(chunks);
+  }
+
+  uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]> {
+    return this.codec.uncompress(chunks, lengths, where);
+  }
+
+  compressionInfoOptions(): Record<string, string> {
+    return compressionInfoOptions(this.params);
+  }
+
+  close(): void {}
+}
+
+class EncryptingCompressor implements Compressor {
+  readonly encrypting = true;
+
+  constructor(
+    readonly params: CompressionParams,
+    private readonly codec: Codec,
+    private readonly cipher: ChunkCipher,
+    readonly keyId: string,
+    private readonly keyCheck: string,
+    /** True when the key was checked against a recorded key check value. */
+    private readonly keyVerified: boolean,
+  ) {}
+
+  get className(): string {
+    return this.params.className as string;
+  }
+
+  async compressBatch(chunks: Buffer[]): Promise<Buffer[]> {
+    return this.cipher.encryptBatch(await this.codec.compress(chunks));
+  }
+
+  async uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]> {
+    let plain: Buffer[];
+    try {
+      plain = await this.cipher.decryptBatch(chunks, where);
+    } catch (err) {
+      // With a recorded key check value that matched, the key is right: the chunk is damaged.
+      if (this.keyVerified && isTdeError(err, 'ERR_TDE_DECRYPT_FAILED')) {
+        throw new TdeError('ERR_TDE_CORRUPT_CHUNK', `${err.message} (the key is the one it was ` +
+          'written with, so the chunk itself is damaged)', err.context, err);
+      }
+      throw err;
+    }
+    return this.codec.uncompress(plain, lengths, where);
+  }
+
+  compressionInfoOptions(): Record<string, string> {
+    return compressionInfoOptions(this.params, this.keyCheck);
+  }
+
+  close(): void {
+    this.cipher.destroy();
+  }
+}
+
+export interface CreateCompressorOptions {
+  /** Where keys come from; required for the encrypting classes. */
+  keys?: KeyProvider;
+  /** File the params came from, named in a wrong-key error. */
+  file?: string;
+}
+
+/**
+ * Makes the compressor for a table's (or an SSTable's) compression params. For the encrypting
+ * classes it fetches the key; when the params carry a key check value (params read back from
+ * CompressionInfo.db) and the key does not match it, it fails with ERR_TDE_WRONG_KEY.
+ */
+export async function createCompressor(
+  params: CompressionParams,
+  options: CreateCompressorOptions = {},
+): Promise<Compressor> {
+  if (!params.enabled || !params.className) {
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'an uncompressed table has no compressor');
+  }
+  const info = COMPRESSOR_CLASSES[params.className];
+  const codec = CODECS[info.codec];
+  if (!info.encrypting) return new PlainCompressor(params, codec);
+
+  const e = params.encryption;
+  if (!e) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${params.className} needs encryption settings`);
+  if (!options.keys) {
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${params.className} needs a key provider`);
+  }
+  const choice = resolveCipher(e.cipherAlgorithm, e.strength, e.ivLength);
+  const key = await options.keys.keyFor(e, choice);
+  try {
+    if (e.keyCheckValue !== undefined && e.keyCheckValue !== key.keyCheckValue) {
+      const where = options.file ? `${options.file} was` : 'the data was';
+      throw new TdeError(
+        'ERR_TDE_WRONG_KEY',
+        `${where} encrypted with a different key than ${key.id} now holds (key check value ` +
+          `${e.keyCheckValue} recorded, ${key.keyCheckValue} found): restore the key file ` +
+          `${key.id} that was in use when it was written`,
+        { file: options.file, key: key.id },
+      );
+    }
+    const cipher = createChunkCipher({
+      cipher_algorithm: choice.name,
+      secret_key_strength: choice.strength,
+      key: key.bytes,
+      iv_length: e.ivLength,
+    });
+    return new EncryptingCompressor(params, codec, cipher, key.id, key.keyCheckValue,
+      e.keyCheckValue !== undefined);
+  } finally {
+    key.bytes.fill(0);
+  }
+}
+
+/**
+ * Convenience for a storage process: makes a compressor straight from a table's CQL
+ * compression map, for example `{ class: 'EncryptingLZ4Compressor', cipher_algorithm:
+ * 'AES/CBC/PKCS5Padding', secret_key_strength: 128, chunk_length_kb: 64 }`.
+ */
+export async function compressorForTable(
+  map: Record<string, unknown>,
+  options: CreateCompressorOptions & { defaultChunkLength?: number } = {},
+): Promise<Compressor> {
+  const params = parseTableCompression(map, options.defaultChunkLength ?? 65536);
+  return createCompressor(params, options);
+}
+
+export { describeParams };

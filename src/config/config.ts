@@ -1,0 +1,99 @@
+/**
+ * The dse.yaml-style configuration: which directory holds local system keys, and (in later
+ * parts) KMIP groups and encrypted values. Validated on load; every wrong key is reported at once,
+ * each with the nearest valid name.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import * as YAML from 'yaml';
+
+import { fromSystem, TdeError } from '../errors';
+import { didYouMean } from '../util/suggest';
+
+/** DSE's default when dse.yaml does not set system_key_directory. */
+export const DEFAULT_SYSTEM_KEY_DIRECTORY = '/etc/dse/conf';
+
+export interface TdeConfig {
+  /** The file the config came from, if any. */
+  file?: string;
+  /** Absolute directory of local system key files. */
+  systemKeyDirectory: string;
+  configEncryptionActive: boolean;
+  configEncryptionKeyName?: string;
+  /** The raw kmip_hosts and system_info_encryption sections, for the parts that use them. */
+  kmipHosts: Record<string, unknown>;
+  systemInfoEncryption?: Record<string, unknown>;
+}
+
+type Check = (value: unknown) => string | undefined;
+
+const isString: Check = (v) => (typeof v === 'string' && v !== '' ? undefined : 'a non-empty string');
+const isBoolean: Check = (v) => (typeof v === 'boolean' ? undefined : 'true or false');
+const isMap: Check = (v) =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) ? undefined : 'a map of settings';
+
+const KEYS: Record<string, Check> = {
+  system_key_directory: isString,
+  config_encryption_active: isBoolean,
+  config_encryption_key_name: isString,
+  kmip_hosts: isMap,
+  system_info_encryption: isMap,
+};
+
+/** Validates an already-parsed config object. `file` is used in messages and to resolve paths. */
+export function configFromObject(raw: unknown, file?: string): TdeConfig {
+  const where = file ?? 'configuration';
+  if (raw === null || raw === undefined) raw = {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new TdeError('ERR_TDE_CONFIG', `${where} must be a YAML map of settings`, { file });
+  }
+  const obj = raw as Record<string, unknown>;
+
+  const problems: string[] = [];
+  for (const [key, value] of Object.entries(obj)) {
+    const check = KEYS[key];
+    if (!check) {
+      problems.push(`unknown setting "${key}"${didYouMean(key, Object.keys(KEYS))}`);
+      continue;
+    }
+    if (value === null) continue; // an empty YAML value means "use the default"
+    const expected = check(value);
+    if (expected) problems.push(`${key} must be ${expected}, not ${JSON.stringify(value)}`);
+  }
+  if (problems.length > 0) {
+    throw new TdeError('ERR_TDE_CONFIG', `${where} is not valid:\n  - ${problems.join('\n  - ')}`, {
+      file,
+    });
+  }
+
+  const base = file ? path.dirname(path.resolve(file)) : process.cwd();
+  const dir = (obj.system_key_directory as string | null) ?? DEFAULT_SYSTEM_KEY_DIRECTORY;
+  return {
+    file,
+    systemKeyDirectory: path.resolve(base, dir),
+    configEncryptionActive: (obj.config_encryption_active as boolean | null) ?? false,
+    configEncryptionKeyName: (obj.config_encryption_key_name as string | null) ?? undefined,
+    kmipHosts: (obj.kmip_hosts as Record<string, unknown> | null) ?? {},
+    systemInfoEncryption: (obj.system_info_encryption as Record<string, unknown> | null) ?? undefined,
+  };
+}
+
+/** Reads and validates a YAML config file; with no file, the defaults. */
+export function loadConfig(file?: string): TdeConfig {
+  if (file === undefined) return configFromObject({});
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw fromSystem(err, file, 'read config file');
+  }
+  let parsed: unknown;
+  try {
+    parsed = YAML.parse(text, { prettyErrors: true, maxAliasCount: 100 });
+  } catch (err) {
+    throw new TdeError('ERR_TDE_CONFIG', `config file ${file} is not valid YAML: ${(err as Error).message}`,
+      { file }, err);
+  }
+  return configFromObject(parsed, file);
+}

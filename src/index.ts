@@ -1,0 +1,44 @@
+/**
+ * sstable-tde: transparent data encryption for Cassandra-format SSTables, DSE-compatible.
+ *
+ * The library is quiet: it reports through return values, events and typed errors
+ * ({@link TdeError}, with stable `code`s), and never writes to the console.
+ */
+export { ChunkCipher, createChunkCipher } from './cipher/chunk-cipher';
+export type { ChunkCipherOptions } from './cipher/chunk-cipher';
+export { parseTransformation, resolveCipher, supportedTransformations } from './cipher/transformation';
+export type { CipherChoice, Transformation } from './cipher/transformation';
+
+export { compressorForTable, createCompressor } from './compression/compressor';
+export type { Compressor, CreateCompressorOptions } from './compression/compressor';
+export { parseTableCompression, COMPRESSOR_CLASSES } from './compression/options';
+export type { CompressionParams, EncryptionSettings, CompressorClass } from './compression/options';
+
+export { configFromObject, loadConfig } from './config/config';
+export type { TdeConfig } from './config/config';
+
+export { createKeyFile, parseKeyFile, readKeyFile } from './keys/key-file';
+export { keyCheckValue } from './keys/key-check';
+export { KeyProviders, LocalFileSystemKeyProvider } from './keys/provider';
+export type { KeyProvider, ResolvedKey } from './keys/provider';
+
+export { parseCompressionInfo, serializeCompressionInfo } from './sstable/compression-info';
+export type { CompressionInfo } from './sstable/compression-info';
+export { parseComponentName, scanTableDirectory } from './sstable/descriptor';
+export type { SSTableFiles, SSTableId } from './sstable/descriptor';
+export { findTables, liveSSTables } from './sstable/data-dir';
+export { inspectSSTable } from './sstable/inspect';
+export { SSTableReader } from './sstable/reader';
+export type { Fault, OpenOptions, VerifyReport } from './sstable/reader';
+export { SSTableDataWriter } from './sstable/writer';
+export type { DataWriterOptions, WriteResult } from './sstable/writer';
+
+export { parseSchema, loadSchema } from './schema/cql';
+export type { TableSchema } from './schema/cql';
+export { upgradeSSTables } from './rewrite/upgrade';
+export type { SSTableResult, UpgradeEvent, UpgradeOptions, UpgradeReport } from './rewrite/upgrade';
+export { verifyDataDirectory } from './tools/verify';
+export { describeDataDirectory } from './tools/describe';
+
+export { ErrorCode, TdeError, isTdeError } from './errors';
+export type { ErrorCodeName, ErrorContext } from './errors';

@@ -1,0 +1,176 @@
+/**
+ * DSE's local system key files: one line per key, `ALG/MODE/PADDING:BITS:BASE64KEY`, mode 0600.
+ * A file may hold several lines, one per cipher and strength.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { CipherChoice, generateKey, normalizeKey, resolveCipher } from '../cipher/transformation';
+import { fromSystem, TdeError } from '../errors';
+import { syncDirectory } from '../util/files';
+
+export interface KeyFileEntry {
+  /** The transformation as the line spells it, canonicalised. */
+  transformation: string;
+  algorithm: string;
+  strength: number;
+  key: Buffer;
+}
+
+/** Key files are a few lines; anything bigger is not a key file. */
+const MAX_KEY_FILE_BYTES = 64 * 1024;
+
+export function formatKeyLine(choice: CipherChoice, key: Uint8Array): string {
+  return `${choice.name}:${choice.strength}:${Buffer.from(key).toString('base64')}`;
+}
+
+/** Parses a key file's text; errors name the file and line but never echo key material. */
+export function parseKeyFile(text: string, file: string): KeyFileEntry[] {
+  const entries: KeyFileEntry[] = [];
+  const lines = text.split(/\r?\n/);
+  lines.forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const where = `line ${i + 1} of key file ${file}`;
+    const parts = line.split(':');
+    if (parts.length !== 3 || !/^[A-Za-z0-9+/]+={0,2}$/.test(parts[2])) {
+      throw new TdeError(
+        'ERR_TDE_KEY_FILE',
+        `${where} is not of the form ALG/MODE/PADDING:BITS:BASE64KEY; ` +
+          'recreate the file with "sstable-tde createsystemkey" or restore it from a backup',
+        { file },
+      );
+    }
+    let choice: CipherChoice;
+    try {
+      choice = resolveCipher(parts[0], parts[1]);
+    } catch (err) {
+      throw new TdeError('ERR_TDE_KEY_FILE', `${where}: ${(err as Error).message}`, { file }, err);
+    }
+    const decoded = Buffer.from(parts[2], 'base64');
+    let key: Buffer;
+    try {
+      key = normalizeKey(choice, decoded);
+    } catch (err) {
+      throw new TdeError('ERR_TDE_KEY_FILE', `${where}: ${(err as Error).message}`, { file }, err);
+    }
+    entries.push({ transformation: choice.name, algorithm: choice.algorithm, strength: choice.strength, key });
+  });
+  if (entries.length === 0) {
+    throw new TdeError(
+      'ERR_TDE_KEY_FILE',
+      `key file ${file} holds no key; recreate it with "sstable-tde createsystemkey" or restore it ` +
+        'from a backup',
+      { file },
+    );
+  }
+  return entries;
+}
+
+/**
+ * Reads and parses a key file. Refuses one that group or others can read or write, since anyone
+ * who can read the key can read every table it protects.
+ */
+export function readKeyFile(file: string): KeyFileEntry[] {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') {
+      throw new TdeError(
+        'ERR_TDE_KEY_FILE',
+        `system key file ${file} does not exist; create it with "sstable-tde createsystemkey ` +
+          `CIPHER STRENGTH ${path.basename(file)} -d ${path.dirname(file)}", or set ` +
+          'system_key_directory (--config) to the directory that holds it',
+        { file },
+      );
+    }
+    if (e.code === 'ELOOP') {
+      throw new TdeError('ERR_TDE_KEY_FILE', `system key file ${file} is a symbolic link; ` +
+        'point system_key_directory at the real file', { file });
+    }
+    throw fromSystem(err, file, 'open system key file');
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) {
+      throw new TdeError('ERR_TDE_KEY_FILE', `system key file ${file} is not a regular file`, { file });
+    }
+    if ((st.mode & 0o077) !== 0) {
+      throw new TdeError(
+        'ERR_TDE_KEY_FILE',
+        `system key file ${file} can be accessed by group or others (mode ` +
+          `${(st.mode & 0o777).toString(8)}); restrict it with: chmod 600 ${file}`,
+        { file },
+      );
+    }
+    if (st.size > MAX_KEY_FILE_BYTES) {
+      throw new TdeError('ERR_TDE_KEY_FILE', `system key file ${file} is ${st.size} bytes, ` +
+        `too large to be a key file (at most ${MAX_KEY_FILE_BYTES})`, { file });
+    }
+    const buf = Buffer.alloc(st.size);
+    let at = 0;
+    while (at < buf.length) {
+      const n = fs.readSync(fd, buf, at, buf.length - at, at);
+      if (n === 0) break;
+      at += n;
+    }
+    const text = buf.subarray(0, at).toString('utf8');
+    buf.fill(0);
+    return parseKeyFile(text, file);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Creates a new key file holding one freshly generated key. Refuses to overwrite an existing
+ * file. The file is created with mode 0600 and synced, with its directory, before returning.
+ */
+export function createKeyFile(dir: string, name: string, transformation: string,
+  strength: number | string): { file: string; choice: CipherChoice } {
+  const choice = resolveCipher(transformation, strength);
+  if (name === '' || name.includes('/') || name === '.' || name === '..') {
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `key file name "${name}" must be a plain file name`);
+  }
+  const file = path.join(dir, name);
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw fromSystem(err, dir, 'create directory');
+  }
+
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new TdeError(
+        'ERR_TDE_KEY_EXISTS',
+        `key file ${file} already exists and is not overwritten: data encrypted with it would ` +
+          'become unreadable. Choose another NAME, or move the file away first',
+        { file },
+      );
+    }
+    throw fromSystem(err, file, 'create key file');
+  }
+
+  const key = generateKey(choice);
+  const line = Buffer.from(formatKeyLine(choice, key) + '\n');
+  try {
+    fs.fchmodSync(fd, 0o600); // the umask may have taken bits away, never added: make it exact
+    fs.writeSync(fd, line);
+    fs.fsyncSync(fd);
+  } catch (err) {
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+    throw fromSystem(err, file, 'write key file');
+  } finally {
+    key.fill(0);
+    line.fill(0);
+  }
+  fs.closeSync(fd);
+  syncDirectory(dir);
+  return { file, choice };
+}

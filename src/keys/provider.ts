@@ -1,0 +1,87 @@
+/**
+ * Key providers: where the key for a table's encryption settings comes from. The local provider
+ * reads DSE system key files from the configured system_key_directory; KMIP comes later.
+ */
+import * as path from 'node:path';
+
+import { CipherChoice } from '../cipher/transformation';
+import { EncryptionSettings, KMIP_PROVIDER } from '../compression/options';
+import { TdeConfig } from '../config/config';
+import { TdeError } from '../errors';
+import { keyCheckValue } from './key-check';
+import { KeyFileEntry, readKeyFile } from './key-file';
+
+/** Key bytes for one use. The receiver wipes `bytes` once the cipher holds them. */
+export interface ResolvedKey {
+  bytes: Buffer;
+  keyCheckValue: string;
+  /** A name for messages: the key file, or a KMIP id. */
+  id: string;
+}
+
+export interface KeyProvider {
+  keyFor(settings: EncryptionSettings, choice: CipherChoice): Promise<ResolvedKey>;
+  /** Wipes anything cached. */
+  close(): void;
+}
+
+/** Keys from DSE-style system key files. */
+export class LocalFileSystemKeyProvider implements KeyProvider {
+  private readonly cache = new Map<string, KeyFileEntry[]>();
+
+  constructor(readonly directory: string) {}
+
+  async keyFor(settings: EncryptionSettings, choice: CipherChoice): Promise<ResolvedKey> {
+    const name = settings.systemKeyFile ?? 'system_key';
+    const file = path.join(this.directory, name);
+    let entries = this.cache.get(file);
+    if (!entries) {
+      entries = readKeyFile(file);
+      this.cache.set(file, entries);
+    }
+
+    // A key serves any mode of its algorithm; prefer the line written for this exact transformation.
+    const fits = entries.filter((e) => e.algorithm === choice.algorithm && e.strength === choice.strength);
+    const entry = fits.find((e) => e.transformation === choice.name) ?? fits[0];
+    if (!entry) {
+      const held = entries.map((e) => `${e.transformation}:${e.strength}`).join(', ');
+      throw new TdeError(
+        'ERR_TDE_KEY_NOT_FOUND',
+        `system key file ${file} has no ${choice.algorithm} ${choice.strength}-bit key (it holds ` +
+          `${held}); create one with "sstable-tde createsystemkey ${choice.name} ${choice.strength} ` +
+          `NEW_NAME -d ${this.directory}" and name NEW_NAME in the table's system_key_file`,
+        { file, key: name },
+      );
+    }
+    return { bytes: Buffer.from(entry.key), keyCheckValue: keyCheckValue(entry.key), id: name };
+  }
+
+  close(): void {
+    for (const entries of this.cache.values()) for (const e of entries) e.key.fill(0);
+    this.cache.clear();
+  }
+}
+
+/** Dispatches to the provider a table's settings name. */
+export class KeyProviders implements KeyProvider {
+  private readonly local: LocalFileSystemKeyProvider;
+
+  constructor(config: TdeConfig) {
+    this.local = new LocalFileSystemKeyProvider(config.systemKeyDirectory);
+  }
+
+  async keyFor(settings: EncryptionSettings, choice: CipherChoice): Promise<ResolvedKey> {
+    if (settings.keyProvider === KMIP_PROVIDER) {
+      throw new TdeError(
+        'ERR_TDE_UNSUPPORTED',
+        `key_provider KmipKeyProviderFactory (kmip_host ${settings.kmipHost}) is not supported by ` +
+          'this version of sstable-tde; use LocalFileSystemKeyProviderFactory with a system key file',
+      );
+    }
+    return this.local.keyFor(settings, choice);
+  }
+
+  close(): void {
+    this.local.close();
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * The addon's one door: nothing else in the package loads the .node file. The interfaces below
+ * are the whole native surface; native/addon.cc implements them.
+ *
+ * The addon trusts what it is given (TypeScript validates options first) and checks only what
+ * OpenSSL alone can know, such as whether a cipher exists or a key length is accepted.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { TdeError } from './errors';
+
+/** What the addon needs to know about a cipher; decided by src/cipher/transformation.ts. */
+export interface NativeCipherSpec {
+  /** OpenSSL cipher name, for example `AES-128-CBC` or `BF-ECB`. */
+  evpName: string;
+  /** Bytes of IV written before each chunk's ciphertext; 0 for ECB. */
+  ivLength: number;
+  /** PKCS5 padding on (JCE `PKCS5Padding`) or off (`NoPadding`). */
+  padding: boolean;
+  /** RC2 effective key bits; 0 for every other cipher. */
+  rc2KeyBits: number;
+}
+
+export interface NativeChunkCipher {
+  /**
+   * Encrypts `inputs[i]` into `outputs[i]` for every i, on the addon's thread pool. Each output
+   * must hold at least `encryptedLength(inputs[i].length)` bytes. Resolves to the number of bytes
+   * written per chunk. Rejects with `index` set to the first failing chunk.
+   */
+  encryptInto(inputs: Uint8Array[], outputs: Uint8Array[]): Promise<Uint32Array>;
+  /** As encryptInto, but each output must hold `inputs[i].length - ivLength` bytes. */
+  decryptInto(inputs: Uint8Array[], outputs: Uint8Array[]): Promise<Uint32Array>;
+  /** One chunk on the calling thread; returns bytes written. */
+  encryptSync(input: Uint8Array, output: Uint8Array): number;
+  decryptSync(input: Uint8Array, output: Uint8Array): number;
+  /** Largest encrypted size (IV included) of `plainLength` bytes. */
+  encryptedLength(plainLength: number): number;
+  /** Wipes the key (at once, or when the last running batch ends). Further calls fail. */
+  destroy(): void;
+}
+
+export interface NativeBinding {
+  ChunkCipher: new (spec: NativeCipherSpec, key: Uint8Array) => NativeChunkCipher;
+  /** Adler-32 of `data`, continuing from `initial` (1 to start). */
+  adler32(data: Uint8Array, initial?: number): number;
+  /** Whether OpenSSL, in the addon's private library context, can provide this cipher. */
+  cipherAvailable(evpName: string): boolean;
+  /** How many threads a batch may use (default: the number of cores). */
+  parallelism(): number;
+  setParallelism(threads: number): void;
+  /** The error codes native/errors.h declares. */
+  errorCodes(): string[];
+}
+
+let binding: NativeBinding | undefined;
+
+/** Loads the addon on first use. Safe in worker threads: each gets its own instance. */
+export function native(): NativeBinding {
+  if (binding) return binding;
+
+  // src/ and dist/ both sit one level below the package root, beside build/.
+  const root = path.join(__dirname, '..');
+  const candidates = ['Release', 'Debug'].map((d) =>
+    path.join(root, 'build', d, 'sstable_tde.node'),
+  );
+  const file = candidates.find((f) => fs.existsSync(f));
+  if (!file) {
+    throw new TdeError(
+      'ERR_TDE_UNSUPPORTED',
+      `the native addon is not built (looked for ${candidates.join(' and ')}): run "npm install" ` +
+        'or "npm run build" in the package directory; building needs python3, make and a C++ ' +
+        'compiler',
+    );
+  }
+  binding = require(file) as NativeBinding;
+  return binding;
+}

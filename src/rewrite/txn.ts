@@ -1,0 +1,152 @@
+/**
+ * A rewrite's transaction log: one small file in the table directory that says which SSTable a
+ * rewrite adds and which it removes, and whether the new one was committed. It is what makes a
+ * rewrite crash-safe:
+ *
+ *   1. the log is written (`add`, `remove`) and synced before any new file exists;
+ *   2. the new SSTable is written, synced and verified;
+ *   3. `commit` is appended and synced: from here on the new SSTable is the live one;
+ *   4. the old SSTable's files are removed, then the log.
+ *
+ * Whatever moment a crash hits, the log tells which set is live: before `commit` the old one (the
+ * new files are debris), after it the new one (the old files are debris). Readers in this package
+ * apply that rule when listing a directory, and {@link recoverTable} removes the debris.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { fromSystem } from '../errors';
+import { prefixOf, SSTableId } from '../sstable/descriptor';
+import { syncDirectory } from '../util/files';
+
+const HEADER = 'sstable-tde rewrite v1';
+const LOG = /^sstable-tde-txn-(.+)\.log$/;
+
+export interface TxnState {
+  file: string;
+  /** Prefix of the SSTable being written, e.g. `nb-2-big`. */
+  add?: string;
+  /** Prefix of the SSTable it replaces. */
+  remove?: string;
+  committed: boolean;
+}
+
+function appendDurably(file: string, text: string, create: boolean): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, create ? 'wx' : 'a', 0o644);
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } catch (err) {
+    throw fromSystem(err, file, create ? 'create transaction log' : 'update transaction log');
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+export class RewriteTxn {
+  private constructor(readonly file: string, readonly dir: string) {}
+
+  /** Step 1: records the intent, before any new file is created. */
+  static begin(oldId: SSTableId, newId: SSTableId): RewriteTxn {
+    const file = path.join(newId.dir, `sstable-tde-txn-${prefixOf(newId)}.log`);
+    appendDurably(file, `${HEADER}\nadd ${prefixOf(newId)}\nremove ${prefixOf(oldId)}\n`, true);
+    syncDirectory(newId.dir);
+    return new RewriteTxn(file, newId.dir);
+  }
+
+  /** Step 3: the new SSTable becomes the live one. */
+  commit(): void {
+    appendDurably(this.file, 'commit\n', false);
+  }
+
+  /** Step 4's end, or after a rollback: the log is no longer needed. */
+  finish(): void {
+    try {
+      fs.rmSync(this.file, { force: true });
+    } catch (err) {
+      throw fromSystem(err, this.file, 'remove transaction log');
+    }
+    syncDirectory(this.dir);
+  }
+}
+
+/** Reads every transaction log in a table directory. A torn or unreadable log counts as uncommitted. */
+export function readTxns(dir: string): TxnState[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch (err) {
+    throw fromSystem(err, dir, 'list directory');
+  }
+  const out: TxnState[] = [];
+  for (const name of names) {
+    if (!LOG.test(name)) continue;
+    const file = path.join(dir, name);
+    let lines: string[] = [];
+    try {
+      // Only complete lines count: a torn last line is ignored.
+      const text = fs.readFileSync(file, 'utf8');
+      lines = text.split('\n').slice(0, -1);
+    } catch {
+      // unreadable: treated as an uncommitted log with nothing known
+    }
+    const state: TxnState = { file, committed: false };
+    if (lines[0] === HEADER) {
+      for (const line of lines.slice(1)) {
+        if (line.startsWith('add ')) state.add = line.slice(4);
+        else if (line.startsWith('remove ')) state.remove = line.slice(7);
+        else if (line === 'commit') state.committed = Boolean(state.add && state.remove);
+      }
+    }
+    // Fall back to the name for the added SSTable, which the log is named after.
+    state.add ??= LOG.exec(name)?.[1];
+    out.push(state);
+  }
+  return out;
+}
+
+/** SSTable prefixes in `dir` that an interrupted rewrite left as debris: not live. */
+export function debrisPrefixes(dir: string): Set<string> {
+  const out = new Set<string>();
+  for (const t of readTxns(dir)) {
+    const dead = t.committed ? t.remove : t.add;
+    if (dead) out.add(dead);
+  }
+  return out;
+}
+
+export interface Recovery {
+  log: string;
+  /** `rolled back` (the new SSTable was not committed) or `completed` (the old one is removed). */
+  action: 'rolled back' | 'completed';
+  removed: string;
+}
+
+/** Finishes or undoes every interrupted rewrite in a table directory. */
+export function recoverTable(dir: string): Recovery[] {
+  const done: Recovery[] = [];
+  for (const t of readTxns(dir)) {
+    const dead = t.committed ? t.remove : t.add;
+    if (dead) removeSSTableFiles(dir, dead);
+    syncDirectory(dir);
+    fs.rmSync(t.file, { force: true });
+    syncDirectory(dir);
+    done.push({ log: t.file, action: t.committed ? 'completed' : 'rolled back', removed: dead ?? '' });
+  }
+  return done;
+}
+
+/** Removes every file of one SSTable. TOC.txt goes last, so a half-removed set is never listed whole. */
+export function removeSSTableFiles(dir: string, prefix: string): void {
+  const files = fs.readdirSync(dir).filter((n) => n.startsWith(`${prefix}-`));
+  files.sort((a, b) => Number(a.endsWith('TOC.txt')) - Number(b.endsWith('TOC.txt')));
+  for (const name of files) {
+    const file = path.join(dir, name);
+    try {
+      fs.rmSync(file, { force: true });
+    } catch (err) {
+      throw fromSystem(err, file, 'remove');
+    }
+  }
+}

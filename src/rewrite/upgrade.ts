@@ -1,0 +1,349 @@
+/**
+ * Offline rewriting in the manner of `nodetool upgradesstables`: every SSTable whose on-disk
+ * compression differs from what its table asks for (or every SSTable, with includeAll) is
+ * rewritten into a new generation beside it: encrypt, decrypt, rekey or change compressor.
+ *
+ * Each rewrite runs under a transaction log (see txn.ts): write, sync, verify, commit, then
+ * remove the old SSTable. A failure leaves the old SSTable untouched and removes what was
+ * written; a crash leaves a directory the next run (or any reader here) resolves.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+
+import { Compressor, createCompressor } from '../compression/compressor';
+import { CompressionParams, describeParams, parseTableCompression, sameCompression } from '../compression/options';
+import { TdeConfig } from '../config/config';
+import { fromSystem, isTdeError, TdeError } from '../errors';
+import { KeyProviders } from '../keys/provider';
+import { TableSchema } from '../schema/cql';
+import { findTables, liveSSTables, TableDir } from '../sstable/data-dir';
+import {
+  compareGenerations,
+  componentPath,
+  displayName,
+  parseComponentName,
+  prefixOf,
+  SSTableFiles,
+  SSTableId,
+} from '../sstable/descriptor';
+import { inspectSSTable, SSTableSummary } from '../sstable/inspect';
+import { SSTableReader } from '../sstable/reader';
+import { formatToc, readToc } from '../sstable/toc';
+import { SSTableDataWriter } from '../sstable/writer';
+import { syncDirectory, writeFileDurably } from '../util/files';
+import { lockDataDirectory } from './lock';
+import { readTxns, recoverTable, Recovery, removeSSTableFiles, RewriteTxn } from './txn';
+
+export interface UpgradeOptions {
+  dataDir: string;
+  /** Table compression settings, keyed `keyspace.table`. */
+  schema: Map<string, TableSchema>;
+  config: TdeConfig;
+  /** Rewrite every SSTable, even those already as their table asks (`-a`). */
+  includeAll?: boolean;
+  /** Rewrite even when Data.db does not match its Digest component (all chunk checksums still apply). */
+  ignoreDigest?: boolean;
+  keyspace?: string;
+  tables?: string[];
+  onEvent?: (event: UpgradeEvent) => void;
+}
+
+export type UpgradeEvent =
+  | { type: 'plan'; sstables: number; bytes: number }
+  | { type: 'start'; sstable: string; bytes: number }
+  | { type: 'progress'; sstable: string; bytes: number }
+  | { type: 'done'; result: SSTableResult };
+
+export interface SSTableResult {
+  sstable: string;
+  keyspace: string;
+  table: string;
+  status: 'rewritten' | 'unchanged' | 'failed' | 'skipped';
+  from?: string;
+  to?: string;
+  /** Name of the new SSTable, when rewritten. */
+  newSSTable?: string;
+  dataBytes?: number;
+  storedBytesBefore?: number;
+  storedBytesAfter?: number;
+  seconds?: number;
+  reason?: string;
+  error?: { code: string; message: string };
+}
+
+export interface UpgradeReport {
+  dataDir: string;
+  recovered: Recovery[];
+  results: SSTableResult[];
+  rewritten: number;
+  unchanged: number;
+  skipped: number;
+  failed: number;
+}
+
+/** Cassandra's default chunk length: 64 KiB up to 3.x, 16 KiB from 4.0 (na) on. */
+function defaultChunkLength(id: Pick<SSTableId, 'version' | 'format'>): number {
+  return id.format === 'bti' || id.version >= 'na' ? 16384 : 65536;
+}
+
+/** What the table asks for, for an SSTable of this version. */
+export function targetParams(schema: TableSchema, id: Pick<SSTableId, 'version' | 'format'>): CompressionParams {
+  const map = schema.compression ?? { class: 'LZ4Compressor' };
+  try {
+    return parseTableCompression(map, defaultChunkLength(id));
+  } catch (err) {
+    if (isTdeError(err)) {
+      throw new TdeError(err.code, `${schema.source}: table ${schema.keyspace}.${schema.table}: ${err.message}`,
+        err.context, err);
+    }
+    throw err;
+  }
+}
+
+/** The next free numeric generation in a directory (counting every file and transaction log). */
+function nextGeneration(dir: string): string {
+  let max = 0n;
+  for (const name of fs.readdirSync(dir)) {
+    const parsed = parseComponentName(name.replace(/^sstable-tde-txn-(.+)\.log$/, '$1-TOC.txt'));
+    if (parsed && /^\d+$/.test(parsed.generation)) {
+      const g = BigInt(parsed.generation);
+      if (g > max) max = g;
+    }
+  }
+  return String(max + 1n);
+}
+
+/** Hard-links a component into the new SSTable, or copies it where links are not possible. */
+function linkOrCopy(from: string, to: string): void {
+  try {
+    fs.linkSync(from, to);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'ENOTSUP') throw fromSystem(err, to, 'create');
+    try {
+      fs.copyFileSync(from, to, fs.constants.COPYFILE_EXCL);
+      const fd = fs.openSync(to, 'r');
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+    } catch (e) {
+      throw fromSystem(e, to, 'copy to');
+    }
+  }
+}
+
+/** Components written by the data writer; every other one is carried over unchanged. */
+function isDataComponent(c: string): boolean {
+  return c === 'Data.db' || c === 'CompressionInfo.db' || c === 'CRC.db' || c.startsWith('Digest.') || c === 'TOC.txt';
+}
+
+class Rewriter {
+  constructor(
+    private readonly keys: KeyProviders,
+    private readonly onEvent: (e: UpgradeEvent) => void,
+    private readonly ignoreDigest: boolean,
+  ) {}
+
+  /**
+   * Rewrites one SSTable with `target` compression. Returns the new SSTable's id. On any
+   * failure the new files are removed and the old SSTable is left as it was.
+   */
+  async rewrite(source: SSTableSummary, target: CompressionParams): Promise<{ id: SSTableId; stored: number }> {
+    const old = source.files;
+    const newId: SSTableId = { dir: old.dir, version: old.version, generation: nextGeneration(old.dir), format: old.format };
+    const txn = RewriteTxn.begin(old, newId);
+
+    let reader: SSTableReader | undefined;
+    let compressor: Compressor | undefined;
+    let writer: SSTableDataWriter | undefined;
+    try {
+      reader = await SSTableReader.open(old, { keys: this.keys });
+      compressor = target.enabled ? await createCompressor(target, { keys: this.keys }) : undefined;
+      writer = await SSTableDataWriter.create({
+        id: newId,
+        params: target,
+        compressor,
+        digestComponent: source.digestComponent,
+      });
+
+      // The CRC32 of the uncompressed data, to prove after writing that nothing changed.
+      let sourceChecksum = 0;
+      let done = 0;
+      for await (const batch of reader.batches()) {
+        for (const chunk of batch) {
+          sourceChecksum = zlib.crc32(chunk, sourceChecksum);
+          await writer.write(chunk);
+          done += chunk.length;
+        }
+        this.onEvent({ type: 'progress', sstable: source.sstable, bytes: done });
+      }
+      await this.checkSourceDigest(reader, source);
+      const written = await writer.finish();
+      writer = undefined;
+
+      this.carryOver(old, newId, written.components);
+      syncDirectory(newId.dir);
+
+      await this.verify(newId, written.components, sourceChecksum >>> 0, source.sstable);
+      txn.commit();
+      await reader.close();
+      reader = undefined;
+
+      removeSSTableFiles(old.dir, prefixOf(old));
+      syncDirectory(old.dir);
+      txn.finish();
+      return { id: newId, stored: written.storedLength };
+    } catch (err) {
+      await writer?.abort();
+      await reader?.close();
+      // Not committed: the new SSTable's files are debris. Remove them and the log.
+      removeSSTableFiles(newId.dir, prefixOf(newId));
+      txn.finish();
+      throw err;
+    } finally {
+      compressor?.close();
+    }
+  }
+
+  /** Refuses to carry on from a Data.db that differs from what its writer recorded. */
+  private async checkSourceDigest(reader: SSTableReader, source: SSTableSummary): Promise<void> {
+    const recorded = await reader.recordedDigest(source.digestComponent);
+    if (recorded === undefined || this.ignoreDigest || Number(recorded) === reader.streamDigest) return;
+    throw new TdeError('ERR_TDE_DIGEST_MISMATCH', `${componentPath(source.files, source.digestComponent as string)} ` +
+      `says ${JSON.stringify(recorded.slice(0, 20))} but Data.db's checksum is ${reader.streamDigest}, although ` +
+      'every chunk checksum is right: the SSTable is left as it was. If the data is known to be good, ' +
+      'run again with --ignore-digest to rewrite it with a new digest');
+  }
+
+  /** Links the untouched components and writes the new TOC.txt, in the old one's order. */
+  private carryOver(old: SSTableFiles, newId: SSTableId, written: string[]): void {
+    for (const c of old.components) {
+      if (!isDataComponent(c)) linkOrCopy(componentPath(old, c), componentPath(newId, c));
+    }
+    if (!old.components.includes('TOC.txt')) return;
+
+    const toc = readToc(componentPath(old, 'TOC.txt'));
+    const kept = toc.filter((c) => !isDataComponent(c) || c === 'TOC.txt' || written.includes(c));
+    for (const c of written) if (!kept.includes(c)) kept.push(c);
+    writeFileDurably(componentPath(newId, 'TOC.txt'), formatToc(kept));
+  }
+
+  private async verify(id: SSTableId, components: string[], expected: number, sourceName: string): Promise<void> {
+    const reader = await SSTableReader.open(id, { keys: this.keys });
+    try {
+      const report = await reader.verify(components.find((c) => c.startsWith('Digest.')));
+      if (report.faults.length > 0) {
+        throw new TdeError('ERR_TDE_REWRITE_FAILED', `the new SSTable ${displayName(id)} did not ` +
+          `verify (${report.faults[0].message}); ${sourceName} is left as it was`);
+      }
+      if (report.dataChecksum !== expected) {
+        throw new TdeError('ERR_TDE_REWRITE_FAILED', `the new SSTable ${displayName(id)} does not ` +
+          `hold the same data as ${sourceName} (CRC32 ${report.dataChecksum} vs ${expected}); ` +
+          `${sourceName} is left as it was`);
+      }
+    } finally {
+      await reader.close();
+    }
+  }
+}
+
+function errorOf(err: unknown): { code: string; message: string } {
+  if (isTdeError(err)) return { code: err.code, message: err.message };
+  return { code: 'ERR_TDE_REWRITE_FAILED', message: err instanceof Error ? err.message : String(err) };
+}
+
+/**
+ * Runs upgradesstables over a data directory. Failures of single SSTables are reported in the
+ * result and do not stop the others; errors that concern the whole run (lock held, bad data
+ * directory, bad schema) are thrown.
+ */
+export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeReport> {
+  const onEvent = options.onEvent ?? (() => {});
+  const tables = findTables(options.dataDir, options.keyspace, options.tables);
+  const lock = lockDataDirectory(options.dataDir, 'sstable-tde upgradesstables');
+  const keys = new KeyProviders(options.config);
+  const report: UpgradeReport = {
+    dataDir: options.dataDir,
+    recovered: [],
+    results: [],
+    rewritten: 0,
+    unchanged: 0,
+    skipped: 0,
+    failed: 0,
+  };
+  const add = (r: SSTableResult) => {
+    report.results.push(r);
+    report[r.status === 'rewritten' ? 'rewritten' : r.status]++;
+    onEvent({ type: 'done', result: r });
+  };
+
+  try {
+    // Finish or undo what an interrupted run left, before planning anything.
+    for (const t of tables) if (readTxns(t.dir).length > 0) report.recovered.push(...recoverTable(t.dir));
+
+    const plan: { table: TableDir; summary: SSTableSummary; target: CompressionParams }[] = [];
+    for (const table of tables) {
+      const schema = options.schema.get(`${table.keyspace}.${table.table}`);
+      const listing = liveSSTables(table.dir);
+      for (const legacy of listing.legacy) {
+        add({ sstable: `${table.keyspace}/${path.basename(table.dir)}/${legacy}`, keyspace: table.keyspace,
+          table: table.table, status: 'skipped',
+          reason: 'SSTable versions before la (Cassandra 2.2) are not supported; upgrade them with Cassandra first' });
+      }
+      for (const files of listing.sstables.sort((a, b) => compareGenerations(a.generation, b.generation))) {
+        const name = displayName(files);
+        const base = { sstable: name, keyspace: table.keyspace, table: table.table };
+        if (!schema) {
+          add({ ...base, status: 'skipped', reason: `table ${table.keyspace}.${table.table} is not in the schema file` });
+          continue;
+        }
+        let summary: SSTableSummary;
+        let target: CompressionParams;
+        try {
+          summary = inspectSSTable(files);
+          target = targetParams(schema, files);
+        } catch (err) {
+          add({ ...base, status: 'failed', error: errorOf(err) });
+          continue;
+        }
+        if (!options.includeAll && sameCompression(summary.params, target)) {
+          add({ ...base, status: 'unchanged', from: describeParams(summary.params), dataBytes: summary.dataLength });
+          continue;
+        }
+        plan.push({ table, summary, target });
+      }
+    }
+
+    onEvent({ type: 'plan', sstables: plan.length, bytes: plan.reduce((s, p) => s + p.summary.dataLength, 0) });
+    const rewriter = new Rewriter(keys, onEvent, options.ignoreDigest ?? false);
+    for (const { table, summary, target } of plan) {
+      const base = {
+        sstable: summary.sstable,
+        keyspace: table.keyspace,
+        table: table.table,
+        from: describeParams(summary.params),
+        to: describeParams(target),
+        dataBytes: summary.dataLength,
+        storedBytesBefore: summary.storedLength,
+      };
+      onEvent({ type: 'start', sstable: summary.sstable, bytes: summary.dataLength });
+      const started = process.hrtime.bigint();
+      try {
+        const { id, stored } = await rewriter.rewrite(summary, target);
+        add({
+          ...base,
+          status: 'rewritten',
+          newSSTable: displayName(id),
+          storedBytesAfter: stored,
+          seconds: Number(process.hrtime.bigint() - started) / 1e9,
+        });
+      } catch (err) {
+        add({ ...base, status: 'failed', error: errorOf(err) });
+      }
+    }
+    return report;
+  } finally {
+    keys.close();
+    lock.release();
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Finding tables and their live SSTables in a Cassandra data directory laid out as
+ * `KEYSPACE/TABLE/` or `KEYSPACE/TABLE-<table id>/`.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { fromSystem, TdeError } from '../errors';
+import { debrisPrefixes, readTxns } from '../rewrite/txn';
+import { prefixOf, scanTableDirectory, SSTableFiles } from './descriptor';
+
+export interface TableDir {
+  keyspace: string;
+  table: string;
+  dir: string;
+}
+
+/** Subdirectories of a table directory that hold copies, not live data. */
+const NOT_TABLES = new Set(['snapshots', 'backups']);
+
+function subdirectories(dir: string): string[] {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch (err) {
+    throw fromSystem(err, dir, 'list directory');
+  }
+  return entries
+    .filter((e) => e.isDirectory() && !e.name.startsWith('.') && !NOT_TABLES.has(e.name))
+    .map((e) => e.name)
+    .sort();
+}
+
+/** `table-0123...` (32 hex digits of table id) or plain `table`. */
+export function tableNameOf(dirName: string): string {
+  const m = /^(.+)-[0-9a-f]{32}$/.exec(dirName);
+  return m ? m[1] : dirName;
+}
+
+/**
+ * The table directories under `dataDir`, optionally only those of one keyspace and some tables.
+ * Naming a keyspace or table that is not there is an error that lists what is.
+ */
+export function findTables(dataDir: string, keyspace?: string, tables: string[] = []): TableDir[] {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(dataDir);
+  } catch (err) {
+    throw fromSystem(err, dataDir, 'open data directory');
+  }
+  if (!st.isDirectory()) {
+    throw new TdeError('ERR_TDE_DATA_DIR', `${dataDir} is not a directory`, { file: dataDir });
+  }
+
+  const keyspaces = subdirectories(dataDir);
+  if (keyspace !== undefined && !keyspaces.includes(keyspace)) {
+    throw new TdeError('ERR_TDE_DATA_DIR', `keyspace ${keyspace} is not in ${dataDir} (found: ` +
+      `${keyspaces.join(', ') || 'none'})`, { file: dataDir });
+  }
+
+  const out: TableDir[] = [];
+  for (const ks of keyspace !== undefined ? [keyspace] : keyspaces) {
+    for (const name of subdirectories(path.join(dataDir, ks))) {
+      out.push({ keyspace: ks, table: tableNameOf(name), dir: path.join(dataDir, ks, name) });
+    }
+  }
+  if (tables.length > 0) {
+    const missing = tables.filter((t) => !out.some((o) => o.table === t));
+    if (missing.length > 0) {
+      throw new TdeError('ERR_TDE_DATA_DIR', `table ${missing.join(', ')} not found in keyspace ` +
+        `${keyspace} of ${dataDir} (found: ${out.map((o) => o.table).join(', ') || 'none'})`, { file: dataDir });
+    }
+    return out.filter((o) => tables.includes(o.table));
+  }
+  return out;
+}
+
+export interface LiveListing {
+  sstables: SSTableFiles[];
+  /** Pre-la SSTables (Data.db file names), which this package cannot read. */
+  legacy: string[];
+  /** Transaction logs of interrupted rewrites. */
+  interrupted: string[];
+}
+
+/** The SSTables of a table directory that are live: debris of interrupted rewrites is left out. */
+export function liveSSTables(dir: string): LiveListing {
+  const { sstables, legacy } = scanTableDirectory(dir);
+  const debris = debrisPrefixes(dir);
+  return {
+    sstables: sstables.filter((s) => !debris.has(prefixOf(s))),
+    legacy,
+    interrupted: readTxns(dir).map((t) => t.file),
+  };
+}

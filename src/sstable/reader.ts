@@ -1,0 +1,466 @@
+/**
+ * Reads an SSTable's data: compressed (Data.db + CompressionInfo.db, chunks with checksums) or
+ * uncompressed (Data.db + CRC.db), encrypted or not. Callers see the uncompressed bytes, by
+ * position or as a stream of chunks; every chunk's checksum is checked before it is decoded.
+ */
+import * as fs from 'node:fs';
+import * as zlib from 'node:zlib';
+
+import { Checksum, checksumFor } from '../checksum';
+import { Compressor, createCompressor } from '../compression/compressor';
+import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
+import { ChunkLocator, ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
+import { KeyProvider } from '../keys/provider';
+import { CompressionInfo, parseCompressionInfo } from './compression-info';
+import { CrcInfo, parseCrcDb } from './crc-db';
+import { componentPath, displayName, featuresOf, SSTableId, VersionFeatures } from './descriptor';
+
+export interface OpenOptions {
+  /** Needed when the SSTable is encrypted. */
+  keys?: KeyProvider;
+}
+
+/** One problem found by {@link SSTableReader.verify}. */
+export interface Fault {
+  code: ErrorCodeName;
+  message: string;
+  file: string;
+  chunk?: number;
+  offset?: number;
+  length?: number;
+}
+
+export interface VerifyReport {
+  sstable: string;
+  chunks: number;
+  storedBytes: number;
+  dataBytes: number;
+  /** CRC32 of the whole uncompressed data, to compare two SSTables' contents. */
+  dataChecksum: number;
+  faults: Fault[];
+}
+
+interface ChunkGeometry {
+  offset: number;
+  /** Stored bytes, without the trailing checksum. */
+  stored: number;
+  /** Bytes once decoded. */
+  plain: number;
+}
+
+/** Chunks read per batch: enough to keep every core busy, small enough to bound memory. */
+const BATCH_BYTES = 8 * 1024 * 1024;
+
+async function readExactly(fd: fs.promises.FileHandle, file: string, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let at = 0;
+  while (at < length) {
+    let n: number;
+    try {
+      ({ bytesRead: n } = await fd.read(buf, at, length - at, position + at));
+    } catch (err) {
+      throw fromSystem(err, file, 'read');
+    }
+    if (n === 0) {
+      throw new TdeError('ERR_TDE_IO', `${file} ended at byte ${position + at} while ${length} bytes ` +
+        `from ${position} were being read: was it truncated while in use?`, { file, offset: position + at });
+    }
+    at += n;
+  }
+  return buf;
+}
+
+export class SSTableReader {
+  readonly dataFile: string;
+  /** Data.db's size on disk. */
+  readonly storedLength: number;
+  /** Uncompressed data length. */
+  readonly dataLength: number;
+  readonly chunkLength: number;
+  readonly chunkCount: number;
+  private readonly checksum: Checksum;
+
+  private constructor(
+    readonly id: SSTableId,
+    readonly features: VersionFeatures,
+    readonly params: CompressionParams,
+    private readonly fd: fs.promises.FileHandle,
+    storedLength: number,
+    readonly compressionInfo: CompressionInfo | undefined,
+    readonly crc: CrcInfo | undefined,
+    readonly compressor: Compressor | undefined,
+  ) {
+    this.dataFile = componentPath(id, 'Data.db');
+    this.storedLength = storedLength;
+    this.checksum = checksumFor(features.checksum);
+    if (compressionInfo) {
+      this.dataLength = compressionInfo.dataLength;
+      this.chunkLength = compressionInfo.chunkLength;
+      this.chunkCount = compressionInfo.chunkOffsets.length;
+    } else {
+      this.dataLength = storedLength;
+      this.chunkLength = (crc as CrcInfo).chunkLength;
+      this.chunkCount = (crc as CrcInfo).checksums.length;
+    }
+  }
+
+  /**
+   * Opens an SSTable, checking its compression metadata against Data.db and, when encrypted,
+   * fetching its key and checking that it is the key it was written with.
+   */
+  static async open(id: SSTableId, options: OpenOptions = {}): Promise<SSTableReader> {
+    const features = featuresOf(id);
+    const dataFile = componentPath(id, 'Data.db');
+    let fd: fs.promises.FileHandle;
+    try {
+      fd = await fs.promises.open(dataFile, 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new TdeError('ERR_TDE_MISSING_COMPONENT', `${dataFile} is missing: the SSTable ` +
+          `${displayName(id)} is incomplete`, { file: dataFile });
+      }
+      throw fromSystem(err, dataFile, 'open');
+    }
+
+    try {
+      const storedLength = (await fd.stat()).size;
+      const ciFile = componentPath(id, 'CompressionInfo.db');
+      const crcFile = componentPath(id, 'CRC.db');
+      let raw: Buffer | undefined;
+      try {
+        raw = await fs.promises.readFile(ciFile);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystem(err, ciFile, 'read');
+      }
+
+      if (raw) {
+        const info = parseCompressionInfo(raw, ciFile, features.hasMaxCompressedLength);
+        checkOffsets(info, storedLength, ciFile, dataFile);
+        let params: CompressionParams;
+        try {
+          params = paramsFromCompressionInfo(info.className, info.options, info.chunkLength,
+            info.maxCompressedLength);
+        } catch (err) {
+          throw rethrowFor(err, ciFile);
+        }
+        const compressor = await createCompressor(params, { keys: options.keys, file: dataFile });
+        return new SSTableReader(id, features, params, fd, storedLength, info, undefined, compressor);
+      }
+
+      let crcRaw: Buffer;
+      try {
+        crcRaw = await fs.promises.readFile(crcFile);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          throw new TdeError('ERR_TDE_MISSING_COMPONENT', `SSTable ${displayName(id)} has neither ` +
+            `CompressionInfo.db nor CRC.db, so its Data.db cannot be checked; restore the missing ` +
+            'component from a backup', { file: ciFile });
+        }
+        throw fromSystem(err, crcFile, 'read');
+      }
+      const crc = parseCrcDb(crcRaw, crcFile, storedLength);
+      const params: CompressionParams = { enabled: false, chunkLength: crc.chunkLength, codecOptions: {} };
+      return new SSTableReader(id, features, params, fd, storedLength, undefined, crc, undefined);
+    } catch (err) {
+      await fd.close();
+      throw err;
+    }
+  }
+
+  get name(): string {
+    return displayName(this.id);
+  }
+
+  get encrypted(): boolean {
+    return this.compressor?.encrypting ?? false;
+  }
+
+  geometry(i: number): ChunkGeometry {
+    const plain = i < this.chunkCount - 1 ? this.chunkLength : this.dataLength - i * this.chunkLength;
+    if (!this.compressionInfo) {
+      return { offset: i * this.chunkLength, stored: plain, plain };
+    }
+    const offsets = this.compressionInfo.chunkOffsets;
+    const end = i + 1 < offsets.length ? offsets[i + 1] : this.storedLength;
+    return { offset: offsets[i], stored: end - offsets[i] - 4, plain };
+  }
+
+  private locator(first: number): ChunkLocator {
+    return (i) => {
+      const g = this.geometry(first + i);
+      return {
+        prefix: `${this.dataFile}: chunk ${first + i} at offset ${g.offset} (${g.stored} bytes)`,
+        context: { file: this.dataFile, chunk: first + i, offset: g.offset, length: g.stored },
+      };
+    };
+  }
+
+  /** How many chunks from `first` make a batch of about BATCH_BYTES. */
+  private batchEnd(first: number): number {
+    const per = Math.max(1, Math.floor(BATCH_BYTES / this.chunkLength));
+    return Math.min(this.chunkCount, first + per);
+  }
+
+  /**
+   * Reads chunks [first, end) as stored, in one read, and checks each checksum. Returns the region
+   * read (for digests), each chunk's stored bytes, and the chunks whose checksum failed.
+   */
+  private async readStored(first: number, end: number): Promise<{ region: Buffer; chunks: Buffer[]; bad: Fault[] }> {
+    if (end <= first) return { region: Buffer.alloc(0), chunks: [], bad: [] };
+    const start = this.geometry(first).offset;
+    const last = this.geometry(end - 1);
+    const stop = this.compressionInfo ? last.offset + last.stored + 4 : last.offset + last.stored;
+    const region = await readExactly(this.fd, this.dataFile, start, stop - start);
+
+    const chunks: Buffer[] = [];
+    const bad: Fault[] = [];
+    const where = this.locator(first);
+    for (let i = first; i < end; i++) {
+      const g = this.geometry(i);
+      const at = g.offset - start;
+      const chunk = region.subarray(at, at + g.stored);
+      const expected = this.compressionInfo ? region.readUInt32BE(at + g.stored) : (this.crc as CrcInfo).checksums[i];
+      const actual = this.checksum.update(chunk);
+      if (actual !== expected) {
+        const w = where(i - first);
+        bad.push({
+          code: 'ERR_TDE_CHUNK_CHECKSUM',
+          message: `${w.prefix}: ${this.features.checksum} is ${actual.toString(16).padStart(8, '0')} but ` +
+            `${this.compressionInfo ? 'the stored checksum' : 'CRC.db'} says ${expected.toString(16).padStart(8, '0')}: ` +
+            'the chunk is damaged; restore the SSTable from a backup or snapshot',
+          ...w.context,
+        } as Fault);
+      }
+      chunks.push(chunk);
+    }
+    return { region, chunks, bad };
+  }
+
+  /** Decodes stored chunks [first, first + stored.length); throws a TdeError on the first fault. */
+  private async decode(first: number, stored: Buffer[]): Promise<Buffer[]> {
+    if (!this.compressionInfo) return stored;
+    const compressor = this.compressor as Compressor;
+    const lengths = stored.map((_, i) => this.geometry(first + i).plain);
+    const where = this.locator(first);
+
+    // na and later: a plain compressor's chunk at least maxCompressedLength long was stored raw.
+    const max = this.compressionInfo.maxCompressedLength;
+    const rawAt = (c: Buffer) => !compressor.encrypting && max !== undefined && c.length >= max;
+    if (!stored.some(rawAt)) return compressor.uncompressBatch(stored, lengths, where);
+
+    const out = new Array<Buffer>(stored.length);
+    const todo: number[] = [];
+    stored.forEach((c, i) => {
+      if (!rawAt(c)) return todo.push(i);
+      if (c.length < lengths[i]) {
+        const w = where(i);
+        throw new TdeError('ERR_TDE_CORRUPT_CHUNK', `${w.prefix}: an uncompressed chunk shorter than ` +
+          `its ${lengths[i]} bytes of data`, w.context);
+      }
+      out[i] = c.subarray(0, lengths[i]);
+    });
+    const decoded = await compressor.uncompressBatch(
+      todo.map((i) => stored[i]), todo.map((i) => lengths[i]), (j) => where(todo[j]));
+    todo.forEach((i, j) => (out[i] = decoded[j]));
+    return out;
+  }
+
+  private checkRange(first: number, count: number): void {
+    if (!Number.isInteger(first) || !Number.isInteger(count) || first < 0 || count < 0 || first + count > this.chunkCount) {
+      throw new TdeError('ERR_TDE_READ_RANGE', `chunks ${first} to ${first + count - 1} are outside ` +
+        `${this.dataFile}, which has ${this.chunkCount} chunks`, { file: this.dataFile });
+    }
+  }
+
+  /** Reads, checks and decodes chunks [first, first + count). */
+  async readChunks(first: number, count: number): Promise<Buffer[]> {
+    this.checkRange(first, count);
+    return (await this.readBatch(first, first + count)).chunks;
+  }
+
+  private async readBatch(first: number, end: number): Promise<{ region: Buffer; chunks: Buffer[] }> {
+    const { region, chunks, bad } = await this.readStored(first, end);
+    if (bad.length > 0) throw faultError(bad[0]);
+    return { region, chunks: await this.decode(first, chunks) };
+  }
+
+  /** Reads `length` bytes of uncompressed data starting at `position`. */
+  async read(position: number, length: number): Promise<Buffer> {
+    if (!Number.isInteger(position) || !Number.isInteger(length) || position < 0 || length < 0 ||
+      position + length > this.dataLength) {
+      throw new TdeError('ERR_TDE_READ_RANGE', `cannot read ${length} bytes at ${position} from ` +
+        `${this.dataFile}, whose data is ${this.dataLength} bytes long`, { file: this.dataFile });
+    }
+    if (length === 0) return Buffer.alloc(0);
+    const first = Math.floor(position / this.chunkLength);
+    const last = Math.floor((position + length - 1) / this.chunkLength);
+    const chunks = await this.readChunks(first, last - first + 1);
+    const joined = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+    const skip = position - first * this.chunkLength;
+    return joined.subarray(skip, skip + length);
+  }
+
+  /**
+   * The whole uncompressed data, in order, a batch of chunks at a time. The next batch is read
+   * and decoded while the caller works on the current one. Once the last batch has been taken,
+   * {@link streamDigest} holds the checksum of Data.db as stored, to compare with its Digest.
+   */
+  async *batches(): AsyncGenerator<Buffer[]> {
+    let digest = this.checksum.initial;
+    this.streamDigest = undefined;
+    let next = 0;
+    const start = () => {
+      const end = this.batchEnd(next);
+      const p = this.readBatch(next, end);
+      next = end;
+      // Keep a failure of the read-ahead from surfacing as unhandled if the caller stops early.
+      p.catch(() => {});
+      return p;
+    };
+    let pending = this.chunkCount > 0 ? start() : undefined;
+    while (pending) {
+      const current = pending;
+      pending = next < this.chunkCount ? start() : undefined;
+      const { region, chunks } = await current;
+      digest = this.checksum.update(region, digest);
+      yield chunks;
+    }
+    this.streamDigest = digest >>> 0;
+  }
+
+  /** Checksum of Data.db as stored, set when {@link batches} has run to the end. */
+  streamDigest: number | undefined;
+
+  /**
+   * Reads the Digest component; undefined when there is none or it is not one this version's
+   * checksum can be compared with (Digest.sha1).
+   */
+  async recordedDigest(component: string | undefined): Promise<string | undefined> {
+    if (!component) return undefined;
+    const kind = component.endsWith('adler32') ? 'adler32' : component.endsWith('crc32') ? 'crc32' : undefined;
+    if (kind !== this.features.checksum) return undefined;
+    const file = componentPath(this.id, component);
+    try {
+      return (await fs.promises.readFile(file, 'utf8')).trim();
+    } catch (err) {
+      throw fromSystem(err, file, 'read');
+    }
+  }
+
+  /**
+   * Reads every chunk and reports every fault found instead of stopping at the first: chunk
+   * checksums, decryption and decompression, and the Digest component against Data.db.
+   */
+  async verify(digestComponent?: string): Promise<VerifyReport> {
+    const faults: Fault[] = [];
+    let digest = this.checksum.initial;
+    let dataChecksum = 0;
+
+    for (let first = 0; first < this.chunkCount; ) {
+      const end = this.batchEnd(first);
+      const { region, chunks, bad } = await this.readStored(first, end);
+      digest = this.checksum.update(region, digest);
+      faults.push(...bad);
+
+      const badChunks = new Set(bad.map((f) => f.chunk));
+      let decoded: (Buffer | undefined)[];
+      if (badChunks.size === 0) {
+        decoded = await this.decode(first, chunks).catch(() => this.decodeOneByOne(first, chunks, faults));
+      } else {
+        decoded = await this.decodeOneByOne(first, chunks, faults, badChunks);
+      }
+      for (const d of decoded) if (d) dataChecksum = zlib.crc32(d, dataChecksum);
+      first = end;
+    }
+
+    if (digestComponent) await this.checkDigest(digestComponent, digest, faults);
+
+    return {
+      sstable: this.name,
+      chunks: this.chunkCount,
+      storedBytes: this.storedLength,
+      dataBytes: this.dataLength,
+      dataChecksum: dataChecksum >>> 0,
+      faults,
+    };
+  }
+
+  private async decodeOneByOne(first: number, chunks: Buffer[], faults: Fault[],
+    skip: Set<number | undefined> = new Set()): Promise<(Buffer | undefined)[]> {
+    const out: (Buffer | undefined)[] = [];
+    for (let i = 0; i < chunks.length; i++) {
+      if (skip.has(first + i)) {
+        out.push(undefined);
+        continue;
+      }
+      try {
+        out.push((await this.decode(first + i, [chunks[i]]))[0]);
+      } catch (err) {
+        if (!isTdeError(err)) throw err;
+        faults.push({ code: err.code, message: err.message, file: this.dataFile, ...err.context } as Fault);
+        out.push(undefined);
+      }
+    }
+    return out;
+  }
+
+  private async checkDigest(component: string, actual: number, faults: Fault[]): Promise<void> {
+    const file = componentPath(this.id, component);
+    let text: string | undefined;
+    try {
+      text = await this.recordedDigest(component);
+    } catch (err) {
+      faults.push({ code: 'ERR_TDE_MISSING_COMPONENT', message: (err as Error).message, file });
+      return;
+    }
+    if (text === undefined) return;
+    if (!/^\d+$/.test(text) || Number(text) !== actual) {
+      const chunksFine = faults.length === 0;
+      faults.push({
+        code: 'ERR_TDE_DIGEST_MISMATCH',
+        message: `${file} says ${JSON.stringify(text.slice(0, 20))} but Data.db's ${this.features.checksum} is ` +
+          `${actual}` + (chunksFine
+            ? ': every chunk checks out, so the digest file alone is wrong (rewriting the SSTable ' +
+              'with --ignore-digest regenerates it)'
+            : ': Data.db is damaged (see the chunk faults)'),
+        file,
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.compressor?.close();
+    await this.fd.close().catch(() => {});
+  }
+}
+
+function faultError(f: Fault): TdeError {
+  return new TdeError(f.code, f.message, { file: f.file, chunk: f.chunk, offset: f.offset, length: f.length });
+}
+
+function rethrowFor(err: unknown, file: string): unknown {
+  if (!isTdeError(err)) return err;
+  return new TdeError(err.code, `${file}: ${err.message}`, { ...err.context, file }, err);
+}
+
+/** Checks chunk offsets against Data.db, so no later read can go outside it or run huge. */
+function checkOffsets(info: CompressionInfo, storedLength: number, ciFile: string, dataFile: string): void {
+  const n = info.chunkOffsets.length;
+  const fail = (what: string): never => {
+    throw new TdeError('ERR_TDE_CORRUPT_COMPRESSION_INFO', `${ciFile} does not match ${dataFile}: ` +
+      `${what}; one of the two files is damaged or they come from different SSTables`, { file: ciFile });
+  };
+  if (n === 0) {
+    if (storedLength !== 0) fail(`it lists no chunks but Data.db has ${storedLength} bytes`);
+    return;
+  }
+  if (info.chunkOffsets[0] !== 0) fail(`the first chunk starts at ${info.chunkOffsets[0]}, not 0`);
+  // Any codec or cipher Cassandra or DSE uses grows a chunk by well under a quarter plus 1 KiB.
+  const maxStored = info.chunkLength + info.chunkLength / 4 + 1024;
+  for (let i = 0; i < n; i++) {
+    const end = i + 1 < n ? info.chunkOffsets[i + 1] : storedLength;
+    const stored = end - info.chunkOffsets[i] - 4;
+    if (stored < 0) fail(`chunk ${i} at ${info.chunkOffsets[i]} runs past the end of Data.db (${storedLength} bytes)`);
+    if (stored > maxStored) fail(`chunk ${i} would be ${stored} bytes, more than a ${info.chunkLength}-byte chunk can take`);
+  }
+}

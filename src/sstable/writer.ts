@@ -1,0 +1,244 @@
+/**
+ * Writes a new SSTable's Data.db from a stream of uncompressed bytes, with what makes it checkable:
+ * CompressionInfo.db (compressed, possibly encrypted) or CRC.db (uncompressed), chunk checksums,
+ * and the Digest component. Other components (Index, Statistics, ...) are the caller's business:
+ * they hold positions in the uncompressed data, which re-chunking leaves valid.
+ *
+ * Files are created exclusively (an existing file is never overwritten) and fsynced by finish().
+ */
+import * as fs from 'node:fs';
+
+import { Checksum, checksumFor } from '../checksum';
+import { Compressor } from '../compression/compressor';
+import { CompressionParams } from '../compression/options';
+import { fromSystem, TdeError } from '../errors';
+import { CompressionInfo, NEVER_UNCOMPRESSED, serializeCompressionInfo } from './compression-info';
+import { serializeCrcDb } from './crc-db';
+import { componentPath, featuresOf, SSTableId, VersionFeatures } from './descriptor';
+
+export interface DataWriterOptions {
+  /** The new SSTable: directory, version, generation and format. */
+  id: SSTableId;
+  params: CompressionParams;
+  /** Required when params.enabled; it decides the class name and options recorded. */
+  compressor?: Compressor;
+  /** Digest component to write; defaults to the one Cassandra writes for the version. */
+  digestComponent?: string;
+}
+
+export interface WriteResult {
+  /** Component names written (Data.db and its companions). */
+  components: string[];
+  dataLength: number;
+  storedLength: number;
+  chunkCount: number;
+}
+
+/** Uncompressed tables: CRC.db slice size, as Cassandra writes it. */
+const CRC_CHUNK = 65536;
+/** Uncompressed bytes handed to the compressor at once. */
+const BATCH_BYTES = 8 * 1024 * 1024;
+
+export class SSTableDataWriter {
+  private readonly features: VersionFeatures;
+  private readonly checksum: Checksum;
+  private readonly chunkLength: number;
+  private readonly batchChunks: number;
+  private readonly created: string[] = [];
+
+  private fd: fs.promises.FileHandle | undefined;
+  private current: Buffer;
+  private filled = 0;
+  private pending: Buffer[] = [];
+  private inflight: Promise<void> = Promise.resolve();
+  private failed: unknown;
+
+  private dataLength = 0;
+  private position = 0;
+  private digest: number;
+  private readonly offsets: number[] = [];
+  private readonly sliceChecksums: number[] = [];
+  private finished = false;
+
+  private constructor(private readonly options: DataWriterOptions) {
+    this.features = featuresOf(options.id);
+    this.checksum = checksumFor(this.features.checksum);
+    this.digest = this.checksum.initial;
+    this.chunkLength = options.params.enabled ? options.params.chunkLength : CRC_CHUNK;
+    this.batchChunks = Math.max(1, Math.floor(BATCH_BYTES / this.chunkLength));
+    this.current = Buffer.allocUnsafe(this.chunkLength);
+    if (options.params.enabled && !options.compressor) {
+      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'a compressed SSTable needs a compressor');
+    }
+  }
+
+  /** Creates Data.db exclusively; fails if any file of the new SSTable exists already. */
+  static async create(options: DataWriterOptions): Promise<SSTableDataWriter> {
+    const w = new SSTableDataWriter(options);
+    w.fd = await w.createFile('Data.db');
+    return w;
+  }
+
+  get dataFile(): string {
+    return componentPath(this.options.id, 'Data.db');
+  }
+
+  private async createFile(component: string): Promise<fs.promises.FileHandle> {
+    const file = componentPath(this.options.id, component);
+    try {
+      const fd = await fs.promises.open(file, 'wx', 0o644);
+      this.created.push(file);
+      return fd;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new TdeError('ERR_TDE_IO', `${file} already exists; it is never overwritten. Another ` +
+          'rewrite may have been interrupted: run the command again to clean up', { file }, err);
+      }
+      throw fromSystem(err, file, 'create');
+    }
+  }
+
+  /** Appends uncompressed bytes. Resolves once they are buffered or handed on. */
+  async write(data: Uint8Array): Promise<void> {
+    if (this.finished) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'write after finish');
+    let at = 0;
+    while (at < data.length) {
+      const n = Math.min(this.chunkLength - this.filled, data.length - at);
+      this.current.set(data.subarray(at, at + n), this.filled);
+      this.filled += n;
+      at += n;
+      if (this.filled === this.chunkLength) {
+        this.pending.push(this.current);
+        this.current = Buffer.allocUnsafe(this.chunkLength);
+        this.filled = 0;
+        if (this.pending.length >= this.batchChunks) await this.flush();
+      }
+    }
+  }
+
+  /**
+   * Sends the pending chunks on. Compression of this batch starts at once; the previous batch
+   * must be on disk first, so at most two batches are in memory besides the caller's.
+   */
+  private async flush(): Promise<void> {
+    const batch = this.pending;
+    this.pending = [];
+    if (batch.length === 0) return;
+    await this.inflight;
+    if (this.failed) throw this.failed;
+
+    const encoded = this.options.params.enabled
+      ? (this.options.compressor as Compressor).compressBatch(batch)
+      : Promise.resolve(batch);
+    this.inflight = encoded.then((stored) => this.append(batch, stored));
+    this.inflight.catch((err) => (this.failed ??= err));
+  }
+
+  private async append(plain: Buffer[], stored: Buffer[]): Promise<void> {
+    const fd = this.fd as fs.promises.FileHandle;
+    const max = this.options.params.maxCompressedLength;
+    const compressed = this.options.params.enabled;
+    const pieces: Buffer[] = [];
+
+    for (let i = 0; i < stored.length; i++) {
+      let chunk = stored[i];
+      this.dataLength += plain[i].length;
+      if (!compressed) {
+        this.sliceChecksums.push(this.checksum.update(chunk));
+        this.position += chunk.length;
+        pieces.push(chunk);
+        continue;
+      }
+      // na and later: a chunk that does not compress below maxCompressedLength is stored raw,
+      // padded to that length so a reader can tell (never done for encrypting classes).
+      if (max !== undefined && this.features.hasMaxCompressedLength && chunk.length >= max) {
+        chunk = plain[i].length >= max ? plain[i] : Buffer.concat([plain[i], Buffer.alloc(max - plain[i].length)]);
+      }
+      const sum = Buffer.allocUnsafe(4);
+      sum.writeUInt32BE(this.checksum.update(chunk), 0);
+      this.offsets.push(this.position);
+      this.position += chunk.length + 4;
+      pieces.push(chunk, sum);
+    }
+
+    for (const p of pieces) this.digest = this.checksum.update(p, this.digest);
+    try {
+      // writev takes at most IOV_MAX (1024) buffers per call on Linux.
+      for (let i = 0; i < pieces.length; i += 1024) await fd.writev(pieces.slice(i, i + 1024));
+    } catch (err) {
+      throw fromSystem(err, this.dataFile, 'write');
+    }
+  }
+
+  /** Flushes everything, writes the companion components and fsyncs every file written. */
+  async finish(): Promise<WriteResult> {
+    if (this.filled > 0) this.pending.push(this.current.subarray(0, this.filled));
+    this.filled = 0;
+    await this.flush();
+    await this.inflight;
+    if (this.failed) throw this.failed;
+    this.finished = true;
+
+    const fd = this.fd as fs.promises.FileHandle;
+    try {
+      await fd.sync();
+      await fd.close();
+    } catch (err) {
+      throw fromSystem(err, this.dataFile, 'sync');
+    }
+    this.fd = undefined;
+
+    const components = ['Data.db'];
+    const { params, compressor } = this.options;
+    if (params.enabled) {
+      const c = compressor as Compressor;
+      const info: CompressionInfo = {
+        className: c.className,
+        options: c.compressionInfoOptions(),
+        chunkLength: this.chunkLength,
+        maxCompressedLength: c.encrypting ? NEVER_UNCOMPRESSED : (params.maxCompressedLength ?? NEVER_UNCOMPRESSED),
+        dataLength: this.dataLength,
+        chunkOffsets: this.offsets,
+      };
+      await this.writeComponent('CompressionInfo.db', serializeCompressionInfo(info, this.features.hasMaxCompressedLength));
+      components.push('CompressionInfo.db');
+    } else {
+      const crc = serializeCrcDb({ chunkLength: CRC_CHUNK, checksums: Uint32Array.from(this.sliceChecksums) });
+      await this.writeComponent('CRC.db', crc);
+      components.push('CRC.db');
+    }
+
+    const digestComponent = this.options.digestComponent ?? this.features.digestComponent;
+    await this.writeComponent(digestComponent, Buffer.from(String(this.digest >>> 0)));
+    components.push(digestComponent);
+
+    return {
+      components,
+      dataLength: this.dataLength,
+      storedLength: this.position,
+      chunkCount: params.enabled ? this.offsets.length : this.sliceChecksums.length,
+    };
+  }
+
+  private async writeComponent(component: string, data: Buffer): Promise<void> {
+    const fd = await this.createFile(component);
+    const file = componentPath(this.options.id, component);
+    try {
+      await fd.writeFile(data);
+      await fd.sync();
+    } catch (err) {
+      throw fromSystem(err, file, 'write');
+    } finally {
+      await fd.close();
+    }
+  }
+
+  /** Stops and removes every file this writer created. */
+  async abort(): Promise<void> {
+    this.finished = true;
+    await this.inflight.catch(() => {});
+    await this.fd?.close().catch(() => {});
+    this.fd = undefined;
+    for (const f of this.created) await fs.promises.rm(f, { force: true });
+  }
+}
