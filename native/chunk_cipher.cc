@@ -24,12 +24,10 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
   const EVP_CIPHER* cipher = FetchCipher(spec.evp_name, status);
   if (cipher == nullptr) return nullptr;
 
-  bool variable = (EVP_CIPHER_get_flags(cipher) & EVP_CIPH_VARIABLE_LENGTH) != 0;
-  size_t fixed = static_cast<size_t>(EVP_CIPHER_get_key_length(cipher));
-  if (key_len == 0 || (!variable && key_len != fixed)) {
-    *status = Status::Error("ERR_TDE_KEY_LENGTH", spec.evp_name + " takes a " +
-                                                      std::to_string(fixed * 8) + "-bit key, not " +
-                                                      std::to_string(key_len * 8) + " bits");
+  // Key length is checked by Prepare() below through EVP_CIPHER_CTX_set_key_length, which
+  // accepts any length a variable-length cipher takes and only the exact one otherwise.
+  if (key_len == 0) {
+    *status = Status::Error("ERR_TDE_KEY_LENGTH", spec.evp_name + " needs a key");
     return nullptr;
   }
 

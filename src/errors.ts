@@ -77,11 +77,12 @@ export type ChunkLocator = (index: number) => { prefix: string; context: ErrorCo
 
 export class TdeError extends Error implements ErrorContext {
   readonly code: ErrorCodeName;
-  file?: string;
-  chunk?: number;
-  offset?: number;
-  length?: number;
-  key?: string;
+  // `declare`: no own property unless set, so errors print and compare without empty fields.
+  declare file?: string;
+  declare chunk?: number;
+  declare offset?: number;
+  declare length?: number;
+  declare key?: string;
 
   constructor(code: ErrorCodeName, message: string, context: ErrorContext = {}, cause?: unknown) {
     super(message, cause === undefined ? undefined : { cause });

@@ -1,0 +1,157 @@
+/**
+ * Damaged files, wrong and missing keys: each gives a clear error naming the file and what to
+ * do, a non-zero exit, and leaves the source SSTable exactly as it was.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+
+import test from 'ava';
+
+import { createKeyFile } from '../src/keys/key-file';
+import { cli, makeDataDir, makeKeySetup, onlySSTable, treeHashes } from './helpers';
+
+const ENCRYPT = `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 128};`;
+const DECRYPT = `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'LZ4Compressor'};`;
+
+/** An encrypted copy of legacy_nb_clust, with its key setup and schema files. */
+async function encryptedTable() {
+  const dataDir = makeDataDir((c) => c.table === 'legacy_nb_clust');
+  const keys = makeKeySetup();
+  createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+  const encrypt = path.join(keys.dir, 'encrypt.cql');
+  const decrypt = path.join(keys.dir, 'decrypt.cql');
+  fs.writeFileSync(encrypt, ENCRYPT);
+  fs.writeFileSync(decrypt, DECRYPT);
+  const r = await cli('upgradesstables', '--data-dir', dataDir, '--schema', encrypt, '--config', keys.configFile);
+  if (r.code !== 0) throw new Error(r.stderr);
+  const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_clust');
+  return { dataDir, keys, decrypt, dir, files: onlySSTable(dir) };
+}
+
+async function expectFailureLeavesSource(t: any, setup: Awaited<ReturnType<typeof encryptedTable>>, code: string, mentions: RegExp[]) {
+  const before = treeHashes(setup.dataDir);
+  const verify = await cli('verify', '--data-dir', setup.dataDir, '--config', setup.keys.configFile);
+  t.is(verify.code, 1);
+  t.true(verify.stdout.includes(`[${code}]`), verify.stdout);
+  const up = await cli('upgradesstables', '--data-dir', setup.dataDir, '--schema', setup.decrypt, '--config', setup.keys.configFile);
+  t.is(up.code, 1);
+  t.true(up.stdout.includes(`FAILED`) && up.stdout.includes(`[${code}]`), up.stdout);
+  for (const m of mentions) t.regex(up.stdout, m);
+  t.deepEqual(treeHashes(setup.dataDir), before, 'the source SSTable must be untouched and nothing left behind');
+}
+
+test('a wrong key is named as such, with the key file to restore', async (t) => {
+  const s = await encryptedTable();
+  fs.renameSync(path.join(s.keys.dir, 'system_key'), path.join(s.keys.dir, 'system_key.old'));
+  createKeyFile(s.keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+  await expectFailureLeavesSource(t, s, 'ERR_TDE_WRONG_KEY', [/nb-2-big-Data\.db/, /restore the key file system_key/]);
+});
+
+test('a missing key file says how to create one or where to point system_key_directory', async (t) => {
+  const s = await encryptedTable();
+  fs.rmSync(path.join(s.keys.dir, 'system_key'));
+  await expectFailureLeavesSource(t, s, 'ERR_TDE_KEY_FILE', [/does not exist/, /createsystemkey/, /system_key_directory/]);
+});
+
+test('a key file others can read is refused with the chmod that fixes it', async (t) => {
+  const s = await encryptedTable();
+  fs.chmodSync(path.join(s.keys.dir, 'system_key'), 0o644);
+  await expectFailureLeavesSource(t, s, 'ERR_TDE_KEY_FILE', [/chmod 600/]);
+});
+
+test('a flipped byte in an encrypted chunk is caught by the chunk checksum, naming chunk and offset', async (t) => {
+  const s = await encryptedTable();
+  const data = path.join(s.dir, 'nb-2-big-Data.db');
+  const buf = fs.readFileSync(data);
+  buf[40] ^= 0x01;
+  fs.writeFileSync(data, buf);
+  await expectFailureLeavesSource(t, s, 'ERR_TDE_CHUNK_CHECKSUM', [/chunk 0 at offset 0/, /nb-2-big-Data\.db/]);
+});
+
+test('an altered chunk with a recomputed checksum fails decryption as a damaged chunk, not as wrong data', async (t) => {
+  const s = await encryptedTable();
+  const data = path.join(s.dir, 'nb-2-big-Data.db');
+  const buf = fs.readFileSync(data);
+  // Alter the last cipher block of chunk 0 (it holds the padding) and fix up its CRC.
+  const ci = fs.readFileSync(path.join(s.dir, 'nb-2-big-CompressionInfo.db'));
+  const offsets = ci.subarray(ci.length - 8 * 21);
+  const end = Number(offsets.readBigInt64BE(8)) - 4;
+  buf[end - 1] ^= 0x55;
+  buf.writeUInt32BE(zlib.crc32(buf.subarray(0, end)), end);
+  fs.writeFileSync(data, buf);
+  await expectFailureLeavesSource(t, s, 'ERR_TDE_CORRUPT_CHUNK', [/chunk 0/, /damaged/]);
+});
+
+test('a truncated CompressionInfo.db is reported with its file name', async (t) => {
+  const s = await encryptedTable();
+  const file = path.join(s.dir, 'nb-2-big-CompressionInfo.db');
+  fs.truncateSync(file, fs.statSync(file).size - 5);
+  await expectFailureLeavesSource(t, s, 'ERR_TDE_CORRUPT_COMPRESSION_INFO', [/nb-2-big-CompressionInfo\.db/, /truncated/]);
+});
+
+test('an unknown compressor class in CompressionInfo.db is reported with the known ones', async (t) => {
+  const s = await encryptedTable();
+  const file = path.join(s.dir, 'nb-2-big-CompressionInfo.db');
+  const buf = fs.readFileSync(file);
+  const name = 'EncryptingLZ4Compressor';
+  t.is(buf.toString('utf8', 2, 2 + name.length), name);
+  buf.write('EncryptingLZ9Compressor', 2);
+  fs.writeFileSync(file, buf);
+  await expectFailureLeavesSource(t, s, 'ERR_TDE_UNKNOWN_COMPRESSOR', [/EncryptingLZ9Compressor/, /did you mean "EncryptingLZ4Compressor"/]);
+});
+
+test('the corpus table with a bad chunk checksum is reported by verify and refused by upgradesstables', async (t) => {
+  const dataDir = makeDataDir((c) => c.table === 'lz4_invalid_checksums');
+  const keys = makeKeySetup();
+  createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+  const schema = path.join(keys.dir, 's.cql');
+  fs.writeFileSync(schema, `ALTER TABLE test_ks.lz4_invalid_checksums WITH compression = {'class': 'EncryptingLZ4Compressor'};`);
+  const before = treeHashes(dataDir);
+  const v = await cli('verify', '--data-dir', dataDir, '--config', keys.configFile, '--json');
+  t.is(v.code, 1);
+  const report = JSON.parse(v.stdout);
+  t.deepEqual(report.sstables[0].faults.map((f: { code: string; chunk?: number }) => [f.code, f.chunk ?? null]),
+    [['ERR_TDE_CHUNK_CHECKSUM', 2], ['ERR_TDE_DIGEST_MISMATCH', null]]);
+  const up = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', keys.configFile);
+  t.is(up.code, 1);
+  t.regex(up.stdout, /chunk 2 at offset/);
+  t.deepEqual(treeHashes(dataDir), before);
+});
+
+test('a digest-only fault is reported as such, refused by default and rewritten with --ignore-digest', async (t) => {
+  const dataDir = makeDataDir((c) => c.table === 'legacy_me_clust');
+  const keys = makeKeySetup();
+  createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+  const dir = path.join(dataDir, 'legacy_tables', 'legacy_me_clust');
+  fs.writeFileSync(path.join(dir, 'me-1-big-Digest.crc32'), '12345');
+  const schema = path.join(keys.dir, 's.cql');
+  fs.writeFileSync(schema, `ALTER TABLE legacy_tables.legacy_me_clust WITH compression = {'class': 'EncryptingLZ4Compressor'};`);
+
+  const v = await cli('verify', '--data-dir', dataDir, '--config', keys.configFile);
+  t.is(v.code, 1);
+  t.regex(v.stdout, /ERR_TDE_DIGEST_MISMATCH.*every chunk checks out, so the digest file alone is wrong/);
+
+  const before = treeHashes(dataDir);
+  const refused = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', keys.configFile);
+  t.is(refused.code, 1);
+  t.regex(refused.stdout, /ERR_TDE_DIGEST_MISMATCH.*--ignore-digest/);
+  t.deepEqual(treeHashes(dataDir), before);
+
+  const forced = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', keys.configFile, '--ignore-digest');
+  t.is(forced.code, 0, forced.stderr);
+  t.is((await cli('verify', '--data-dir', dataDir, '--config', keys.configFile)).code, 0);
+});
+
+test('a schema naming an unknown class or option fails before anything is touched', async (t) => {
+  const dataDir = makeDataDir((c) => c.table === 'legacy_me_simple');
+  const keys = makeKeySetup();
+  const schema = path.join(keys.dir, 's.cql');
+  fs.writeFileSync(schema, `ALTER TABLE legacy_tables.legacy_me_simple WITH compression = {'class': 'EncryptingLZ4Compressor', 'cipher_algoritm': 'AES'};`);
+  const before = treeHashes(dataDir);
+  const r = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', keys.configFile);
+  t.is(r.code, 1);
+  t.regex(r.stdout, /ERR_TDE_BAD_OPTION.*cipher_algoritm.*did you mean "cipher_algorithm"/);
+  t.regex(r.stdout, /s\.cql:1/);
+  t.deepEqual(treeHashes(dataDir), before);
+});

@@ -1,0 +1,92 @@
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+
+import test from 'ava';
+
+import { createChunkCipher } from '../src/cipher/chunk-cipher';
+import { NATIVE_ERROR_CODES } from '../src/errors';
+import { native } from '../src/native';
+import { ROOT } from './helpers';
+
+test('error codes declared in native/errors.h are exactly those TypeScript lists as native', (t) => {
+  const header = fs.readFileSync(path.join(ROOT, 'native/errors.h'), 'utf8');
+  const fromHeader = [...header.matchAll(/^\s*X\((ERR_TDE_[A-Z_]+)\)/gm)].map((m) => m[1]);
+  t.deepEqual(fromHeader, [...NATIVE_ERROR_CODES]);
+  t.deepEqual(native().errorCodes(), [...NATIVE_ERROR_CODES]);
+});
+
+test('legacy ciphers come from the addon\'s private library context, leaving Node\'s crypto unchanged', (t) => {
+  for (const name of ['BF-CBC', 'RC2-CBC', 'DES-CBC', 'DES-EDE3-CBC']) {
+    t.true(native().cipherAvailable(name), name);
+  }
+  const nodeCiphers = crypto.getCiphers();
+  t.false(nodeCiphers.includes('bf-cbc'));
+  t.false(nodeCiphers.includes('rc2-cbc'));
+});
+
+test('an unknown OpenSSL cipher name is reported as unavailable, not a crash', (t) => {
+  t.false(native().cipherAvailable('NOT-A-CIPHER'));
+});
+
+test('destroy() makes every later call fail with ERR_TDE_CIPHER_DESTROYED', async (t) => {
+  const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key: crypto.randomBytes(16) });
+  await c.encrypt(Buffer.from('x'));
+  c.destroy();
+  t.true(c.destroyed);
+  await t.throwsAsync(() => c.encrypt(Buffer.from('x')), { code: 'ERR_TDE_CIPHER_DESTROYED' });
+  t.throws(() => c.encryptSync(Buffer.from('x')), { code: 'ERR_TDE_CIPHER_DESTROYED' });
+});
+
+test('destroy() during a running batch lets the batch finish with correct output', async (t) => {
+  const key = crypto.randomBytes(16);
+  const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key });
+  const chunks = Array.from({ length: 64 }, () => crypto.randomBytes(65536));
+  const pending = c.encryptBatch(chunks);
+  c.destroy();
+  const out = await pending;
+  const d = crypto.createDecipheriv('aes-128-cbc', key, out[63].subarray(0, 16));
+  t.true(Buffer.concat([d.update(out[63].subarray(16)), d.final()]).equals(chunks[63]));
+});
+
+test('a batch runs off the event loop: timers fire while a large batch is encrypting', async (t) => {
+  const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 256, key: crypto.randomBytes(32) });
+  const chunks = Array.from({ length: 512 }, () => Buffer.alloc(65536, 7));
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const started = Date.now();
+  await c.encryptBatch(chunks);
+  clearInterval(timer);
+  const elapsed = Date.now() - started;
+  c.destroy();
+  // 32 MiB takes tens of milliseconds; a blocked loop would see no tick at all.
+  t.true(elapsed < 5 || ticks > 0, `elapsed ${elapsed} ms, ticks ${ticks}`);
+});
+
+test('the addon loads and encrypts in worker threads, several at once', async (t) => {
+  const script = `
+    require('tsx/cjs');
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { createChunkCipher } = require(workerData.src);
+    const c = createChunkCipher({ cipher_algorithm: 'AES/ECB/PKCS5Padding', secret_key_strength: 128, key: Buffer.alloc(16, workerData.n) });
+    c.encryptBatch([Buffer.from('hello')]).then((out) => { c.destroy(); parentPort.postMessage(out[0].toString('hex')); });
+  `;
+  const results = await Promise.all([1, 2, 3].map((n) => new Promise<string>((resolve, reject) => {
+    const w = new Worker(script, { eval: true, workerData: { n, src: path.join(ROOT, 'src/index.ts') } });
+    w.once('message', resolve);
+    w.once('error', reject);
+  })));
+  for (const [i, hex] of results.entries()) {
+    const e = crypto.createCipheriv('aes-128-ecb', Buffer.alloc(16, i + 1), null);
+    t.is(hex, Buffer.concat([e.update('hello'), e.final()]).toString('hex'));
+  }
+});
+
+test('adler32 matches the reference values', (t) => {
+  t.is(native().adler32(Buffer.from('Wikipedia')), 0x11e60398);
+  t.is(native().adler32(Buffer.alloc(0)), 1);
+  // Long input exercises the deferred modulo; split input must continue exactly.
+  const big = crypto.randomBytes(100000);
+  t.is(native().adler32(big.subarray(50000), native().adler32(big.subarray(0, 50000))), native().adler32(big));
+});
