@@ -37,8 +37,8 @@ export async function run(argv: string[], io: Io = processIo()): Promise<number>
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
     if (err instanceof CommanderError) {
-      const benign = ['commander.helpDisplayed', 'commander.version', 'commander.help'];
-      return benign.includes(err.code) ? EXIT_OK : EXIT_USAGE;
+      // --help and --version exit 0; help shown because something was missing is a usage error.
+      return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     throw err;
   }

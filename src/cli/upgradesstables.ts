@@ -9,9 +9,9 @@ import { addConfigOption, configFrom, EXIT_FAILURE, EXIT_OK, Io, mib, reportErro
 function line(r: SSTableResult): string {
   switch (r.status) {
     case 'rewritten':
-      return `rewritten  ${r.sstable} -> ${r.newSSTable?.split('/').pop()}\n           ${r.from}\n        -> ${r.to}\n` +
-        `           ${r.dataBytes} bytes of data, ${r.storedBytesBefore} -> ${r.storedBytesAfter} bytes on disk, ` +
-        `${(r.seconds ?? 0).toFixed(2)} s`;
+      return `rewritten  ${r.sstable} -> ${r.newSSTable?.split('/').pop()} (${r.dataBytes} bytes of data; ` +
+        `Data.db ${r.storedBytesBefore} -> ${r.storedBytesAfter} bytes; ${(r.seconds ?? 0).toFixed(2)} s)\n` +
+        `           ${r.from} -> ${r.to}`;
     case 'unchanged':
       return `unchanged  ${r.sstable} (already ${r.from})`;
     case 'skipped':

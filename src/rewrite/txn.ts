@@ -137,8 +137,11 @@ export function recoverTable(dir: string): Recovery[] {
   return done;
 }
 
-/** Removes every file of one SSTable. TOC.txt goes last, so a half-removed set is never listed whole. */
-export function removeSSTableFiles(dir: string, prefix: string): void {
+/**
+ * Removes every file of one SSTable. TOC.txt goes last, so a half-removed set is never listed
+ * whole. `afterFirst` runs once the first file is gone (crash tests use it).
+ */
+export function removeSSTableFiles(dir: string, prefix: string, afterFirst?: () => void): void {
   const files = fs.readdirSync(dir).filter((n) => n.startsWith(`${prefix}-`));
   files.sort((a, b) => Number(a.endsWith('TOC.txt')) - Number(b.endsWith('TOC.txt')));
   for (const name of files) {
@@ -148,5 +151,6 @@ export function removeSSTableFiles(dir: string, prefix: string): void {
     } catch (err) {
       throw fromSystem(err, file, 'remove');
     }
+    if (name === files[0]) afterFirst?.();
   }
 }

@@ -32,6 +32,7 @@ import { SSTableReader } from '../sstable/reader';
 import { formatToc, readToc } from '../sstable/toc';
 import { SSTableDataWriter } from '../sstable/writer';
 import { syncDirectory, writeFileDurably } from '../util/files';
+import { crashPoint } from './crash-points';
 import { lockDataDirectory } from './lock';
 import { readTxns, recoverTable, Recovery, removeSSTableFiles, RewriteTxn } from './txn';
 
@@ -152,6 +153,7 @@ class Rewriter {
     const old = source.files;
     const newId: SSTableId = { dir: old.dir, version: old.version, generation: nextGeneration(old.dir), format: old.format };
     const txn = RewriteTxn.begin(old, newId);
+    crashPoint('log-written');
 
     let reader: SSTableReader | undefined;
     let compressor: Compressor | undefined;
@@ -176,21 +178,27 @@ class Rewriter {
           done += chunk.length;
         }
         this.onEvent({ type: 'progress', sstable: source.sstable, bytes: done });
+        crashPoint('data-writing');
       }
       await this.checkSourceDigest(reader, source);
       const written = await writer.finish();
       writer = undefined;
+      crashPoint('data-written');
 
       this.carryOver(old, newId, written.components);
       syncDirectory(newId.dir);
+      crashPoint('components-linked');
 
       await this.verify(newId, written.components, sourceChecksum >>> 0, source.sstable);
+      crashPoint('verified');
       txn.commit();
+      crashPoint('committed');
       await reader.close();
       reader = undefined;
 
-      removeSSTableFiles(old.dir, prefixOf(old));
+      removeSSTableFiles(old.dir, prefixOf(old), () => crashPoint('old-partly-removed'));
       syncDirectory(old.dir);
+      crashPoint('old-removed');
       txn.finish();
       return { id: newId, stored: written.storedLength };
     } catch (err) {

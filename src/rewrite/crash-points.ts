@@ -1,0 +1,22 @@
+/**
+ * Named points in a rewrite where the crash tests kill the process. With SSTABLE_TDE_CRASH_AT set
+ * to a point's name, the process sends itself SIGKILL on reaching it: no cleanup, no finally
+ * blocks, exactly as a power cut or the OOM killer would stop it. Unset (always, outside tests),
+ * a crash point does nothing.
+ */
+export const CRASH_POINTS = [
+  'log-written',
+  'data-writing',
+  'data-written',
+  'components-linked',
+  'verified',
+  'committed',
+  'old-partly-removed',
+  'old-removed',
+] as const;
+
+export type CrashPoint = (typeof CRASH_POINTS)[number];
+
+export function crashPoint(name: CrashPoint): void {
+  if (process.env.SSTABLE_TDE_CRASH_AT === name) process.kill(process.pid, 'SIGKILL');
+}

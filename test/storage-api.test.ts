@@ -1,0 +1,78 @@
+/** The library API a storage process uses: write a new SSTable's data from a stream, read it by position. */
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import test from 'ava';
+
+import { compressorForTable, KeyProviders, SSTableDataWriter, SSTableReader, upgradeSSTables } from '../src/index';
+import { createKeyFile } from '../src/keys/key-file';
+import { parseSchema } from '../src/schema/cql';
+import { makeDataDir, makeKeySetup, onlySSTable, readAll, tempDir } from './helpers';
+
+test('a storage process writes Data.db + CompressionInfo.db from a stream and reads it back by position', async (t) => {
+  const keys = makeKeySetup();
+  createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 256);
+  const provider = new KeyProviders(keys.config);
+  const compressor = await compressorForTable(
+    { class: 'EncryptingSnappyCompressor', cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 256, chunk_length_kb: 16 },
+    { keys: provider },
+  );
+  const dir = tempDir('flush');
+  const id = { dir, version: 'nb', generation: '7', format: 'big' as const };
+  const writer = await SSTableDataWriter.create({ id, params: compressor.params, compressor });
+
+  // A memtable flush: many small appends of partly compressible data.
+  const data = Buffer.concat(Array.from({ length: 300 }, (_, i) =>
+    Buffer.concat([Buffer.from(`partition-${i}:`), crypto.randomBytes(i % 50), Buffer.alloc(1000, i)])));
+  for (let at = 0; at < data.length; at += 777) await writer.write(data.subarray(at, at + 777));
+  const result = await writer.finish();
+  compressor.close();
+  t.deepEqual(result.components, ['Data.db', 'CompressionInfo.db', 'Digest.crc32']);
+  t.is(result.dataLength, data.length);
+  t.is(result.chunkCount, Math.ceil(data.length / 16384));
+  t.false(fs.readFileSync(path.join(dir, 'nb-7-big-Data.db')).includes(Buffer.from('partition-1')));
+
+  const reader = await SSTableReader.open(id, { keys: provider });
+  try {
+    t.true(reader.encrypted);
+    for (const [pos, len] of [[0, 10], [16380, 10], [100000, 50000], [data.length - 1, 1]]) {
+      t.true((await reader.read(pos, len)).equals(data.subarray(pos, pos + len)), `read(${pos}, ${len})`);
+    }
+    const report = await reader.verify('Digest.crc32');
+    t.deepEqual(report.faults, []);
+  } finally {
+    await reader.close();
+    provider.close();
+  }
+});
+
+test('an uncompressed SSTable can be written too: Data.db with CRC.db', async (t) => {
+  const dir = tempDir('plain');
+  const id = { dir, version: 'me', generation: '1', format: 'big' as const };
+  const writer = await SSTableDataWriter.create({ id, params: { enabled: false, chunkLength: 65536, codecOptions: {} } });
+  const data = crypto.randomBytes(200000);
+  await writer.write(data);
+  const result = await writer.finish();
+  t.deepEqual(result.components, ['Data.db', 'CRC.db', 'Digest.crc32']);
+  t.is(fs.statSync(path.join(dir, 'me-1-big-CRC.db')).size, 4 + 4 * 4);
+  t.true(fs.readFileSync(path.join(dir, 'me-1-big-Data.db')).equals(data));
+  t.true((await readAll({ ...id, components: result.components })).equals(data));
+});
+
+test('table directories named TABLE-<table id> are found like plain TABLE ones', async (t) => {
+  const dataDir = makeDataDir((c) => c.table === 'legacy_oa_simple');
+  const plain = path.join(dataDir, 'legacy_tables', 'legacy_oa_simple');
+  const withId = `${plain}-0123456789abcdef0123456789abcdef`;
+  fs.renameSync(plain, withId);
+  const keys = makeKeySetup();
+  createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+  const report = await upgradeSSTables({
+    dataDir,
+    config: keys.config,
+    schema: parseSchema(`ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`),
+  });
+  t.is(report.rewritten, 1);
+  t.is(report.results[0].table, 'legacy_oa_simple');
+  t.is(onlySSTable(withId).generation, '2');
+});
