@@ -131,6 +131,7 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
     spec.iv_length = o.Get("ivLength").As<Napi::Number>().Uint32Value();
     spec.padding = o.Get("padding").As<Napi::Boolean>().Value();
     spec.rc2_key_bits = o.Get("rc2KeyBits").As<Napi::Number>().Int32Value();
+    spec.tag_length = o.Get("tagLength").As<Napi::Number>().Uint32Value();
     Bytes key = ViewOf(env, info[1], "key");
 
     Status st;
@@ -148,7 +149,8 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
     return core_;
   }
 
-  // encryptInto(inputs: Buffer[], outputs: Buffer[]): Promise<Uint32Array of bytes written>
+  // encryptInto(inputs: Buffer[], outputs: Buffer[], aads?: Buffer[]):
+  //   Promise<Uint32Array of bytes written>
   Napi::Value EncryptInto(const Napi::CallbackInfo& info) { return RunBatch(info, true); }
   Napi::Value DecryptInto(const Napi::CallbackInfo& info) { return RunBatch(info, false); }
 
@@ -161,6 +163,9 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
     Napi::Array outputs = info[1].As<Napi::Array>();
     uint32_t n = inputs.Length();
     if (outputs.Length() != n) ThrowContract(env, "inputs and outputs differ in length");
+    bool with_aad = info.Length() > 2 && info[2].IsArray();
+    Napi::Array aads = with_aad ? info[2].As<Napi::Array>() : Napi::Array();
+    if (with_aad && aads.Length() != n) ThrowContract(env, "inputs and aads differ in length");
 
     BatchJob job;
     job.core = Live(env);
@@ -171,7 +176,7 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
     job.out_cap.reserve(n);
 
     // A private array of the very buffers we read: the caller may reuse its own arrays at once.
-    Napi::Array keep = Napi::Array::New(env, static_cast<size_t>(n) * 2);
+    Napi::Array keep = Napi::Array::New(env, static_cast<size_t>(n) * 3);
     for (uint32_t i = 0; i < n; i++) {
       Napi::Value iv = inputs.Get(i);
       Napi::Value ov = outputs.Get(i);
@@ -181,8 +186,14 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
       job.in_len.push_back(in.size);
       job.out.push_back(out.data);
       job.out_cap.push_back(out.size);
-      keep.Set(2 * i, iv);
-      keep.Set(2 * i + 1, ov);
+      keep.Set(3 * i, iv);
+      keep.Set(3 * i + 1, ov);
+      if (with_aad) {
+        Napi::Value av = aads.Get(i);
+        Bytes a = ViewOf(env, av, "each aad");
+        job.aad.push_back(Span{a.data, a.size});
+        keep.Set(3 * i + 2, av);
+      }
     }
 
     auto* worker = new BatchWorker(env, std::move(job), keep);
@@ -198,17 +209,22 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
 
   Napi::Value RunSync(const Napi::CallbackInfo& info, bool encrypt) {
     Napi::Env env = info.Env();
-    if (info.Length() < 2) ThrowContract(env, "expected (input, output)");
+    if (info.Length() < 2) ThrowContract(env, "expected (input, output[, aad])");
     Bytes in = ViewOf(env, info[0], "input");
     Bytes out = ViewOf(env, info[1], "output");
+    Span aad;
+    if (info.Length() > 2 && !info[2].IsUndefined()) {
+      Bytes a = ViewOf(env, info[2], "aad");
+      aad = Span{a.data, a.size};
+    }
     std::shared_ptr<ChunkCipherCore> core = Live(env);
 
     CipherContext ctx;
     size_t written = 0;
     Status st = core->Prepare(&ctx, encrypt);
     if (st.ok()) {
-      st = encrypt ? core->Encrypt(&ctx, in.data, in.size, out.data, out.size, &written)
-                   : core->Decrypt(&ctx, in.data, in.size, out.data, out.size, &written);
+      st = encrypt ? core->Encrypt(&ctx, in.data, in.size, aad, out.data, out.size, &written)
+                   : core->Decrypt(&ctx, in.data, in.size, aad, out.data, out.size, &written);
     }
     if (!st.ok()) throw MakeError(env, st);
     return Napi::Number::New(env, static_cast<double>(written));

@@ -49,8 +49,9 @@ void BatchJob::Run() {
       size_t i = next.fetch_add(1);
       if (i >= n) break;
       size_t w = 0;
-      st = encrypt ? core->Encrypt(&ctx, in[i], in_len[i], out[i], out_cap[i], &w)
-                   : core->Decrypt(&ctx, in[i], in_len[i], out[i], out_cap[i], &w);
+      Span a = aad.empty() ? Span() : aad[i];
+      st = encrypt ? core->Encrypt(&ctx, in[i], in_len[i], a, out[i], out_cap[i], &w)
+                   : core->Decrypt(&ctx, in[i], in_len[i], a, out[i], out_cap[i], &w);
       if (!st.ok()) {
         record(std::move(st), static_cast<int64_t>(i));
         return;

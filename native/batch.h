@@ -19,6 +19,8 @@ struct BatchJob {
   std::vector<size_t> in_len;
   std::vector<uint8_t*> out;
   std::vector<size_t> out_cap;
+  // Additional data per chunk for AEAD ciphers; empty otherwise.
+  std::vector<Span> aad;
 
   // Filled by Run(): bytes written per chunk, and the first failure (lowest chunk index).
   std::vector<uint32_t> written;

@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 
 #include <climits>
+#include <cstring>
 
 #include "cipher_suite.h"
 
@@ -18,6 +19,24 @@ Status EvpFailure(const char* call) {
 
 }  // namespace
 
+Status ChunkCipherCore::AddAad(EVP_CIPHER_CTX* c, Span aad) const {
+  if (spec_.tag_length == 0) {
+    if (aad.data != nullptr) {
+      return Status::Error("ERR_TDE_INVALID_ARGUMENT", spec_.evp_name + " takes no additional data");
+    }
+    return Status::Ok();
+  }
+  if (aad.size > static_cast<size_t>(INT_MAX)) {
+    return Status::Error("ERR_TDE_INVALID_ARGUMENT", "additional data too long");
+  }
+  int ignored = 0;
+  if (aad.size > 0 &&
+      EVP_CipherUpdate(c, nullptr, &ignored, aad.data, static_cast<int>(aad.size)) != 1) {
+    return EvpFailure("EVP_CipherUpdate (additional data)");
+  }
+  return Status::Ok();
+}
+
 std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
                                                          const uint8_t* key, size_t key_len,
                                                          Status* status) {
@@ -32,6 +51,13 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
   }
 
   size_t cipher_iv = static_cast<size_t>(EVP_CIPHER_get_iv_length(cipher));
+  bool is_aead = (EVP_CIPHER_get_flags(cipher) & EVP_CIPH_FLAG_AEAD_CIPHER) != 0;
+  if (is_aead != (spec.tag_length > 0) || spec.tag_length > 16) {
+    *status = Status::Error("ERR_TDE_INVALID_ARGUMENT",
+                            spec.evp_name + (is_aead ? " needs a tag length of 1 to 16 bytes"
+                                                     : " is not an AEAD cipher; it takes no tag"));
+    return nullptr;
+  }
   if (spec.iv_length != 0 && spec.iv_length != cipher_iv) {
     *status = Status::Error("ERR_TDE_INVALID_ARGUMENT",
                             spec.evp_name + " uses a " + std::to_string(cipher_iv) +
@@ -66,11 +92,12 @@ ChunkCipherCore::ChunkCipherCore(const CipherSpec& spec, const EVP_CIPHER* ciphe
 size_t ChunkCipherCore::EncryptedLength(size_t plain_len) const {
   size_t body = plain_len;
   if (spec_.padding && block_size_ > 1) body = (plain_len / block_size_ + 1) * block_size_;
-  return spec_.iv_length + body;
+  return spec_.iv_length + body + spec_.tag_length;
 }
 
 size_t ChunkCipherCore::MaxDecryptedLength(size_t stored_len) const {
-  return stored_len < spec_.iv_length ? 0 : stored_len - spec_.iv_length;
+  size_t overhead = spec_.iv_length + spec_.tag_length;
+  return stored_len < overhead ? 0 : stored_len - overhead;
 }
 
 Status ChunkCipherCore::Prepare(CipherContext* ctx, bool encrypt) const {
@@ -103,7 +130,7 @@ Status ChunkCipherCore::Prepare(CipherContext* ctx, bool encrypt) const {
   return Status::Ok();
 }
 
-Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in_len,
+Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, Span aad,
                                 uint8_t* out, size_t out_cap, size_t* written) const {
   if (in_len > static_cast<size_t>(INT_MAX) - 64) {
     return Status::Error("ERR_TDE_CHUNK_LENGTH", "a chunk may hold at most 2 GiB");
@@ -126,6 +153,9 @@ Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in
   }
   EVP_CIPHER_CTX_set_padding(c, spec_.padding ? 1 : 0);
 
+  Status st = AddAad(c, aad);
+  if (!st.ok()) return st;
+
   uint8_t* body = out + spec_.iv_length;
   int n1 = 0;
   int n2 = 0;
@@ -138,23 +168,35 @@ Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in
                          "NoPadding needs whole " + std::to_string(block_size_) +
                              "-byte blocks; the chunk has " + std::to_string(in_len) + " bytes");
   }
-  *written = spec_.iv_length + static_cast<size_t>(n1) + static_cast<size_t>(n2);
+  size_t body_len = static_cast<size_t>(n1) + static_cast<size_t>(n2);
+  if (spec_.tag_length > 0 &&
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, static_cast<int>(spec_.tag_length),
+                          body + body_len) != 1) {
+    return EvpFailure("EVP_CTRL_AEAD_GET_TAG");
+  }
+  *written = spec_.iv_length + body_len + spec_.tag_length;
   return Status::Ok();
 }
 
-Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in_len,
+Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, Span aad,
                                 uint8_t* out, size_t out_cap, size_t* written) const {
   if (in_len > static_cast<size_t>(INT_MAX)) {
     return Status::Error("ERR_TDE_CHUNK_LENGTH", "a chunk may hold at most 2 GiB");
   }
-  size_t body_len = in_len < spec_.iv_length ? 0 : in_len - spec_.iv_length;
+  size_t overhead = spec_.iv_length + spec_.tag_length;
+  size_t body_len = in_len < overhead ? 0 : in_len - overhead;
   bool whole_blocks = block_size_ <= 1 || body_len % block_size_ == 0;
-  if (in_len < spec_.iv_length || !whole_blocks || (spec_.padding && body_len == 0)) {
+  if (in_len < overhead || !whole_blocks || (spec_.padding && block_size_ > 1 && body_len == 0)) {
     return Status::Error("ERR_TDE_CHUNK_LENGTH",
                          "an encrypted chunk of " + std::to_string(in_len) +
                              " bytes cannot be valid: it must hold a " +
-                             std::to_string(spec_.iv_length) + "-byte IV and whole " +
-                             std::to_string(block_size_) + "-byte blocks");
+                             std::to_string(spec_.iv_length) + "-byte IV" +
+                             (spec_.tag_length > 0
+                                  ? ", a " + std::to_string(spec_.tag_length) + "-byte tag"
+                                  : std::string()) +
+                             (block_size_ > 1
+                                  ? " and whole " + std::to_string(block_size_) + "-byte blocks"
+                                  : std::string()));
   }
   if (out_cap < body_len) {
     return Status::Error("ERR_TDE_INVALID_ARGUMENT", "output buffer too small for the chunk");
@@ -169,9 +211,22 @@ Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in
     return EvpFailure("EVP_CipherInit_ex2 (IV)");
   }
   EVP_CIPHER_CTX_set_padding(c, spec_.padding ? 1 : 0);
+  if (spec_.tag_length > 0) {
+    // OpenSSL takes the expected tag through a non-const pointer; hand it a copy.
+    uint8_t tag[16];
+    std::memcpy(tag, in + spec_.iv_length + body_len, spec_.tag_length);
+    if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, static_cast<int>(spec_.tag_length), tag) !=
+        1) {
+      return EvpFailure("EVP_CTRL_AEAD_SET_TAG");
+    }
+  }
+  Status st = AddAad(c, aad);
+  if (!st.ok()) return st;
 
   // With padding on, EVP holds back the last block until Final, so Update writes at most
   // body_len - block_size bytes and Final at most block_size - 1: `out` of body_len suffices.
+  // Under GCM, Update writes plaintext before the tag is checked; the caller must discard `out`
+  // when this returns an error, as the batch layer does.
   int n1 = 0;
   int n2 = 0;
   if (EVP_CipherUpdate(c, out, &n1, in + spec_.iv_length, static_cast<int>(body_len)) != 1) {
@@ -179,6 +234,12 @@ Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in
   }
   if (EVP_CipherFinal_ex(c, out + n1, &n2) != 1) {
     ERR_clear_error();
+    OPENSSL_cleanse(out, static_cast<size_t>(n1));  // never leave unauthenticated plaintext about
+    if (spec_.tag_length > 0) {
+      return Status::Error("ERR_TDE_INTEGRITY",
+                           "the chunk fails its authentication tag: its bytes were altered, or "
+                           "it was moved from another position, SSTable or key");
+    }
     return Status::Error("ERR_TDE_DECRYPT_FAILED",
                          "the chunk does not decrypt to valid padding: it was written with a "
                          "different key, or its bytes were altered");

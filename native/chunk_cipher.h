@@ -19,6 +19,13 @@ struct CipherSpec {
   size_t iv_length = 0;  // bytes of IV stored before each chunk's ciphertext; 0 for ECB
   bool padding = true;   // PKCS5 padding (JCE's PKCS5Padding), else NoPadding
   int rc2_key_bits = 0;  // RC2's effective key bits; 0 for other ciphers
+  size_t tag_length = 0; // AEAD (GCM) tag bytes stored after the ciphertext; 0 otherwise
+};
+
+// A byte range the caller owns; {nullptr, 0} when absent.
+struct Span {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
 };
 
 // Owns a cipher context for one thread's run of chunks. Not shareable between threads.
@@ -40,7 +47,7 @@ class ChunkCipherCore {
   static std::shared_ptr<ChunkCipherCore> Create(const CipherSpec& spec, const uint8_t* key,
                                                  size_t key_len, Status* status);
 
-  // Largest output for `plain_len` input bytes, IV included.
+  // Largest output for `plain_len` input bytes, IV (and tag) included.
   size_t EncryptedLength(size_t plain_len) const;
   // Largest plaintext a chunk of `stored_len` bytes can hold (0 if it is too short to be valid).
   size_t MaxDecryptedLength(size_t stored_len) const;
@@ -48,19 +55,22 @@ class ChunkCipherCore {
   // Prepares `ctx` with the key for encryption or decryption. Each chunk then only resets the IV,
   // so the key schedule is computed once per thread per batch, not once per chunk.
   Status Prepare(CipherContext* ctx, bool encrypt) const;
-  Status Encrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, uint8_t* out,
+  // `aad` is authenticated with the chunk under an AEAD mode and must be absent otherwise.
+  Status Encrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, Span aad, uint8_t* out,
                  size_t out_cap, size_t* written) const;
-  Status Decrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, uint8_t* out,
+  Status Decrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, Span aad, uint8_t* out,
                  size_t out_cap, size_t* written) const;
 
   void Wipe() { key_.Wipe(); }
   bool wiped() const { return key_.wiped(); }
+  bool aead() const { return spec_.tag_length > 0; }
   const CipherSpec& spec() const { return spec_; }
   size_t block_size() const { return block_size_; }
 
  private:
   ChunkCipherCore(const CipherSpec& spec, const EVP_CIPHER* cipher, const uint8_t* key,
                   size_t key_len);
+  Status AddAad(EVP_CIPHER_CTX* c, Span aad) const;
 
   CipherSpec spec_;
   const EVP_CIPHER* cipher_;

@@ -12,6 +12,7 @@
   X(ERR_TDE_CIPHER_DESTROYED)   /* destroy() was called; the key is gone */                        \
   X(ERR_TDE_CHUNK_LENGTH)       /* ciphertext shorter than its IV or not whole blocks */           \
   X(ERR_TDE_DECRYPT_FAILED)     /* padding check failed: wrong key or altered chunk */             \
+  X(ERR_TDE_INTEGRITY)          /* GCM tag check failed: altered, moved or swapped chunk */        \
   X(ERR_TDE_CRYPTO_INTERNAL)    /* an EVP call failed for a reason OpenSSL names */
 
 namespace tde {

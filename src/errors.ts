@@ -14,6 +14,8 @@ export const ErrorCode = {
   ERR_TDE_CIPHER_DESTROYED: 'ERR_TDE_CIPHER_DESTROYED',
   ERR_TDE_CHUNK_LENGTH: 'ERR_TDE_CHUNK_LENGTH',
   ERR_TDE_DECRYPT_FAILED: 'ERR_TDE_DECRYPT_FAILED',
+  /** An authenticated (GCM) chunk failed its tag: altered, moved, swapped, or another key. */
+  ERR_TDE_INTEGRITY: 'ERR_TDE_INTEGRITY',
   ERR_TDE_CRYPTO_INTERNAL: 'ERR_TDE_CRYPTO_INTERNAL',
 
   // Raised by TypeScript only.
@@ -55,6 +57,7 @@ export const NATIVE_ERROR_CODES: readonly ErrorCodeName[] = [
   'ERR_TDE_CIPHER_DESTROYED',
   'ERR_TDE_CHUNK_LENGTH',
   'ERR_TDE_DECRYPT_FAILED',
+  'ERR_TDE_INTEGRITY',
   'ERR_TDE_CRYPTO_INTERNAL',
 ];
 

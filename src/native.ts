@@ -20,20 +20,23 @@ export interface NativeCipherSpec {
   padding: boolean;
   /** RC2 effective key bits; 0 for every other cipher. */
   rc2KeyBits: number;
+  /** AEAD (GCM) tag bytes after the ciphertext; 0 for every other mode. */
+  tagLength: number;
 }
 
 export interface NativeChunkCipher {
   /**
    * Encrypts `inputs[i]` into `outputs[i]` for every i, on the addon's thread pool. Each output
    * must hold at least `encryptedLength(inputs[i].length)` bytes. Resolves to the number of bytes
-   * written per chunk. Rejects with `index` set to the first failing chunk.
+   * written per chunk. Rejects with `index` set to the first failing chunk. `aads` (AEAD
+   * ciphers only, and then required) is each chunk's additional authenticated data.
    */
-  encryptInto(inputs: Uint8Array[], outputs: Uint8Array[]): Promise<Uint32Array>;
-  /** As encryptInto, but each output must hold `inputs[i].length - ivLength` bytes. */
-  decryptInto(inputs: Uint8Array[], outputs: Uint8Array[]): Promise<Uint32Array>;
+  encryptInto(inputs: Uint8Array[], outputs: Uint8Array[], aads?: Uint8Array[]): Promise<Uint32Array>;
+  /** As encryptInto, but each output must hold `inputs[i].length - ivLength - tagLength` bytes. */
+  decryptInto(inputs: Uint8Array[], outputs: Uint8Array[], aads?: Uint8Array[]): Promise<Uint32Array>;
   /** One chunk on the calling thread; returns bytes written. */
-  encryptSync(input: Uint8Array, output: Uint8Array): number;
-  decryptSync(input: Uint8Array, output: Uint8Array): number;
+  encryptSync(input: Uint8Array, output: Uint8Array, aad?: Uint8Array): number;
+  decryptSync(input: Uint8Array, output: Uint8Array, aad?: Uint8Array): number;
   /** Largest encrypted size (IV included) of `plainLength` bytes. */
   encryptedLength(plainLength: number): number;
   /** Wipes the key (at once, or when the last running batch ends). Further calls fail. */

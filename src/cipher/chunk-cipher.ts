@@ -44,13 +44,33 @@ export class ChunkCipher {
     return this.choice.ivLength;
   }
 
-  /** Size of a chunk of `plainLength` bytes once encrypted, IV included. */
+  /** True for authenticated modes (GCM), whose batches need additional data per chunk. */
+  get aead(): boolean {
+    return this.choice.tagLength > 0;
+  }
+
+  /** Size of a chunk of `plainLength` bytes once encrypted, IV and tag included. */
   encryptedLength(plainLength: number): number {
     const body =
       this.choice.padding === 'PKCS5Padding'
         ? (Math.floor(plainLength / this.choice.blockSize) + 1) * this.choice.blockSize
         : plainLength;
-    return this.choice.ivLength + body;
+    return this.choice.ivLength + body + this.choice.tagLength;
+  }
+
+  /** Bytes a stored chunk adds to its plaintext at most: IV and tag (padding aside). */
+  private get overhead(): number {
+    return this.choice.ivLength + this.choice.tagLength;
+  }
+
+  private checkAad(chunks: Uint8Array[], aad: Uint8Array[] | undefined): void {
+    if (this.aead && (!aad || aad.length !== chunks.length)) {
+      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${this.choice.name} authenticates each chunk ` +
+        'with additional data: pass one aad buffer per chunk');
+    }
+    if (!this.aead && aad) {
+      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${this.choice.name} takes no additional data`);
+    }
   }
 
   private live(): NativeChunkCipher {
@@ -60,24 +80,26 @@ export class ChunkCipher {
     return this.handle;
   }
 
-  async encrypt(chunk: Uint8Array): Promise<Buffer> {
-    return (await this.encryptBatch([chunk]))[0];
+  /** Encrypts one chunk. `aad` is required for GCM and refused otherwise. */
+  async encrypt(chunk: Uint8Array, aad?: Uint8Array): Promise<Buffer> {
+    return (await this.encryptBatch([chunk], byIndex, aad && [aad]))[0];
   }
 
-  async decrypt(chunk: Uint8Array): Promise<Buffer> {
-    return (await this.decryptBatch([chunk]))[0];
+  async decrypt(chunk: Uint8Array, aad?: Uint8Array): Promise<Buffer> {
+    return (await this.decryptBatch([chunk], byIndex, aad && [aad]))[0];
   }
 
   /**
    * Encrypts many chunks in one call, spread over the addon's threads. The results share one
    * allocation, so keeping any of them keeps the whole batch's memory alive.
    */
-  async encryptBatch(chunks: Uint8Array[], where: ChunkLocator = byIndex): Promise<Buffer[]> {
+  async encryptBatch(chunks: Uint8Array[], where: ChunkLocator = byIndex, aad?: Uint8Array[]): Promise<Buffer[]> {
     const handle = this.live();
+    this.checkAad(chunks, aad);
     const sizes = chunks.map((c) => this.encryptedLength(c.length));
     const outputs = carve(sizes);
     try {
-      const written = await handle.encryptInto(chunks, outputs);
+      const written = await handle.encryptInto(chunks, outputs, aad);
       return outputs.map((o, i) => o.subarray(0, written[i]));
     } catch (err) {
       throw fromNative(err, locate(where));
@@ -85,12 +107,13 @@ export class ChunkCipher {
   }
 
   /** Decrypts many chunks in one call; each must be `[IV][ciphertext]` as encrypt wrote it. */
-  async decryptBatch(chunks: Uint8Array[], where: ChunkLocator = byIndex): Promise<Buffer[]> {
+  async decryptBatch(chunks: Uint8Array[], where: ChunkLocator = byIndex, aad?: Uint8Array[]): Promise<Buffer[]> {
     const handle = this.live();
-    const sizes = chunks.map((c) => Math.max(0, c.length - this.choice.ivLength));
+    this.checkAad(chunks, aad);
+    const sizes = chunks.map((c) => Math.max(0, c.length - this.overhead));
     const outputs = carve(sizes);
     try {
-      const written = await handle.decryptInto(chunks, outputs);
+      const written = await handle.decryptInto(chunks, outputs, aad);
       return outputs.map((o, i) => o.subarray(0, written[i]));
     } catch (err) {
       throw fromNative(err, locate(where));
@@ -98,19 +121,21 @@ export class ChunkCipher {
   }
 
   /** Encrypts one small value on the calling thread (config values, tests). */
-  encryptSync(data: Uint8Array): Buffer {
+  encryptSync(data: Uint8Array, aad?: Uint8Array): Buffer {
+    this.checkAad([data], aad && [aad]);
     const out = Buffer.allocUnsafe(this.encryptedLength(data.length));
     try {
-      return out.subarray(0, this.live().encryptSync(data, out));
+      return out.subarray(0, this.live().encryptSync(data, out, aad));
     } catch (err) {
       throw fromNative(err);
     }
   }
 
-  decryptSync(data: Uint8Array): Buffer {
-    const out = Buffer.allocUnsafe(Math.max(0, data.length - this.choice.ivLength));
+  decryptSync(data: Uint8Array, aad?: Uint8Array): Buffer {
+    this.checkAad([data], aad && [aad]);
+    const out = Buffer.allocUnsafe(Math.max(0, data.length - this.overhead));
     try {
-      return out.subarray(0, this.live().decryptSync(data, out));
+      return out.subarray(0, this.live().decryptSync(data, out, aad));
     } catch (err) {
       throw fromNative(err);
     }
@@ -167,6 +192,7 @@ export function createChunkCipher(options: ChunkCipherOptions): ChunkCipher {
         ivLength: choice.ivLength,
         padding: choice.padding === 'PKCS5Padding',
         rc2KeyBits: choice.rc2KeyBits,
+        tagLength: choice.tagLength,
       },
       key,
     );

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { TdeError } from '../errors';
 
 export type CipherAlgorithm = 'AES' | 'DES' | 'DESede' | 'Blowfish' | 'RC2';
-export type CipherMode = 'ECB' | 'CBC';
+export type CipherMode = 'ECB' | 'CBC' | 'CTR' | 'GCM';
 export type CipherPadding = 'PKCS5Padding' | 'NoPadding';
 
 interface AlgorithmInfo {
@@ -68,15 +68,21 @@ const ALGORITHMS: Record<string, AlgorithmInfo> = {
 // JCE's aliases for the same algorithms.
 ALGORITHMS.tripledes = ALGORITHMS.desede;
 
-const MODES: Record<string, CipherMode> = { ecb: 'ECB', cbc: 'CBC' };
+const MODES: Record<string, CipherMode> = { ecb: 'ECB', cbc: 'CBC', ctr: 'CTR', gcm: 'GCM' };
+
+/** IV (nonce) bytes per chunk for the AES-only stream modes. */
+const STREAM_IV: Partial<Record<CipherMode, number>> = { CTR: 16, GCM: 12 };
+/** GCM's tag: the full 16 bytes, as JCE writes by default. */
+const GCM_TAG_LENGTH = 16;
 const PADDINGS: Record<string, CipherPadding> = {
   pkcs5padding: 'PKCS5Padding',
   nopadding: 'NoPadding',
 };
 
 const ACCEPTED =
-  'ALG/MODE/PADDING with ALG one of AES, DES, DESede, Blowfish, RC2; MODE ECB or CBC; ' +
-  'PADDING PKCS5Padding or NoPadding (a bare ALG means ALG/ECB/PKCS5Padding, as in JCE)';
+  'ALG/MODE/PADDING with ALG one of AES, DES, DESede, Blowfish, RC2; MODE ECB or CBC (and for ' +
+  'AES also CTR or GCM, with NoPadding); PADDING PKCS5Padding or NoPadding (a bare ALG means ' +
+  'ALG/ECB/PKCS5Padding, as in JCE)';
 
 /** A parsed transformation, before a key strength is chosen. */
 export interface Transformation {
@@ -99,6 +105,8 @@ export interface CipherChoice extends Transformation {
   evpName: string;
   /** RC2's effective key bits (the key's length in bits, as JCE uses); 0 otherwise. */
   rc2KeyBits: number;
+  /** Authentication tag bytes after each chunk's ciphertext: 16 for GCM, else 0. */
+  tagLength: number;
 }
 
 function closest(word: string, options: string[]): string | undefined {
@@ -134,8 +142,12 @@ export function parseTransformation(text: string): Transformation {
   if (!mode) {
     throw new TdeError(
       'ERR_TDE_UNKNOWN_CIPHER',
-      `unsupported cipher mode "${parts[1]}" in "${text}"; expected ECB or CBC`,
+      `unsupported cipher mode "${parts[1]}" in "${text}"; expected ECB or CBC (or, for AES, CTR or GCM)`,
     );
+  }
+  if (STREAM_IV[mode] !== undefined && info.name !== 'AES') {
+    throw new TdeError('ERR_TDE_UNKNOWN_CIPHER', `${mode} mode is offered for AES only, not ${info.name}; ` +
+      `use ${info.name}/CBC/PKCS5Padding or AES/${mode}/NoPadding`);
   }
   const padding = parts.length === 3 ? PADDINGS[parts[2].toLowerCase()] : 'PKCS5Padding';
   if (!padding) {
@@ -143,6 +155,9 @@ export function parseTransformation(text: string): Transformation {
       'ERR_TDE_UNKNOWN_CIPHER',
       `unsupported padding "${parts[2]}" in "${text}"; expected PKCS5Padding or NoPadding`,
     );
+  }
+  if (STREAM_IV[mode] !== undefined && padding !== 'NoPadding') {
+    throw new TdeError('ERR_TDE_UNKNOWN_CIPHER', `AES/${mode} takes no padding: write AES/${mode}/NoPadding`);
   }
 
   return {
@@ -176,19 +191,16 @@ export function resolveCipher(
     );
   }
 
-  let ivLength = 0;
-  if (t.mode === 'CBC') {
-    ivLength = t.blockSize;
-    if (ivLengthOption !== undefined && ivLengthOption !== '') {
-      const iv = Number(ivLengthOption);
-      // JCE rejects a CBC IV that is not one block long, so DSE can only have written this.
-      if (iv !== t.blockSize) {
-        throw new TdeError(
-          'ERR_TDE_BAD_OPTION',
-          `iv_length ${JSON.stringify(ivLengthOption)} does not fit ${t.name}: ` +
-            `CBC with ${t.algorithm} needs an IV of exactly ${t.blockSize} bytes`,
-        );
-      }
+  // DSE writes a block-sized IV for CBC; CTR takes a full counter block and GCM a 12-byte nonce.
+  const ivLength = t.mode === 'ECB' ? 0 : (STREAM_IV[t.mode] ?? t.blockSize);
+  if (ivLength > 0 && ivLengthOption !== undefined && ivLengthOption !== '') {
+    // JCE rejects any other IV length for these modes, so DSE can only have written this one.
+    if (Number(ivLengthOption) !== ivLength) {
+      throw new TdeError(
+        'ERR_TDE_BAD_OPTION',
+        `iv_length ${JSON.stringify(ivLengthOption)} does not fit ${t.name}: ` +
+          `${t.mode} with ${t.algorithm} needs an IV of exactly ${ivLength} bytes`,
+      );
     }
   }
 
@@ -199,6 +211,7 @@ export function resolveCipher(
     ivLength,
     evpName: `${info.evpStem(bits)}-${t.mode}`,
     rc2KeyBits: t.algorithm === 'RC2' ? bits : 0,
+    tagLength: t.mode === 'GCM' ? GCM_TAG_LENGTH : 0,
   };
 }
 
@@ -252,5 +265,6 @@ export function supportedTransformations(): string[] {
       for (const p of ['PKCS5Padding', 'NoPadding']) out.push(`${a}/${m}/${p}`);
     }
   }
+  out.push('AES/CTR/NoPadding', 'AES/GCM/NoPadding');
   return out;
 }

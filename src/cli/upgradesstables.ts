@@ -88,6 +88,7 @@ interrupted before doing anything else.`);
       if (json) {
         io.out(JSON.stringify(report, null, 2));
       } else {
+        for (const w of report.warnings) io.err(`sstable-tde: warning: table ${w.table}: ${w.message}`);
         for (const r of report.recovered) {
           io.out(`recovered  ${r.log}: interrupted rewrite ${r.action} (removed ${r.removed})`);
         }

@@ -10,6 +10,7 @@ import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { resolveCipher } from '../cipher/transformation';
 import { ChunkLocator, isTdeError, TdeError } from '../errors';
 import { KeyProvider } from '../keys/provider';
+import { ChunkBinding, chunkAad } from './binding';
 import { Codec, CODECS } from './codecs';
 import {
   COMPRESSOR_CLASSES,
@@ -26,10 +27,17 @@ export interface Compressor {
   readonly encrypting: boolean;
   /** Name of the key in use (key file or KMIP id), for messages; undefined when not encrypting. */
   readonly keyId?: string;
+  /**
+   * True when chunks are authenticated (GCM): then every batch needs a {@link ChunkBinding}
+   * that says which SSTable and position its chunks belong to.
+   */
+  readonly authenticated: boolean;
+  /** Things worth telling the operator about this choice (for example, ECB's weakness). */
+  readonly warnings: string[];
   /** Compresses (and encrypts) chunks. Output i corresponds to input i. */
-  compressBatch(chunks: Buffer[]): Promise<Buffer[]>;
+  compressBatch(chunks: Buffer[], binding?: ChunkBinding): Promise<Buffer[]>;
   /** Decrypts (and decompresses) chunks; each must yield exactly `lengths[i]` bytes. */
-  uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]>;
+  uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding): Promise<Buffer[]>;
   /** Options to record in CompressionInfo.db: class options, never key bytes. */
   compressionInfoOptions(): Record<string, string>;
   /** Wipes the key, if any. */
@@ -38,6 +46,8 @@ export interface Compressor {
 
 class PlainCompressor implements Compressor {
   readonly encrypting = false;
+  readonly authenticated = false;
+  readonly warnings: string[] = [];
 
   constructor(
     readonly params: CompressionParams,
@@ -65,6 +75,7 @@ class PlainCompressor implements Compressor {
 
 class EncryptingCompressor implements Compressor {
   readonly encrypting = true;
+  readonly warnings: string[] = [];
 
   constructor(
     readonly params: CompressionParams,
@@ -74,20 +85,42 @@ class EncryptingCompressor implements Compressor {
     private readonly keyCheck: string,
     /** True when the key was checked against a recorded key check value. */
     private readonly keyVerified: boolean,
-  ) {}
+  ) {
+    if (cipher.choice.mode === 'ECB') {
+      this.warnings.push(`${cipher.choice.name} encrypts equal 16-byte blocks to equal ciphertext, so ` +
+        'patterns in the data show through; prefer AES/CBC/PKCS5Padding, or AES/GCM/NoPadding, ' +
+        'which also detects altered chunks');
+    }
+  }
+
+  get authenticated(): boolean {
+    return this.cipher.aead;
+  }
+
+  private aad(count: number, binding: ChunkBinding | undefined): Buffer[] | undefined {
+    if (!this.cipher.aead) return undefined;
+    if (!binding) {
+      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${this.cipher.choice.name} chunks are bound to ` +
+        'their SSTable and position: pass a ChunkBinding');
+    }
+    return chunkAad(binding, count, this.keyCheck);
+  }
 
   get className(): string {
     return this.params.className as string;
   }
 
-  async compressBatch(chunks: Buffer[]): Promise<Buffer[]> {
-    return this.cipher.encryptBatch(await this.codec.compress(chunks));
+  async compressBatch(chunks: Buffer[], binding?: ChunkBinding): Promise<Buffer[]> {
+    const aad = this.aad(chunks.length, binding);
+    const compressed = await this.codec.compress(chunks);
+    return this.cipher.encryptBatch(compressed, undefined, aad);
   }
 
-  async uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]> {
+  async uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding): Promise<Buffer[]> {
+    const aad = this.aad(chunks.length, binding);
     let plain: Buffer[];
     try {
-      plain = await this.cipher.decryptBatch(chunks, where);
+      plain = await this.cipher.decryptBatch(chunks, where, aad);
     } catch (err) {
       // With a recorded key check value that matched, the key is right: the chunk is damaged.
       if (this.keyVerified && isTdeError(err, 'ERR_TDE_DECRYPT_FAILED')) {

@@ -17,7 +17,7 @@ import { TdeConfig } from '../config/config';
 import { fromSystem, isTdeError, TdeError } from '../errors';
 import { KeyProviders } from '../keys/provider';
 import { TableSchema } from '../schema/cql';
-import { findTables, liveSSTables, TableDir } from '../sstable/data-dir';
+import { findTables, liveSSTables, TableDir, tableNameOf } from '../sstable/data-dir';
 import {
   compareGenerations,
   componentPath,
@@ -52,6 +52,7 @@ export interface UpgradeOptions {
 
 export type UpgradeEvent =
   | { type: 'plan'; sstables: number; bytes: number }
+  | { type: 'warning'; table: string; message: string }
   | { type: 'start'; sstable: string; bytes: number }
   | { type: 'progress'; sstable: string; bytes: number }
   | { type: 'done'; result: SSTableResult };
@@ -76,6 +77,8 @@ export interface SSTableResult {
 export interface UpgradeReport {
   dataDir: string;
   recovered: Recovery[];
+  /** Advice about the chosen settings, once per table (for example, ECB's weakness). */
+  warnings: { table: string; message: string }[];
   results: SSTableResult[];
   rewritten: number;
   unchanged: number;
@@ -139,10 +142,14 @@ function isDataComponent(c: string): boolean {
 }
 
 class Rewriter {
+  /** Tables already warned about, so each warning is given once per table, not per SSTable. */
+  private readonly warned = new Set<string>();
+
   constructor(
     private readonly keys: KeyProviders,
     private readonly onEvent: (e: UpgradeEvent) => void,
     private readonly ignoreDigest: boolean,
+    private readonly warnings: { table: string; message: string }[],
   ) {}
 
   /**
@@ -161,6 +168,14 @@ class Rewriter {
     try {
       reader = await SSTableReader.open(old, { keys: this.keys });
       compressor = target.enabled ? await createCompressor(target, { keys: this.keys }) : undefined;
+      const table = `${path.basename(path.dirname(old.dir))}.${tableNameOf(path.basename(old.dir))}`;
+      if (compressor && compressor.warnings.length > 0 && !this.warned.has(table)) {
+        this.warned.add(table);
+        for (const message of compressor.warnings) {
+          this.warnings.push({ table, message });
+          this.onEvent({ type: 'warning', table, message });
+        }
+      }
       writer = await SSTableDataWriter.create({
         id: newId,
         params: target,
@@ -273,6 +288,7 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
   const report: UpgradeReport = {
     dataDir: options.dataDir,
     recovered: [],
+    warnings: [],
     results: [],
     rewritten: 0,
     unchanged: 0,
@@ -323,7 +339,7 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
     }
 
     onEvent({ type: 'plan', sstables: plan.length, bytes: plan.reduce((s, p) => s + p.summary.dataLength, 0) });
-    const rewriter = new Rewriter(keys, onEvent, options.ignoreDigest ?? false);
+    const rewriter = new Rewriter(keys, onEvent, options.ignoreDigest ?? false, report.warnings);
     for (const { table, summary, target } of plan) {
       const base = {
         sstable: summary.sstable,

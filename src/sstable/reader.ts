@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 
 import { Checksum, checksumFor } from '../checksum';
+import { parseSSTableId, SSTABLE_ID_OPTION } from '../compression/binding';
 import { Compressor, createCompressor } from '../compression/compressor';
 import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
 import { ChunkLocator, ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
@@ -79,6 +80,8 @@ export class SSTableReader {
   readonly chunkLength: number;
   readonly chunkCount: number;
   private readonly checksum: Checksum;
+  /** For authenticated chunks: the SSTable id their additional data binds them to. */
+  private readonly sstableId: Buffer | undefined;
 
   private constructor(
     readonly id: SSTableId,
@@ -102,6 +105,9 @@ export class SSTableReader {
       this.chunkLength = (crc as CrcInfo).chunkLength;
       this.chunkCount = (crc as CrcInfo).checksums.length;
     }
+    this.sstableId = compressor?.authenticated
+      ? parseSSTableId(compressionInfo?.options[SSTABLE_ID_OPTION], componentPath(id, 'CompressionInfo.db'))
+      : undefined;
   }
 
   /**
@@ -144,7 +150,12 @@ export class SSTableReader {
           throw rethrowFor(err, ciFile);
         }
         const compressor = await createCompressor(params, { keys: options.keys, file: dataFile });
-        return new SSTableReader(id, features, params, fd, storedLength, info, undefined, compressor);
+        try {
+          return new SSTableReader(id, features, params, fd, storedLength, info, undefined, compressor);
+        } catch (err) {
+          compressor.close();
+          throw err;
+        }
       }
 
       let crcRaw: Buffer;
@@ -246,7 +257,8 @@ export class SSTableReader {
     // na and later: a plain compressor's chunk at least maxCompressedLength long was stored raw.
     const max = this.compressionInfo.maxCompressedLength;
     const rawAt = (c: Buffer) => !compressor.encrypting && max !== undefined && c.length >= max;
-    if (!stored.some(rawAt)) return compressor.uncompressBatch(stored, lengths, where);
+    const binding = (at: number) => this.sstableId && { sstableId: this.sstableId, first: at, last: this.chunkCount - 1 };
+    if (!stored.some(rawAt)) return compressor.uncompressBatch(stored, lengths, where, binding(first));
 
     const out = new Array<Buffer>(stored.length);
     const todo: number[] = [];

@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 
 import { Checksum, checksumFor } from '../checksum';
+import { ChunkBinding, newSSTableId, SSTABLE_ID_OPTION } from '../compression/binding';
 import { Compressor } from '../compression/compressor';
 import { CompressionParams } from '../compression/options';
 import { fromSystem, TdeError } from '../errors';
@@ -59,6 +60,10 @@ export class SSTableDataWriter {
   private readonly offsets: number[] = [];
   private readonly sliceChecksums: number[] = [];
   private finished = false;
+  /** Chunks handed to the compressor so far: the index of the next batch's first chunk. */
+  private chunksSent = 0;
+  /** For authenticated chunks: this SSTable's random id (see compression/binding.ts). */
+  private readonly sstableId: Buffer | undefined;
 
   private constructor(private readonly options: DataWriterOptions) {
     this.features = featuresOf(options.id);
@@ -70,6 +75,7 @@ export class SSTableDataWriter {
     if (options.params.enabled && !options.compressor) {
       throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'a compressed SSTable needs a compressor');
     }
+    this.sstableId = options.compressor?.authenticated ? newSSTableId() : undefined;
   }
 
   /** Creates Data.db exclusively; fails if any file of the new SSTable exists already. */
@@ -111,7 +117,9 @@ export class SSTableDataWriter {
         this.pending.push(this.current);
         this.current = Buffer.allocUnsafe(this.chunkLength);
         this.filled = 0;
-        if (this.pending.length >= this.batchChunks) await this.flush();
+        // One chunk is always held back, so that the last chunk of the SSTable is known to be
+        // last when it is encrypted (authenticated chunks mark it).
+        if (this.pending.length > this.batchChunks) await this.flush(false);
       }
     }
   }
@@ -120,15 +128,21 @@ export class SSTableDataWriter {
    * Sends the pending chunks on. Compression of this batch starts at once; the previous batch
    * must be on disk first, so at most two batches are in memory besides the caller's.
    */
-  private async flush(): Promise<void> {
-    const batch = this.pending;
-    this.pending = [];
+  private async flush(final: boolean): Promise<void> {
+    const batch = final ? this.pending : this.pending.slice(0, -1);
+    this.pending = final ? [] : this.pending.slice(-1);
     if (batch.length === 0) return;
     await this.inflight;
     if (this.failed) throw this.failed;
 
+    const binding: ChunkBinding | undefined = this.sstableId && {
+      sstableId: this.sstableId,
+      first: this.chunksSent,
+      last: final ? this.chunksSent + batch.length - 1 : undefined,
+    };
+    this.chunksSent += batch.length;
     const encoded = this.options.params.enabled
-      ? (this.options.compressor as Compressor).compressBatch(batch)
+      ? (this.options.compressor as Compressor).compressBatch(batch, binding)
       : Promise.resolve(batch);
     this.inflight = encoded.then((stored) => this.append(batch, stored));
     this.inflight.catch((err) => (this.failed ??= err));
@@ -174,7 +188,7 @@ export class SSTableDataWriter {
   async finish(): Promise<WriteResult> {
     if (this.filled > 0) this.pending.push(this.current.subarray(0, this.filled));
     this.filled = 0;
-    await this.flush();
+    await this.flush(true);
     await this.inflight;
     if (this.failed) throw this.failed;
     this.finished = true;
@@ -194,7 +208,9 @@ export class SSTableDataWriter {
       const c = compressor as Compressor;
       const info: CompressionInfo = {
         className: c.className,
-        options: c.compressionInfoOptions(),
+        options: this.sstableId
+          ? { ...c.compressionInfoOptions(), [SSTABLE_ID_OPTION]: this.sstableId.toString('hex') }
+          : c.compressionInfoOptions(),
         chunkLength: this.chunkLength,
         maxCompressedLength: c.encrypting ? NEVER_UNCOMPRESSED : (params.maxCompressedLength ?? NEVER_UNCOMPRESSED),
         dataLength: this.dataLength,
