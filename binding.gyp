@@ -8,6 +8,7 @@
         "native/checksum.cc",
         "native/chunk_cipher.cc",
         "native/cipher_suite.cc",
+        "native/stream_bench.cc",
         "native/thread_pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -11,6 +11,7 @@
 #include "checksum.h"
 #include "chunk_cipher.h"
 #include "cipher_suite.h"
+#include "stream_bench.h"
 #include "thread_pool.h"
 
 namespace tde {
@@ -270,6 +271,25 @@ Napi::Value JsParallelism(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(Parallelism()));
 }
 
+// evpStreamSeconds(spec, key, chunkBytes, rounds): seconds one thread takes to encrypt
+// chunkBytes * rounds bytes as one stream. Benchmarks' OpenSSL baseline.
+Napi::Value JsEvpStreamSeconds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  CipherSpec spec;
+  spec.evp_name = o.Get("evpName").As<Napi::String>().Utf8Value();
+  spec.iv_length = o.Get("ivLength").As<Napi::Number>().Uint32Value();
+  spec.padding = false;
+  spec.rc2_key_bits = o.Get("rc2KeyBits").As<Napi::Number>().Int32Value();
+  spec.tag_length = o.Get("tagLength").As<Napi::Number>().Uint32Value();
+  Bytes key = ViewOf(env, info[1], "key");
+  double seconds = 0;
+  Status st = StreamBench(spec, key.data, key.size, info[2].As<Napi::Number>().Uint32Value(),
+                          info[3].As<Napi::Number>().Uint32Value(), &seconds);
+  if (!st.ok()) throw MakeError(env, st);
+  return Napi::Number::New(env, seconds);
+}
+
 Napi::Value JsErrorCodes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Array codes = Napi::Array::New(env);
@@ -289,6 +309,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setParallelism", Napi::Function::New(env, JsSetParallelism));
   exports.Set("parallelism", Napi::Function::New(env, JsParallelism));
   exports.Set("errorCodes", Napi::Function::New(env, JsErrorCodes));
+  exports.Set("evpStreamSeconds", Napi::Function::New(env, JsEvpStreamSeconds));
   return exports;
 }
 

@@ -54,6 +54,11 @@ export interface NativeBinding {
   setParallelism(threads: number): void;
   /** The error codes native/errors.h declares. */
   errorCodes(): string[];
+  /**
+   * Benchmarks' OpenSSL baseline: seconds one thread takes to encrypt `chunkBytes * rounds`
+   * bytes as one continuous stream through the same EVP cipher (no per-chunk IV or re-init).
+   */
+  evpStreamSeconds(spec: NativeCipherSpec, key: Uint8Array, chunkBytes: number, rounds: number): number;
 }
 
 let binding: NativeBinding | undefined;

@@ -24,10 +24,20 @@ function locate(where: ChunkLocator) {
   return (i: number | undefined) => (i === undefined ? { prefix: 'chunk cipher' } : where(i));
 }
 
+/** Free output slabs kept per cipher; a writer has at most two batches in flight. */
+const MAX_FREE_SLABS = 4;
+
 export class ChunkCipher {
   /** The cipher this object was made for (no key material). */
   readonly choice: CipherChoice;
   private handle: NativeChunkCipher | undefined;
+  /**
+   * Batch output memory handed out (`lent`) and returned by {@link recycle} (`free`). Reusing it
+   * spares the kernel from supplying and zeroing fresh pages for every batch, which at AES-NI
+   * speeds costs as much as the encryption itself.
+   */
+  private readonly lent = new WeakSet<ArrayBuffer>();
+  private free: ArrayBuffer[] = [];
 
   /** @internal use {@link createChunkCipher}. */
   constructor(choice: CipherChoice, handle: NativeChunkCipher) {
@@ -97,7 +107,7 @@ export class ChunkCipher {
     const handle = this.live();
     this.checkAad(chunks, aad);
     const sizes = chunks.map((c) => this.encryptedLength(c.length));
-    const outputs = carve(sizes);
+    const outputs = this.carve(sizes);
     try {
       const written = await handle.encryptInto(chunks, outputs, aad);
       return outputs.map((o, i) => o.subarray(0, written[i]));
@@ -111,7 +121,7 @@ export class ChunkCipher {
     const handle = this.live();
     this.checkAad(chunks, aad);
     const sizes = chunks.map((c) => Math.max(0, c.length - this.overhead));
-    const outputs = carve(sizes);
+    const outputs = this.carve(sizes);
     try {
       const written = await handle.decryptInto(chunks, outputs, aad);
       return outputs.map((o, i) => o.subarray(0, written[i]));
@@ -141,30 +151,45 @@ export class ChunkCipher {
     }
   }
 
+  /** One allocation (reused when one is free and big enough) cut into views of these sizes. */
+  private carve(sizes: number[]): Buffer[] {
+    let total = 0;
+    for (const s of sizes) total += s;
+    const at = this.free.findIndex((b) => b.byteLength >= total);
+    // Not pooled by Node: a batch is large and its lifetime is the caller's.
+    const slab = at >= 0 ? this.free.splice(at, 1)[0] : Buffer.allocUnsafeSlow(Math.max(total, 1)).buffer;
+    this.lent.add(slab);
+    const views: Buffer[] = [];
+    let offset = 0;
+    for (const s of sizes) {
+      views.push(Buffer.from(slab, offset, s));
+      offset += s;
+    }
+    return views;
+  }
+
+  /**
+   * Gives back the memory of a batch's results for the next batch to reuse. Only for callers
+   * that are completely done with every buffer of that batch (the SSTable writer, once they are
+   * on disk); buffers never given back are simply garbage-collected.
+   */
+  recycle(batch: Buffer[]): void {
+    const slab = batch[0]?.buffer as ArrayBuffer | undefined;
+    if (!slab || !this.lent.has(slab)) return;
+    this.lent.delete(slab);
+    if (this.free.length < MAX_FREE_SLABS) this.free.push(slab);
+  }
+
   /** Wipes the key from native memory. Batches already running finish first. */
   destroy(): void {
     this.handle?.destroy();
     this.handle = undefined;
+    this.free = [];
   }
 
   get destroyed(): boolean {
     return this.handle === undefined;
   }
-}
-
-/** One allocation cut into consecutive views of the given sizes. */
-function carve(sizes: number[]): Buffer[] {
-  let total = 0;
-  for (const s of sizes) total += s;
-  // Not pooled: a batch is large and its lifetime is the caller's.
-  const slab = Buffer.allocUnsafeSlow(total);
-  const views: Buffer[] = [];
-  let at = 0;
-  for (const s of sizes) {
-    views.push(slab.subarray(at, at + s));
-    at += s;
-  }
-  return views;
 }
 
 /**

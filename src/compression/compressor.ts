@@ -38,6 +38,11 @@ export interface Compressor {
   compressBatch(chunks: Buffer[], binding?: ChunkBinding): Promise<Buffer[]>;
   /** Decrypts (and decompresses) chunks; each must yield exactly `lengths[i]` bytes. */
   uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding): Promise<Buffer[]>;
+  /**
+   * Returns the memory of a compressBatch result once the caller is done with all of it (written
+   * to disk), so the next batch can reuse it. Optional to call.
+   */
+  recycle(stored: Buffer[]): void;
   /** Options to record in CompressionInfo.db: class options, never key bytes. */
   compressionInfoOptions(): Record<string, string>;
   /** Wipes the key, if any. */
@@ -65,6 +70,8 @@ class PlainCompressor implements Compressor {
   uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]> {
     return this.codec.uncompress(chunks, lengths, where);
   }
+
+  recycle(): void {}
 
   compressionInfoOptions(): Record<string, string> {
     return compressionInfoOptions(this.params);
@@ -129,7 +136,15 @@ class EncryptingCompressor implements Compressor {
       }
       throw err;
     }
-    return this.codec.uncompress(plain, lengths, where);
+    const out = await this.codec.uncompress(plain, lengths, where);
+    // The decrypted, still compressed, chunks are done with once decoded (Encryptor hands them
+    // on as they are, so keeps them).
+    if (this.codec.name !== 'None') this.cipher.recycle(plain);
+    return out;
+  }
+
+  recycle(stored: Buffer[]): void {
+    this.cipher.recycle(stored);
   }
 
   compressionInfoOptions(): Record<string, string> {

@@ -182,6 +182,7 @@ export class SSTableDataWriter {
     } catch (err) {
       throw fromSystem(err, this.dataFile, 'write');
     }
+    if (compressed) (this.options.compressor as Compressor).recycle(stored);
   }
 
   /** Flushes everything, writes the companion components and fsyncs every file written. */
