@@ -40,7 +40,7 @@ export function corpusTables(): CorpusTable[] {
 export const CORRUPT_TABLES = new Set(['lz4_invalid_checksums', 'lz4_invalid_digest']);
 
 export function tempDir(label: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `sstable-tde-${label}-`));
+  return trackTemp(fs.mkdtempSync(path.join(os.tmpdir(), `sstable-tde-${label}-`)));
 }
 
 /**
@@ -143,4 +143,14 @@ export function treeHashes(dir: string): Record<string, string> {
   };
   walk(dir);
   return out;
+}
+
+/** Temporary directories made by tests, removed when the test process exits. */
+const made: string[] = [];
+process.on('exit', () => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+export function trackTemp(dir: string): string {
+  made.push(dir);
+  return dir;
 }

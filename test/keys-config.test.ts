@@ -50,13 +50,16 @@ test('createsystemkey rejects an unknown cipher or strength with usage-friendly 
   t.deepEqual(fs.readdirSync(dir), []);
 });
 
-test('a damaged key file line is reported with its line number and no key material', (t) => {
+test('a damaged key file line is reported with its line number and never quotes a field', (t) => {
   const secret = 'c2VjcmV0c2VjcmV0c2VjcmV0';
-  t.throws(() => parseKeyFile(`AES/CBC/PKCS5Padding:128:${secret}\n`, 'kf'), { code: 'ERR_TDE_KEY_FILE', message: /line 1 of key file kf: .*16 bytes/ });
+  t.throws(() => parseKeyFile(`AES/CBC/PKCS5Padding:128:${secret}\n`, 'kf'), { code: 'ERR_TDE_KEY_FILE', message: /line 1 of key file kf: the key has 18 bytes, but AES 128-bit keys have 16/ });
   const err = t.throws(() => parseKeyFile(`AES/CBC/PKCS5Padding:128\n`, 'kf'), { code: 'ERR_TDE_KEY_FILE' });
   t.regex(err!.message, /ALG\/MODE\/PADDING:BITS:BASE64KEY/);
-  const leak = t.throws(() => parseKeyFile(`AES/CBC/PKCS5Padding:129:${secret}`, 'kf'));
-  t.false(leak!.message.includes(secret));
+  // Fields in the wrong order put the key where the cipher or strength belongs: never echo it.
+  for (const line of [`AES/CBC/PKCS5Padding:${secret}:128`, `${secret}:AES/CBC/PKCS5Padding:128`, `AES/CBC/PKCS5Padding:129:${secret}`]) {
+    const leak = t.throws(() => parseKeyFile(line, 'kf'), { code: 'ERR_TDE_KEY_FILE' });
+    t.false(leak!.message.includes(secret), leak!.message);
+  }
 });
 
 test('a key file that is a symbolic link or world-readable is refused', (t) => {

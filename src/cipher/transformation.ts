@@ -181,7 +181,8 @@ export function resolveCipher(
   const t = parseTransformation(transformation);
   const info = ALGORITHMS[t.algorithm.toLowerCase()];
 
-  const bits = typeof strength === 'number' ? strength : Number(String(strength).trim());
+  const text = String(strength).trim();
+  const bits = typeof strength === 'number' ? strength : /^\d{1,5}$/.test(text) ? Number(text) : NaN;
   const keyLength = Number.isInteger(bits) ? info.keyBytes(bits) : undefined;
   if (keyLength === undefined) {
     throw new TdeError(
@@ -227,7 +228,7 @@ export function normalizeKey(choice: CipherChoice, key: Uint8Array): Buffer {
   if (bytes.length !== choice.keyLength) {
     throw new TdeError(
       'ERR_TDE_KEY_LENGTH',
-      `a ${choice.algorithm} ${choice.strength}-bit key must be ${choice.keyLength} bytes, ` +
+      `${choice.algorithm} with a ${choice.strength}-bit strength needs a ${choice.keyLength}-byte key, ` +
         `but the key given has ${bytes.length} bytes`,
     );
   }

@@ -48,3 +48,8 @@ export function reportError(io: Io, err: unknown, json: boolean): number {
 export function mib(bytes: number): string {
   return (bytes / (1024 * 1024)).toFixed(bytes < 1024 * 1024 ? 3 : 1);
 }
+
+/** "1 chunk", "2 chunks". */
+export function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}

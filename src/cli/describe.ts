@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 
 import { describeDataDirectory } from '../tools/describe';
-import { EXIT_FAILURE, EXIT_OK, Io, reportError } from './common';
+import { EXIT_FAILURE, EXIT_OK, Io, plural, reportError } from './common';
 
 export function describeCommand(io: Io, done: (code: number) => void): Command {
   const cmd = new Command('describe')
@@ -10,7 +10,8 @@ export function describeCommand(io: Io, done: (code: number) => void): Command {
     .argument('[keyspace]', 'only this keyspace')
     .argument('[tables...]', 'only these tables of the keyspace')
     .requiredOption('--data-dir <dir>', 'Cassandra data directory')
-    .option('--json', 'print JSON instead of text');
+    .option('--json', 'print JSON instead of text')
+    .option('--config <file>', 'accepted for symmetry with the other commands; describe needs no key');
   cmd.addHelpText('after', `
 Examples:
   sstable-tde describe --data-dir /var/lib/cassandra/data
@@ -34,7 +35,7 @@ No key is needed: describe reads metadata only, and never shows key bytes.`);
           io.out(`  ${r.summary}${r.encrypted ? '  [encrypted]' : ''}`);
           const opts = Object.entries(r.options).map(([k, v]) => `${k}=${v}`).join(', ');
           if (opts) io.out(`  options: ${opts}`);
-          io.out(`  ${r.chunkCount} chunks of ${r.chunkLength} bytes; ${r.dataBytes} bytes of data, ` +
+          io.out(`  ${plural(r.chunkCount, 'chunk')} of ${r.chunkLength} bytes; ${r.dataBytes} bytes of data, ` +
             `${r.storedBytes} bytes in Data.db`);
           io.out(`  components: ${r.components.join(' ')}`);
         }

@@ -72,7 +72,19 @@ interrupted before doing anything else.`);
         }
       };
 
+      // The first Ctrl-C (or SIGTERM) rolls back the SSTable in progress and stops; a second one
+      // stops at once, which is still safe: the next run finishes or undoes the interrupted one.
+      const controller = new AbortController();
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (controller.signal.aborted) process.exit(130);
+        bar?.stop();
+        io.err(`sstable-tde: ${signal}: rolling back the SSTable in progress (press again to stop at once)`);
+        controller.abort();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
       const report = await upgradeSSTables({
+        signal: controller.signal,
         dataDir: opts.dataDir,
         schema,
         config,
@@ -81,6 +93,9 @@ interrupted before doing anything else.`);
         keyspace,
         tables,
         onEvent,
+      }).finally(() => {
+        process.removeListener('SIGINT', onSignal);
+        process.removeListener('SIGTERM', onSignal);
       });
       bar?.stop();
       bar = undefined;
@@ -93,11 +108,21 @@ interrupted before doing anything else.`);
           io.out(`recovered  ${r.log}: interrupted rewrite ${r.action} (removed ${r.removed})`);
         }
         for (const r of report.results) io.out(line(r));
+        for (const m of report.missing) {
+          io.out(`MISSING    ${m}: named in ${opts.schema} but has no directory in ${opts.dataDir} (a typo, ` +
+            'or is --data-dir not the directory that holds the keyspace directories?)');
+        }
         io.out(`\n${report.rewritten} rewritten, ${report.unchanged} unchanged, ${report.skipped} skipped, ` +
           `${report.failed} failed`);
       }
       if (report.failed > 0 && !json) {
-        io.err(`sstable-tde: ${report.failed} SSTable(s) could not be rewritten; they are left as they were (see FAILED above)`);
+        io.err(`sstable-tde: ${report.failed} failure(s): SSTables that could not be rewritten are left ` +
+          'as they were (FAILED above); tables the schema names but the data directory lacks are MISSING');
+      }
+      if (controller.signal.aborted) {
+        io.err('sstable-tde: interrupted; run the same command again to carry on');
+        done(130);
+        return;
       }
       done(report.failed > 0 ? EXIT_FAILURE : EXIT_OK);
     } catch (err) {

@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 
 import { verifyDataDirectory } from '../tools/verify';
-import { addConfigOption, configFrom, EXIT_FAILURE, EXIT_OK, Io, reportError } from './common';
+import { addConfigOption, configFrom, EXIT_FAILURE, EXIT_OK, Io, plural, reportError } from './common';
 
 export function verifyCommand(io: Io, done: (code: number) => void): Command {
   const cmd = new Command('verify')
@@ -29,21 +29,27 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
         tables,
         onReport: json ? undefined : (r) => {
           if (r.faults.length === 0) {
-            io.out(`ok     ${r.sstable}: ${r.chunks} chunks, ${r.dataBytes} bytes of data`);
+            io.out(`ok     ${r.sstable}: ${plural(r.chunks, 'chunk')}, ${r.dataBytes} bytes of data`);
             return;
           }
-          io.out(`FAULT  ${r.sstable}: ${r.faults.length} fault(s)`);
+          io.out(`FAULT  ${r.sstable}: ${plural(r.faults.length, 'fault')}`);
           for (const f of r.faults) io.out(`         [${f.code}] ${f.message}`);
         },
       });
       if (json) {
         io.out(JSON.stringify(report, null, 2));
       } else {
-        for (const t of report.interrupted) {
-          io.out(`note   interrupted rewrite (${t}): run upgradesstables again to finish it`);
+        if (report.rewriteInProgress) {
+          io.out(`note   an upgradesstables run holds this data directory (${report.rewriteInProgress}); ` +
+            'SSTables it replaced while verify ran were skipped');
+        } else {
+          for (const t of report.interrupted) {
+            io.out(`note   interrupted rewrite (${t}): run upgradesstables again to finish it`);
+          }
         }
+        for (const s of report.replaced) io.out(`note   ${s} was replaced while verify ran; not verified`);
         for (const l of report.legacy) io.out(`note   ${l}: SSTable version older than la, not verified`);
-        io.out(`\n${report.sstables.length} SSTable(s) verified, ${report.faults} fault(s)`);
+        io.out(`\n${plural(report.sstables.length, 'SSTable')} verified, ${plural(report.faults, 'fault')}`);
       }
       done(report.faults > 0 ? EXIT_FAILURE : EXIT_OK);
     } catch (err) {

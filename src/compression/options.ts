@@ -101,7 +101,7 @@ export function normalizeClassName(name: string): CompressorClass {
 }
 
 function parseChunkLengthKb(value: string, option: string): number {
-  const kb = Number(value);
+  const kb = /^\d{1,7}$/.test(value.trim()) ? Number(value) : NaN;
   const bytes = kb * 1024;
   if (!Number.isInteger(kb) || kb <= 0 || (bytes & (bytes - 1)) !== 0 || bytes > MAX_CHUNK_LENGTH) {
     throw bad(`${option} must be a power of two between 1 and ${MAX_CHUNK_LENGTH / 1024}, not "${value}"`);
@@ -138,6 +138,11 @@ function parseEncryption(opts: Record<string, string>): EncryptionSettings {
   const transformation = opts.cipher_algorithm ?? DEFAULT_CIPHER;
   const strength = opts.secret_key_strength ?? String(DEFAULT_STRENGTH);
   const choice = resolveCipher(transformation, strength, opts.iv_length);
+  if (choice.padding === 'NoPadding' && (choice.mode === 'ECB' || choice.mode === 'CBC')) {
+    throw bad(`cipher_algorithm ${choice.name} cannot encrypt SSTable chunks: chunks have any ` +
+      `length (compressed, or the last one), and NoPadding takes only whole ${choice.blockSize}-byte ` +
+      `blocks; use ${choice.algorithm}/${choice.mode}/PKCS5Padding`);
+  }
   const provider = normalizeProvider(
     opts.key_provider ?? opts.secret_key_provider_factory_class ?? LOCAL_PROVIDER,
   );
@@ -293,13 +298,16 @@ export function compressionInfoOptions(
 
 /**
  * True when an SSTable written with `onDisk` already matches what the table asks for, so a
- * rewrite (without -a) would change nothing. The key check value is ignored here: a new key for
- * the same key file name is found by comparing fingerprints separately.
+ * rewrite (without -a) would change nothing. Key check values are not compared here: the
+ * rewrite planner checks the key itself (a key file replaced under the same name).
  */
 export function sameCompression(onDisk: CompressionParams, wanted: CompressionParams): boolean {
   if (onDisk.enabled !== wanted.enabled) return false;
   if (!wanted.enabled) return true;
   if (onDisk.className !== wanted.className || onDisk.chunkLength !== wanted.chunkLength) return false;
+  if (onDisk.maxCompressedLength !== wanted.maxCompressedLength) return false;
+  const codecKeys = new Set([...Object.keys(onDisk.codecOptions), ...Object.keys(wanted.codecOptions)]);
+  for (const k of codecKeys) if (onDisk.codecOptions[k] !== wanted.codecOptions[k]) return false;
   const a = onDisk.encryption;
   const b = wanted.encryption;
   if (!a || !b) return a === b;

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import * as YAML from 'yaml';
 
 import { fromSystem, TdeError } from '../errors';
-import { didYouMean } from '../util/suggest';
+import { nearest } from '../util/suggest';
 
 /** DSE's default when dse.yaml does not set system_key_directory. */
 export const DEFAULT_SYSTEM_KEY_DIRECTORY = '/etc/dse/conf';
@@ -24,6 +24,8 @@ export interface TdeConfig {
   /** The raw kmip_hosts and system_info_encryption sections, for the parts that use them. */
   kmipHosts: Record<string, unknown>;
   systemInfoEncryption?: Record<string, unknown>;
+  /** Other dse.yaml settings present in the file, which sstable-tde does not use. */
+  ignored: string[];
 }
 
 type Check = (value: unknown) => string | undefined;
@@ -50,11 +52,18 @@ export function configFromObject(raw: unknown, file?: string): TdeConfig {
   }
   const obj = raw as Record<string, unknown>;
 
+  // A real dse.yaml holds many settings this tool has no use for; they are ignored. A name that
+  // looks like a misspelling of one it does use is an error, since the setting would be lost.
   const problems: string[] = [];
+  const ignored: string[] = [];
   for (const [key, value] of Object.entries(obj)) {
     const check = KEYS[key];
     if (!check) {
-      problems.push(`unknown setting "${key}"${didYouMean(key, Object.keys(KEYS))}`);
+      const suggestion =
+        nearest(key, Object.keys(KEYS)) ??
+        Object.keys(KEYS).find((k) => key.length >= 8 && (k.startsWith(key) || key.startsWith(k)));
+      if (suggestion) problems.push(`unknown setting "${key}" (did you mean "${suggestion}"?)`);
+      else ignored.push(key);
       continue;
     }
     if (value === null) continue; // an empty YAML value means "use the default"
@@ -76,6 +85,7 @@ export function configFromObject(raw: unknown, file?: string): TdeConfig {
     configEncryptionKeyName: (obj.config_encryption_key_name as string | null) ?? undefined,
     kmipHosts: (obj.kmip_hosts as Record<string, unknown> | null) ?? {},
     systemInfoEncryption: (obj.system_info_encryption as Record<string, unknown> | null) ?? undefined,
+    ignored,
   };
 }
 
@@ -90,7 +100,8 @@ export function loadConfig(file?: string): TdeConfig {
   }
   let parsed: unknown;
   try {
-    parsed = YAML.parse(text, { prettyErrors: true, maxAliasCount: 100 });
+    // No pretty errors: their code frame would quote lines of the file, which may hold passwords.
+    parsed = YAML.parse(text, { prettyErrors: false, maxAliasCount: 100 });
   } catch (err) {
     throw new TdeError('ERR_TDE_CONFIG', `config file ${file} is not valid YAML: ${(err as Error).message}`,
       { file }, err);

@@ -41,18 +41,27 @@ export function parseKeyFile(text: string, file: string): KeyFileEntry[] {
         { file },
       );
     }
+    // No field of a key line is ever quoted back: with the fields in the wrong order, any of
+    // them may be the key itself.
     let choice: CipherChoice;
     try {
       choice = resolveCipher(parts[0], parts[1]);
-    } catch (err) {
-      throw new TdeError('ERR_TDE_KEY_FILE', `${where}: ${(err as Error).message}`, { file }, err);
+    } catch {
+      throw new TdeError(
+        'ERR_TDE_KEY_FILE',
+        `${where}: the cipher or the strength is not valid (expected a JCE transformation such ` +
+          'as AES/CBC/PKCS5Padding, then a key strength such as 128, then the base64 key)',
+        { file },
+      );
     }
     const decoded = Buffer.from(parts[2], 'base64');
     let key: Buffer;
     try {
       key = normalizeKey(choice, decoded);
-    } catch (err) {
-      throw new TdeError('ERR_TDE_KEY_FILE', `${where}: ${(err as Error).message}`, { file }, err);
+    } catch {
+      decoded.fill(0);
+      throw new TdeError('ERR_TDE_KEY_FILE', `${where}: the key has ${decoded.length} bytes, but ` +
+        `${choice.algorithm} ${choice.strength}-bit keys have ${choice.keyLength}`, { file });
     }
     entries.push({ transformation: choice.name, algorithm: choice.algorithm, strength: choice.strength, key });
   });
@@ -74,7 +83,9 @@ export function parseKeyFile(text: string, file: string): KeyFileEntry[] {
 export function readKeyFile(file: string): KeyFileEntry[] {
   let fd: number;
   try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO or device in place of the key file must not block the open; the
+    // regular-file check below then refuses it.
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
@@ -87,15 +98,17 @@ export function readKeyFile(file: string): KeyFileEntry[] {
       );
     }
     if (e.code === 'ELOOP') {
-      throw new TdeError('ERR_TDE_KEY_FILE', `system key file ${file} is a symbolic link; ` +
-        'point system_key_directory at the real file', { file });
+      throw new TdeError('ERR_TDE_KEY_FILE', `system key file ${file} is a symbolic link, which is ` +
+        'not followed (so a key file cannot be swapped behind a link); put the key file itself there',
+        { file });
     }
     throw fromSystem(err, file, 'open system key file');
   }
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) {
-      throw new TdeError('ERR_TDE_KEY_FILE', `system key file ${file} is not a regular file`, { file });
+      throw new TdeError('ERR_TDE_KEY_FILE', `system key file ${file} is not a regular file ` +
+        `(it is a ${st.isDirectory() ? 'directory' : st.isFIFO() ? 'pipe' : 'special file'})`, { file });
     }
     if ((st.mode & 0o077) !== 0) {
       throw new TdeError(
@@ -145,6 +158,10 @@ export function createKeyFile(dir: string, name: string, transformation: string,
   try {
     fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST' && fs.lstatSync(file).isSymbolicLink()) {
+      throw new TdeError('ERR_TDE_KEY_EXISTS', `${file} is a symbolic link; remove it or choose ` +
+        'another NAME', { file });
+    }
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       throw new TdeError(
         'ERR_TDE_KEY_EXISTS',

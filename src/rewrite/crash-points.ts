@@ -1,8 +1,9 @@
 /**
  * Named points in a rewrite where the crash tests kill the process. With SSTABLE_TDE_CRASH_AT set
  * to a point's name, the process sends itself SIGKILL on reaching it: no cleanup, no finally
- * blocks, exactly as a power cut or the OOM killer would stop it. Unset (always, outside tests),
- * a crash point does nothing.
+ * blocks, exactly as a power cut or the OOM killer would stop it. SSTABLE_TDE_INTERRUPT_AT sends
+ * SIGINT instead, as an operator's Ctrl-C would. Unset (always, outside tests), a crash point
+ * does nothing.
  */
 export const CRASH_POINTS = [
   'log-written',
@@ -19,4 +20,5 @@ export type CrashPoint = (typeof CRASH_POINTS)[number];
 
 export function crashPoint(name: CrashPoint): void {
   if (process.env.SSTABLE_TDE_CRASH_AT === name) process.kill(process.pid, 'SIGKILL');
+  if (process.env.SSTABLE_TDE_INTERRUPT_AT === name) process.kill(process.pid, 'SIGINT');
 }

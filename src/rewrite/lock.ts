@@ -1,8 +1,14 @@
 /**
  * One rewrite per data directory at a time: a lock file that names its holder, so a second run
- * can say who holds it. A holder that died (same host, process gone) leaves a stale lock, which
- * the next run takes over.
+ * can say who holds it.
+ *
+ * - The lock appears atomically with its content: it is written to a private file, then linked
+ *   to the lock's name, which fails if the name exists.
+ * - A holder that died (same host, process gone or a zombie) leaves a stale lock. Breaking it
+ *   happens under a second, short-lived guard file, and only if the lock still holds the very
+ *   content seen as stale, so two runs that find the same stale lock cannot both go ahead.
  */
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -21,9 +27,76 @@ interface Holder {
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A killed process stays a zombie until its parent reaps it; it holds nothing any more.
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
+  }
+}
+
+function parseHolder(text: string): Partial<Holder> {
+  try {
+    return JSON.parse(text) as Holder;
+  } catch {
+    return {};
+  }
+}
+
+/** Whether a lock's content names a process that is certainly gone. */
+function stale(holder: Partial<Holder>): boolean {
+  return typeof holder.pid === 'number' && holder.host === os.hostname() && !alive(holder.pid);
+}
+
+function readIfExists(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw fromSystem(err, file, 'read lock file');
+  }
+}
+
+/** Creates `file` holding `text`, atomically; false if it exists already. */
+function createWith(file: string, text: string): boolean {
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  try {
+    const fd = fs.openSync(tmp, 'wx', 0o644);
+    try {
+      fs.writeSync(fd, text);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.linkSync(tmp, file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw fromSystem(err, file, 'create lock file');
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
+/** Removes a stale lock if it still holds `seen`. False when another run is busy breaking it. */
+function breakStale(file: string, seen: string): boolean {
+  const guard = `${file}.break`;
+  const me = JSON.stringify({ pid: process.pid, host: os.hostname() });
+  if (!createWith(guard, me)) {
+    // A breaker that died while holding the guard must not block everyone forever.
+    const other = readIfExists(guard);
+    if (other !== undefined && stale(parseHolder(other))) fs.rmSync(guard, { force: true });
+    return false;
+  }
+  try {
+    if (readIfExists(file) === seen) fs.rmSync(file, { force: true });
+    return true;
+  } finally {
+    fs.rmSync(guard, { force: true });
   }
 }
 
@@ -33,28 +106,20 @@ export interface DirectoryLock {
 
 export function lockDataDirectory(dataDir: string, command: string): DirectoryLock {
   const file = path.join(dataDir, LOCK_NAME);
-  const me: Holder = { pid: process.pid, host: os.hostname(), command, since: new Date().toISOString() };
+  const mine = JSON.stringify({
+    pid: process.pid,
+    host: os.hostname(),
+    command,
+    since: new Date().toISOString(),
+  } satisfies Holder) + '\n';
 
   for (let attempt = 0; ; attempt++) {
-    try {
-      const fd = fs.openSync(file, 'wx', 0o644);
-      fs.writeSync(fd, JSON.stringify(me) + '\n');
-      fs.fsyncSync(fd);
-      fs.closeSync(fd);
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystem(err, file, 'create lock file');
-    }
-
-    let holder: Partial<Holder> = {};
-    try {
-      holder = JSON.parse(fs.readFileSync(file, 'utf8')) as Holder;
-    } catch {
-      // A lock whose holder died while writing it: treat as stale below.
-    }
-    const stale = typeof holder.pid !== 'number' || (holder.host === me.host && !alive(holder.pid));
-    if (stale && attempt === 0) {
-      fs.rmSync(file, { force: true });
+    if (createWith(file, mine)) break;
+    const seen = readIfExists(file);
+    if (seen === undefined) continue; // released meanwhile: try again
+    const holder = parseHolder(seen);
+    if (stale(holder) && attempt < 10) {
+      breakStale(file, seen);
       continue;
     }
     throw new TdeError(
@@ -71,8 +136,17 @@ export function lockDataDirectory(dataDir: string, command: string): DirectoryLo
     if (!held) return;
     held = false;
     process.removeListener('exit', release);
-    fs.rmSync(file, { force: true });
+    // Remove only our own lock, never one that replaced it.
+    if (readIfExists(file) === mine) fs.rmSync(file, { force: true });
   };
   process.on('exit', release);
   return { release };
+}
+
+/** The process holding a data directory's lock, if a live one does (for notes in verify). */
+export function lockHolder(dataDir: string): Partial<Holder> | undefined {
+  const text = readIfExists(path.join(dataDir, LOCK_NAME));
+  if (text === undefined) return undefined;
+  const holder = parseHolder(text);
+  return stale(holder) ? undefined : holder;
 }

@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 
+import { resolveCipher } from '../cipher/transformation';
 import { Compressor, createCompressor } from '../compression/compressor';
 import { CompressionParams, describeParams, parseTableCompression, sameCompression } from '../compression/options';
 import { TdeConfig } from '../config/config';
@@ -28,10 +29,10 @@ import {
   SSTableId,
 } from '../sstable/descriptor';
 import { inspectSSTable, SSTableSummary } from '../sstable/inspect';
-import { SSTableReader } from '../sstable/reader';
+import { DIGEST_ONLY_ADVICE, SSTableReader } from '../sstable/reader';
 import { formatToc, readToc } from '../sstable/toc';
 import { SSTableDataWriter } from '../sstable/writer';
-import { syncDirectory, writeFileDurably } from '../util/files';
+import { matchOwner, syncDirectory, writeFileDurably } from '../util/files';
 import { crashPoint } from './crash-points';
 import { lockDataDirectory } from './lock';
 import { readTxns, recoverTable, Recovery, removeSSTableFiles, RewriteTxn } from './txn';
@@ -48,6 +49,11 @@ export interface UpgradeOptions {
   keyspace?: string;
   tables?: string[];
   onEvent?: (event: UpgradeEvent) => void;
+  /**
+   * Stops the run: the SSTable being rewritten is rolled back (unless already committed), the
+   * rest are not started. The report then marks them `skipped` with reason "cancelled".
+   */
+  signal?: AbortSignal;
 }
 
 export type UpgradeEvent =
@@ -76,6 +82,11 @@ export interface SSTableResult {
 
 export interface UpgradeReport {
   dataDir: string;
+  /**
+   * Tables the schema file names that have no directory in the data directory: a typo, or the
+   * wrong --data-dir. They count as failures, since they may be tables left unencrypted.
+   */
+  missing: string[];
   recovered: Recovery[];
   /** Advice about the chosen settings, once per table (for example, ECB's weakness). */
   warnings: { table: string; message: string }[];
@@ -118,10 +129,14 @@ function nextGeneration(dir: string): string {
   return String(max + 1n);
 }
 
-/** Hard-links a component into the new SSTable, or copies it where links are not possible. */
-function linkOrCopy(from: string, to: string): void {
+/**
+ * Hard-links a component into the new SSTable (true), or copies it (false) where links are not
+ * possible. A copy keeps the source's permission bits.
+ */
+function linkOrCopy(from: string, to: string): boolean {
   try {
     fs.linkSync(from, to);
+    return true;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'ENOTSUP') throw fromSystem(err, to, 'create');
@@ -130,6 +145,7 @@ function linkOrCopy(from: string, to: string): void {
       const fd = fs.openSync(to, 'r');
       fs.fsyncSync(fd);
       fs.closeSync(fd);
+      return false;
     } catch (e) {
       throw fromSystem(e, to, 'copy to');
     }
@@ -142,6 +158,13 @@ function isDataComponent(c: string): boolean {
 }
 
 class Rewriter {
+  /** Throws ERR_TDE_CANCELLED once the run's signal has fired. */
+  private checkCancelled(): void {
+    if (this.signal?.aborted) {
+      throw new TdeError('ERR_TDE_CANCELLED', 'interrupted: the rewrite was rolled back, the SSTable is as it was');
+    }
+  }
+
   /** Tables already warned about, so each warning is given once per table, not per SSTable. */
   private readonly warned = new Set<string>();
 
@@ -150,6 +173,7 @@ class Rewriter {
     private readonly onEvent: (e: UpgradeEvent) => void,
     private readonly ignoreDigest: boolean,
     private readonly warnings: { table: string; message: string }[],
+    private readonly signal: AbortSignal | undefined,
   ) {}
 
   /**
@@ -165,6 +189,9 @@ class Rewriter {
     let reader: SSTableReader | undefined;
     let compressor: Compressor | undefined;
     let writer: SSTableDataWriter | undefined;
+    // The new files get the old Data.db's permissions and (when run as root) its owner.
+    const reference = fs.statSync(componentPath(old, 'Data.db'));
+    const mode = reference.mode & 0o777;
     try {
       reader = await SSTableReader.open(old, { keys: this.keys });
       compressor = target.enabled ? await createCompressor(target, { keys: this.keys }) : undefined;
@@ -181,7 +208,9 @@ class Rewriter {
         params: target,
         compressor,
         digestComponent: source.digestComponent,
+        mode,
       });
+      const written: string[] = [];
 
       // The CRC32 of the uncompressed data, to prove after writing that nothing changed.
       let sourceChecksum = 0;
@@ -194,18 +223,22 @@ class Rewriter {
         }
         this.onEvent({ type: 'progress', sstable: source.sstable, bytes: done });
         crashPoint('data-writing');
+        this.checkCancelled();
       }
       await this.checkSourceDigest(reader, source);
-      const written = await writer.finish();
+      const result = await writer.finish();
+      written.push(...writer.files);
       writer = undefined;
       crashPoint('data-written');
 
-      this.carryOver(old, newId, written.components);
+      written.push(...this.carryOver(old, newId, result.components, mode));
+      matchOwner(written, reference);
       syncDirectory(newId.dir);
       crashPoint('components-linked');
 
-      await this.verify(newId, written.components, sourceChecksum >>> 0, source.sstable);
+      await this.verify(newId, result.components, sourceChecksum >>> 0, source.sstable);
       crashPoint('verified');
+      this.checkCancelled();
       txn.commit();
       crashPoint('committed');
       await reader.close();
@@ -215,7 +248,7 @@ class Rewriter {
       syncDirectory(old.dir);
       crashPoint('old-removed');
       txn.finish();
-      return { id: newId, stored: written.storedLength };
+      return { id: newId, stored: result.storedLength };
     } catch (err) {
       await writer?.abort();
       await reader?.close();
@@ -230,25 +263,33 @@ class Rewriter {
 
   /** Refuses to carry on from a Data.db that differs from what its writer recorded. */
   private async checkSourceDigest(reader: SSTableReader, source: SSTableSummary): Promise<void> {
+    if (this.ignoreDigest) return;
     const recorded = await reader.recordedDigest(source.digestComponent);
-    if (recorded === undefined || this.ignoreDigest || Number(recorded) === reader.streamDigest) return;
+    if (recorded === undefined || Number(recorded) === reader.streamDigest) return;
     throw new TdeError('ERR_TDE_DIGEST_MISMATCH', `${componentPath(source.files, source.digestComponent as string)} ` +
-      `says ${JSON.stringify(recorded.slice(0, 20))} but Data.db's checksum is ${reader.streamDigest}, although ` +
-      'every chunk checksum is right: the SSTable is left as it was. If the data is known to be good, ' +
-      'run again with --ignore-digest to rewrite it with a new digest');
+      `says ${JSON.stringify(recorded.slice(0, 20))} but Data.db's checksum is ${reader.streamDigest}` +
+      `${DIGEST_ONLY_ADVICE}; the SSTable is left as it was`);
   }
 
-  /** Links the untouched components and writes the new TOC.txt, in the old one's order. */
-  private carryOver(old: SSTableFiles, newId: SSTableId, written: string[]): void {
+  /**
+   * Links the untouched components and writes the new TOC.txt, in the old one's order. Returns
+   * the files it created that are not links (copies and TOC.txt), whose owner must be set.
+   */
+  private carryOver(old: SSTableFiles, newId: SSTableId, written: string[], mode: number): string[] {
+    const created: string[] = [];
     for (const c of old.components) {
-      if (!isDataComponent(c)) linkOrCopy(componentPath(old, c), componentPath(newId, c));
+      if (isDataComponent(c)) continue;
+      const target = componentPath(newId, c);
+      if (!linkOrCopy(componentPath(old, c), target)) created.push(target);
     }
-    if (!old.components.includes('TOC.txt')) return;
+    if (!old.components.includes('TOC.txt')) return created;
 
     const toc = readToc(componentPath(old, 'TOC.txt'));
     const kept = toc.filter((c) => !isDataComponent(c) || c === 'TOC.txt' || written.includes(c));
     for (const c of written) if (!kept.includes(c)) kept.push(c);
-    writeFileDurably(componentPath(newId, 'TOC.txt'), formatToc(kept));
+    writeFileDurably(componentPath(newId, 'TOC.txt'), formatToc(kept), mode);
+    created.push(componentPath(newId, 'TOC.txt'));
+    return created;
   }
 
   private async verify(id: SSTableId, components: string[], expected: number, sourceName: string): Promise<void> {
@@ -270,6 +311,23 @@ class Rewriter {
   }
 }
 
+/**
+ * An SSTable whose settings already match can still be unreadable: its key file may have been
+ * replaced under the same name. Say so now rather than call it unchanged.
+ */
+async function checkKeyUnchanged(summary: SSTableSummary, keys: KeyProviders): Promise<void> {
+  const e = summary.params.encryption;
+  if (!e?.keyCheckValue) return;
+  const key = await keys.keyFor(e, resolveCipher(e.cipherAlgorithm, e.strength, e.ivLength));
+  key.bytes.fill(0);
+  if (key.keyCheckValue !== e.keyCheckValue) {
+    const file = componentPath(summary.files, 'Data.db');
+    throw new TdeError('ERR_TDE_WRONG_KEY', `${file} was encrypted with a different key than ${key.id} ` +
+      `now holds (key check value ${e.keyCheckValue} recorded, ${key.keyCheckValue} found): restore ` +
+      `the key file ${key.id} that was in use when it was written`, { file, key: key.id });
+  }
+}
+
 function errorOf(err: unknown): { code: string; message: string } {
   if (isTdeError(err)) return { code: err.code, message: err.message };
   return { code: 'ERR_TDE_REWRITE_FAILED', message: err instanceof Error ? err.message : String(err) };
@@ -287,6 +345,7 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
   const keys = new KeyProviders(options.config);
   const report: UpgradeReport = {
     dataDir: options.dataDir,
+    missing: [],
     recovered: [],
     warnings: [],
     results: [],
@@ -331,6 +390,12 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
           continue;
         }
         if (!options.includeAll && sameCompression(summary.params, target)) {
+          try {
+            await checkKeyUnchanged(summary, keys);
+          } catch (err) {
+            add({ ...base, status: 'failed', error: errorOf(err) });
+            continue;
+          }
           add({ ...base, status: 'unchanged', from: describeParams(summary.params), dataBytes: summary.dataLength });
           continue;
         }
@@ -338,9 +403,20 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
       }
     }
 
+    for (const [key, schema] of options.schema) {
+      if (options.keyspace !== undefined && schema.keyspace !== options.keyspace) continue;
+      if (options.tables?.length && !options.tables.includes(schema.table)) continue;
+      if (!tables.some((t) => t.keyspace === schema.keyspace && t.table === schema.table)) report.missing.push(key);
+    }
+    report.failed += report.missing.length;
+
     onEvent({ type: 'plan', sstables: plan.length, bytes: plan.reduce((s, p) => s + p.summary.dataLength, 0) });
-    const rewriter = new Rewriter(keys, onEvent, options.ignoreDigest ?? false, report.warnings);
+    const rewriter = new Rewriter(keys, onEvent, options.ignoreDigest ?? false, report.warnings, options.signal);
     for (const { table, summary, target } of plan) {
+      if (options.signal?.aborted) {
+        add({ sstable: summary.sstable, keyspace: table.keyspace, table: table.table, status: 'skipped', reason: 'cancelled' });
+        continue;
+      }
       const base = {
         sstable: summary.sstable,
         keyspace: table.keyspace,

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 
 import { fromSystem, TdeError } from '../errors';
+import { didYouMean } from '../util/suggest';
 
 export interface TableSchema {
   keyspace: string;
@@ -192,7 +193,13 @@ class Parser {
       this.at++;
       this.expectPunct(':');
       const v = this.peek();
-      if (!v || !(v.kind === 'string' || v.kind === 'number' || v.kind === 'word')) this.fail('expected a value');
+      const constant = v?.kind === 'word' && ['true', 'false'].includes(v.text.toLowerCase());
+      if (!v || !(v.kind === 'string' || v.kind === 'number' || constant)) {
+        this.fail(`expected a quoted value, a number, true or false for '${k.text}'`);
+      }
+      if (Object.prototype.hasOwnProperty.call(map, k.text)) {
+        throw new SchemaError(this.file, k.line, `option '${k.text}' is given twice in one map`);
+      }
       this.at++;
       map[k.text] = v.text;
       if (this.peek()?.kind === 'punct' && this.peek()?.text === ',') this.at++;
@@ -208,8 +215,13 @@ class Parser {
     this.at++;
     let found: { compression?: Record<string, string>; line: number } | undefined;
     while (this.peek()) {
-      if (this.isWord('compression') && this.peek(1)?.text === '=') {
-        const line = this.peek()?.line ?? 0;
+      const name = this.peek();
+      const flag = this.isWord('compact') || this.isWord('clustering');
+      if (!flag && (name?.kind !== 'word' || this.peek(1)?.text !== '=')) {
+        this.fail('expected a table option such as "compression = {...}"');
+      }
+      if (this.isWord('compression')) {
+        const line = name?.line ?? 0;
         this.at += 2;
         found = { compression: this.mapLiteral(), line };
       } else {
@@ -223,6 +235,13 @@ class Parser {
   }
 }
 
+/** First words of CQL statements; anything else is a typo that must not pass unnoticed. */
+const STATEMENTS = ['create', 'alter', 'drop', 'use', 'insert', 'update', 'delete', 'select', 'truncate',
+  'grant', 'revoke', 'list', 'begin', 'apply', 'describe', 'desc', 'add', 'comment'];
+/** What may follow CREATE or ALTER. */
+const SCHEMA_OBJECTS = ['table', 'columnfamily', 'keyspace', 'schema', 'type', 'index', 'custom', 'or',
+  'function', 'aggregate', 'materialized', 'trigger', 'role', 'user'];
+
 /** Parses CQL text; the result maps `keyspace.table` to its compression settings. */
 export function parseSchema(text: string, file = 'schema'): Map<string, TableSchema> {
   const tables = new Map<string, TableSchema>();
@@ -230,10 +249,19 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
 
   for (const stmt of statements(tokenize(text, file))) {
     const p = new Parser(stmt, file);
+    const first = stmt[0];
+    if (first.kind !== 'word' || !STATEMENTS.includes(first.text.toLowerCase())) {
+      throw new SchemaError(file, first.line, `"${first.text.slice(0, 40)}" does not start a CQL statement` +
+        `${didYouMean(first.text, STATEMENTS.map((w) => w.toUpperCase()))}`);
+    }
     if (p.isWord('use')) {
       p.at++;
       keyspace = p.name();
       continue;
+    }
+    if ((p.isWord('create') || p.isWord('alter')) && !SCHEMA_OBJECTS.includes(stmt[1]?.text.toLowerCase() ?? '')) {
+      throw new SchemaError(file, first.line, `${first.text.toUpperCase()} ${stmt[1]?.text ?? ''} is not a ` +
+        `statement this file can hold${didYouMean(stmt[1]?.text ?? '', ['TABLE', 'KEYSPACE', 'TYPE', 'INDEX'])}`);
     }
 
     const create = p.isWord('create') && (p.isWord('table', 1) || p.isWord('columnfamily', 1));
@@ -255,6 +283,7 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
       if (!(p.peek()?.kind === 'punct' && p.peek()?.text === '(')) p.fail('expected the column list');
       p.skipBalanced();
       const opts = p.withOptions();
+      if (p.peek()) p.fail('expected WITH or the end of the statement');
       tables.set(key, {
         keyspace: name.keyspace,
         table: name.table,
@@ -286,5 +315,13 @@ export function loadSchema(file: string): Map<string, TableSchema> {
   } catch (err) {
     throw fromSystem(err, file, 'read schema file');
   }
-  return parseSchema(text, file);
+  if (text.includes('\0')) {
+    throw new TdeError('ERR_TDE_SCHEMA', `${file} is not a text file of CQL statements`, { file });
+  }
+  const tables = parseSchema(text, file);
+  if (tables.size === 0) {
+    throw new TdeError('ERR_TDE_SCHEMA', `${file} names no table: it needs CREATE TABLE or ALTER TABLE ` +
+      '... WITH compression = {...} statements', { file });
+  }
+  return tables;
 }

@@ -18,6 +18,7 @@ export interface TableDir {
 /** Subdirectories of a table directory that hold copies, not live data. */
 const NOT_TABLES = new Set(['snapshots', 'backups']);
 
+/** Subdirectories, following symbolic links (operators move tables to other disks with them). */
 function subdirectories(dir: string): string[] {
   let entries: fs.Dirent[];
   try {
@@ -25,8 +26,17 @@ function subdirectories(dir: string): string[] {
   } catch (err) {
     throw fromSystem(err, dir, 'list directory');
   }
+  const isDir = (e: fs.Dirent) => {
+    if (e.isDirectory()) return true;
+    if (!e.isSymbolicLink()) return false;
+    try {
+      return fs.statSync(path.join(dir, e.name)).isDirectory();
+    } catch {
+      return false; // a dangling link leads nowhere
+    }
+  };
   return entries
-    .filter((e) => e.isDirectory() && !e.name.startsWith('.') && !NOT_TABLES.has(e.name))
+    .filter((e) => !e.name.startsWith('.') && !NOT_TABLES.has(e.name) && isDir(e))
     .map((e) => e.name)
     .sort();
 }

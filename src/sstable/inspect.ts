@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
 import { fromSystem, isTdeError, TdeError } from '../errors';
 import { CompressionInfo, parseCompressionInfo } from './compression-info';
+import { checkComponents } from './components';
 import { parseCrcDb } from './crc-db';
 import { componentPath, displayName, featuresOf, SSTableFiles } from './descriptor';
 
@@ -26,6 +27,7 @@ export interface SSTableSummary {
 
 export function inspectSSTable(files: SSTableFiles): SSTableSummary {
   const features = featuresOf(files);
+  checkComponents(files);
   const dataFile = componentPath(files, 'Data.db');
   if (!files.components.includes('Data.db')) {
     throw new TdeError('ERR_TDE_MISSING_COMPONENT', `SSTable ${displayName(files)} has no Data.db ` +

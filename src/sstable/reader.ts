@@ -427,14 +427,10 @@ export class SSTableReader {
     }
     if (text === undefined) return;
     if (!/^\d+$/.test(text) || Number(text) !== actual) {
-      const chunksFine = faults.length === 0;
       faults.push({
         code: 'ERR_TDE_DIGEST_MISMATCH',
         message: `${file} says ${JSON.stringify(text.slice(0, 20))} but Data.db's ${this.features.checksum} is ` +
-          `${actual}` + (chunksFine
-            ? ': every chunk checks out, so the digest file alone is wrong (rewriting the SSTable ' +
-              'with --ignore-digest regenerates it)'
-            : ': Data.db is damaged (see the chunk faults)'),
+          `${actual}` + (faults.length === 0 ? DIGEST_ONLY_ADVICE : ': Data.db is damaged (see the chunk faults)'),
         file,
       });
     }
@@ -445,6 +441,16 @@ export class SSTableReader {
     await this.fd.close().catch(() => {});
   }
 }
+
+/**
+ * Every chunk's own checksum is right, yet the whole file's is not: either the Digest file is
+ * wrong, or whole chunks (each with its checksum) were reordered or swapped in, which no chunk
+ * checksum can see. Only a comparison with a backup can tell which.
+ */
+export const DIGEST_ONLY_ADVICE =
+  ', although every chunk matches its own checksum: either the Digest file is wrong, or whole ' +
+  'chunks were reordered or replaced. Compare Data.db with a backup; only if it is known to be ' +
+  'good, rewrite the SSTable with --ignore-digest to give it a new digest';
 
 function faultError(f: Fault): TdeError {
   return new TdeError(f.code, f.message, { file: f.file, chunk: f.chunk, offset: f.offset, length: f.length });

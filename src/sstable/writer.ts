@@ -25,6 +25,8 @@ export interface DataWriterOptions {
   compressor?: Compressor;
   /** Digest component to write; defaults to the one Cassandra writes for the version. */
   digestComponent?: string;
+  /** Permission bits of the files written (default 0644); set exactly, whatever the umask. */
+  mode?: number;
 }
 
 export interface WriteResult {
@@ -85,15 +87,24 @@ export class SSTableDataWriter {
     return w;
   }
 
+  /** Every file this writer created. */
+  get files(): string[] {
+    return [...this.created];
+  }
+
   get dataFile(): string {
     return componentPath(this.options.id, 'Data.db');
   }
 
   private async createFile(component: string): Promise<fs.promises.FileHandle> {
     const file = componentPath(this.options.id, component);
+    const mode = this.options.mode ?? 0o644;
     try {
-      const fd = await fs.promises.open(file, 'wx', 0o644);
+      // Created owner-only, then given its final mode: data that may be plaintext is never
+      // readable by others while it is being written unless the final mode says so.
+      const fd = await fs.promises.open(file, 'wx', 0o600);
       this.created.push(file);
+      await fd.chmod(mode);
       return fd;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {

@@ -5,8 +5,10 @@
 import { TdeConfig } from '../config/config';
 import { isTdeError } from '../errors';
 import { KeyProviders } from '../keys/provider';
+import { checkComponents } from '../sstable/components';
 import { findTables, liveSSTables } from '../sstable/data-dir';
-import { displayName } from '../sstable/descriptor';
+import { displayName, prefixOf } from '../sstable/descriptor';
+import { lockHolder } from '../rewrite/lock';
 import { Fault, SSTableReader, VerifyReport } from '../sstable/reader';
 
 export interface VerifyOptions {
@@ -24,12 +26,18 @@ export interface VerifyDirReport {
   interrupted: string[];
   /** SSTables too old to read. */
   legacy: string[];
+  /** SSTables a concurrent rewrite replaced before verify could read them. */
+  replaced: string[];
+  /** The process rewriting this data directory, if one is running. */
+  rewriteInProgress?: string;
   faults: number;
 }
 
 export async function verifyDataDirectory(options: VerifyOptions): Promise<VerifyDirReport> {
   const keys = new KeyProviders(options.config);
-  const out: VerifyDirReport = { dataDir: options.dataDir, sstables: [], interrupted: [], legacy: [], faults: 0 };
+  const out: VerifyDirReport = { dataDir: options.dataDir, sstables: [], interrupted: [], legacy: [], replaced: [], faults: 0 };
+  const holder = lockHolder(options.dataDir);
+  if (holder) out.rewriteInProgress = `process ${holder.pid} on ${holder.host}, since ${holder.since}`;
   try {
     for (const table of findTables(options.dataDir, options.keyspace, options.tables)) {
       const listing = liveSSTables(table.dir);
@@ -39,10 +47,17 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
         let report: VerifyReport;
         let reader: SSTableReader | undefined;
         try {
+          checkComponents(files);
           reader = await SSTableReader.open(files, { keys });
           report = await reader.verify(files.components.find((c) => c.startsWith('Digest.')));
         } catch (err) {
           if (!isTdeError(err)) throw err;
+          // A rewrite running beside us may have replaced this SSTable since it was listed.
+          const gone = !liveSSTables(table.dir).sstables.some((s) => prefixOf(s) === prefixOf(files));
+          if (gone) {
+            out.replaced.push(displayName(files));
+            continue;
+          }
           const fault: Fault = { code: err.code, message: err.message, file: err.file ?? files.dir,
             chunk: err.chunk, offset: err.offset, length: err.length };
           report = { sstable: displayName(files), chunks: 0, storedBytes: 0, dataBytes: 0, dataChecksum: 0, faults: [fault] };

@@ -1,0 +1,47 @@
+/**
+ * Checks that an SSTable's files agree with its TOC.txt before anything relies on them: every
+ * listed component exists as a regular file, and TOC.txt itself is readable text. A rewrite
+ * must not carry a damaged TOC or a hole in the component set into a new SSTable.
+ */
+import * as fs from 'node:fs';
+
+import { fromSystem, TdeError } from '../errors';
+import { componentPath, displayName, SSTableFiles } from './descriptor';
+import { readToc } from './toc';
+
+const COMPONENT_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
+
+/** Throws a TdeError naming the first problem; returns the TOC's components (or the files'). */
+export function checkComponents(files: SSTableFiles): string[] {
+  for (const c of files.components) {
+    const file = componentPath(files, c);
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(file);
+    } catch (err) {
+      throw fromSystem(err, file, 'open');
+    }
+    if (!st.isFile()) {
+      throw new TdeError('ERR_TDE_MISSING_COMPONENT', `${file} is not a regular file (it is a ` +
+        `${st.isDirectory() ? 'directory' : 'special file'}); the SSTable ${displayName(files)} cannot ` +
+        'be used until it is restored', { file });
+    }
+  }
+  if (!files.components.includes('TOC.txt')) return files.components;
+
+  const tocFile = componentPath(files, 'TOC.txt');
+  const toc = readToc(tocFile);
+  const bad = toc.find((c) => !COMPONENT_NAME.test(c));
+  if (bad !== undefined || toc.length === 0) {
+    throw new TdeError('ERR_TDE_CORRUPT_TOC', `${tocFile} is damaged (${toc.length === 0 ? 'it is empty' :
+      'it holds a line that is not a component name'}); restore it from a backup, or rewrite it to ` +
+      `list the components present: ${files.components.join(', ')}`, { file: tocFile });
+  }
+  const missing = toc.filter((c) => !files.components.includes(c));
+  if (missing.length > 0) {
+    throw new TdeError('ERR_TDE_MISSING_COMPONENT', `SSTable ${displayName(files)} lacks ` +
+      `${missing.join(', ')}, which its TOC.txt lists; restore ${missing.length > 1 ? 'them' : 'it'} ` +
+      'from a backup or snapshot', { file: componentPath(files, missing[0]) });
+  }
+  return toc;
+}

@@ -1,0 +1,206 @@
+/** Cases found by trying to break the tool: each must now fail loudly or behave, never silently. */
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import test from 'ava';
+
+import { createKeyFile } from '../src/keys/key-file';
+import { lockDataDirectory, LOCK_NAME } from '../src/rewrite/lock';
+import { cli, cliProcess, makeDataDir, makeKeySetup, onlySSTable, readAll, ROOT, treeHashes } from './helpers';
+
+async function setup(tables: string[], key = 'AES/CBC/PKCS5Padding') {
+  const dataDir = makeDataDir((c) => tables.includes(c.table));
+  const keys = makeKeySetup();
+  createKeyFile(keys.dir, 'system_key', key, 128);
+  const schema = (body: string) => {
+    const f = path.join(keys.dir, `s${Math.random().toString(36).slice(2)}.cql`);
+    fs.writeFileSync(f, body);
+    return f;
+  };
+  const run = (...args: string[]) => cli(...args, '--config', keys.configFile);
+  return { dataDir, keys, schema, run };
+}
+
+test('whole chunks swapped in an unauthenticated SSTable: verify does not call the digest alone wrong, upgrade refuses', async (t) => {
+  const s = await setup(['legacy_nb_clust']);
+  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'chunk_length_in_kb': 16};`);
+  t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
+  const files = onlySSTable(path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust'));
+  const dataFile = path.join(files.dir, `nb-${files.generation}-big-Data.db`);
+  const data = fs.readFileSync(dataFile);
+  const n = 16400 + 16 + 4; // IV + padded 16 KiB + checksum: every full chunk has this size
+  const swapped = Buffer.concat([data.subarray(0, n), data.subarray(2 * n, 3 * n), data.subarray(n, 2 * n), data.subarray(3 * n)]);
+  t.is(swapped.length, data.length);
+  fs.writeFileSync(dataFile, swapped);
+
+  const v = await s.run('verify', '--data-dir', s.dataDir);
+  t.is(v.code, 1);
+  t.regex(v.stdout, /whole chunks were reordered or replaced/);
+  t.notRegex(v.stdout, /digest file alone is wrong/);
+  const before = treeHashes(s.dataDir);
+  const dec = s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'LZ4Compressor'};`);
+  const up = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', dec);
+  t.is(up.code, 1);
+  t.deepEqual(treeHashes(s.dataDir), before);
+});
+
+test('schema tables with no directory in the data directory are MISSING and fail the run', async (t) => {
+  const s = await setup(['legacy_nb_clust']);
+  const typo = s.schema(`ALTER TABLE legacy_tables.legacy_nb_clsut WITH compression = {'class': 'Encryptor'};`);
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', typo);
+  t.is(r.code, 1);
+  t.regex(r.stdout, /MISSING +legacy_tables\.legacy_nb_clsut: named in .* but has no directory/);
+  const tooHigh = await s.run('upgradesstables', '--data-dir', path.dirname(s.dataDir), '--schema',
+    s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`));
+  t.is(tooHigh.code, 1);
+  t.regex(tooHigh.stdout, /MISSING/);
+});
+
+test('schema typos are errors: unknown statements, a missing "=", duplicate options, an empty file', async (t) => {
+  const s = await setup(['legacy_nb_clust']);
+  const cases: [string, RegExp][] = [
+    [`ALTER TABEL legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`, /ALTER TABEL is not a statement.*did you mean "TABLE"/],
+    [`ALTR TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`, /"ALTR" does not start a CQL statement.*ALTER/],
+    [`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression {'class': 'Encryptor'};`, /expected a table option/],
+    [`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'class': 'LZ4Compressor'};`, /given twice/],
+    [`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': Encryptor};`, /expected a quoted value/],
+    ['', /names no table/],
+    ['-- only a comment\n', /names no table/],
+  ];
+  for (const [body, expected] of cases) {
+    const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', s.schema(body));
+    t.is(r.code, 1, body);
+    t.regex(r.stderr, expected, body);
+  }
+});
+
+test('symbolically linked table and keyspace directories are followed', async (t) => {
+  const s = await setup(['legacy_nb_clust', 'legacy_me_simple']);
+  const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-elsewhere-'));
+  fs.renameSync(path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple'), path.join(elsewhere, 'legacy_me_simple'));
+  fs.symlinkSync(path.join(elsewhere, 'legacy_me_simple'), path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple'));
+  const enc = s.schema(['legacy_nb_clust', 'legacy_me_simple'].map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor'};`).join('\n'));
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc, '--json');
+  t.is(r.code, 0, r.stdout);
+  t.is(JSON.parse(r.stdout).rewritten, 2);
+  t.is(onlySSTable(path.join(elsewhere, 'legacy_me_simple')).generation, '2');
+  fs.rmSync(elsewhere, { recursive: true, force: true });
+});
+
+test('two runs started together on a stale lock: only one proceeds, every time', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-lock-'));
+  const script = `
+    const { lockDataDirectory } = require(${JSON.stringify(path.join(ROOT, 'dist/rewrite/lock.js'))});
+    try { const l = lockDataDirectory(process.argv[1], 'test'); console.log('GOT'); setTimeout(() => l.release(), 300); }
+    catch (e) { console.log(e.code); }`;
+  const one = () => new Promise<string>((resolve) => {
+    const p = spawn(process.execPath, ['-e', script, dir]);
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.on('close', () => resolve(out.trim()));
+  });
+  for (let i = 0; i < 15; i++) {
+    fs.writeFileSync(path.join(dir, LOCK_NAME), JSON.stringify({ pid: 999999, host: os.hostname(), command: 'dead', since: 'then' }));
+    const results = await Promise.all([one(), one()]);
+    t.is(results.filter((r) => r === 'GOT').length, 1, `round ${i}: ${results}`);
+    t.true(results.includes('ERR_TDE_LOCKED'));
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('new files keep the source SSTable\'s permission bits (and owner, when run as root)', async (t) => {
+  const s = await setup(['legacy_oa_simple']);
+  const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_oa_simple');
+  for (const f of fs.readdirSync(dir)) {
+    fs.chmodSync(path.join(dir, f), 0o600);
+    if (process.getuid?.() === 0) fs.chownSync(path.join(dir, f), 65534, 65534);
+  }
+  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`);
+  t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
+  const files = fs.readdirSync(dir);
+  t.true(files.every((f) => f.startsWith('oa-2-big-')));
+  for (const f of files) {
+    const st = fs.statSync(path.join(dir, f));
+    t.is(st.mode & 0o777, 0o600, f);
+    if (process.getuid?.() === 0) t.is(st.uid, 65534, f);
+  }
+});
+
+test('a real dse.yaml with settings sstable-tde does not use is accepted; a misspelt one of its own is not', async (t) => {
+  const s = await setup(['legacy_oa_simple']);
+  fs.writeFileSync(s.keys.configFile, `system_key_directory: ${s.keys.dir}\nmax_memory_to_lock_fraction: 0.20\n` +
+    'authentication_options:\n  enabled: false\nnode_health_options:\n  refresh_rate_ms: 60000\n');
+  t.is((await s.run('verify', '--data-dir', s.dataDir)).code, 0);
+  fs.writeFileSync(s.keys.configFile, `system_key_dir: ${s.keys.dir}\n`);
+  const r = await s.run('verify', '--data-dir', s.dataDir);
+  t.is(r.code, 1);
+  t.regex(r.stderr, /unknown setting "system_key_dir" \(did you mean "system_key_directory"\?\)/);
+});
+
+test('a key file replaced under the same name makes "unchanged" SSTables fail with ERR_TDE_WRONG_KEY', async (t) => {
+  const s = await setup(['legacy_oa_simple']);
+  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`);
+  t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
+  fs.rmSync(path.join(s.keys.dir, 'system_key'));
+  createKeyFile(s.keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+  t.is(r.code, 1);
+  t.regex(r.stdout, /FAILED .*ERR_TDE_WRONG_KEY/);
+});
+
+test('a FIFO in place of the key file is refused at once instead of blocking', async (t) => {
+  const s = await setup(['legacy_oa_simple']);
+  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`);
+  fs.rmSync(path.join(s.keys.dir, 'system_key'));
+  const { execFileSync } = await import('node:child_process');
+  execFileSync('mkfifo', ['-m', '600', path.join(s.keys.dir, 'system_key')]);
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+  t.is(r.code, 1);
+  t.regex(r.stdout, /ERR_TDE_KEY_FILE.*not a regular file \(it is a pipe\)/);
+});
+
+test('a damaged TOC.txt or a listed component that is missing is reported and never carried over', async (t) => {
+  const s = await setup(['legacy_nb_clust', 'legacy_me_simple']);
+  fs.writeFileSync(path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust', 'nb-1-big-TOC.txt'), Buffer.alloc(92));
+  fs.rmSync(path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple', 'me-1-big-Index.db'));
+  const v = await s.run('verify', '--data-dir', s.dataDir);
+  t.is(v.code, 1);
+  t.regex(v.stdout, /ERR_TDE_CORRUPT_TOC.*nb-1-big-TOC\.txt is damaged/);
+  t.regex(v.stdout, /ERR_TDE_MISSING_COMPONENT.*lacks Index\.db, which its TOC\.txt lists/);
+  const before = treeHashes(s.dataDir);
+  const enc = s.schema(['legacy_nb_clust', 'legacy_me_simple'].map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor'};`).join('\n'));
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+  t.is(r.code, 1);
+  t.regex(r.stdout, /0 rewritten.*2 failed/s);
+  t.deepEqual(treeHashes(s.dataDir), before);
+});
+
+test('Ctrl-C rolls back the SSTable in progress, removes the lock and exits 130', async (t) => {
+  const s = await setup(['legacy_nb_clust', 'legacy_me_clust']);
+  const enc = s.schema(['legacy_nb_clust', 'legacy_me_clust'].map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'EncryptingLZ4Compressor', 'chunk_length_kb': 4};`).join('\n'));
+  const before = treeHashes(s.dataDir);
+  const r = await cliProcess(['upgradesstables', '--data-dir', s.dataDir, '--schema', enc, '--config', s.keys.configFile],
+    { SSTABLE_TDE_INTERRUPT_AT: 'data-writing' });
+  t.is(r.code, 130, r.stderr);
+  t.regex(r.stderr, /SIGINT: rolling back/);
+  t.deepEqual(treeHashes(s.dataDir), before, 'nothing changed, nothing left behind, lock removed');
+});
+
+test('NoPadding with ECB or CBC is refused as a table option, with the padding to use instead', async (t) => {
+  const s = await setup(['legacy_oa_simple']);
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema',
+    s.schema(`ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor', 'cipher_algorithm': 'AES/CBC/NoPadding'};`));
+  t.is(r.code, 1);
+  t.regex(r.stderr + r.stdout, /AES\/CBC\/NoPadding cannot encrypt SSTable chunks.*use AES\/CBC\/PKCS5Padding/);
+});
+
+test('the rewritten data is still identical after all this hardening (sanity)', async (t) => {
+  const s = await setup(['legacy_da_clust']);
+  const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_da_clust');
+  const original = await readAll(onlySSTable(dir));
+  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_da_clust WITH compression = {'class': 'EncryptingDeflateCompressor'};`);
+  t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
+  t.true((await readAll(onlySSTable(dir), s.keys.config)).equals(original));
+});
