@@ -4,6 +4,9 @@
 #include <atomic>
 #include <mutex>
 
+#include <openssl/crypto.h>
+
+#include "cipher_suite.h"
 #include "thread_pool.h"
 
 namespace tde {
@@ -24,6 +27,16 @@ void BatchJob::Run() {
   for (size_t len : in_len) total += len;
   size_t by_size = std::max<size_t>(1, total / kMinBytesPerThread);
   size_t participants = std::min({Parallelism(), n, by_size});
+
+  // Every IV of the batch from one DRBG request (or a few: a request may be at most 64 KiB).
+  size_t iv_len = core->spec().iv_length;
+  std::vector<uint8_t> ivs(encrypt ? n * iv_len : 0);
+  for (size_t at = 0; at < ivs.size(); at += 65536) {
+    if (!RandomBytes(ivs.data() + at, std::min<size_t>(65536, ivs.size() - at))) {
+      status = Status::Error("ERR_TDE_CRYPTO_INTERNAL", "RAND_bytes failed: no IVs for the batch");
+      return;
+    }
+  }
 
   std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
@@ -50,7 +63,8 @@ void BatchJob::Run() {
       if (i >= n) break;
       size_t w = 0;
       Span a = aad.empty() ? Span() : aad[i];
-      st = encrypt ? core->Encrypt(&ctx, in[i], in_len[i], a, out[i], out_cap[i], &w)
+      st = encrypt ? core->Encrypt(&ctx, in[i], in_len[i], a, out[i], out_cap[i], &w,
+                                   iv_len > 0 ? ivs.data() + i * iv_len : nullptr)
                    : core->Decrypt(&ctx, in[i], in_len[i], a, out[i], out_cap[i], &w);
       if (!st.ok()) {
         record(std::move(st), static_cast<int64_t>(i));
@@ -61,6 +75,7 @@ void BatchJob::Run() {
   };
 
   ThreadPool::Instance().RunParallel(participants, body);
+  OPENSSL_cleanse(ivs.data(), ivs.size());
 }
 
 }  // namespace tde

@@ -131,7 +131,8 @@ Status ChunkCipherCore::Prepare(CipherContext* ctx, bool encrypt) const {
 }
 
 Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, Span aad,
-                                uint8_t* out, size_t out_cap, size_t* written) const {
+                                uint8_t* out, size_t out_cap, size_t* written,
+                                const uint8_t* fresh_iv) const {
   if (in_len > static_cast<size_t>(INT_MAX) - 64) {
     return Status::Error("ERR_TDE_CHUNK_LENGTH", "a chunk may hold at most 2 GiB");
   }
@@ -145,7 +146,11 @@ Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in
 
   const uint8_t* iv = nullptr;
   if (spec_.iv_length > 0) {
-    if (!RandomBytes(out, spec_.iv_length)) return EvpFailure("RAND_bytes");
+    if (fresh_iv != nullptr) {
+      std::memcpy(out, fresh_iv, spec_.iv_length);
+    } else if (!RandomBytes(out, spec_.iv_length)) {
+      return EvpFailure("RAND_bytes");
+    }
     iv = out;
   }
   if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 1, nullptr) != 1) {

@@ -56,8 +56,10 @@ class ChunkCipherCore {
   // so the key schedule is computed once per thread per batch, not once per chunk.
   Status Prepare(CipherContext* ctx, bool encrypt) const;
   // `aad` is authenticated with the chunk under an AEAD mode and must be absent otherwise.
+  // `iv` holds iv_length fresh random bytes for this chunk, or is null to draw them here (a
+  // batch draws all its IVs in one call: the DRBG's per-call cost exceeds a small chunk's AES).
   Status Encrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, Span aad, uint8_t* out,
-                 size_t out_cap, size_t* written) const;
+                 size_t out_cap, size_t* written, const uint8_t* iv = nullptr) const;
   Status Decrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, Span aad, uint8_t* out,
                  size_t out_cap, size_t* written) const;
 

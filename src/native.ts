@@ -29,7 +29,8 @@ export interface NativeChunkCipher {
    * Encrypts `inputs[i]` into `outputs[i]` for every i, on the addon's thread pool. Each output
    * must hold at least `encryptedLength(inputs[i].length)` bytes. Resolves to the number of bytes
    * written per chunk. Rejects with `index` set to the first failing chunk. `aads` (AEAD
-   * ciphers only, and then required) is each chunk's additional authenticated data.
+   * ciphers only, and then required) is each chunk's additional authenticated data. The arrays
+   * are held, not copied: leave them (and their buffers) unchanged until the promise settles.
    */
   encryptInto(inputs: Uint8Array[], outputs: Uint8Array[], aads?: Uint8Array[]): Promise<Uint32Array>;
   /** As encryptInto, but each output must hold `inputs[i].length - ivLength - tagLength` bytes. */

@@ -109,7 +109,8 @@ export class ChunkCipher {
     const sizes = chunks.map((c) => this.encryptedLength(c.length));
     const outputs = this.carve(sizes);
     try {
-      const written = await handle.encryptInto(chunks, outputs, aad);
+      // Private copies of the arrays: the addon holds them until it is done (see native.ts).
+      const written = await handle.encryptInto(chunks.slice(), outputs, aad?.slice());
       return outputs.map((o, i) => o.subarray(0, written[i]));
     } catch (err) {
       throw fromNative(err, locate(where));
@@ -123,7 +124,7 @@ export class ChunkCipher {
     const sizes = chunks.map((c) => Math.max(0, c.length - this.overhead));
     const outputs = this.carve(sizes);
     try {
-      const written = await handle.decryptInto(chunks, outputs, aad);
+      const written = await handle.decryptInto(chunks.slice(), outputs, aad?.slice());
       return outputs.map((o, i) => o.subarray(0, written[i]));
     } catch (err) {
       throw fromNative(err, locate(where));
