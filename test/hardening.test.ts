@@ -52,10 +52,14 @@ test('schema tables with no directory in the data directory are MISSING and fail
   const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', typo);
   t.is(r.code, 1);
   t.regex(r.stdout, /MISSING +legacy_tables\.legacy_nb_clsut: named in .* but has no directory/);
-  const tooHigh = await s.run('upgradesstables', '--data-dir', path.dirname(s.dataDir), '--schema',
+  // One level too high: the directory that holds the data directory.
+  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-parent-'));
+  fs.renameSync(s.dataDir, path.join(parent, 'data'));
+  const tooHigh = await s.run('upgradesstables', '--data-dir', parent, '--schema',
     s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`));
   t.is(tooHigh.code, 1);
   t.regex(tooHigh.stdout, /MISSING/);
+  fs.rmSync(parent, { recursive: true, force: true });
 });
 
 test('schema typos are errors: unknown statements, a missing "=", duplicate options, an empty file', async (t) => {
