@@ -48,6 +48,12 @@ export const ErrorCode = {
   ERR_TDE_CANCELLED: 'ERR_TDE_CANCELLED',
   ERR_TDE_DATA_DIR: 'ERR_TDE_DATA_DIR',
   ERR_TDE_IO: 'ERR_TDE_IO',
+  /** A malformed KMIP TTLV message (from a server, or given to the codec). */
+  ERR_TDE_TTLV: 'ERR_TDE_TTLV',
+  /** A KMIP server answered an operation with a failure (its reason and message are quoted). */
+  ERR_TDE_KMIP_OPERATION: 'ERR_TDE_KMIP_OPERATION',
+  /** No KMIP host of a group could be reached or used; the message lists each host's cause. */
+  ERR_TDE_KMIP_UNAVAILABLE: 'ERR_TDE_KMIP_UNAVAILABLE',
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

@@ -92,6 +92,8 @@ class EncryptingCompressor implements Compressor {
     private readonly keyCheck: string,
     /** True when the key was checked against a recorded key check value. */
     private readonly keyVerified: boolean,
+    /** What the key provider asks to record so reads find this key (a KMIP id). */
+    private readonly keyRecord: Record<string, string>,
   ) {
     if (cipher.choice.mode === 'ECB') {
       this.warnings.push(`${cipher.choice.name} encrypts equal 16-byte blocks to equal ciphertext, so ` +
@@ -148,7 +150,7 @@ class EncryptingCompressor implements Compressor {
   }
 
   compressionInfoOptions(): Record<string, string> {
-    return compressionInfoOptions(this.params, this.keyCheck);
+    return compressionInfoOptions(this.params, this.keyCheck, this.keyRecord);
   }
 
   close(): void {
@@ -189,11 +191,13 @@ export async function createCompressor(
   try {
     if (e.keyCheckValue !== undefined && e.keyCheckValue !== key.keyCheckValue) {
       const where = options.file ? `${options.file} was` : 'the data was';
+      const remedy = key.id.startsWith('kmip://')
+        ? `the KMIP server now returns different key material for ${key.id}; find out how the key was replaced`
+        : `restore the key file ${key.id} that was in use when it was written`;
       throw new TdeError(
         'ERR_TDE_WRONG_KEY',
         `${where} encrypted with a different key than ${key.id} now holds (key check value ` +
-          `${e.keyCheckValue} recorded, ${key.keyCheckValue} found): restore the key file ` +
-          `${key.id} that was in use when it was written`,
+          `${e.keyCheckValue} recorded, ${key.keyCheckValue} found): ${remedy}`,
         { file: options.file, key: key.id },
       );
     }
@@ -204,7 +208,7 @@ export async function createCompressor(
       iv_length: e.ivLength,
     });
     return new EncryptingCompressor(params, codec, cipher, key.id, key.keyCheckValue,
-      e.keyCheckValue !== undefined);
+      e.keyCheckValue !== undefined, key.record ?? {});
   } finally {
     key.bytes.fill(0);
   }

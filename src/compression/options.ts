@@ -49,6 +49,8 @@ export interface EncryptionSettings {
    * options read from CompressionInfo.db.
    */
   keyCheckValue?: string;
+  /** The KMIP key an SSTable was written with; present only in options read from CompressionInfo.db. */
+  kmipKeyId?: string;
 }
 
 export interface CompressionParams {
@@ -75,6 +77,8 @@ const ENCRYPTION_OPTIONS = ['cipher_algorithm', 'secret_key_strength', 'key_prov
   'key_keyspace', 'iv_length'];
 /** Written by sstable-tde into CompressionInfo.db; not something a table option sets. */
 const KEY_CHECK_OPTION = 'key_check_value';
+const KMIP_KEY_ID_OPTION = 'kmip_key_id';
+const RECORDED_OPTIONS = [KEY_CHECK_OPTION, KMIP_KEY_ID_OPTION, 'sstable_id'];
 
 const MAX_CHUNK_LENGTH = 1 << 30;
 
@@ -167,6 +171,12 @@ function parseEncryption(opts: Record<string, string>): EncryptionSettings {
     }
     settings.keyCheckValue = opts[KEY_CHECK_OPTION];
   }
+  if (opts[KMIP_KEY_ID_OPTION] !== undefined) {
+    if (provider !== KMIP_PROVIDER || opts[KMIP_KEY_ID_OPTION] === '') {
+      throw bad(`${KMIP_KEY_ID_OPTION} belongs only to KMIP-keyed SSTables and must not be empty`);
+    }
+    settings.kmipKeyId = opts[KMIP_KEY_ID_OPTION];
+  }
   return settings;
 }
 
@@ -187,9 +197,8 @@ export function parseTableCompression(
 
   const known = [...GENERIC, ...CODEC_OPTIONS, ...ENCRYPTION_OPTIONS];
   for (const k of Object.keys(opts)) {
-    if (k === KEY_CHECK_OPTION) {
-      throw bad(`${KEY_CHECK_OPTION} is written by sstable-tde into CompressionInfo.db; ` +
-        'it is not a table option');
+    if (RECORDED_OPTIONS.includes(k)) {
+      throw bad(`${k} is written by sstable-tde into CompressionInfo.db; it is not a table option`);
     }
     if (!known.includes(k)) {
       throw bad(`unknown compression option "${k}"${didYouMean(k, known)}`);
@@ -280,6 +289,7 @@ export function paramsFromCompressionInfo(
 export function compressionInfoOptions(
   params: CompressionParams,
   keyCheckValue?: string,
+  keyRecord: Record<string, string> = {},
 ): Record<string, string> {
   const out: Record<string, string> = { ...params.codecOptions };
   const e = params.encryption;
@@ -292,6 +302,7 @@ export function compressionInfoOptions(
     if (e.kmipHost !== undefined) out.kmip_host = e.kmipHost;
     if (e.keyNamespace !== undefined) out.key_namespace = e.keyNamespace;
     if (keyCheckValue !== undefined) out[KEY_CHECK_OPTION] = keyCheckValue;
+    Object.assign(out, keyRecord);
   }
   return out;
 }

@@ -10,6 +10,7 @@ import * as YAML from 'yaml';
 
 import { fromSystem, TdeError } from '../errors';
 import { nearest } from '../util/suggest';
+import { KmipGroupSettings, parseKmipHosts } from './kmip-hosts';
 
 /** DSE's default when dse.yaml does not set system_key_directory. */
 export const DEFAULT_SYSTEM_KEY_DIRECTORY = '/etc/dse/conf';
@@ -21,8 +22,8 @@ export interface TdeConfig {
   systemKeyDirectory: string;
   configEncryptionActive: boolean;
   configEncryptionKeyName?: string;
-  /** The raw kmip_hosts and system_info_encryption sections, for the parts that use them. */
-  kmipHosts: Record<string, unknown>;
+  /** KMIP host groups by name (kmip_hosts), validated. */
+  kmipHosts: Map<string, KmipGroupSettings>;
   systemInfoEncryption?: Record<string, unknown>;
   /** Other dse.yaml settings present in the file, which sstable-tde does not use. */
   ignored: string[];
@@ -77,13 +78,19 @@ export function configFromObject(raw: unknown, file?: string): TdeConfig {
   }
 
   const base = file ? path.dirname(path.resolve(file)) : process.cwd();
+  const kmipHosts = obj.kmip_hosts && typeof obj.kmip_hosts === 'object'
+    ? parseKmipHosts(obj.kmip_hosts as Record<string, unknown>, base, problems)
+    : new Map<string, KmipGroupSettings>();
+  if (problems.length > 0) {
+    throw new TdeError('ERR_TDE_CONFIG', `${where} is not valid:\n  - ${problems.join('\n  - ')}`, { file });
+  }
   const dir = (obj.system_key_directory as string | null) ?? DEFAULT_SYSTEM_KEY_DIRECTORY;
   return {
     file,
     systemKeyDirectory: path.resolve(base, dir),
     configEncryptionActive: (obj.config_encryption_active as boolean | null) ?? false,
     configEncryptionKeyName: (obj.config_encryption_key_name as string | null) ?? undefined,
-    kmipHosts: (obj.kmip_hosts as Record<string, unknown> | null) ?? {},
+    kmipHosts,
     systemInfoEncryption: (obj.system_info_encryption as Record<string, unknown> | null) ?? undefined,
     ignored,
   };

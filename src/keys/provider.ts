@@ -9,6 +9,7 @@ import { EncryptionSettings, KMIP_PROVIDER } from '../compression/options';
 import { TdeConfig } from '../config/config';
 import { TdeError } from '../errors';
 import { keyCheckValue } from './key-check';
+import { KmipKeyProvider, KmipProviderOptions } from './kmip-provider';
 import { KeyFileEntry, readKeyFile } from './key-file';
 
 /** Key bytes for one use. The receiver wipes `bytes` once the cipher holds them. */
@@ -17,6 +18,8 @@ export interface ResolvedKey {
   keyCheckValue: string;
   /** A name for messages: the key file, or a KMIP id. */
   id: string;
+  /** Options to record in CompressionInfo.db so a read finds this very key (KMIP: its id). */
+  record?: Record<string, string>;
 }
 
 export interface KeyProvider {
@@ -65,23 +68,25 @@ export class LocalFileSystemKeyProvider implements KeyProvider {
 /** Dispatches to the provider a table's settings name. */
 export class KeyProviders implements KeyProvider {
   private readonly local: LocalFileSystemKeyProvider;
+  private readonly kmip: KmipKeyProvider;
 
-  constructor(config: TdeConfig) {
+  constructor(config: TdeConfig, options: KmipProviderOptions = {}) {
     this.local = new LocalFileSystemKeyProvider(config.systemKeyDirectory);
+    this.kmip = new KmipKeyProvider(config.kmipHosts, options, config.file);
   }
 
   async keyFor(settings: EncryptionSettings, choice: CipherChoice): Promise<ResolvedKey> {
-    if (settings.keyProvider === KMIP_PROVIDER) {
-      throw new TdeError(
-        'ERR_TDE_UNSUPPORTED',
-        `key_provider KmipKeyProviderFactory (kmip_host ${settings.kmipHost}) is not supported by ` +
-          'this version of sstable-tde; use LocalFileSystemKeyProviderFactory with a system key file',
-      );
-    }
+    if (settings.keyProvider === KMIP_PROVIDER) return this.kmip.keyFor(settings, choice);
     return this.local.keyFor(settings, choice);
+  }
+
+  /** The KMIP provider, for commands that manage keys directly. */
+  get kmipProvider(): KmipKeyProvider {
+    return this.kmip;
   }
 
   close(): void {
     this.local.close();
+    this.kmip.close();
   }
 }

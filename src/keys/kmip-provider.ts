@@ -1,0 +1,224 @@
+/**
+ * Keys from KMIP servers (`key_provider: KmipKeyProviderFactory`, `kmip_host: GROUP`, optional
+ * `key_namespace`).
+ *
+ * - To encrypt, a table uses the newest active key of its algorithm and length in its group
+ *   (and namespace, carried as the KMIP Object Group attribute), skipping keys whose Protect Stop
+ *   Date or Deactivation Date has passed; if there is none, it creates and activates one.
+ * - The key's KMIP id is recorded with the data (CompressionInfo.db option `kmip_key_id`), so a
+ *   read fetches exactly that key later, even after newer keys have taken over.
+ * - Choices and fetched keys are cached for `key_cache_millis`: in steady state there is no KMIP
+ *   round trip per chunk or per SSTable. When the cache expires the choice is made again, so an
+ *   expired, deactivated or revoked key stops being used to encrypt, but still decrypts as long as
+ *   the server still hands it out. A destroyed key is an error naming its id.
+ */
+import { CipherChoice } from '../cipher/transformation';
+import { EncryptionSettings } from '../compression/options';
+import { buildKmipGroup, KmipGroupSettings, unknownGroup } from '../config/kmip-hosts';
+import { TdeError } from '../errors';
+import { KmipClient, KmipError } from '../kmip/client';
+import { Attribute } from '../kmip/messages';
+import { keyCheckValue } from './key-check';
+import { KeyProvider, ResolvedKey } from './provider';
+
+/** The CompressionInfo.db option that records which KMIP key encrypted an SSTable. */
+export const KMIP_KEY_ID_OPTION = 'kmip_key_id';
+
+/** How a cipher choice is asked of a KMIP server: algorithm name and key length in bits. */
+export function kmipKeySpec(choice: CipherChoice): { algorithm: string; length: number } {
+  switch (choice.algorithm) {
+    case 'AES':
+      return { algorithm: 'AES', length: choice.strength };
+    case 'DESede':
+      // KMIP counts the bits stored, parity included: 16 bytes for two-key, 24 for three-key.
+      return { algorithm: 'TripleDES', length: choice.strength === 112 ? 128 : 192 };
+    case 'DES':
+      return { algorithm: 'DES', length: 64 };
+    default:
+      return { algorithm: choice.algorithm, length: choice.strength };
+  }
+}
+
+export interface KeyState {
+  id: string;
+  state?: string;
+  initialDate?: bigint;
+  protectStopDate?: bigint;
+  deactivationDate?: bigint;
+  objectGroup?: string;
+  name?: string;
+}
+
+export function keyStateOf(id: string, attrs: Attribute[]): KeyState {
+  const get = (n: string) => attrs.find((a) => a.name === n)?.value;
+  const name = attrs.find((a) => a.name === 'Name')?.value;
+  const nameValue = Array.isArray(name) ? name.find((c) => c.tag === 'NameValue')?.value : undefined;
+  return {
+    id,
+    state: get('State') === undefined ? undefined : String(get('State')),
+    initialDate: typeof get('InitialDate') === 'bigint' ? (get('InitialDate') as bigint) : undefined,
+    protectStopDate: typeof get('ProtectStopDate') === 'bigint' ? (get('ProtectStopDate') as bigint) : undefined,
+    deactivationDate: typeof get('DeactivationDate') === 'bigint' ? (get('DeactivationDate') as bigint) : undefined,
+    objectGroup: typeof get('ObjectGroup') === 'string' ? (get('ObjectGroup') as string) : undefined,
+    name: typeof nameValue === 'string' ? nameValue : undefined,
+  };
+}
+
+/**
+ * Whether a key may encrypt new data at `nowSeconds`: active, not past its Protect Stop Date or
+ * Deactivation Date, and in the wanted namespace (no namespace wanted: no Object Group set).
+ */
+export function usableForEncryption(k: KeyState, nowSeconds: bigint, namespace: string | undefined): boolean {
+  if (k.state !== 'Active') return false;
+  if (k.protectStopDate !== undefined && k.protectStopDate <= nowSeconds) return false;
+  if (k.deactivationDate !== undefined && k.deactivationDate <= nowSeconds) return false;
+  return namespace === undefined ? k.objectGroup === undefined : k.objectGroup === namespace;
+}
+
+/** The key to encrypt with among usable candidates: the newest, then the highest id. */
+export function pickCurrentKey(candidates: KeyState[]): KeyState | undefined {
+  return [...candidates].sort((a, b) => {
+    const da = a.initialDate ?? 0n;
+    const db = b.initialDate ?? 0n;
+    if (da !== db) return da > db ? -1 : 1;
+    return b.id.localeCompare(a.id, 'en', { numeric: true });
+  })[0];
+}
+
+interface Cached {
+  bytes: Buffer;
+  until: number;
+}
+
+export interface KmipProviderOptions {
+  /** Milliseconds since the epoch; tests and long-running processes may supply their own clock. */
+  now?: () => number;
+}
+
+export class KmipKeyProvider implements KeyProvider {
+  private readonly clients = new Map<string, KmipClient>();
+  /** (group, namespace, algorithm, length) → the id chosen to encrypt with, until when. */
+  private readonly current = new Map<string, { id: string; until: number }>();
+  /** (group, id) → key bytes, until when. */
+  private readonly keys = new Map<string, Cached>();
+  /** Choices in progress, so concurrent callers share one Locate (and never create two keys). */
+  private readonly choosing = new Map<string, Promise<string>>();
+  private readonly now: () => number;
+
+  constructor(
+    private readonly groups: Map<string, KmipGroupSettings>,
+    options: KmipProviderOptions = {},
+    private readonly configFile?: string,
+  ) {
+    this.now = options.now ?? Date.now;
+  }
+
+  /** The client for a group (made, and its stores loaded, on first use). */
+  client(group: string): KmipClient {
+    let c = this.clients.get(group);
+    if (!c) {
+      const settings = this.groups.get(group);
+      if (!settings) throw unknownGroup(group, this.groups, this.configFile);
+      c = new KmipClient(buildKmipGroup(settings));
+      this.clients.set(group, c);
+    }
+    return c;
+  }
+
+  private ttl(group: string): number {
+    return this.groups.get(group)?.keyCacheMillis ?? 0;
+  }
+
+  async keyFor(settings: EncryptionSettings, choice: CipherChoice): Promise<ResolvedKey> {
+    const group = settings.kmipHost;
+    if (!group) throw new TdeError('ERR_TDE_BAD_OPTION', 'a KMIP-keyed table needs kmip_host');
+    const id = settings.kmipKeyId ?? (await this.currentKeyId(group, settings.keyNamespace, choice));
+    const bytes = await this.fetch(group, id, choice);
+    return {
+      bytes,
+      keyCheckValue: keyCheckValue(bytes),
+      id: `kmip://${group}/${id}`,
+      record: { [KMIP_KEY_ID_OPTION]: id },
+    };
+  }
+
+  private async currentKeyId(group: string, namespace: string | undefined, choice: CipherChoice): Promise<string> {
+    const spec = kmipKeySpec(choice);
+    const slot = `${group}\0${namespace ?? ''}\0${spec.algorithm}\0${spec.length}`;
+    const cached = this.current.get(slot);
+    if (cached && cached.until > this.now()) return cached.id;
+
+    let pending = this.choosing.get(slot);
+    if (!pending) {
+      pending = this.choose(group, namespace, spec).finally(() => this.choosing.delete(slot));
+      this.choosing.set(slot, pending);
+    }
+    const id = await pending;
+    this.current.set(slot, { id, until: this.now() + this.ttl(group) });
+    return id;
+  }
+
+  private async choose(group: string, namespace: string | undefined, spec: { algorithm: string; length: number }): Promise<string> {
+    const client = this.client(group);
+    const filters: Attribute[] = [
+      { name: 'ObjectType', type: 'Enumeration', value: 'SymmetricKey' },
+      { name: 'CryptographicAlgorithm', type: 'Enumeration', value: spec.algorithm },
+      { name: 'CryptographicLength', type: 'Integer', value: spec.length },
+      { name: 'State', type: 'Enumeration', value: 'Active' },
+      ...(namespace !== undefined ? [{ name: 'ObjectGroup', type: 'TextString' as const, value: namespace }] : []),
+    ];
+    const ids = await client.locate(filters);
+    const nowSeconds = BigInt(Math.floor(this.now() / 1000));
+    const states: KeyState[] = [];
+    for (const id of ids) states.push(keyStateOf(id, await client.getAttributes(id)));
+    const usable = states.filter((k) => usableForEncryption(k, nowSeconds, namespace));
+    const chosen = pickCurrentKey(usable);
+    if (chosen) return chosen.id;
+
+    const name = `sstable-tde ${namespace ? `${namespace} ` : ''}${spec.algorithm}-${spec.length} ` +
+      new Date(this.now()).toISOString();
+    const id = await client.createSymmetricKey({
+      algorithm: spec.algorithm,
+      length: spec.length,
+      name,
+      attributes: namespace !== undefined ? [{ name: 'ObjectGroup', type: 'TextString', value: namespace }] : [],
+    });
+    await client.activate(id);
+    return id;
+  }
+
+  private async fetch(group: string, id: string, choice: CipherChoice): Promise<Buffer> {
+    const slot = `${group}\0${id}`;
+    const cached = this.keys.get(slot);
+    if (cached && cached.until > this.now()) return Buffer.from(cached.bytes);
+
+    let bytes: Buffer;
+    try {
+      bytes = await this.client(group).getKey(id);
+    } catch (err) {
+      if (err instanceof KmipError && (err.reason === 'ItemNotFound' || err.reason === 'PermissionDenied')) {
+        throw new TdeError('ERR_TDE_KEY_NOT_FOUND', `KMIP key ${id} of group ${group} cannot be fetched ` +
+          `(${err.reason}${err.resultMessage ? `: ${err.resultMessage}` : ''}): if it was destroyed, data ` +
+          'encrypted with it can no longer be read; otherwise check that this client (its certificate) ' +
+          'owns the key', { key: `kmip://${group}/${id}` }, err);
+      }
+      throw err;
+    }
+    const expected = choice.algorithm === 'DESede' && bytes.length === 16 ? 16 : choice.keyLength;
+    if (bytes.length !== expected) {
+      bytes.fill(0);
+      throw new TdeError('ERR_TDE_KEY_LENGTH', `KMIP key ${id} of group ${group} has ${bytes.length} bytes, ` +
+        `but ${choice.name} at ${choice.strength} bits needs ${expected}`, { key: `kmip://${group}/${id}` });
+    }
+    this.keys.set(slot, { bytes, until: this.now() + this.ttl(group) });
+    return Buffer.from(bytes);
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+    for (const k of this.keys.values()) k.bytes.fill(0);
+    this.keys.clear();
+    this.current.clear();
+  }
+}
