@@ -40,5 +40,12 @@ export type { SSTableResult, UpgradeEvent, UpgradeOptions, UpgradeReport } from 
 export { verifyDataDirectory } from './tools/verify';
 export { describeDataDirectory } from './tools/describe';
 
+import * as ttlvCodec from './kmip/ttlv/codec';
+/** KMIP's TTLV encoding: `ttlv.decode(bytes)` gives a tree with KMIP names, `ttlv.encode(tree)` bytes. */
+export const ttlv = { decode: ttlvCodec.decode, encode: ttlvCodec.encode };
+export type { TtlvItem, TtlvType } from './kmip/ttlv/codec';
+export { KmipClient } from './kmip/client';
+export type { KmipGroup } from './kmip/client';
+
 export { ErrorCode, TdeError, isTdeError } from './errors';
 export type { ErrorCodeName, ErrorContext } from './errors';

@@ -9,7 +9,7 @@
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { resolveCipher } from '../cipher/transformation';
 import { ChunkLocator, isTdeError, TdeError } from '../errors';
-import { KeyProvider } from '../keys/provider';
+import { KeyProvider, ResolvedKey } from '../keys/provider';
 import { ChunkBinding, chunkAad } from './binding';
 import { Codec, CODECS } from './codecs';
 import {
@@ -187,7 +187,17 @@ export async function createCompressor(
     throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${params.className} needs a key provider`);
   }
   const choice = resolveCipher(e.cipherAlgorithm, e.strength, e.ivLength);
-  const key = await options.keys.keyFor(e, choice);
+  let key: ResolvedKey;
+  try {
+    key = await options.keys.keyFor(e, choice);
+  } catch (err) {
+    // A key that cannot be had is reported with the SSTable that needs it.
+    if (isTdeError(err) && options.file && err.file === undefined) {
+      throw new TdeError(err.code, `${options.file} needs a key that cannot be had: ${err.message}`,
+        { ...err.context, file: options.file }, err);
+    }
+    throw err;
+  }
   try {
     if (e.keyCheckValue !== undefined && e.keyCheckValue !== key.keyCheckValue) {
       const where = options.file ? `${options.file} was` : 'the data was';

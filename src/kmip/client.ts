@@ -85,6 +85,8 @@ export class KmipClient {
 
   /** Failovers so far: each time a request moved on from a failing host. */
   failovers = 0;
+  /** Requests sent so far (each a round trip to a server). */
+  requests = 0;
 
   private async open(index: number): Promise<KmipConnection> {
     if (this.connection && !this.connection.closed && index === this.current) return this.connection;
@@ -98,6 +100,7 @@ export class KmipClient {
   }
 
   private async exchange(c: KmipConnection, version: ProtocolVersion, batch: BatchRequest) {
+    this.requests++;
     const bytes = await c.request(encode(requestMessage(version, [batch])));
     return parseResponse(decode(bytes));
   }
@@ -134,6 +137,9 @@ export class KmipClient {
     for (let step = 0; step < n; step++) {
       const index = (this.current + step) % n;
       for (let attempt = 0; attempt < 2; attempt++) {
+        // A connection that was already open may have been dropped since: it is reopened once.
+        // A host that cannot be reached afresh is left for the next one.
+        const fresh = !(this.connection && !this.connection.closed && this.current === index);
         try {
           const c = await this.open(index);
           const version = this.negotiated as ProtocolVersion;
@@ -142,13 +148,17 @@ export class KmipClient {
           if (step > 0) this.failovers++;
           return expectSuccess(response, batch.operation, what ? `(${what}) ` : '');
         } catch (err) {
+          if (err instanceof KmipError && err.reason === 'AuthenticationNotSuccessful') {
+            throw new TdeError('ERR_TDE_KMIP_UNAVAILABLE', `${addressString(this.group.hosts[index])}: the ` +
+              'server accepted the TLS connection but not the client certificate for KMIP ("' +
+              `${err.resultMessage ?? 'Authentication Not Successful'}"): many servers need the certificate ` +
+              'to carry extendedKeyUsage clientAuth and to be registered with them', {}, err);
+          }
           if (!(err instanceof TransportError)) throw err;
           this.connection?.close();
           this.connection = undefined;
-          // A dropped connection is reopened once; a host that cannot even be reached is not.
-          const cause = `${addressString(this.group.hosts[index])}: ${err.reason}`;
-          if (attempt === 1 || err.beforeSend) {
-            causes.push(cause);
+          if (fresh || attempt === 1) {
+            causes.push(`${addressString(this.group.hosts[index])}: ${err.reason}`);
             break;
           }
         }
@@ -156,10 +166,6 @@ export class KmipClient {
     }
     throw new TdeError('ERR_TDE_KMIP_UNAVAILABLE', `no host of KMIP group ${this.group.name} could ${what || 'answer'}:\n` +
       causes.map((c) => `  - ${c}`).join('\n'));
-  }
-
-  private get v(): ProtocolVersion {
-    return this.negotiated ?? { major: 1, minor: 2 };
   }
 
   async createSymmetricKey(options: CreateKeyOptions): Promise<string> {
@@ -170,7 +176,7 @@ export class KmipClient {
       ...(options.name ? [nameAttribute(options.name)] : []),
       ...(options.attributes ?? []),
     ];
-    const payload = await this.call((v) => requests.createSymmetricKey(v, attrs), `create a ${options.algorithm}-${options.length} key`);
+    const payload = await this.call((v) => requests.createSymmetricKey(v, attrs), `create key ${options.algorithm}-${options.length}`);
     return uniqueIdentifier(payload, 'Create');
   }
 

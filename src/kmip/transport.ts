@@ -48,7 +48,8 @@ export class TransportError extends TdeError {
 }
 
 /** Maps Node's and OpenSSL's TLS error codes to an explanation and a remedy. */
-export function explainTlsError(err: NodeJS.ErrnoException & { reason?: string }, hasClientCert: boolean): string {
+export function explainTlsError(err: NodeJS.ErrnoException & { reason?: string }, settings: TlsSettings): string {
+  const hasClientCert = Boolean(settings.cert);
   const code = err.code ?? '';
   const text = `${code} ${err.message}`;
   if (code === 'ECONNREFUSED') return 'connection refused: is the KMIP server running and listening on this port?';
@@ -63,11 +64,19 @@ export function explainTlsError(err: NodeJS.ErrnoException & { reason?: string }
     return 'TLS cipher mismatch: client and server share no cipher suite; check cipher_suites';
   }
   if (/HANDSHAKE_FAILURE|alert number 40/i.test(text)) {
-    return hasClientCert
-      ? 'TLS handshake failure: client and server share no TLS version or cipher suite; check ' +
-          'protocol and cipher_suites'
-      : 'TLS handshake failure: the server most likely requires a client certificate and none is ' +
-          'configured (keystore_path), or they share no TLS version or cipher suite';
+    // The server's alert does not say which; name what this client restricted.
+    const pinned = minMaxVersion(settings.protocol).minVersion;
+    const limits = [
+      pinned ? `this client speaks only ${pinned} (protocol setting)` : '',
+      settings.ciphers ? `it offers only the cipher suites ${settings.ciphers.join(', ')} (cipher_suites)` : '',
+    ].filter(Boolean).join(', and ');
+    if (!hasClientCert) {
+      return 'TLS handshake failure: the server most likely requires a client certificate and none is ' +
+        'configured (keystore_path), or they share no TLS version or cipher suite' + (limits ? `; ${limits}` : '');
+    }
+    return 'TLS handshake failure: client and server share no TLS version or cipher suite' +
+      (limits ? `: ${limits}` : '; check protocol and cipher_suites') +
+      (pinned && pinned !== 'TLSv1.2' ? ' (many KMIP servers speak TLSv1.2 only)' : '');
   }
   if (/UNKNOWN_CA|alert number 48|BAD_CERTIFICATE|alert number 42|CERTIFICATE_UNKNOWN|alert number 46|ACCESS_DENIED|alert number 49|CERTIFICATE_REQUIRED|alert number 116/i.test(text)) {
     return 'the server rejected the client certificate: make sure the server trusts the CA that ' +
@@ -109,9 +118,10 @@ export class KmipConnection {
     readonly address: HostAddress,
     private readonly socket: tls.TLSSocket,
     private readonly timeoutMs: number,
+    settings: TlsSettings,
   ) {
     socket.on('data', (d: Buffer) => this.onData(d));
-    socket.on('error', (err) => this.fail(explainTlsError(err, true)));
+    socket.on('error', (err) => this.fail(explainTlsError(err, settings)));
     socket.on('close', () => this.fail(this.bytesReceived === 0
       ? 'the server closed the stream after 0 bytes: it most likely does not trust the client ' +
         'certificate (or the client certificate is missing); check keystore_path and the server\'s trust'
@@ -144,12 +154,12 @@ export class KmipConnection {
         socket.removeAllListeners('close');
         // An idle connection must not keep the process alive; request() holds it while in use.
         socket.unref();
-        resolve(new KmipConnection(address, socket, timeoutMs));
+        resolve(new KmipConnection(address, socket, timeoutMs, settings));
       });
       socket.once('error', (err) => {
         clearTimeout(timer);
         socket.destroy();
-        reject(new TransportError(address, explainTlsError(err, Boolean(settings.cert)), true));
+        reject(new TransportError(address, explainTlsError(err, settings), true));
       });
       socket.once('close', () => {
         clearTimeout(timer);
