@@ -14,8 +14,10 @@ export type { Compressor, CreateCompressorOptions } from './compression/compress
 export { parseTableCompression, COMPRESSOR_CLASSES } from './compression/options';
 export type { CompressionParams, EncryptionSettings, CompressorClass } from './compression/options';
 
-export { configFromObject, loadConfig } from './config/config';
-export type { TdeConfig } from './config/config';
+export { configFromObject, readConfig } from './config/config';
+export type { TdeConfig, SystemInfoEncryption } from './config/config';
+export { loadConfig, watchConfig, encryptValue, decryptValue } from './config/secure-values';
+export type { LoadedConfig, LoadConfigOptions } from './config/secure-values';
 
 export { createKeyFile, parseKeyFile, readKeyFile } from './keys/key-file';
 export { keyCheckValue } from './keys/key-check';

@@ -154,3 +154,10 @@ export function trackTemp(dir: string): string {
   made.push(dir);
   return dir;
 }
+
+/** Runs the CLI as a process with `input` on its standard input (not a terminal). */
+export function cliWithInput(args: string[], input: string): CliResult {
+  const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
+  const r = spawnSync(process.execPath, ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'), ...args], { input, encoding: 'utf8' });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}

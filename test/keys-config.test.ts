@@ -3,7 +3,7 @@ import * as path from 'node:path';
 
 import test from 'ava';
 
-import { configFromObject, loadConfig } from '../src/config/config';
+import { configFromObject, readConfig } from '../src/config/config';
 import { createKeyFile, parseKeyFile, readKeyFile } from '../src/keys/key-file';
 import { cli, tempDir } from './helpers';
 
@@ -75,12 +75,12 @@ test('config: relative system_key_directory resolves beside the file; unknown se
   const dir = tempDir('config');
   const file = path.join(dir, 'dse.yaml');
   fs.writeFileSync(file, 'system_key_directory: keys\n');
-  t.is(loadConfig(file).systemKeyDirectory, path.join(dir, 'keys'));
+  t.is(readConfig(file).systemKeyDirectory, path.join(dir, 'keys'));
   fs.writeFileSync(file, 'system_key_directry: keys\nconfig_encryption_active: maybe\n');
-  const err = t.throws(() => loadConfig(file), { code: 'ERR_TDE_CONFIG' });
+  const err = t.throws(() => readConfig(file), { code: 'ERR_TDE_CONFIG' });
   t.regex(err!.message, /unknown setting "system_key_directry" \(did you mean "system_key_directory"\?\)/);
   t.regex(err!.message, /config_encryption_active must be true or false/);
   fs.writeFileSync(file, 'system_key_directory: [unclosed\n');
-  t.throws(() => loadConfig(file), { message: /not valid YAML/ });
+  t.throws(() => readConfig(file), { message: /not valid YAML/ });
   t.is(configFromObject({}).systemKeyDirectory, '/etc/dse/conf');
 });

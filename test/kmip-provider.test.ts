@@ -6,7 +6,7 @@ import test from 'ava';
 
 import { resolveCipher } from '../src/cipher/transformation';
 import { EncryptionSettings } from '../src/compression/options';
-import { configFromObject, loadConfig } from '../src/config/config';
+import { configFromObject, readConfig } from '../src/config/config';
 import { keyStateOf, usableForEncryption, pickCurrentKey } from '../src/keys/kmip-provider';
 import { KeyProviders } from '../src/keys/provider';
 import { parseCompressionInfo } from '../src/sstable/compression-info';
@@ -41,7 +41,7 @@ test('key stores in JKS, PKCS12 (OpenSSL and keytool made, certificates-only tru
   );
   // PEM: certificate and key in one file.
   fs.writeFileSync(`${c}/client.crt`, fs.readFileSync(`${c}/client.crt`, 'utf8') + fs.readFileSync(`${c}/client.key`, 'utf8'));
-  const keys = new KeyProviders(loadConfig(file));
+  const keys = new KeyProviders(readConfig(file));
   try {
     for (const g of ['jks', 'p12_openssl', 'p12_keytool', 'pem']) {
       const ids = await keys.kmipProvider.client(g).locate([]);
@@ -54,7 +54,7 @@ test('key stores in JKS, PKCS12 (OpenSSL and keytool made, certificates-only tru
 
 test('a wrong store password is reported with the file, never the password', async (t) => {
   const file = configFile(kmipYaml(server, 'g', { keystore_password: 'not-the-password' }));
-  const keys = new KeyProviders(loadConfig(file));
+  const keys = new KeyProviders(readConfig(file));
   try {
     const err = await t.throwsAsync(() => keys.keyFor(settings('g'), resolveCipher('AES/CBC/PKCS5Padding', 256)), { code: 'ERR_TDE_CONFIG' });
     t.regex(err!.message, /cannot open kmip_hosts\.g\.keystore_path .*client\.jks as JKS: wrong password/);
@@ -73,7 +73,7 @@ test('kmip_hosts settings are validated with one message each', (t) => {
 });
 
 test('encrypting uses one key per group, namespace, algorithm and length, created when none exists', async (t) => {
-  const keys = new KeyProviders(loadConfig(configFile(kmipYaml(server, 'g'))));
+  const keys = new KeyProviders(readConfig(configFile(kmipYaml(server, 'g'))));
   try {
     const aes256 = resolveCipher('AES/CBC/PKCS5Padding', 256);
     const a = await keys.keyFor(settings('g', 'ns-a'), aes256);
@@ -104,7 +104,7 @@ test('encrypting uses one key per group, namespace, algorithm and length, create
 
 test('after the cache refresh a revoked key no longer encrypts, but still decrypts by its id', async (t) => {
   let now = Date.now();
-  const keys = new KeyProviders(loadConfig(configFile(kmipYaml(server, 'g', { key_cache_millis: 60000 }))), { now: () => now });
+  const keys = new KeyProviders(readConfig(configFile(kmipYaml(server, 'g', { key_cache_millis: 60000 }))), { now: () => now });
   try {
     const aes = resolveCipher('AES/CBC/PKCS5Padding', 256);
     const first = await keys.keyFor(settings('g', 'rotate'), aes);
@@ -154,11 +154,11 @@ test('a table rewritten with a KMIP key reads back, and a destroyed key is named
   const info = parseCompressionInfo(fs.readFileSync(componentPath(files, 'CompressionInfo.db')), 'ci', true);
   t.is(info.options.kmip_host, 'kmip1');
   t.regex(info.options.kmip_key_id, /^\d+$/);
-  t.true((await readAll(files, loadConfig(file))).equals(original));
+  t.true((await readAll(files, readConfig(file))).equals(original));
   t.is((await cli('verify', '--data-dir', dataDir, '--config', file)).code, 0);
 
   // Destroy the key behind the tables' back.
-  const keys = new KeyProviders(loadConfig(file));
+  const keys = new KeyProviders(readConfig(file));
   await keys.kmipProvider.client('kmip1').revoke(info.options.kmip_key_id);
   await keys.kmipProvider.client('kmip1').destroy(info.options.kmip_key_id);
   keys.close();

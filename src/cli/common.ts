@@ -1,7 +1,7 @@
 /** What every command shares: exit codes, error printing, and the config option. */
 import { Command } from 'commander';
 
-import { loadConfig, TdeConfig } from '../config/config';
+import { readConfig, TdeConfig } from '../config/config';
 import { isTdeError } from '../errors';
 
 /** Exit codes, documented in the README. */
@@ -32,7 +32,7 @@ export function addConfigOption(cmd: Command): Command {
 }
 
 export function configFrom(opts: { config?: string }): TdeConfig {
-  return loadConfig(opts.config);
+  return readConfig(opts.config);
 }
 
 /** Prints an error for a person (stderr) and, with --json, for a script (stdout). */

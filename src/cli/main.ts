@@ -7,6 +7,8 @@ import { Command, CommanderError } from 'commander';
 import { EXIT_OK, EXIT_USAGE, Io, processIo } from './common';
 import { createSystemKeyCommand } from './createsystemkey';
 import { describeCommand } from './describe';
+import { encryptConfigValueCommand } from './encryptconfigvalue';
+import { manageKmipCommand } from './managekmip';
 import { upgradeSSTablesCommand } from './upgradesstables';
 import { verifyCommand } from './verify';
 
@@ -26,12 +28,19 @@ export async function run(argv: string[], io: Io = processIo()): Promise<number>
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
     .exitOverride();
-  for (const make of [createSystemKeyCommand, upgradeSSTablesCommand, verifyCommand, describeCommand]) {
-    program.addCommand(make(io, done).exitOverride().configureOutput({
+  // Every command, nested ones included, reports through `io` and returns instead of exiting.
+  const setUp = (cmd: Command) => {
+    cmd.exitOverride().showHelpAfterError('(run with --help for usage)').configureOutput({
       writeOut: (s) => io.out(s.trimEnd()),
       writeErr: (s) => io.err(s.trimEnd()),
-    }).showHelpAfterError('(run with --help for usage)'));
+    });
+    cmd.commands.forEach(setUp);
+  };
+  for (const make of [createSystemKeyCommand, upgradeSSTablesCommand, verifyCommand, describeCommand,
+    encryptConfigValueCommand, manageKmipCommand]) {
+    program.addCommand(make(io, done));
   }
+  setUp(program);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -1,7 +1,8 @@
 /**
- * The dse.yaml-style configuration: which directory holds local system keys, and (in later
- * parts) KMIP groups and encrypted values. Validated on load; every wrong key is reported at once,
- * each with the nearest valid name.
+ * The dse.yaml-style configuration: the directory of local system keys, KMIP host groups, the
+ * key for encrypted configuration values, and system resource encryption. Validated on load:
+ * every wrong setting is reported at once, each with the nearest valid name. Secrets stay as
+ * they are here; config/secure-values.ts decrypts protected values.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -9,7 +10,8 @@ import * as path from 'node:path';
 import * as YAML from 'yaml';
 
 import { fromSystem, TdeError } from '../errors';
-import { nearest } from '../util/suggest';
+import { didYouMean, nearest } from '../util/suggest';
+import { resolveCipher } from '../cipher/transformation';
 import { KmipGroupSettings, parseKmipHosts } from './kmip-hosts';
 
 /** DSE's default when dse.yaml does not set system_key_directory. */
@@ -24,10 +26,28 @@ export interface TdeConfig {
   configEncryptionKeyName?: string;
   /** KMIP host groups by name (kmip_hosts), validated. */
   kmipHosts: Map<string, KmipGroupSettings>;
-  systemInfoEncryption?: Record<string, unknown>;
+  /** system_info_encryption, validated (commit log, hints, batchlog and paxos tables). */
+  systemInfoEncryption?: SystemInfoEncryption;
   /** Other dse.yaml settings present in the file, which sstable-tde does not use. */
   ignored: string[];
+  /** The whole parsed file, every setting as written (protected values still encrypted). */
+  raw: Record<string, unknown>;
 }
+
+export interface SystemInfoEncryption {
+  enabled: boolean;
+  cipherAlgorithm: string;
+  strength: number;
+  keyProvider: 'LocalFileSystemKeyProviderFactory' | 'KmipKeyProviderFactory';
+  kmipHost?: string;
+  keyNamespace?: string;
+  systemKeyFile?: string;
+  /** Bytes per encrypted block. */
+  chunkLength: number;
+}
+
+/** DSE's default name of the key that encrypts configuration values. */
+export const DEFAULT_CONFIG_KEY_NAME = 'system_key';
 
 type Check = (value: unknown) => string | undefined;
 
@@ -84,20 +104,88 @@ export function configFromObject(raw: unknown, file?: string): TdeConfig {
   if (problems.length > 0) {
     throw new TdeError('ERR_TDE_CONFIG', `${where} is not valid:\n  - ${problems.join('\n  - ')}`, { file });
   }
+  const keyName = (obj.config_encryption_key_name as string | null) ?? undefined;
+  if (keyName !== undefined) checkConfigKeyName(keyName, kmipHosts, problems);
+  const systemInfo = obj.system_info_encryption
+    ? parseSystemInfoEncryption(obj.system_info_encryption as Record<string, unknown>, kmipHosts, problems)
+    : undefined;
+  if (problems.length > 0) {
+    throw new TdeError('ERR_TDE_CONFIG', `${where} is not valid:\n  - ${problems.join('\n  - ')}`, { file });
+  }
   const dir = (obj.system_key_directory as string | null) ?? DEFAULT_SYSTEM_KEY_DIRECTORY;
   return {
     file,
     systemKeyDirectory: path.resolve(base, dir),
     configEncryptionActive: (obj.config_encryption_active as boolean | null) ?? false,
-    configEncryptionKeyName: (obj.config_encryption_key_name as string | null) ?? undefined,
+    configEncryptionKeyName: keyName,
     kmipHosts,
-    systemInfoEncryption: (obj.system_info_encryption as Record<string, unknown> | null) ?? undefined,
+    systemInfoEncryption: systemInfo,
     ignored,
+    raw: obj,
   };
 }
 
-/** Reads and validates a YAML config file; with no file, the defaults. */
-export function loadConfig(file?: string): TdeConfig {
+/** `kmip://GROUP/ID` parts, or undefined for a local key file name. */
+export function parseKmipUrl(name: string): { group: string; id: string } | undefined {
+  const m = /^kmip:\/\/([^/]+)\/(.+)$/.exec(name);
+  return m ? { group: m[1], id: m[2] } : undefined;
+}
+
+function checkConfigKeyName(name: string, groups: Map<string, KmipGroupSettings>, problems: string[]): void {
+  if (name.startsWith('kmip:')) {
+    const url = parseKmipUrl(name);
+    if (!url) problems.push(`config_encryption_key_name "${name}" is not of the form kmip://GROUP/KEY_ID`);
+    else if (!groups.has(url.group)) problems.push(`config_encryption_key_name names KMIP group ${url.group}, which kmip_hosts does not define`);
+  } else if (name.includes('/') || name === '.' || name === '..') {
+    problems.push(`config_encryption_key_name "${name}" must be a key file name inside system_key_directory, or kmip://GROUP/KEY_ID`);
+  }
+}
+
+const SYSTEM_INFO_KEYS = ['enabled', 'cipher_algorithm', 'secret_key_strength', 'key_provider', 'kmip_host',
+  'key_namespace', 'system_key_file', 'chunk_length_kb'];
+
+function parseSystemInfoEncryption(o: Record<string, unknown>, groups: Map<string, KmipGroupSettings>,
+  problems: string[]): SystemInfoEncryption | undefined {
+  const where = 'system_info_encryption';
+  for (const k of Object.keys(o)) {
+    if (!SYSTEM_INFO_KEYS.includes(k)) problems.push(`unknown setting "${where}.${k}"${didYouMean(k, SYSTEM_INFO_KEYS)}`);
+  }
+  const enabled = o.enabled ?? false;
+  if (typeof enabled !== 'boolean') problems.push(`${where}.enabled must be true or false`);
+  const provider = String(o.key_provider ?? 'LocalFileSystemKeyProviderFactory').split('.').pop();
+  if (provider !== 'LocalFileSystemKeyProviderFactory' && provider !== 'KmipKeyProviderFactory') {
+    problems.push(`${where}.key_provider must be LocalFileSystemKeyProviderFactory or KmipKeyProviderFactory`);
+  }
+  let choice: { name: string; strength: number } | undefined;
+  try {
+    choice = resolveCipher(String(o.cipher_algorithm ?? 'AES/CBC/PKCS5Padding'), (o.secret_key_strength as number | string | undefined) ?? 128);
+  } catch (err) {
+    problems.push(`${where}: ${(err as Error).message}`);
+  }
+  const kb = o.chunk_length_kb ?? 64;
+  if (typeof kb !== 'number' || !Number.isInteger(kb) || kb < 1 || kb > 1024) {
+    problems.push(`${where}.chunk_length_kb must be a whole number of KiB from 1 to 1024, not ${JSON.stringify(kb)}`);
+  }
+  const kmipHost = o.kmip_host === undefined ? undefined : String(o.kmip_host);
+  if (provider === 'KmipKeyProviderFactory') {
+    if (!kmipHost) problems.push(`${where}.kmip_host is required with KmipKeyProviderFactory`);
+    else if (!groups.has(kmipHost)) problems.push(`${where}.kmip_host names KMIP group ${kmipHost}, which kmip_hosts does not define`);
+  }
+  if (!choice || (provider !== 'LocalFileSystemKeyProviderFactory' && provider !== 'KmipKeyProviderFactory')) return undefined;
+  return {
+    enabled: enabled === true,
+    cipherAlgorithm: choice.name,
+    strength: choice.strength,
+    keyProvider: provider,
+    kmipHost,
+    keyNamespace: o.key_namespace === undefined ? undefined : String(o.key_namespace),
+    systemKeyFile: o.system_key_file === undefined ? undefined : String(o.system_key_file),
+    chunkLength: (typeof kb === 'number' ? kb : 64) * 1024,
+  };
+}
+
+/** Reads and validates a YAML config file (no secrets decrypted); with no file, the defaults. */
+export function readConfig(file?: string): TdeConfig {
   if (file === undefined) return configFromObject({});
   let text: string;
   try {

@@ -19,6 +19,7 @@ import { TdeError } from '../errors';
 import { KmipClient, KmipError } from '../kmip/client';
 import { Attribute } from '../kmip/messages';
 import { keyCheckValue } from './key-check';
+import { newKeyAttributes, tdeInfo } from './kmip-key-info';
 import { KeyProvider, ResolvedKey } from './provider';
 
 /** The CompressionInfo.db option that records which KMIP key encrypted an SSTable. */
@@ -51,13 +52,17 @@ export interface KeyState {
 
 export function keyStateOf(id: string, attrs: Attribute[]): KeyState {
   const get = (n: string) => attrs.find((a) => a.name === n)?.value;
+  // Servers without Protect Stop Date get the expiry in sstable-tde's own entry (kmip-admin.ts).
+  const recorded = tdeInfo(attrs)['protect-stop-date'];
+  const psd = typeof get('ProtectStopDate') === 'bigint' ? (get('ProtectStopDate') as bigint)
+    : recorded && /^\d+$/.test(recorded) ? BigInt(recorded) : undefined;
   const name = attrs.find((a) => a.name === 'Name')?.value;
   const nameValue = Array.isArray(name) ? name.find((c) => c.tag === 'NameValue')?.value : undefined;
   return {
     id,
     state: get('State') === undefined ? undefined : String(get('State')),
     initialDate: typeof get('InitialDate') === 'bigint' ? (get('InitialDate') as bigint) : undefined,
-    protectStopDate: typeof get('ProtectStopDate') === 'bigint' ? (get('ProtectStopDate') as bigint) : undefined,
+    protectStopDate: psd,
     deactivationDate: typeof get('DeactivationDate') === 'bigint' ? (get('DeactivationDate') as bigint) : undefined,
     objectGroup: typeof get('ObjectGroup') === 'string' ? (get('ObjectGroup') as string) : undefined,
     name: typeof nameValue === 'string' ? nameValue : undefined,
@@ -150,7 +155,7 @@ export class KmipKeyProvider implements KeyProvider {
 
     let pending = this.choosing.get(slot);
     if (!pending) {
-      pending = this.choose(group, namespace, spec).finally(() => this.choosing.delete(slot));
+      pending = this.choose(group, namespace, choice).finally(() => this.choosing.delete(slot));
       this.choosing.set(slot, pending);
     }
     const id = await pending;
@@ -158,8 +163,9 @@ export class KmipKeyProvider implements KeyProvider {
     return id;
   }
 
-  private async choose(group: string, namespace: string | undefined, spec: { algorithm: string; length: number }): Promise<string> {
+  private async choose(group: string, namespace: string | undefined, choice: CipherChoice): Promise<string> {
     const client = this.client(group);
+    const spec = kmipKeySpec(choice);
     const filters: Attribute[] = [
       { name: 'ObjectType', type: 'Enumeration', value: 'SymmetricKey' },
       { name: 'CryptographicAlgorithm', type: 'Enumeration', value: spec.algorithm },
@@ -175,13 +181,11 @@ export class KmipKeyProvider implements KeyProvider {
     const chosen = pickCurrentKey(usable);
     if (chosen) return chosen.id;
 
-    const name = `sstable-tde ${namespace ? `${namespace} ` : ''}${spec.algorithm}-${spec.length} ` +
-      new Date(this.now()).toISOString();
     const id = await client.createSymmetricKey({
       algorithm: spec.algorithm,
       length: spec.length,
-      name,
-      attributes: namespace !== undefined ? [{ name: 'ObjectGroup', type: 'TextString', value: namespace }] : [],
+      name: `sstable-tde ${namespace ? `${namespace} ` : ''}${choice.name} ${choice.strength} ${new Date(this.now()).toISOString()}`,
+      attributes: newKeyAttributes(choice, namespace),
     });
     await client.activate(id);
     return id;

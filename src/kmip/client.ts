@@ -60,6 +60,8 @@ export interface CreateKeyOptions {
   usageMask?: number;
   /** Extra attributes (Object Group, ...). */
   attributes?: Attribute[];
+  /** KMIP 1.x: a server-side Template whose attributes the key takes. */
+  template?: string;
 }
 
 export class KmipClient {
@@ -176,7 +178,7 @@ export class KmipClient {
       ...(options.name ? [nameAttribute(options.name)] : []),
       ...(options.attributes ?? []),
     ];
-    const payload = await this.call((v) => requests.createSymmetricKey(v, attrs), `create key ${options.algorithm}-${options.length}`);
+    const payload = await this.call((v) => requests.createSymmetricKey(v, attrs, options.template), `create key ${options.algorithm}-${options.length}`);
     return uniqueIdentifier(payload, 'Create');
   }
 

@@ -160,8 +160,17 @@ export const requests = {
     return { operation: 'Query', payload: functions.map((f) => enumeration('QueryFunction', f)) };
   },
 
-  createSymmetricKey(version: ProtocolVersion, attrs: Attribute[]): BatchRequest {
-    return { operation: 'Create', payload: [enumeration('ObjectType', 'SymmetricKey'), attributesItem(version, attrs)] };
+  createSymmetricKey(version: ProtocolVersion, attrs: Attribute[], template?: string): BatchRequest {
+    const attributes = attributesItem(version, attrs);
+    if (template !== undefined) {
+      if (version.major >= 2) {
+        throw new TdeError('ERR_TDE_UNSUPPORTED', 'KMIP 2.0 has no templates: set kmip_version to 1.4 (or ' +
+          'lower) for this group to create keys from a template');
+      }
+      // A Template-Attribute names its templates first, as Name structures of its own.
+      (attributes.value as TtlvItem[]).unshift(struct('Name', text('NameValue', template), enumeration('NameType', 'UninterpretedTextString')));
+    }
+    return { operation: 'Create', payload: [enumeration('ObjectType', 'SymmetricKey'), attributes] };
   },
 
   get(id: string): BatchRequest {
