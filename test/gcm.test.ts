@@ -10,6 +10,7 @@ import * as zlib from 'node:zlib';
 
 import test from 'ava';
 
+import { chunkAad } from '../src/compression/binding';
 import { createKeyFile } from '../src/keys/key-file';
 import { upgradeSSTables } from '../src/rewrite/upgrade';
 import { parseSchema } from '../src/schema/cql';
@@ -63,7 +64,7 @@ function save(files: SSTableFiles, info: ReturnType<typeof open>['info'], chunks
   fs.writeFileSync(componentPath(files, 'Digest.crc32'), String(zlib.crc32(data)));
 }
 
-async function expectIntegrityFailure(t: any, s: Awaited<ReturnType<typeof gcmTables>>, chunk: number) {
+async function expectIntegrityFailure(t: any, s: Awaited<ReturnType<typeof gcmTables>>, chunk: number | undefined) {
   const v = await cli('verify', '--data-dir', s.dataDir, '--config', s.keys.configFile, '--json', 'legacy_tables', TABLES[0]);
   t.is(v.code, 1);
   const faults = JSON.parse(v.stdout).sstables[0].faults;
@@ -122,11 +123,21 @@ test('GCM: a chunk copied in from another SSTable under the same key fails', asy
   await expectIntegrityFailure(t, s, 0);
 });
 
-test('GCM: chunks cut off the end, with CompressionInfo.db shortened to match, fail at the new last chunk', async (t) => {
+test('GCM: chunks cut off the end, with CompressionInfo.db shortened to match, fail the metadata tag', async (t) => {
   const s = await gcmTables();
   const { info, chunks } = open(s.files[0]);
   save(s.files[0], info, chunks.slice(0, chunks.length - 2));
-  await expectIntegrityFailure(t, s, chunks.length - 3);
+  // The metadata tag sees the shorter SSTable before any chunk is read.
+  await expectIntegrityFailure(t, s, undefined);
+});
+
+test('GCM: the last chunk is marked, so a cut end fails at the chunk level too (tag check aside)', async (t) => {
+  const id = Buffer.alloc(16, 7);
+  const kcv = '0011223344556677';
+  const last = chunkAad({ sstableId: id, first: 5, last: 5 }, 1, kcv)[0];
+  const middle = chunkAad({ sstableId: id, first: 5, last: 9 }, 1, kcv)[0];
+  t.false(last.equals(middle));
+  t.is(last.length, middle.length);
 });
 
 test('ECB tables get a warning once per table, saying why', async (t) => {
@@ -141,4 +152,30 @@ test('ECB tables get a warning once per table, saying why', async (t) => {
   const warnings = r.stderr.split('\n').filter((l) => l.includes('warning'));
   t.is(warnings.length, 2);
   t.regex(warnings[0], /table legacy_tables\.legacy_me_clust: AES\/ECB\/PKCS5Padding encrypts equal 16-byte blocks to equal ciphertext/);
+});
+
+test('GCM: an SSTable emptied of every chunk, with CompressionInfo.db and Digest to match, fails its metadata tag', async (t) => {
+  const s = await gcmTables();
+  const { info } = open(s.files[0]);
+  save(s.files[0], { ...info, dataLength: 0 }, []);
+  const v = await cli('verify', '--data-dir', s.dataDir, '--config', s.keys.configFile, '--json', 'legacy_tables', TABLES[0]);
+  t.is(v.code, 1);
+  const [fault] = JSON.parse(v.stdout).sstables[0].faults;
+  t.is(fault.code, 'ERR_TDE_INTEGRITY');
+  t.regex(fault.message, /CompressionInfo\.db fails its authentication tag \(sstable_tag\)/);
+});
+
+test('GCM: rewriting the chunks as CTR under the same key (a downgrade) is refused, the key being for GCM only', async (t) => {
+  const s = await gcmTables();
+  const { info, chunks } = open(s.files[0]);
+  // GCM is CTR with a tag: [nonce][ct][tag] becomes [nonce || counter 2][ct] under AES/CTR/NoPadding.
+  const asCtr = chunks.map((c) => Buffer.concat([c.subarray(0, 12), Buffer.from([0, 0, 0, 2]), c.subarray(12, c.length - 16)]));
+  const options = { ...info.options, cipher_algorithm: 'AES/CTR/NoPadding' };
+  delete (options as Record<string, string>).sstable_tag;
+  save(s.files[0], { ...info, options }, asCtr);
+  const v = await cli('verify', '--data-dir', s.dataDir, '--config', s.keys.configFile, '--json', 'legacy_tables', TABLES[0]);
+  t.is(v.code, 1);
+  const [fault] = JSON.parse(v.stdout).sstables[0].faults;
+  t.is(fault.code, 'ERR_TDE_KEY_NOT_FOUND');
+  t.regex(fault.message, /keys made for AES\/GCM\/NoPadding serve GCM only/);
 });

@@ -57,3 +57,26 @@ export function chunkAad(binding: ChunkBinding, count: number, keyCheckValue: st
   }
   return out;
 }
+
+/** The CompressionInfo.db option holding the tag over an authenticated SSTable's metadata. */
+export const SSTABLE_TAG_OPTION = 'sstable_tag';
+
+export interface SSTableMetadata {
+  className: string;
+  sstableId: Buffer;
+  chunkLength: number;
+  dataLength: number;
+  chunkCount: number;
+}
+
+/**
+ * What the metadata tag covers: the class, the SSTable id, and the chunk length, data length and
+ * chunk count. Chunk tags alone cannot see an SSTable emptied of all its chunks; this tag can.
+ */
+export function metadataAad(m: SSTableMetadata): Buffer {
+  const fixed = Buffer.alloc(8 + 4 + 4);
+  fixed.writeBigUInt64BE(BigInt(m.dataLength), 0);
+  fixed.writeUInt32BE(m.chunkCount, 8);
+  fixed.writeUInt32BE(m.chunkLength, 12);
+  return Buffer.concat([Buffer.from(`sstable-tde sstable v1\0${m.className}\0`, 'latin1'), m.sstableId, fixed]);
+}

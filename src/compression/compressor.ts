@@ -10,7 +10,7 @@ import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { resolveCipher } from '../cipher/transformation';
 import { ChunkLocator, isTdeError, TdeError } from '../errors';
 import { KeyProvider, ResolvedKey } from '../keys/provider';
-import { ChunkBinding, chunkAad } from './binding';
+import { ChunkBinding, chunkAad, metadataAad, SSTableMetadata } from './binding';
 import { Codec, CODECS } from './codecs';
 import {
   COMPRESSOR_CLASSES,
@@ -45,6 +45,10 @@ export interface Compressor {
   recycle(stored: Buffer[]): void;
   /** Options to record in CompressionInfo.db: class options, never key bytes. */
   compressionInfoOptions(): Record<string, string>;
+  /** Authenticated compressors: a tag (hex) binding an SSTable's metadata to the key. */
+  sealMetadata?(meta: SSTableMetadata): string;
+  /** Authenticated compressors: whether `tag` is the one sealMetadata gave for `meta`. */
+  checkMetadata?(meta: SSTableMetadata, tag: string): boolean;
   /** Wipes the key, if any. */
   close(): void;
 }
@@ -147,6 +151,22 @@ class EncryptingCompressor implements Compressor {
 
   recycle(stored: Buffer[]): void {
     this.cipher.recycle(stored);
+  }
+
+  // The tag is a GCM encryption of nothing, with the metadata as additional data: the nonce and
+  // tag, 28 bytes, in hex.
+  sealMetadata(meta: SSTableMetadata): string {
+    return this.cipher.encryptSync(Buffer.alloc(0), Buffer.concat([metadataAad(meta), Buffer.from(this.keyCheck, 'hex')])).toString('hex');
+  }
+
+  checkMetadata(meta: SSTableMetadata, tag: string): boolean {
+    if (!/^[0-9a-f]+$/.test(tag)) return false;
+    try {
+      this.cipher.decryptSync(Buffer.from(tag, 'hex'), Buffer.concat([metadataAad(meta), Buffer.from(this.keyCheck, 'hex')]));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   compressionInfoOptions(): Record<string, string> {

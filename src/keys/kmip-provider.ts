@@ -20,7 +20,8 @@ import { KmipClient, KmipError } from '../kmip/client';
 import { Attribute } from '../kmip/messages';
 import { keyCheckValue } from './key-check';
 import { newKeyAttributes, tdeInfo } from './kmip-key-info';
-import { KeyProvider, ResolvedKey } from './provider';
+import { isAuthenticated, KeyProvider, ResolvedKey } from './provider';
+import { SecretBytes } from './secret-bytes';
 
 /** The CompressionInfo.db option that records which KMIP key encrypted an SSTable. */
 export const KMIP_KEY_ID_OPTION = 'kmip_key_id';
@@ -42,6 +43,8 @@ export function kmipKeySpec(choice: CipherChoice): { algorithm: string; length: 
 
 export interface KeyState {
   id: string;
+  /** The transformation sstable-tde made the key for, if it made it. */
+  cipher?: string;
   state?: string;
   initialDate?: bigint;
   protectStopDate?: bigint;
@@ -60,6 +63,7 @@ export function keyStateOf(id: string, attrs: Attribute[]): KeyState {
   const nameValue = Array.isArray(name) ? name.find((c) => c.tag === 'NameValue')?.value : undefined;
   return {
     id,
+    cipher: tdeInfo(attrs).cipher,
     state: get('State') === undefined ? undefined : String(get('State')),
     initialDate: typeof get('InitialDate') === 'bigint' ? (get('InitialDate') as bigint) : undefined,
     protectStopDate: psd,
@@ -91,7 +95,9 @@ export function pickCurrentKey(candidates: KeyState[]): KeyState | undefined {
 }
 
 interface Cached {
-  bytes: Buffer;
+  bytes: SecretBytes;
+  /** The transformation recorded on the key, if sstable-tde made it. */
+  cipher?: string;
   until: number;
 }
 
@@ -177,7 +183,9 @@ export class KmipKeyProvider implements KeyProvider {
     const nowSeconds = BigInt(Math.floor(this.now() / 1000));
     const states: KeyState[] = [];
     for (const id of ids) states.push(keyStateOf(id, await client.getAttributes(id)));
-    const usable = states.filter((k) => usableForEncryption(k, nowSeconds, namespace));
+    // Keys for authenticated chunks serve GCM only, and GCM only such keys (see provider.ts).
+    const gcm = choice.mode === 'GCM';
+    const usable = states.filter((k) => usableForEncryption(k, nowSeconds, namespace) && isAuthenticated(k.cipher ?? '') === gcm);
     const chosen = pickCurrentKey(usable);
     if (chosen) return chosen.id;
 
@@ -194,11 +202,14 @@ export class KmipKeyProvider implements KeyProvider {
   private async fetch(group: string, id: string, choice: CipherChoice): Promise<Buffer> {
     const slot = `${group}\0${id}`;
     const cached = this.keys.get(slot);
-    if (cached && cached.until > this.now()) return Buffer.from(cached.bytes);
+    if (cached && cached.until > this.now()) return this.checkKind(group, id, cached, choice);
 
+    const client = this.client(group);
     let bytes: Buffer;
+    let cipher: string | undefined;
     try {
-      bytes = await this.client(group).getKey(id);
+      bytes = await client.getKey(id);
+      cipher = keyStateOf(id, await client.getAttributes(id)).cipher;
     } catch (err) {
       if (err instanceof KmipError && (err.reason === 'ItemNotFound' || err.reason === 'PermissionDenied')) {
         throw new TdeError('ERR_TDE_KEY_NOT_FOUND', `KMIP key ${id} of group ${group} cannot be fetched ` +
@@ -214,14 +225,27 @@ export class KmipKeyProvider implements KeyProvider {
       throw new TdeError('ERR_TDE_KEY_LENGTH', `KMIP key ${id} of group ${group} has ${bytes.length} bytes, ` +
         `but ${choice.name} at ${choice.strength} bits needs ${expected}`, { key: `kmip://${group}/${id}` });
     }
-    this.keys.set(slot, { bytes, until: this.now() + this.ttl(group) });
-    return Buffer.from(bytes);
+    const entry: Cached = { bytes: new SecretBytes(bytes), cipher, until: this.now() + this.ttl(group) };
+    bytes.fill(0);
+    this.keys.set(slot, entry);
+    return this.checkKind(group, id, entry, choice);
+  }
+
+  /** A key for authenticated chunks serves GCM only, and GCM only such a key. */
+  private checkKind(group: string, id: string, entry: Cached, choice: CipherChoice): Buffer {
+    if (isAuthenticated(entry.cipher ?? '') !== (choice.mode === 'GCM')) {
+      throw new TdeError('ERR_TDE_WRONG_KEY', `KMIP key ${id} of group ${group} was made for ` +
+        `${entry.cipher ?? 'unauthenticated modes'} and cannot serve ${choice.name}: keys for authenticated ` +
+        '(GCM) chunks are kept apart, so an SSTable cannot be switched to an unauthenticated mode under ' +
+        'the same key; the SSTable\'s metadata may have been altered', { key: `kmip://${group}/${id}` });
+    }
+    return entry.bytes.copy();
   }
 
   close(): void {
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
-    for (const k of this.keys.values()) k.bytes.fill(0);
+    for (const k of this.keys.values()) k.bytes.wipe();
     this.keys.clear();
     this.current.clear();
   }

@@ -10,6 +10,7 @@ import { TdeConfig } from '../config/config';
 import { TdeError } from '../errors';
 import { keyCheckValue } from './key-check';
 import { KmipKeyProvider, KmipProviderOptions } from './kmip-provider';
+import { SecretBytes } from './secret-bytes';
 import { KeyFileEntry, readKeyFile } from './key-file';
 
 /** Key bytes for one use. The receiver wipes `bytes` once the cipher holds them. */
@@ -28,9 +29,20 @@ export interface KeyProvider {
   close(): void;
 }
 
+/** True for transformations whose chunks are authenticated (AES/GCM). */
+export function isAuthenticated(transformation: string): boolean {
+  return /\/GCM\//i.test(transformation);
+}
+
 /** Keys from DSE-style system key files. */
+/** A key file line as the provider keeps it: the key hidden, its check value worked out once. */
+interface CachedEntry extends Omit<KeyFileEntry, 'key'> {
+  key: SecretBytes;
+  keyCheckValue: string;
+}
+
 export class LocalFileSystemKeyProvider implements KeyProvider {
-  private readonly cache = new Map<string, KeyFileEntry[]>();
+  private readonly cache = new Map<string, CachedEntry[]>();
 
   constructor(readonly directory: string) {}
 
@@ -39,28 +51,44 @@ export class LocalFileSystemKeyProvider implements KeyProvider {
     const file = path.join(this.directory, name);
     let entries = this.cache.get(file);
     if (!entries) {
-      entries = readKeyFile(file);
+      entries = readKeyFile(file).map((e) => {
+        const kept = { ...e, key: new SecretBytes(e.key), keyCheckValue: keyCheckValue(e.key) };
+        e.key.fill(0);
+        return kept;
+      });
       this.cache.set(file, entries);
     }
 
-    // A key serves any mode of its algorithm; prefer the line written for this exact transformation.
+    // A key serves any mode of its algorithm, except that keys for authenticated chunks (GCM)
+    // serve only GCM: otherwise an SSTable's metadata could be edited to read its chunks as
+    // unauthenticated CTR under the same key, and altered without detection.
     const fits = entries.filter((e) => e.algorithm === choice.algorithm && e.strength === choice.strength);
-    const entry = fits.find((e) => e.transformation === choice.name) ?? fits[0];
+    const sameKind = fits.filter((e) => isAuthenticated(e.transformation) === (choice.mode === 'GCM'));
+    const candidates = [...sameKind.filter((e) => e.transformation === choice.name), ...sameKind.filter((e) => e.transformation !== choice.name)];
+    // With a recorded key check value, the line that matches it (a file may hold several).
+    const entry = (settings.keyCheckValue !== undefined
+      ? candidates.find((e) => e.keyCheckValue === settings.keyCheckValue)
+      : undefined) ?? candidates[0];
     if (!entry) {
       const held = entries.map((e) => `${e.transformation}:${e.strength}`).join(', ');
+      const kindNote = fits.length > 0
+        ? ` fit for ${choice.mode === 'GCM' ? 'authenticated (GCM)' : 'unauthenticated'} chunks (keys made for ` +
+          'AES/GCM/NoPadding serve GCM only, and GCM needs such a key, so that an SSTable cannot be ' +
+          'downgraded to an unauthenticated mode under the same key)'
+        : '';
       throw new TdeError(
         'ERR_TDE_KEY_NOT_FOUND',
-        `system key file ${file} has no ${choice.algorithm} ${choice.strength}-bit key (it holds ` +
+        `system key file ${file} has no ${choice.algorithm} ${choice.strength}-bit key${kindNote} (it holds ` +
           `${held}); create one with "sstable-tde createsystemkey ${choice.name} ${choice.strength} ` +
           `NEW_NAME -d ${this.directory}" and name NEW_NAME in the table's system_key_file`,
         { file, key: name },
       );
     }
-    return { bytes: Buffer.from(entry.key), keyCheckValue: keyCheckValue(entry.key), id: name };
+    return { bytes: entry.key.copy(), keyCheckValue: entry.keyCheckValue, id: name };
   }
 
   close(): void {
-    for (const entries of this.cache.values()) for (const e of entries) e.key.fill(0);
+    for (const entries of this.cache.values()) for (const e of entries) e.key.wipe();
     this.cache.clear();
   }
 }

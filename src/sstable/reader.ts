@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 
 import { Checksum, checksumFor } from '../checksum';
-import { parseSSTableId, SSTABLE_ID_OPTION } from '../compression/binding';
+import { parseSSTableId, SSTABLE_ID_OPTION, SSTABLE_TAG_OPTION } from '../compression/binding';
 import { Compressor, createCompressor } from '../compression/compressor';
 import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
 import { ChunkLocator, ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
@@ -108,6 +108,22 @@ export class SSTableReader {
     this.sstableId = compressor?.authenticated
       ? parseSSTableId(compressionInfo?.options[SSTABLE_ID_OPTION], componentPath(id, 'CompressionInfo.db'))
       : undefined;
+    if (this.sstableId && compressor?.checkMetadata && compressionInfo) {
+      const tag = compressionInfo.options[SSTABLE_TAG_OPTION] ?? '';
+      const ok = compressor.checkMetadata({
+        className: compressor.className,
+        sstableId: this.sstableId,
+        chunkLength: this.chunkLength,
+        dataLength: this.dataLength,
+        chunkCount: this.chunkCount,
+      }, tag);
+      if (!ok) {
+        const file = componentPath(id, 'CompressionInfo.db');
+        throw new TdeError('ERR_TDE_INTEGRITY', `${file} fails its authentication tag (${SSTABLE_TAG_OPTION}): ` +
+          'its chunk count, data length, chunk length or class were altered since it was written, ' +
+          'or the tag was removed; restore the SSTable from a backup', { file });
+      }
+    }
   }
 
   /**

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 
 import { Checksum, checksumFor } from '../checksum';
-import { ChunkBinding, newSSTableId, SSTABLE_ID_OPTION } from '../compression/binding';
+import { ChunkBinding, newSSTableId, SSTABLE_ID_OPTION, SSTABLE_TAG_OPTION } from '../compression/binding';
 import { Compressor } from '../compression/compressor';
 import { CompressionParams } from '../compression/options';
 import { fromSystem, TdeError } from '../errors';
@@ -218,11 +218,20 @@ export class SSTableDataWriter {
     const { params, compressor } = this.options;
     if (params.enabled) {
       const c = compressor as Compressor;
+      const options = c.compressionInfoOptions();
+      if (this.sstableId && c.sealMetadata) {
+        options[SSTABLE_ID_OPTION] = this.sstableId.toString('hex');
+        options[SSTABLE_TAG_OPTION] = c.sealMetadata({
+          className: c.className,
+          sstableId: this.sstableId,
+          chunkLength: this.chunkLength,
+          dataLength: this.dataLength,
+          chunkCount: this.offsets.length,
+        });
+      }
       const info: CompressionInfo = {
         className: c.className,
-        options: this.sstableId
-          ? { ...c.compressionInfoOptions(), [SSTABLE_ID_OPTION]: this.sstableId.toString('hex') }
-          : c.compressionInfoOptions(),
+        options,
         chunkLength: this.chunkLength,
         maxCompressedLength: c.encrypting ? NEVER_UNCOMPRESSED : (params.maxCompressedLength ?? NEVER_UNCOMPRESSED),
         dataLength: this.dataLength,
