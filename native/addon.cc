@@ -2,8 +2,12 @@
 // for TypeScript in src/native.ts, the addon's one door.
 
 #include <napi.h>
+#include <v8.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
 #include <mutex>
 #include <unordered_set>
 
@@ -82,12 +86,29 @@ Bytes ViewOf(Napi::Env env, Napi::Value v, const char* what) {
   return Bytes{static_cast<uint8_t*>(data), length};
 }
 
+// Pool threads read and write the memory of a batch's buffers. JavaScript may transfer one of
+// them meanwhile (postMessage, or structuredClone with a transfer list), which detaches it from
+// its ArrayBuffer; holding the buffer's V8 BackingStore keeps that memory alive and in place
+// until the batch is done, wherever the buffer went. Node-API has no such call, so this is the
+// one place the addon reaches into V8 directly (it is built against this Node's own headers).
+using Hold = std::shared_ptr<v8::BackingStore>;
+
+Hold HoldMemory(Napi::Value view) {
+  v8::Local<v8::Value> v;
+  static_assert(sizeof(v) == sizeof(napi_value), "napi_value is a v8::Local<v8::Value>");
+  napi_value raw = view;
+  std::memcpy(static_cast<void*>(&v), &raw, sizeof(raw));
+  if (!v->IsArrayBufferView()) return nullptr;
+  return v.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
+}
+
 // Runs a BatchJob on a libuv thread (which fans it out over the pool) and settles a promise.
 class BatchWorker : public Napi::AsyncWorker {
  public:
-  BatchWorker(Napi::Env env, BatchJob job, Napi::Array keep_alive)
+  BatchWorker(Napi::Env env, BatchJob job, Napi::Array keep_alive, std::vector<Hold> holds)
       : Napi::AsyncWorker(env, "sstable-tde:batch"),
         job_(std::move(job)),
+        holds_(std::move(holds)),
         deferred_(Napi::Promise::Deferred::New(env)),
         keep_alive_(Napi::Persistent(keep_alive.As<Napi::Object>())) {}
 
@@ -96,18 +117,27 @@ class BatchWorker : public Napi::AsyncWorker {
   void Execute() override { job_.Run(); }
 
   void OnOK() override {
-    Napi::Env env = Env();
-    if (!job_.status.ok()) {
-      deferred_.Reject(MakeError(env, job_.status).Value());
-      return;
+    // Nothing may escape this callback: an exception here, for example while a worker thread is
+    // being terminated, would abort the whole process.
+    try {
+      Napi::Env env = Env();
+      if (!job_.status.ok()) {
+        deferred_.Reject(MakeError(env, job_.status).Value());
+        return;
+      }
+      Napi::Uint32Array lengths = Napi::Uint32Array::New(env, job_.written.size());
+      for (size_t i = 0; i < job_.written.size(); i++) lengths[i] = job_.written[i];
+      deferred_.Resolve(lengths);
+    } catch (const Napi::Error&) {
+      // The environment is going away; there is no one left to tell.
     }
-    Napi::Uint32Array lengths = Napi::Uint32Array::New(env, job_.written.size());
-    for (size_t i = 0; i < job_.written.size(); i++) lengths[i] = job_.written[i];
-    deferred_.Resolve(lengths);
   }
+
+  void OnError(const Napi::Error&) override {}
 
  private:
   BatchJob job_;
+  std::vector<Hold> holds_;
   Napi::Promise::Deferred deferred_;
   // Holds the input and output buffers alive while pool threads use their memory.
   Napi::ObjectReference keep_alive_;
@@ -182,15 +212,23 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
     job.out.reserve(n);
     job.out_cap.reserve(n);
 
+    std::vector<Hold> holds;
+    holds.reserve(static_cast<size_t>(n) * (with_aad ? 3 : 2));
     for (uint32_t i = 0; i < n; i++) {
-      Bytes in = ViewOf(env, inputs.Get(i), "each input");
-      Bytes out = ViewOf(env, outputs.Get(i), "each output");
+      Napi::Value iv = inputs.Get(i);
+      Napi::Value ov = outputs.Get(i);
+      Bytes in = ViewOf(env, iv, "each input");
+      Bytes out = ViewOf(env, ov, "each output");
+      holds.push_back(HoldMemory(iv));
+      holds.push_back(HoldMemory(ov));
       job.in.push_back(in.data);
       job.in_len.push_back(in.size);
       job.out.push_back(out.data);
       job.out_cap.push_back(out.size);
       if (with_aad) {
-        Bytes a = ViewOf(env, aads.Get(i), "each aad");
+        Napi::Value av = aads.Get(i);
+        Bytes a = ViewOf(env, av, "each aad");
+        holds.push_back(HoldMemory(av));
         job.aad.push_back(Span{a.data, a.size});
       }
     }
@@ -201,7 +239,7 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
     keep.Set(0u, inputs);
     keep.Set(1u, outputs);
     if (with_aad) keep.Set(2u, aads);
-    auto* worker = new BatchWorker(env, std::move(job), keep);
+    auto* worker = new BatchWorker(env, std::move(job), keep, std::move(holds));
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;

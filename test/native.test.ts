@@ -90,3 +90,36 @@ test('adler32 matches the reference values', (t) => {
   const big = crypto.randomBytes(100000);
   t.is(native().adler32(big.subarray(50000), native().adler32(big.subarray(0, 50000))), native().adler32(big));
 });
+
+test('buffers transferred away while their batch runs do not crash the process; the batch completes', async (t) => {
+  const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key: crypto.randomBytes(16) });
+  const chunks = Array.from({ length: 32 }, () => Buffer.from(crypto.randomBytes(1 << 20)));
+  const pending = c.encryptBatch(chunks);
+  const moved = structuredClone(chunks[3].buffer, { transfer: [chunks[3].buffer] });
+  t.is(chunks[3].length, 0, 'the buffer was detached');
+  // Churn the heap so freed memory, if any, would be reused.
+  for (let i = 0; i < 64; i++) Buffer.alloc(1 << 20, i);
+  const out = await pending;
+  t.is(out.length, 32);
+  t.is(out[4].length, 16 + (1 << 20) + 16);
+  t.is((moved as ArrayBuffer).byteLength, 1 << 20);
+  c.destroy();
+});
+
+test('a worker thread terminated while its batch runs does not bring the process down', async (t) => {
+  const script = `
+    require('tsx/cjs');
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { createChunkCipher } = require(workerData.src);
+    const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 256, key: Buffer.alloc(32, 1) });
+    const chunks = Array.from({ length: 256 }, () => Buffer.alloc(1 << 18, 7));
+    c.encryptBatch(chunks);
+    parentPort.postMessage('queued');
+  `;
+  for (let round = 0; round < 5; round++) {
+    const w = new Worker(script, { eval: true, workerData: { src: path.join(ROOT, 'src/index.ts') } });
+    await new Promise((resolve) => w.once('message', resolve));
+    await w.terminate();
+  }
+  t.pass('still alive after five terminated workers');
+});
