@@ -8,6 +8,7 @@ import test from 'ava';
 
 import { createKeyFile } from '../src/keys/key-file';
 import { lockDataDirectory, LOCK_NAME } from '../src/rewrite/lock';
+import { parseCompressionInfo, serializeCompressionInfo } from '../src/sstable/compression-info';
 import { cli, cliProcess, makeDataDir, makeKeySetup, onlySSTable, readAll, ROOT, treeHashes } from './helpers';
 
 async function setup(tables: string[], key = 'AES/CBC/PKCS5Padding') {
@@ -207,4 +208,66 @@ test('the rewritten data is still identical after all this hardening (sanity)', 
   const enc = s.schema(`ALTER TABLE legacy_tables.legacy_da_clust WITH compression = {'class': 'EncryptingDeflateCompressor'};`);
   t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
   t.true((await readAll(onlySSTable(dir), s.keys.config)).equals(original));
+});
+
+test('a table with a Cassandra transaction log of its own is refused until Cassandra settles it', async (t) => {
+  const s = await setup(['legacy_nb_clust']);
+  const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust');
+  fs.writeFileSync(path.join(dir, 'nb_txn_compaction_0d1e2f30-0000-11ee-8000-000000000000.log'), 'ADD:[...]\n');
+  const before = treeHashes(s.dataDir);
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema',
+    s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`));
+  t.is(r.code, 1);
+  t.regex(r.stdout, /Cassandra transaction log\(s\) nb_txn_compaction_.*start Cassandra once \(or run "sstableutil --cleanup"\)/);
+  t.deepEqual(treeHashes(s.dataDir), before);
+});
+
+test('encrypting a table that has snapshots or backups warns that they still hold the old copies', async (t) => {
+  const s = await setup(['legacy_me_simple']);
+  const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple');
+  fs.mkdirSync(path.join(dir, 'snapshots', 'before'), { recursive: true });
+  fs.copyFileSync(path.join(dir, 'me-1-big-Data.db'), path.join(dir, 'snapshots', 'before', 'me-1-big-Data.db'));
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema',
+    s.schema(`ALTER TABLE legacy_tables.legacy_me_simple WITH compression = {'class': 'Encryptor'};`));
+  t.is(r.code, 0);
+  t.regex(r.stderr, /warning: table legacy_tables\.legacy_me_simple: .*snapshots still hold copies .*nodetool clearsnapshot/);
+});
+
+test('an "unchanged" SSTable without a key check value (as DSE writes them) is tried with the key', async (t) => {
+  const s = await setup(['legacy_nb_clust']);
+  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`);
+  t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
+  // Drop the fingerprint, as a DSE-written SSTable would lack it, then replace the key.
+  const files = onlySSTable(path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust'));
+  const ci = path.join(files.dir, `nb-${files.generation}-big-CompressionInfo.db`);
+  const info = parseCompressionInfo(fs.readFileSync(ci), ci, true);
+  delete info.options.key_check_value;
+  fs.writeFileSync(ci, serializeCompressionInfo(info, true));
+  fs.rmSync(path.join(s.keys.dir, 'system_key'));
+  createKeyFile(s.keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+  t.is(r.code, 1);
+  t.regex(r.stdout, /FAILED .*ERR_TDE_DECRYPT_FAILED/);
+});
+
+test('verify and describe with nothing to look at say so and exit 1', async (t) => {
+  const s = await setup(['legacy_nb_clust']);
+  const tooDeep = path.join(s.dataDir, 'legacy_tables');
+  const v = await s.run('verify', '--data-dir', tooDeep);
+  t.is(v.code, 1);
+  t.regex(v.stderr, /found no SSTable under .*: is --data-dir the directory that holds the keyspace directories/);
+  t.is((await cli('describe', '--data-dir', tooDeep)).code, 1);
+  const bad = await cli('describe', '--data-dir', s.dataDir, '--config', '/nonexistent/dse.yaml');
+  t.is(bad.code, 1);
+  t.regex(bad.stderr, /dse\.yaml.*does not exist/);
+});
+
+test('a value that looks like key material is never quoted back in an error', async (t) => {
+  const s = await setup(['legacy_nb_clust']);
+  const key = 'A5daL8yYBrYaikBkNUWO9A==';
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema',
+    s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'cipher_algorithm': '${key}'};`));
+  t.is(r.code, 1);
+  t.regex(r.stdout + r.stderr, /looks like key material, not shown/);
+  t.false((r.stdout + r.stderr).includes(key));
 });

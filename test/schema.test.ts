@@ -77,3 +77,18 @@ test('compression options: defaults, disabled compression, and helpful errors', 
   t.throws(() => parseTableCompression({ class: 'Encryptor', key_provider: 'ReplicatedKeyProviderFactory' }, 16384), { code: 'ERR_TDE_UNSUPPORTED' });
   t.throws(() => parseTableCompression({ class: 'Encryptor', key_provider: 'KmipKeyProviderFactory' }, 16384), { message: /needs kmip_host/ });
 });
+
+test('schema typos that would leave a table as it is are errors, not skipped statements', (t) => {
+  const cases: [string, RegExp][] = [
+    ["ALTER TABLE a.b WITH compresion = {'class': 'Encryptor'};", /unknown table option "compresion" \(did you mean "compression"\?\)/],
+    ["ALTER TABLE a.b WITH compresssion = {'class': 'Encryptor'};", /did you mean "compression"/],
+    ["ALTER TABLE a.b compression = {'class': 'Encryptor'};", /expected WITH before "compression"/],
+    ["ALTER KEYSPACE a WITH compression = {'class': 'Encryptor'};", /compression is a table option, but this is ALTER KEYSPACE/],
+    ["ALTER TYPE a.b WITH compression = {'class': 'Encryptor'};", /compression is a table option/],
+    ["ALTER TABLE a.b WITH compression = {'class': 'Encryptor'} AND compression = {'class': 'LZ4Compressor'};", /compression is given twice/],
+  ];
+  for (const [cql, message] of cases) t.throws(() => parseSchema(cql, 'x.cql'), { code: 'ERR_TDE_SCHEMA', message }, cql);
+  t.throws(() => parseTableCompression({ class: 'EncryptingLZ4Compressor', CLASS: 'LZ4Compressor' }, 16384), { message: /given twice/ });
+  t.throws(() => parseTableCompression({ class: 'Encryptor', sstable_compression: 'Encryptor' }, 16384), { message: /either class or sstable_compression/ });
+  t.throws(() => parseTableCompression({ class: 'LZ4Compressor', chunk_length_kb: 16, chunk_length_in_kb: 16 }, 16384), { message: /either chunk_length_kb or chunk_length_in_kb/ });
+});

@@ -76,3 +76,39 @@ test('table directories named TABLE-<table id> are found like plain TABLE ones',
   t.is(report.results[0].table, 'legacy_oa_simple');
   t.is(onlySSTable(withId).generation, '2');
 });
+
+test('the writer serialises concurrent writes, refuses writes after finish or abort, and takes any byte view', async (t) => {
+  const dir = tempDir('misuse');
+  const id = { dir, version: 'nb', generation: '3', format: 'big' as const };
+  const w = await SSTableDataWriter.create({ id, params: { enabled: false, chunkLength: 65536, codecOptions: {} } });
+  const a = Buffer.alloc(100000, 1);
+  const b = Buffer.alloc(100000, 2);
+  const u16 = new Uint16Array([1, 256, 3]);
+  await Promise.all([w.write(a), w.write(b), w.write(u16), w.write(new Uint8Array([9]).buffer)]);
+  await t.throwsAsync(() => w.write(12345 as unknown as Uint8Array), { code: 'ERR_TDE_INVALID_ARGUMENT', message: /takes bytes/ });
+  const last = w.write(Buffer.from('tail'));
+  const finishing = w.finish();
+  await t.throwsAsync(() => w.write(Buffer.from('late')), { message: /write\(\) after finish\(\)/ });
+  await t.throwsAsync(() => w.finish(), { message: /finish\(\) after finish\(\)/ });
+  await last;
+  const result = await finishing;
+  const expected = Buffer.concat([a, b, Buffer.from(u16.buffer), Buffer.from([9]), Buffer.from('tail')]);
+  t.is(result.dataLength, expected.length);
+  t.true((await readAll({ ...id, components: result.components })).equals(expected));
+
+  const aborted = await SSTableDataWriter.create({ id: { ...id, generation: '4' }, params: { enabled: false, chunkLength: 65536, codecOptions: {} } });
+  await aborted.abort();
+  await t.throwsAsync(() => aborted.finish(), { message: /after abort\(\)/ });
+  t.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('nb-4-')), []);
+});
+
+test('SSTable ids that could name files outside their directory are refused', async (t) => {
+  const dir = tempDir('ids');
+  for (const bad of [{ generation: '1-big-x/../../escape' }, { version: '../' }, { format: 'xyz' }]) {
+    await t.throwsAsync(() => SSTableDataWriter.create({
+      id: { dir, version: 'nb', generation: '1', format: 'big', ...bad } as never,
+      params: { enabled: false, chunkLength: 65536, codecOptions: {} },
+    }), { code: 'ERR_TDE_BAD_SSTABLE_NAME' });
+  }
+  t.deepEqual(fs.readdirSync(dir), []);
+});

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 
 import { TdeError } from '../errors';
+import { quote } from '../util/redact';
 
 export type CipherAlgorithm = 'AES' | 'DES' | 'DESede' | 'Blowfish' | 'RC2';
 export type CipherMode = 'ECB' | 'CBC' | 'CTR' | 'GCM';
@@ -123,7 +124,7 @@ export function parseTransformation(text: string): Transformation {
   if (parts.length !== 1 && parts.length !== 3) {
     throw new TdeError(
       'ERR_TDE_UNKNOWN_CIPHER',
-      `cipher_algorithm "${text}" is not a transformation; expected ${ACCEPTED}`,
+      `cipher_algorithm ${quote(text)} is not a transformation; expected ${ACCEPTED}`,
     );
   }
 
@@ -132,7 +133,7 @@ export function parseTransformation(text: string): Transformation {
     const hint = closest(parts[0], ['AES', 'DES', 'DESede', 'Blowfish', 'RC2']);
     throw new TdeError(
       'ERR_TDE_UNKNOWN_CIPHER',
-      `unknown cipher algorithm "${parts[0]}" in "${text}"` +
+      `unknown cipher algorithm ${quote(parts[0])} in ${quote(text)}` +
         (hint ? ` (did you mean ${hint}?)` : '') +
         `; expected ${ACCEPTED}`,
     );
@@ -142,7 +143,7 @@ export function parseTransformation(text: string): Transformation {
   if (!mode) {
     throw new TdeError(
       'ERR_TDE_UNKNOWN_CIPHER',
-      `unsupported cipher mode "${parts[1]}" in "${text}"; expected ECB or CBC (or, for AES, CTR or GCM)`,
+      `unsupported cipher mode ${quote(parts[1])} in ${quote(text)}; expected ECB or CBC (or, for AES, CTR or GCM)`,
     );
   }
   if (STREAM_IV[mode] !== undefined && info.name !== 'AES') {
@@ -153,7 +154,7 @@ export function parseTransformation(text: string): Transformation {
   if (!padding) {
     throw new TdeError(
       'ERR_TDE_UNKNOWN_CIPHER',
-      `unsupported padding "${parts[2]}" in "${text}"; expected PKCS5Padding or NoPadding`,
+      `unsupported padding ${quote(parts[2])} in ${quote(text)}; expected PKCS5Padding or NoPadding`,
     );
   }
   if (STREAM_IV[mode] !== undefined && padding !== 'NoPadding') {
@@ -187,7 +188,7 @@ export function resolveCipher(
   if (keyLength === undefined) {
     throw new TdeError(
       'ERR_TDE_KEY_STRENGTH',
-      `secret_key_strength ${JSON.stringify(strength)} is not valid for ${t.algorithm}; ` +
+      `secret_key_strength ${quote(strength)} is not valid for ${t.algorithm}; ` +
         `${t.algorithm} takes ${info.strengths}`,
     );
   }

@@ -1,6 +1,7 @@
 /** `describe`: format, compression, encryption and sizes of each SSTable. */
 import { Command } from 'commander';
 
+import { readConfig } from '../config/config';
 import { describeDataDirectory } from '../tools/describe';
 import { EXIT_FAILURE, EXIT_OK, Io, plural, reportError } from './common';
 
@@ -19,9 +20,10 @@ Examples:
 
 No key is needed: describe reads metadata only, and never shows key bytes.`);
 
-  cmd.action((keyspace: string | undefined, tables: string[], opts: { dataDir: string; json?: boolean }) => {
+  cmd.action((keyspace: string | undefined, tables: string[], opts: { dataDir: string; json?: boolean; config?: string }) => {
     const json = Boolean(opts.json);
     try {
+      if (opts.config) readConfig(opts.config); // not needed, but a wrong one should not pass unnoticed
       const rows = describeDataDirectory(opts.dataDir, keyspace, tables);
       if (json) {
         io.out(JSON.stringify(rows, null, 2));
@@ -39,7 +41,12 @@ No key is needed: describe reads metadata only, and never shows key bytes.`);
             `${r.storedBytes} bytes in Data.db`);
           io.out(`  components: ${r.components.join(' ')}`);
         }
-        if (rows.length === 0) io.out('no SSTables found');
+        if (rows.length === 0) {
+          io.err(`sstable-tde: found no SSTable under ${opts.dataDir}: is --data-dir the directory that holds ` +
+            'the keyspace directories (KEYSPACE/TABLE/)?');
+          done(EXIT_FAILURE);
+          return;
+        }
       }
       done(rows.some((r) => r.error) ? EXIT_FAILURE : EXIT_OK);
     } catch (err) {

@@ -116,8 +116,13 @@ interrupted before doing anything else.`);
           `${report.failed} failed`);
       }
       if (report.failed > 0 && !json) {
-        io.err(`sstable-tde: ${report.failed} failure(s): SSTables that could not be rewritten are left ` +
-          'as they were (FAILED above); tables the schema names but the data directory lacks are MISSING');
+        const failedSSTables = report.failed - report.missing.length;
+        if (failedSSTables > 0) {
+          io.err(`sstable-tde: ${failedSSTables} SSTable(s) could not be rewritten; they are left as they were (FAILED above)`);
+        }
+        if (report.missing.length > 0) {
+          io.err(`sstable-tde: ${report.missing.length} table(s) named in the schema have no directory (MISSING above)`);
+        }
       }
       if (controller.signal.aborted) {
         io.err('sstable-tde: interrupted; run the same command again to carry on');

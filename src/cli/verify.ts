@@ -51,6 +51,12 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
         for (const l of report.legacy) io.out(`note   ${l}: SSTable version older than la, not verified`);
         io.out(`\n${plural(report.sstables.length, 'SSTable')} verified, ${plural(report.faults, 'fault')}`);
       }
+      if (report.sstables.length === 0 && report.replaced.length === 0) {
+        io.err(`sstable-tde: found no SSTable under ${opts.dataDir}: is --data-dir the directory that holds ` +
+          'the keyspace directories (KEYSPACE/TABLE/)?');
+        done(EXIT_FAILURE);
+        return;
+      }
       done(report.faults > 0 ? EXIT_FAILURE : EXIT_OK);
     } catch (err) {
       done(reportError(io, err, json));

@@ -5,6 +5,7 @@
  */
 import { resolveCipher } from '../cipher/transformation';
 import { TdeError } from '../errors';
+import { quote } from '../util/redact';
 import { didYouMean } from '../util/suggest';
 import { CodecName } from './codecs';
 
@@ -132,7 +133,7 @@ function normalizeProvider(value: string): typeof LOCAL_PROVIDER | typeof KMIP_P
 export function checkKeyFileName(name: string): string {
   if (name === '' || name.includes('/') || name.includes('\\') || name === '.' || name === '..') {
     throw bad(
-      `system_key_file "${name}" must be a file name inside system_key_directory, not a path`,
+      `system_key_file ${quote(name)} must be a file name inside system_key_directory, not a path`,
     );
   }
   return name;
@@ -193,7 +194,16 @@ export function parseTableCompression(
   defaultChunkLength: number,
 ): CompressionParams {
   const opts: Record<string, string> = {};
-  for (const [k, v] of Object.entries(map)) opts[k.toLowerCase()] = stringify(v);
+  for (const [k, v] of Object.entries(map)) {
+    const key = k.toLowerCase();
+    if (key in opts) throw bad(`compression option "${key}" is given twice (option names ignore case)`);
+    opts[key] = stringify(v);
+  }
+  // Two spellings of one option: which one was meant is anyone's guess.
+  for (const [a, b] of [['class', 'sstable_compression'], ['chunk_length_kb', 'chunk_length_in_kb'],
+    ['key_provider', 'secret_key_provider_factory_class'], ['key_namespace', 'key_keyspace']]) {
+    if (opts[a] !== undefined && opts[b] !== undefined) throw bad(`give either ${a} or ${b}, not both`);
+  }
 
   const known = [...GENERIC, ...CODEC_OPTIONS, ...ENCRYPTION_OPTIONS];
   for (const k of Object.keys(opts)) {

@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import * as YAML from 'yaml';
 
 import { fromSystem, TdeError } from '../errors';
+import { quote } from '../util/redact';
 import { didYouMean, nearest } from '../util/suggest';
 import { resolveCipher } from '../cipher/transformation';
 import { KmipGroupSettings, parseKmipHosts } from './kmip-hosts';
@@ -89,7 +90,7 @@ export function configFromObject(raw: unknown, file?: string): TdeConfig {
     }
     if (value === null) continue; // an empty YAML value means "use the default"
     const expected = check(value);
-    if (expected) problems.push(`${key} must be ${expected}, not ${JSON.stringify(value)}`);
+    if (expected) problems.push(`${key} must be ${expected}, not ${quote(value)}`);
   }
   if (problems.length > 0) {
     throw new TdeError('ERR_TDE_CONFIG', `${where} is not valid:\n  - ${problems.join('\n  - ')}`, {
@@ -134,10 +135,10 @@ export function parseKmipUrl(name: string): { group: string; id: string } | unde
 function checkConfigKeyName(name: string, groups: Map<string, KmipGroupSettings>, problems: string[]): void {
   if (name.startsWith('kmip:')) {
     const url = parseKmipUrl(name);
-    if (!url) problems.push(`config_encryption_key_name "${name}" is not of the form kmip://GROUP/KEY_ID`);
+    if (!url) problems.push(`config_encryption_key_name ${quote(name)} is not of the form kmip://GROUP/KEY_ID`);
     else if (!groups.has(url.group)) problems.push(`config_encryption_key_name names KMIP group ${url.group}, which kmip_hosts does not define`);
   } else if (name.includes('/') || name === '.' || name === '..') {
-    problems.push(`config_encryption_key_name "${name}" must be a key file name inside system_key_directory, or kmip://GROUP/KEY_ID`);
+    problems.push(`config_encryption_key_name ${quote(name)} must be a key file name inside system_key_directory, or kmip://GROUP/KEY_ID`);
   }
 }
 

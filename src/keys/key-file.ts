@@ -8,6 +8,12 @@ import * as path from 'node:path';
 import { CipherChoice, generateKey, normalizeKey, resolveCipher } from '../cipher/transformation';
 import { fromSystem, TdeError } from '../errors';
 import { syncDirectory } from '../util/files';
+import { looksLikeKey } from '../util/redact';
+
+/** A path for a message, with any part that looks like key material left out. */
+function shownPath(p: string): string {
+  return p.split('/').map((part) => (looksLikeKey(part) ? '(key-like name)' : part)).join('/');
+}
 
 export interface KeyFileEntry {
   /** The transformation as the line spells it, canonicalised. */
@@ -91,8 +97,8 @@ export function readKeyFile(file: string): KeyFileEntry[] {
     if (e.code === 'ENOENT') {
       throw new TdeError(
         'ERR_TDE_KEY_FILE',
-        `system key file ${file} does not exist; create it with "sstable-tde createsystemkey ` +
-          `CIPHER STRENGTH ${path.basename(file)} -d ${path.dirname(file)}", or set ` +
+        `system key file ${shownPath(file)} does not exist; create it with "sstable-tde createsystemkey ` +
+          `CIPHER STRENGTH ${shownPath(path.basename(file))} -d ${shownPath(path.dirname(file))}", or set ` +
           'system_key_directory (--config) to the directory that holds it',
         { file },
       );

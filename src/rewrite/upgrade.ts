@@ -116,6 +116,11 @@ export function targetParams(schema: TableSchema, id: Pick<SSTableId, 'version' 
   }
 }
 
+function targetIsEncrypting(schema: TableSchema): boolean {
+  const cls = String(schema.compression?.class ?? schema.compression?.sstable_compression ?? '');
+  return /Encrypt/.test(cls);
+}
+
 /** The next free numeric generation in a directory (counting every file and transaction log). */
 function nextGeneration(dir: string): string {
   let max = 0n;
@@ -317,7 +322,17 @@ class Rewriter {
  */
 async function checkKeyUnchanged(summary: SSTableSummary, keys: KeyProviders): Promise<void> {
   const e = summary.params.encryption;
-  if (!e?.keyCheckValue) return;
+  if (!e) return;
+  if (!e.keyCheckValue) {
+    // No fingerprint recorded (written by DSE): decrypt the first chunk to be sure of the key.
+    const reader = await SSTableReader.open(summary.files, { keys });
+    try {
+      if (reader.chunkCount > 0) await reader.readChunks(0, 1);
+    } finally {
+      await reader.close();
+    }
+    return;
+  }
   const key = await keys.keyFor(e, resolveCipher(e.cipherAlgorithm, e.strength, e.ivLength));
   key.bytes.fill(0);
   if (key.keyCheckValue !== e.keyCheckValue) {
@@ -368,6 +383,24 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
     for (const table of tables) {
       const schema = options.schema.get(`${table.keyspace}.${table.table}`);
       const listing = liveSSTables(table.dir);
+      if (listing.cassandraTxns.length > 0) {
+        for (const files of listing.sstables) {
+          add({ sstable: displayName(files), keyspace: table.keyspace, table: table.table, status: 'failed',
+            error: { code: 'ERR_TDE_REWRITE_FAILED', message: `${table.dir} holds Cassandra transaction log(s) ` +
+              `${listing.cassandraTxns.map((f) => path.basename(f)).join(', ')} of an interrupted flush or ` +
+              'compaction; which SSTables are live is not settled until Cassandra cleans it up: start ' +
+              'Cassandra once (or run "sstableutil --cleanup"), then run this again' } });
+        }
+        continue;
+      }
+      if (listing.copies.length > 0 && schema && targetIsEncrypting(schema)) {
+        const table1 = `${table.keyspace}.${table.table}`;
+        const message = `${listing.copies.join(' and ')} still hold copies as they were before this ` +
+          'rewrite (unencrypted, or under the old key); remove them (nodetool clearsnapshot) once they ' +
+          'are no longer needed';
+        report.warnings.push({ table: table1, message });
+        onEvent({ type: 'warning', table: table1, message });
+      }
       for (const legacy of listing.legacy) {
         add({ sstable: `${table.keyspace}/${path.basename(table.dir)}/${legacy}`, keyspace: table.keyspace,
           table: table.table, status: 'skipped',

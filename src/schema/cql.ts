@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 
 import { fromSystem, TdeError } from '../errors';
-import { didYouMean } from '../util/suggest';
+import { didYouMean, nearest } from '../util/suggest';
 
 export interface TableSchema {
   keyspace: string;
@@ -220,8 +220,14 @@ class Parser {
       if (!flag && (name?.kind !== 'word' || this.peek(1)?.text !== '=')) {
         this.fail('expected a table option such as "compression = {...}"');
       }
+      // A misspelt "compression" must not pass as some other option: the table would stay as it is.
+      const word = name?.kind === 'word' ? name.text.toLowerCase() : '';
+      if (!flag && word !== 'compression' && nearest(word, ['compression'])) {
+        throw new SchemaError(this.file, name?.line ?? 0, `unknown table option "${name?.text}" (did you mean "compression"?)`);
+      }
       if (this.isWord('compression')) {
         const line = name?.line ?? 0;
+        if (found) throw new SchemaError(this.file, line, 'compression is given twice in one statement');
         this.at += 2;
         found = { compression: this.mapLiteral(), line };
       } else {
@@ -266,7 +272,14 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
 
     const create = p.isWord('create') && (p.isWord('table', 1) || p.isWord('columnfamily', 1));
     const alter = p.isWord('alter') && (p.isWord('table', 1) || p.isWord('columnfamily', 1));
-    if (!create && !alter) continue;
+    if (!create && !alter) {
+      const mention = stmt.find((tk) => tk.kind === 'word' && tk.text.toLowerCase() === 'compression');
+      if (mention && ['create', 'alter'].includes(first.text.toLowerCase())) {
+        throw new SchemaError(file, mention.line, `compression is a table option, but this is ${first.text.toUpperCase()} ` +
+          `${stmt[1]?.text.toUpperCase() ?? ''}: write ALTER TABLE KEYSPACE.TABLE WITH compression = {...}`);
+      }
+      continue;
+    }
     p.at += 2;
     if (create && p.isWord('if')) {
       p.at++;
@@ -294,6 +307,13 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
     }
 
     // ALTER TABLE: only a WITH clause matters here (ADD, DROP, RENAME change no compression).
+    const rest = stmt.slice(p.at);
+    const withAt = rest.findIndex((tk) => tk.kind === 'word' && tk.text.toLowerCase() === 'with');
+    const compressionAt = rest.findIndex((tk) => tk.kind === 'word' && nearest(tk.text, ['compression']) !== undefined);
+    if (compressionAt >= 0 && (withAt < 0 || withAt > compressionAt)) {
+      throw new SchemaError(file, rest[compressionAt].line, `expected WITH before "${rest[compressionAt].text}": ` +
+        `ALTER TABLE ${name.keyspace}.${name.table} WITH compression = {...}`);
+    }
     while (p.peek() && !p.isWord('with')) p.skipBalanced();
     const opts = p.withOptions();
     if (opts?.compression) {

@@ -91,15 +91,33 @@ export interface LiveListing {
   legacy: string[];
   /** Transaction logs of interrupted rewrites. */
   interrupted: string[];
+  /**
+   * Cassandra's own transaction logs (`<format>_txn_<operation>_<id>.log`): an interrupted
+   * flush or compaction that Cassandra finishes or undoes when it next starts. Until then which
+   * SSTables are live is Cassandra's to decide, not ours.
+   */
+  cassandraTxns: string[];
+  /** Non-empty snapshots/ and backups/ subdirectories, which hold copies as they were. */
+  copies: string[];
 }
 
 /** The SSTables of a table directory that are live: debris of interrupted rewrites is left out. */
 export function liveSSTables(dir: string): LiveListing {
   const { sstables, legacy } = scanTableDirectory(dir);
   const debris = debrisPrefixes(dir);
+  const names = fs.readdirSync(dir);
+  const copies = ['snapshots', 'backups'].map((d) => path.join(dir, d)).filter((d) => {
+    try {
+      return fs.readdirSync(d).length > 0;
+    } catch {
+      return false;
+    }
+  });
   return {
     sstables: sstables.filter((s) => !debris.has(prefixOf(s))),
     legacy,
     interrupted: readTxns(dir).map((t) => t.file),
+    cassandraTxns: names.filter((n) => /^[a-z]{2}_txn_.+\.log$/.test(n)).map((n) => path.join(dir, n)),
+    copies,
   };
 }

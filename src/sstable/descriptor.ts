@@ -45,6 +45,16 @@ export function isLegacyName(name: string): boolean {
   return !NAME.test(name) && LEGACY_NAME.test(name) && name.endsWith('-Data.db');
 }
 
+/** Refuses an id whose parts could make a file name outside its directory, or no SSTable name. */
+export function checkId(id: SSTableId): void {
+  if (typeof id !== 'object' || id === null || typeof id.dir !== 'string' || !/^[a-z]{2}$/.test(String(id.version)) ||
+    !/^[0-9a-z_]{1,64}$/.test(String(id.generation)) || (id.format !== 'big' && id.format !== 'bti')) {
+    throw new TdeError('ERR_TDE_BAD_SSTABLE_NAME', `not an SSTable id: version must be two letters (nb), ` +
+      `generation digits, letters or _ (up to 64), format big or bti; got ${JSON.stringify(
+        { version: id?.version, generation: id?.generation, format: id?.format })}`);
+  }
+}
+
 export function prefixOf(id: Omit<SSTableId, 'dir'>): string {
   return `${id.version}-${id.generation}-${id.format}`;
 }

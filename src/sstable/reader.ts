@@ -14,7 +14,7 @@ import { ChunkLocator, ErrorCodeName, fromSystem, isTdeError, TdeError } from '.
 import { KeyProvider } from '../keys/provider';
 import { CompressionInfo, parseCompressionInfo } from './compression-info';
 import { CrcInfo, parseCrcDb } from './crc-db';
-import { componentPath, displayName, featuresOf, SSTableId, VersionFeatures } from './descriptor';
+import { checkId, componentPath, displayName, featuresOf, SSTableId, VersionFeatures } from './descriptor';
 
 export interface OpenOptions {
   /** Needed when the SSTable is encrypted. */
@@ -131,6 +131,7 @@ export class SSTableReader {
    * fetching its key and checking that it is the key it was written with.
    */
   static async open(id: SSTableId, options: OpenOptions = {}): Promise<SSTableReader> {
+    checkId(id);
     const features = featuresOf(id);
     const dataFile = componentPath(id, 'Data.db');
     let fd: fs.promises.FileHandle;
@@ -294,7 +295,11 @@ export class SSTableReader {
   }
 
   private checkRange(first: number, count: number): void {
-    if (!Number.isInteger(first) || !Number.isInteger(count) || first < 0 || count < 0 || first + count > this.chunkCount) {
+    if (!Number.isInteger(first) || !Number.isInteger(count)) {
+      throw new TdeError('ERR_TDE_READ_RANGE', `readChunks(first, count) takes two whole numbers, not ` +
+        `${JSON.stringify(first)} and ${JSON.stringify(count)}`, { file: this.dataFile });
+    }
+    if (first < 0 || count < 0 || first + count > this.chunkCount) {
       throw new TdeError('ERR_TDE_READ_RANGE', `chunks ${first} to ${first + count - 1} are outside ` +
         `${this.dataFile}, which has ${this.chunkCount} chunks`, { file: this.dataFile });
     }

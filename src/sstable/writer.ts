@@ -15,7 +15,7 @@ import { CompressionParams } from '../compression/options';
 import { fromSystem, TdeError } from '../errors';
 import { CompressionInfo, NEVER_UNCOMPRESSED, serializeCompressionInfo } from './compression-info';
 import { serializeCrcDb } from './crc-db';
-import { componentPath, featuresOf, SSTableId, VersionFeatures } from './descriptor';
+import { checkId, componentPath, featuresOf, SSTableId, VersionFeatures } from './descriptor';
 
 export interface DataWriterOptions {
   /** The new SSTable: directory, version, generation and format. */
@@ -62,6 +62,9 @@ export class SSTableDataWriter {
   private readonly offsets: number[] = [];
   private readonly sliceChecksums: number[] = [];
   private finished = false;
+  private aborted = false;
+  /** Calls run one after another, in the order made: concurrent writes must not interleave. */
+  private queue: Promise<unknown> = Promise.resolve();
   /** Chunks handed to the compressor so far: the index of the next batch's first chunk. */
   private chunksSent = 0;
   /** For authenticated chunks: this SSTable's random id (see compression/binding.ts). */
@@ -82,6 +85,7 @@ export class SSTableDataWriter {
 
   /** Creates Data.db exclusively; fails if any file of the new SSTable exists already. */
   static async create(options: DataWriterOptions): Promise<SSTableDataWriter> {
+    checkId(options.id);
     const w = new SSTableDataWriter(options);
     w.fd = await w.createFile('Data.db');
     return w;
@@ -115,9 +119,40 @@ export class SSTableDataWriter {
     }
   }
 
-  /** Appends uncompressed bytes. Resolves once they are buffered or handed on. */
-  async write(data: Uint8Array): Promise<void> {
-    if (this.finished) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'write after finish');
+  private enqueue<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(step, step);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private checkOpen(call: string): void {
+    if (this.aborted) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${call} after abort(): this writer is closed`);
+    if (this.finished) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${call} after finish(): the SSTable is complete`);
+  }
+
+  /**
+   * Appends uncompressed bytes (any ArrayBufferView or ArrayBuffer, taken as its bytes). Calls
+   * made without waiting for the previous one are queued in order.
+   */
+  write(data: ArrayBufferView | ArrayBuffer): Promise<void> {
+    let bytes: Uint8Array;
+    if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
+    else if (ArrayBuffer.isView(data)) bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    else {
+      return Promise.reject(new TdeError('ERR_TDE_INVALID_ARGUMENT', `write() takes bytes (a Buffer, Uint8Array or ` +
+        `other ArrayBufferView), not ${data === null ? 'null' : typeof data}`));
+    }
+    try {
+      this.checkOpen('write()');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.enqueue(() => this.append1(bytes));
+  }
+
+  private async append1(data: Uint8Array): Promise<void> {
+    // A write queued before finish() still belongs to the SSTable; one after abort() does not.
+    if (this.aborted) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'write() after abort(): this writer is closed');
     let at = 0;
     while (at < data.length) {
       const n = Math.min(this.chunkLength - this.filled, data.length - at);
@@ -197,13 +232,24 @@ export class SSTableDataWriter {
   }
 
   /** Flushes everything, writes the companion components and fsyncs every file written. */
-  async finish(): Promise<WriteResult> {
+  finish(): Promise<WriteResult> {
+    try {
+      this.checkOpen('finish()');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const done = this.enqueue(() => this.finish1());
+    // Later calls are refused at once rather than queued behind a finish.
+    this.finished = true;
+    return done;
+  }
+
+  private async finish1(): Promise<WriteResult> {
     if (this.filled > 0) this.pending.push(this.current.subarray(0, this.filled));
     this.filled = 0;
     await this.flush(true);
     await this.inflight;
     if (this.failed) throw this.failed;
-    this.finished = true;
 
     const fd = this.fd as fs.promises.FileHandle;
     try {
@@ -272,7 +318,9 @@ export class SSTableDataWriter {
 
   /** Stops and removes every file this writer created. */
   async abort(): Promise<void> {
+    this.aborted = true;
     this.finished = true;
+    await this.queue;
     await this.inflight.catch(() => {});
     await this.fd?.close().catch(() => {});
     this.fd = undefined;

@@ -52,17 +52,16 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
           report = await reader.verify(files.components.find((c) => c.startsWith('Digest.')));
         } catch (err) {
           if (!isTdeError(err)) throw err;
-          // A rewrite running beside us may have replaced this SSTable since it was listed.
-          const gone = !liveSSTables(table.dir).sstables.some((s) => prefixOf(s) === prefixOf(files));
-          if (gone) {
-            out.replaced.push(displayName(files));
-            continue;
-          }
           const fault: Fault = { code: err.code, message: err.message, file: err.file ?? files.dir,
             chunk: err.chunk, offset: err.offset, length: err.length };
           report = { sstable: displayName(files), chunks: 0, storedBytes: 0, dataBytes: 0, dataChecksum: 0, faults: [fault] };
         } finally {
           await reader?.close();
+        }
+        // A rewrite running beside us may have replaced this SSTable while it was being read.
+        if (report.faults.length > 0 && !liveSSTables(table.dir).sstables.some((s) => prefixOf(s) === prefixOf(files))) {
+          out.replaced.push(displayName(files));
+          continue;
         }
         out.sstables.push(report);
         out.faults += report.faults.length;
