@@ -169,6 +169,11 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
     spec.padding = o.Get("padding").As<Napi::Boolean>().Value();
     spec.rc2_key_bits = o.Get("rc2KeyBits").As<Napi::Number>().Int32Value();
     spec.tag_length = o.Get("tagLength").As<Napi::Number>().Uint32Value();
+    Napi::Value fixed = o.Get("fixedIv");
+    if (fixed.IsTypedArray()) {
+      Bytes iv = ViewOf(env, fixed, "fixedIv");
+      spec.fixed_iv.assign(reinterpret_cast<const char*>(iv.data), iv.size);
+    }
     Bytes key = ViewOf(env, info[1], "key");
 
     Status st;

@@ -58,6 +58,11 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
                                                      : " is not an AEAD cipher; it takes no tag"));
     return nullptr;
   }
+  if (!spec.fixed_iv.empty() && (spec.iv_length != 0 || spec.fixed_iv.size() != cipher_iv)) {
+    *status = Status::Error("ERR_TDE_INVALID_ARGUMENT", spec.evp_name + " takes a " +
+                                                            std::to_string(cipher_iv) + "-byte IV");
+    return nullptr;
+  }
   if (spec.iv_length != 0 && spec.iv_length != cipher_iv) {
     *status = Status::Error("ERR_TDE_INVALID_ARGUMENT",
                             spec.evp_name + " uses a " + std::to_string(cipher_iv) +
@@ -144,7 +149,7 @@ Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in
   }
   EVP_CIPHER_CTX* c = ctx->get();
 
-  const uint8_t* iv = nullptr;
+  const uint8_t* iv = FixedIv();
   if (spec_.iv_length > 0) {
     if (fresh_iv != nullptr) {
       std::memcpy(out, fresh_iv, spec_.iv_length);
@@ -211,7 +216,7 @@ Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in
   }
   EVP_CIPHER_CTX* c = ctx->get();
 
-  const uint8_t* iv = spec_.iv_length > 0 ? in : nullptr;
+  const uint8_t* iv = spec_.iv_length > 0 ? in : FixedIv();
   if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 0, nullptr) != 1) {
     return EvpFailure("EVP_CipherInit_ex2 (IV)");
   }

@@ -20,6 +20,9 @@ struct CipherSpec {
   bool padding = true;   // PKCS5 padding (JCE's PKCS5Padding), else NoPadding
   int rc2_key_bits = 0;  // RC2's effective key bits; 0 for other ciphers
   size_t tag_length = 0; // AEAD (GCM) tag bytes stored after the ciphertext; 0 otherwise
+  // Cassandra's commit log and hints: one IV for every block of a file, kept in the file's
+  // header rather than before each block. When set, iv_length must be 0 and this IV is used.
+  std::string fixed_iv;
 };
 
 // A byte range the caller owns; {nullptr, 0} when absent.
@@ -73,6 +76,9 @@ class ChunkCipherCore {
   ChunkCipherCore(const CipherSpec& spec, const EVP_CIPHER* cipher, const uint8_t* key,
                   size_t key_len);
   Status AddAad(EVP_CIPHER_CTX* c, Span aad) const;
+  const uint8_t* FixedIv() const {
+    return spec_.fixed_iv.empty() ? nullptr : reinterpret_cast<const uint8_t*>(spec_.fixed_iv.data());
+  }
 
   CipherSpec spec_;
   const EVP_CIPHER* cipher_;

@@ -52,6 +52,14 @@ export const ErrorCode = {
   ERR_TDE_IO: 'ERR_TDE_IO',
   /** A malformed KMIP TTLV message (from a server, or given to the codec). */
   ERR_TDE_TTLV: 'ERR_TDE_TTLV',
+  /** A commit log segment's header is unreadable (not a segment, unsupported version, damaged). */
+  ERR_TDE_SEGMENT_HEADER: 'ERR_TDE_SEGMENT_HEADER',
+  /** A commit log segment has a damaged section; what came before it was read. */
+  ERR_TDE_SEGMENT_DAMAGED: 'ERR_TDE_SEGMENT_DAMAGED',
+  /** A commit log segment ends inside a section (a crash while writing); what came before was read. */
+  ERR_TDE_SEGMENT_TRUNCATED: 'ERR_TDE_SEGMENT_TRUNCATED',
+  /** A key store's password is wrong (or the store was altered). */
+  ERR_TDE_KEYSTORE_PASSWORD: 'ERR_TDE_KEYSTORE_PASSWORD',
   /** A KMIP server answered an operation with a failure (its reason and message are quoted). */
   ERR_TDE_KMIP_OPERATION: 'ERR_TDE_KMIP_OPERATION',
   /** No KMIP host of a group could be reached or used; the message lists each host's cause. */

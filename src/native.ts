@@ -22,6 +22,8 @@ export interface NativeCipherSpec {
   rc2KeyBits: number;
   /** AEAD (GCM) tag bytes after the ciphertext; 0 for every other mode. */
   tagLength: number;
+  /** One IV for every chunk, not stored with them (commit log and hints); ivLength is then 0. */
+  fixedIv?: Uint8Array;
 }
 
 export interface NativeChunkCipher {

@@ -5,6 +5,8 @@ import * as path from 'node:path';
 import test from 'ava';
 
 import { resolveCipher } from '../src/cipher/transformation';
+import { systemInfoKey } from '../src/commitlog/system';
+import { createKmipKey } from '../src/keys/kmip-admin';
 import { EncryptionSettings } from '../src/compression/options';
 import { configFromObject, readConfig } from '../src/config/config';
 import { keyStateOf, usableForEncryption, pickCurrentKey } from '../src/keys/kmip-provider';
@@ -169,5 +171,27 @@ test('a table rewritten with a KMIP key reads back, and a destroyed key is named
     t.is(s.faults[0].code, 'ERR_TDE_KEY_NOT_FOUND');
     t.regex(s.faults[0].message, new RegExp(`KMIP key ${info.options.kmip_key_id} of group kmip1 cannot be fetched \\(ItemNotFound`));
     t.regex(s.faults[0].file, /Data\.db$/);
+  }
+});
+
+test('system_info_encryption with KMIP uses only an existing matching key, and says how to make one', async (t) => {
+  const file = configFile(kmipYaml(server, 'sys'));
+  fs.appendFileSync(file, 'system_info_encryption:\n  enabled: true\n  cipher_algorithm: AES/CBC/PKCS5Padding\n  secret_key_strength: 192\n  key_provider: KmipKeyProviderFactory\n  kmip_host: sys\n  key_namespace: sysinfo\n');
+  const config = readConfig(file);
+  const keys = new KeyProviders(config);
+  try {
+    await t.throwsAsync(() => systemInfoKey(config, keys), { code: 'ERR_TDE_KEY_NOT_FOUND',
+      message: /no active AES\/CBC\/PKCS5Padding 192-bit key in namespace sysinfo .*createsystemkey AES\/CBC\/PKCS5Padding 192 -k sys -n sysinfo/ });
+    await createKmipKey(keys.kmipProvider.client('sys'), resolveCipher('AES/CBC/PKCS5Padding', 192), { namespace: 'sysinfo' });
+  } finally {
+    keys.close();
+  }
+  const fresh = new KeyProviders(config);
+  try {
+    const k = await systemInfoKey(config, fresh);
+    t.regex(k.keyAlias, /^kmip:\/\/sys\/\d+$/);
+    t.is(k.key.length, 24);
+  } finally {
+    fresh.close();
   }
 });

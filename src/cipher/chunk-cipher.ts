@@ -16,6 +16,12 @@ export interface ChunkCipherOptions {
   key: Uint8Array;
   /** DSE's `iv_length` option; when given it must match the cipher's block size. */
   iv_length?: number | string;
+  /**
+   * Cassandra's commit log and hints layout: this one IV for every chunk, not stored before
+   * each; chunks are then just ciphertext. (Weaker than a fresh IV per chunk: equal chunk
+   * beginnings show as equal ciphertext. Only for reading and writing that format.)
+   */
+  fixed_iv?: Uint8Array;
 }
 
 const byIndex: ChunkLocator = (i) => ({ prefix: `chunk ${i} of the batch`, context: { chunk: i } });
@@ -205,11 +211,13 @@ export function createChunkCipher(options: ChunkCipherOptions): ChunkCipher {
   if (!(options.key instanceof Uint8Array)) {
     throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'key must be a Buffer or Uint8Array of raw key bytes');
   }
-  const choice = resolveCipher(
-    options.cipher_algorithm,
-    options.secret_key_strength,
-    options.iv_length,
-  );
+  const resolved = resolveCipher(options.cipher_algorithm, options.secret_key_strength, options.iv_length);
+  if (options.fixed_iv !== undefined && resolved.ivLength !== options.fixed_iv.length) {
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${resolved.name} takes a ${resolved.ivLength}-byte IV, ` +
+      `not ${options.fixed_iv.length} bytes`);
+  }
+  // With a fixed IV nothing is stored before each chunk.
+  const choice = options.fixed_iv !== undefined ? { ...resolved, ivLength: 0 } : resolved;
   const key = normalizeKey(choice, options.key);
   try {
     const handle = new (native().ChunkCipher)(
@@ -219,6 +227,7 @@ export function createChunkCipher(options: ChunkCipherOptions): ChunkCipher {
         padding: choice.padding === 'PKCS5Padding',
         rc2KeyBits: choice.rc2KeyBits,
         tagLength: choice.tagLength,
+        fixedIv: options.fixed_iv,
       },
       key,
     );

@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 
 import { EXIT_OK, EXIT_USAGE, Io, processIo } from './common';
 import { createSystemKeyCommand } from './createsystemkey';
+import { commitLogCommand } from './commitlog';
 import { describeCommand } from './describe';
 import { encryptConfigValueCommand } from './encryptconfigvalue';
 import { manageKmipCommand } from './managekmip';
@@ -37,7 +38,7 @@ export async function run(argv: string[], io: Io = processIo()): Promise<number>
     cmd.commands.forEach(setUp);
   };
   for (const make of [createSystemKeyCommand, upgradeSSTablesCommand, verifyCommand, describeCommand,
-    encryptConfigValueCommand, manageKmipCommand]) {
+    encryptConfigValueCommand, manageKmipCommand, commitLogCommand]) {
     program.addCommand(make(io, done));
   }
   setUp(program);

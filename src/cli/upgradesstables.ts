@@ -27,7 +27,8 @@ export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Co
     .argument('[keyspace]', 'only this keyspace')
     .argument('[tables...]', 'only these tables of the keyspace')
     .requiredOption('--data-dir <dir>', 'Cassandra data directory (KEYSPACE/TABLE[-id]/ inside)')
-    .requiredOption('--schema <file>', 'CQL file with CREATE TABLE / ALTER TABLE ... WITH compression = {...}')
+    .option('--schema <file>', 'CQL file with CREATE TABLE / ALTER TABLE ... WITH compression = {...} (optional ' +
+      'for system.batchlog and system.paxos, which follow system_info_encryption)')
     .option('-a, --include-all-sstables', 'rewrite every SSTable, even those already as their table asks')
     .option('--ignore-digest', 'rewrite even when Data.db does not match its Digest file')
     .option('--json', 'print a JSON summary instead of text');
@@ -36,19 +37,26 @@ export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Co
 Examples:
   sstable-tde upgradesstables --data-dir /var/lib/cassandra/data --schema schema.cql --config dse.yaml
   sstable-tde upgradesstables --data-dir data --schema schema.cql -a cycling cyclist_name
+  sstable-tde upgradesstables --data-dir data --config dse.yaml -a system batchlog paxos
 
 Each SSTable is written anew beside the old one, synced, verified, and only then made live; the
 old one is removed last. If the command is killed, run it again: it finishes or undoes what was
 interrupted before doing anything else.`);
 
   cmd.action(async (keyspace: string | undefined, tables: string[], opts: {
-    dataDir: string; schema: string; includeAllSstables?: boolean; ignoreDigest?: boolean; json?: boolean; config?: string;
+    dataDir: string; schema?: string; includeAllSstables?: boolean; ignoreDigest?: boolean; json?: boolean; config?: string;
   }) => {
     const json = Boolean(opts.json);
     let bar: cliProgress.SingleBar | undefined;
     try {
       const config = configFrom(opts);
-      const schema = loadSchema(opts.schema);
+      if (!opts.schema && !config.systemInfoEncryption?.enabled) {
+        io.err('sstable-tde: give --schema FILE (only system.batchlog and system.paxos can go without one, ' +
+          'when system_info_encryption is enabled in --config)');
+        done(2);
+        return;
+      }
+      const schema = opts.schema ? loadSchema(opts.schema) : new Map();
       let base = 0;
       let current = 0;
       const onEvent = (e: UpgradeEvent) => {
@@ -109,7 +117,7 @@ interrupted before doing anything else.`);
         }
         for (const r of report.results) io.out(line(r));
         for (const m of report.missing) {
-          io.out(`MISSING    ${m}: named in ${opts.schema} but has no directory in ${opts.dataDir} (a typo, ` +
+          io.out(`MISSING    ${m}: named in ${opts.schema ?? 'the schema'} but has no directory in ${opts.dataDir} (a typo, ` +
             'or is --data-dir not the directory that holds the keyspace directories?)');
         }
         io.out(`\n${report.rewritten} rewritten, ${report.unchanged} unchanged, ${report.skipped} skipped, ` +

@@ -140,10 +140,14 @@ export class KmipKeyProvider implements KeyProvider {
     return this.groups.get(group)?.keyCacheMillis ?? 0;
   }
 
-  async keyFor(settings: EncryptionSettings, choice: CipherChoice): Promise<ResolvedKey> {
+  /**
+   * The key for these settings. With `create: false` (system_info_encryption, which DSE never
+   * lets create keys) a missing key is an error saying how to make one.
+   */
+  async keyFor(settings: EncryptionSettings, choice: CipherChoice, options: { create?: boolean } = {}): Promise<ResolvedKey> {
     const group = settings.kmipHost;
     if (!group) throw new TdeError('ERR_TDE_BAD_OPTION', 'a KMIP-keyed table needs kmip_host');
-    const id = settings.kmipKeyId ?? (await this.currentKeyId(group, settings.keyNamespace, choice));
+    const id = settings.kmipKeyId ?? (await this.currentKeyId(group, settings.keyNamespace, choice, options.create ?? true));
     const bytes = await this.fetch(group, id, choice);
     return {
       bytes,
@@ -153,7 +157,7 @@ export class KmipKeyProvider implements KeyProvider {
     };
   }
 
-  private async currentKeyId(group: string, namespace: string | undefined, choice: CipherChoice): Promise<string> {
+  private async currentKeyId(group: string, namespace: string | undefined, choice: CipherChoice, create: boolean): Promise<string> {
     const spec = kmipKeySpec(choice);
     const slot = `${group}\0${namespace ?? ''}\0${spec.algorithm}\0${spec.length}`;
     const cached = this.current.get(slot);
@@ -161,7 +165,7 @@ export class KmipKeyProvider implements KeyProvider {
 
     let pending = this.choosing.get(slot);
     if (!pending) {
-      pending = this.choose(group, namespace, choice).finally(() => this.choosing.delete(slot));
+      pending = this.choose(group, namespace, choice, create).finally(() => this.choosing.delete(slot));
       this.choosing.set(slot, pending);
     }
     const id = await pending;
@@ -169,7 +173,7 @@ export class KmipKeyProvider implements KeyProvider {
     return id;
   }
 
-  private async choose(group: string, namespace: string | undefined, choice: CipherChoice): Promise<string> {
+  private async choose(group: string, namespace: string | undefined, choice: CipherChoice, create: boolean): Promise<string> {
     const client = this.client(group);
     const spec = kmipKeySpec(choice);
     const filters: Attribute[] = [
@@ -188,6 +192,11 @@ export class KmipKeyProvider implements KeyProvider {
     const usable = states.filter((k) => usableForEncryption(k, nowSeconds, namespace) && isAuthenticated(k.cipher ?? '') === gcm);
     const chosen = pickCurrentKey(usable);
     if (chosen) return chosen.id;
+    if (!create) {
+      throw new TdeError('ERR_TDE_KEY_NOT_FOUND', `KMIP group ${group} has no active ${choice.name} ${choice.strength}-bit ` +
+        `key${namespace ? ` in namespace ${namespace}` : ''} for system_info_encryption; create one with "sstable-tde ` +
+        `createsystemkey ${choice.name} ${choice.strength} -k ${group}${namespace ? ` -n ${namespace}` : ''}"`);
+    }
 
     const id = await client.createSymmetricKey({
       algorithm: spec.algorithm,

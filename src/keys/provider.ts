@@ -103,8 +103,8 @@ export class KeyProviders implements KeyProvider {
     this.kmip = new KmipKeyProvider(config.kmipHosts, options, config.file);
   }
 
-  async keyFor(settings: EncryptionSettings, choice: CipherChoice): Promise<ResolvedKey> {
-    if (settings.keyProvider === KMIP_PROVIDER) return this.kmip.keyFor(settings, choice);
+  async keyFor(settings: EncryptionSettings, choice: CipherChoice, options: { create?: boolean } = {}): Promise<ResolvedKey> {
+    if (settings.keyProvider === KMIP_PROVIDER) return this.kmip.keyFor(settings, choice, options);
     return this.local.keyFor(settings, choice);
   }
 

@@ -35,6 +35,7 @@ import { SSTableDataWriter } from '../sstable/writer';
 import { matchOwner, syncDirectory, writeFileDurably } from '../util/files';
 import { crashPoint } from './crash-points';
 import { lockDataDirectory } from './lock';
+import { SYSTEM_TABLES, systemTableCompression } from '../commitlog/system';
 import { readTxns, recoverTable, Recovery, removeSSTableFiles, RewriteTxn } from './txn';
 
 export interface UpgradeOptions {
@@ -380,8 +381,14 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
     for (const t of tables) if (readTxns(t.dir).length > 0) report.recovered.push(...recoverTable(t.dir));
 
     const plan: { table: TableDir; summary: SSTableSummary; target: CompressionParams }[] = [];
+    const systemInfo = options.config.systemInfoEncryption;
     for (const table of tables) {
-      const schema = options.schema.get(`${table.keyspace}.${table.table}`);
+      // system.batchlog and system.paxos follow system_info_encryption unless the schema says otherwise.
+      const schema = options.schema.get(`${table.keyspace}.${table.table}`) ??
+        (systemInfo?.enabled && table.keyspace === 'system' && SYSTEM_TABLES.includes(table.table)
+          ? { keyspace: 'system', table: table.table, compression: systemTableCompression(systemInfo),
+              source: `${options.config.file ?? 'configuration'}: system_info_encryption` }
+          : undefined);
       const listing = liveSSTables(table.dir);
       if (listing.cassandraTxns.length > 0) {
         for (const files of listing.sstables) {
