@@ -46,6 +46,8 @@ export const ErrorCode = {
   ERR_TDE_READ_RANGE: 'ERR_TDE_READ_RANGE',
   ERR_TDE_LOCKED: 'ERR_TDE_LOCKED',
   ERR_TDE_REWRITE_FAILED: 'ERR_TDE_REWRITE_FAILED',
+  /** An SSTable cannot be read at start-up and disk_failure_policy says stop. */
+  ERR_TDE_UNREADABLE_SSTABLE: 'ERR_TDE_UNREADABLE_SSTABLE',
   /** The operator interrupted a run (SIGINT, SIGTERM); what was in progress was undone. */
   ERR_TDE_CANCELLED: 'ERR_TDE_CANCELLED',
   ERR_TDE_DATA_DIR: 'ERR_TDE_DATA_DIR',

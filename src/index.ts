@@ -41,6 +41,13 @@ export { upgradeSSTables } from './rewrite/upgrade';
 export type { SSTableResult, UpgradeEvent, UpgradeOptions, UpgradeReport } from './rewrite/upgrade';
 export { verifyDataDirectory } from './tools/verify';
 export { describeDataDirectory } from './tools/describe';
+export { openDataDirectory } from './tools/open-data-dir';
+export type { DiskFailurePolicy, OpenedDataDirectory, OpenDataDirectoryOptions } from './tools/open-data-dir';
+export { EncryptedComponent, PlainComponent, SENSITIVE_COMPONENTS } from './sstable/page-file';
+export { readSegment, SegmentWriter } from './commitlog/segment';
+export { HintsWriter, readHintsFile, hintsFileNames } from './commitlog/hints';
+export { openCommitLogSegment, openHintsFile, systemInfoKey } from './commitlog/system';
+export { readJceksSecretKey } from './config/jceks';
 
 import * as ttlvCodec from './kmip/ttlv/codec';
 /** KMIP's TTLV encoding: `ttlv.decode(bytes)` gives a tree with KMIP names, `ttlv.encode(tree)` bytes. */

@@ -40,6 +40,7 @@ No key is needed: describe reads metadata only, and never shows key bytes.`);
           io.out(`  ${plural(r.chunkCount, 'chunk')} of ${r.chunkLength} bytes; ${r.dataBytes} bytes of data, ` +
             `${r.storedBytes} bytes in Data.db`);
           io.out(`  components: ${r.components.join(' ')}`);
+          if (r.encrypted) io.out(`  encrypted: ${r.encryptedComponents.join(' ')}`);
         }
         if (rows.length === 0) {
           io.err(`sstable-tde: found no SSTable under ${opts.dataDir}: is --data-dir the directory that holds ` +

@@ -58,6 +58,9 @@ export function chunkAad(binding: ChunkBinding, count: number, keyCheckValue: st
   return out;
 }
 
+/** The CompressionInfo.db option listing the components encrypted page by page (page-file.ts). */
+export const ENCRYPTED_COMPONENTS_OPTION = 'encrypted_components';
+
 /** The CompressionInfo.db option holding the tag over an authenticated SSTable's metadata. */
 export const SSTABLE_TAG_OPTION = 'sstable_tag';
 
@@ -67,6 +70,8 @@ export interface SSTableMetadata {
   chunkLength: number;
   dataLength: number;
   chunkCount: number;
+  /** Components encrypted page by page, comma-separated (or empty). */
+  encryptedComponents: string;
 }
 
 /**
@@ -78,5 +83,19 @@ export function metadataAad(m: SSTableMetadata): Buffer {
   fixed.writeBigUInt64BE(BigInt(m.dataLength), 0);
   fixed.writeUInt32BE(m.chunkCount, 8);
   fixed.writeUInt32BE(m.chunkLength, 12);
-  return Buffer.concat([Buffer.from(`sstable-tde sstable v1\0${m.className}\0`, 'latin1'), m.sstableId, fixed]);
+  return Buffer.concat([Buffer.from(`sstable-tde sstable v1\0${m.className}\0`, 'latin1'), m.sstableId, fixed,
+    Buffer.from(m.encryptedComponents, 'latin1')]);
+}
+
+/** Additional data for pages of an encrypted index or metadata component (see page-file.ts). */
+export function pageAad(component: string, sstableId: Buffer, first: number, count: number, last: number,
+  keyCheckValue: string): Buffer[] {
+  const head = Buffer.from(`sstable-tde page v1\0${component}\0`, 'latin1');
+  const kcv = Buffer.from(keyCheckValue, 'hex');
+  return Array.from({ length: count }, (_, k) => {
+    const tail = Buffer.alloc(9);
+    tail.writeBigUInt64BE(BigInt(first + k), 0);
+    tail.writeUInt8(first + k === last ? 1 : 0, 8);
+    return Buffer.concat([head, sstableId, tail, kcv]);
+  });
 }

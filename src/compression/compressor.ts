@@ -10,7 +10,8 @@ import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { resolveCipher } from '../cipher/transformation';
 import { ChunkLocator, isTdeError, TdeError } from '../errors';
 import { KeyProvider, ResolvedKey } from '../keys/provider';
-import { ChunkBinding, chunkAad, metadataAad, SSTableMetadata } from './binding';
+import { PageCodec, plainCapacity } from '../sstable/page-file';
+import { ChunkBinding, chunkAad, metadataAad, pageAad, SSTableMetadata } from './binding';
 import { Codec, CODECS } from './codecs';
 import {
   COMPRESSOR_CLASSES,
@@ -45,6 +46,11 @@ export interface Compressor {
   recycle(stored: Buffer[]): void;
   /** Options to record in CompressionInfo.db: class options, never key bytes. */
   compressionInfoOptions(): Record<string, string>;
+  /**
+   * Encrypting compressors: the codec for an index or metadata component's pages. `sstableId`
+   * is required for authenticated (GCM) compressors, which bind each page to it.
+   */
+  pageCodec?(component: string, sstableId?: Buffer): PageCodec;
   /** Authenticated compressors: a tag (hex) binding an SSTable's metadata to the key. */
   sealMetadata?(meta: SSTableMetadata): string;
   /** Authenticated compressors: whether `tag` is the one sealMetadata gave for `meta`. */
@@ -151,6 +157,30 @@ class EncryptingCompressor implements Compressor {
 
   recycle(stored: Buffer[]): void {
     this.cipher.recycle(stored);
+  }
+
+  pageCodec(component: string, sstableId?: Buffer): PageCodec {
+    const cipher = this.cipher;
+    if (cipher.aead && !sstableId) {
+      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'authenticated pages need the SSTable id they are bound to');
+    }
+    const aad = (first: number, count: number, last: number) =>
+      cipher.aead ? pageAad(component, sstableId as Buffer, first, count, last, this.keyCheck) : undefined;
+    return {
+      plainPerPage: plainCapacity((n) => cipher.encryptedLength(n)),
+      encrypt: (plain, first, last) => cipher.encryptBatch(plain, undefined, aad(first, plain.length, last)),
+      decrypt: async (ct, first, last, where) => {
+        try {
+          return await cipher.decryptBatch(ct, where, aad(first, ct.length, last));
+        } catch (err) {
+          if (this.keyVerified && isTdeError(err, 'ERR_TDE_DECRYPT_FAILED')) {
+            throw new TdeError('ERR_TDE_CORRUPT_CHUNK', `${err.message} (the key is the one it was written ` +
+              'with, so the page itself is damaged)', err.context, err);
+          }
+          throw err;
+        }
+      },
+    };
   }
 
   // The tag is a GCM encryption of nothing, with the metadata as additional data: the nonce and

@@ -79,7 +79,7 @@ const ENCRYPTION_OPTIONS = ['cipher_algorithm', 'secret_key_strength', 'key_prov
 /** Written by sstable-tde into CompressionInfo.db; not something a table option sets. */
 const KEY_CHECK_OPTION = 'key_check_value';
 const KMIP_KEY_ID_OPTION = 'kmip_key_id';
-const RECORDED_OPTIONS = [KEY_CHECK_OPTION, KMIP_KEY_ID_OPTION, 'sstable_id', 'sstable_tag'];
+const RECORDED_OPTIONS = [KEY_CHECK_OPTION, KMIP_KEY_ID_OPTION, 'sstable_id', 'sstable_tag', 'encrypted_components'];
 
 const MAX_CHUNK_LENGTH = 1 << 30;
 

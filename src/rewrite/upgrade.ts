@@ -31,6 +31,7 @@ import {
 import { inspectSSTable, SSTableSummary } from '../sstable/inspect';
 import { DIGEST_ONLY_ADVICE, SSTableReader } from '../sstable/reader';
 import { formatToc, readToc } from '../sstable/toc';
+import { SENSITIVE_COMPONENTS, transcodeComponent } from '../sstable/page-file';
 import { SSTableDataWriter } from '../sstable/writer';
 import { matchOwner, syncDirectory, writeFileDurably } from '../util/files';
 import { crashPoint } from './crash-points';
@@ -232,17 +233,36 @@ class Rewriter {
         this.checkCancelled();
       }
       await this.checkSourceDigest(reader, source);
-      const result = await writer.finish();
+
+      // Index and metadata components hold partition keys: encrypted along with the data (or
+      // decrypted along with it), page by page, rather than carried over.
+      const sensitive = SENSITIVE_COMPONENTS[old.format].filter((c) => old.components.includes(c));
+      const transcoded: { component: string; crc: number }[] = [];
+      for (const component of sensitive) {
+        if (!compressor?.pageCodec && !reader.encryptedComponents.includes(component)) continue;
+        const source = await reader.openComponent(component);
+        const target = componentPath(newId, component);
+        try {
+          written.push(target);
+          const crc = await transcodeComponent(source, target, compressor?.pageCodec?.(component, writer.id), mode);
+          transcoded.push({ component, crc });
+        } finally {
+          await source.close();
+        }
+      }
+      const encryptedComponents = compressor?.pageCodec ? transcoded.map((t) => t.component) : [];
+
+      const result = await writer.finish({ encryptedComponents });
       written.push(...writer.files);
       writer = undefined;
       crashPoint('data-written');
 
-      written.push(...this.carryOver(old, newId, result.components, mode));
+      written.push(...this.carryOver(old, newId, result.components, mode, transcoded.map((t) => t.component)));
       matchOwner(written, reference);
       syncDirectory(newId.dir);
       crashPoint('components-linked');
 
-      await this.verify(newId, result.components, sourceChecksum >>> 0, source.sstable);
+      await this.verify(newId, result.components, sourceChecksum >>> 0, source.sstable, transcoded);
       crashPoint('verified');
       this.checkCancelled();
       txn.commit();
@@ -281,10 +301,10 @@ class Rewriter {
    * Links the untouched components and writes the new TOC.txt, in the old one's order. Returns
    * the files it created that are not links (copies and TOC.txt), whose owner must be set.
    */
-  private carryOver(old: SSTableFiles, newId: SSTableId, written: string[], mode: number): string[] {
+  private carryOver(old: SSTableFiles, newId: SSTableId, written: string[], mode: number, transcoded: string[]): string[] {
     const created: string[] = [];
     for (const c of old.components) {
-      if (isDataComponent(c)) continue;
+      if (isDataComponent(c) || transcoded.includes(c)) continue;
       const target = componentPath(newId, c);
       if (!linkOrCopy(componentPath(old, c), target)) created.push(target);
     }
@@ -298,9 +318,19 @@ class Rewriter {
     return created;
   }
 
-  private async verify(id: SSTableId, components: string[], expected: number, sourceName: string): Promise<void> {
+  private async verify(id: SSTableId, components: string[], expected: number, sourceName: string,
+    transcoded: { component: string; crc: number }[]): Promise<void> {
     const reader = await SSTableReader.open(id, { keys: this.keys });
     try {
+      for (const t of transcoded) {
+        const c = await reader.openComponent(t.component);
+        const crc = zlib.crc32(await c.readAll()) >>> 0;
+        await c.close();
+        if (crc !== t.crc) {
+          throw new TdeError('ERR_TDE_REWRITE_FAILED', `the new ${t.component} of ${displayName(id)} does not hold ` +
+            `the same bytes as ${sourceName}'s; ${sourceName} is left as it was`);
+        }
+      }
       const report = await reader.verify(components.find((c) => c.startsWith('Digest.')));
       if (report.faults.length > 0) {
         throw new TdeError('ERR_TDE_REWRITE_FAILED', `the new SSTable ${displayName(id)} did not ` +

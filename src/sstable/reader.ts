@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 
 import { Checksum, checksumFor } from '../checksum';
-import { parseSSTableId, SSTABLE_ID_OPTION, SSTABLE_TAG_OPTION } from '../compression/binding';
+import { ENCRYPTED_COMPONENTS_OPTION, parseSSTableId, SSTABLE_ID_OPTION, SSTABLE_TAG_OPTION } from '../compression/binding';
+import { EncryptedComponent, PlainComponent } from './page-file';
 import { Compressor, createCompressor } from '../compression/compressor';
 import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
 import { ChunkLocator, ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
@@ -116,6 +117,7 @@ export class SSTableReader {
         chunkLength: this.chunkLength,
         dataLength: this.dataLength,
         chunkCount: this.chunkCount,
+        encryptedComponents: this.encryptedComponents.join(','),
       }, tag);
       if (!ok) {
         const file = componentPath(id, 'CompressionInfo.db');
@@ -197,6 +199,29 @@ export class SSTableReader {
 
   get name(): string {
     return displayName(this.id);
+  }
+
+  /** Index and metadata components stored encrypted page by page (page-file.ts). */
+  get encryptedComponents(): string[] {
+    const list = this.compressionInfo?.options[ENCRYPTED_COMPONENTS_OPTION];
+    return list ? list.split(',') : [];
+  }
+
+  /**
+   * Opens another component of this SSTable for reading, decrypting it if it was encrypted:
+   * `read(position, length)` and `readAll()` give its plain bytes either way.
+   */
+  async openComponent(component: string): Promise<EncryptedComponent | PlainComponent> {
+    const file = componentPath(this.id, component);
+    if (this.encryptedComponents.includes(component)) {
+      const codec = this.compressor?.pageCodec?.(component, this.sstableId);
+      if (!codec) {
+        throw new TdeError('ERR_TDE_CORRUPT_COMPRESSION_INFO', `${componentPath(this.id, 'CompressionInfo.db')} lists ` +
+          `${component} as encrypted, but its class ${this.compressor?.className ?? '(none)'} does not encrypt`, { file });
+      }
+      return EncryptedComponent.open(file, codec);
+    }
+    return PlainComponent.open(file);
   }
 
   get encrypted(): boolean {
@@ -407,6 +432,19 @@ export class SSTableReader {
     }
 
     if (digestComponent) await this.checkDigest(digestComponent, digest, faults);
+    for (const component of this.encryptedComponents) {
+      try {
+        const c = await this.openComponent(component);
+        try {
+          if (c instanceof EncryptedComponent) await c.forEachBatch(() => {});
+        } finally {
+          await c.close();
+        }
+      } catch (err) {
+        if (!isTdeError(err)) throw err;
+        faults.push({ code: err.code, message: err.message, file: err.file ?? componentPath(this.id, component), ...err.context } as Fault);
+      }
+    }
 
     return {
       sstable: this.name,

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 
 import { Checksum, checksumFor } from '../checksum';
-import { ChunkBinding, newSSTableId, SSTABLE_ID_OPTION, SSTABLE_TAG_OPTION } from '../compression/binding';
+import { ChunkBinding, ENCRYPTED_COMPONENTS_OPTION, newSSTableId, SSTABLE_ID_OPTION, SSTABLE_TAG_OPTION } from '../compression/binding';
 import { Compressor } from '../compression/compressor';
 import { CompressionParams } from '../compression/options';
 import { fromSystem, TdeError } from '../errors';
@@ -231,20 +231,29 @@ export class SSTableDataWriter {
     if (compressed) (this.options.compressor as Compressor).recycle(stored);
   }
 
-  /** Flushes everything, writes the companion components and fsyncs every file written. */
-  finish(): Promise<WriteResult> {
+  /** This SSTable's random id, when its compressor authenticates chunks (page codecs need it). */
+  get id(): Buffer | undefined {
+    return this.sstableId;
+  }
+
+  /**
+   * Flushes everything, writes the companion components and fsyncs every file written.
+   * `encryptedComponents` names the index and metadata components the caller wrote encrypted
+   * (page-file.ts), so that readers know to decrypt them.
+   */
+  finish(options: { encryptedComponents?: string[] } = {}): Promise<WriteResult> {
     try {
       this.checkOpen('finish()');
     } catch (err) {
       return Promise.reject(err);
     }
-    const done = this.enqueue(() => this.finish1());
+    const done = this.enqueue(() => this.finish1(options.encryptedComponents ?? []));
     // Later calls are refused at once rather than queued behind a finish.
     this.finished = true;
     return done;
   }
 
-  private async finish1(): Promise<WriteResult> {
+  private async finish1(encryptedComponents: string[]): Promise<WriteResult> {
     if (this.filled > 0) this.pending.push(this.current.subarray(0, this.filled));
     this.filled = 0;
     await this.flush(true);
@@ -265,6 +274,8 @@ export class SSTableDataWriter {
     if (params.enabled) {
       const c = compressor as Compressor;
       const options = c.compressionInfoOptions();
+      const encrypted = encryptedComponents.join(',');
+      if (encrypted !== '') options[ENCRYPTED_COMPONENTS_OPTION] = encrypted;
       if (this.sstableId && c.sealMetadata) {
         options[SSTABLE_ID_OPTION] = this.sstableId.toString('hex');
         options[SSTABLE_TAG_OPTION] = c.sealMetadata({
@@ -273,6 +284,7 @@ export class SSTableDataWriter {
           chunkLength: this.chunkLength,
           dataLength: this.dataLength,
           chunkCount: this.offsets.length,
+          encryptedComponents: encrypted,
         });
       }
       const info: CompressionInfo = {

@@ -17,6 +17,8 @@ export interface SSTableDescription {
   /** Options recorded in CompressionInfo.db (class options and key names; never key bytes). */
   options: Record<string, string>;
   encrypted: boolean;
+  /** Components stored encrypted: Data.db for an encrypting class, and the index and metadata ones listed. */
+  encryptedComponents: string[];
   summary: string;
   chunkLength: number;
   chunkCount: number;
@@ -46,6 +48,8 @@ export function describeDataDirectory(dataDir: string, keyspace?: string, tables
           compressor: s.params.enabled ? (s.params.className as string) : null,
           options: s.compressionInfo?.options ?? {},
           encrypted: s.params.encryption !== undefined,
+          encryptedComponents: s.params.encryption === undefined ? [] :
+            ['Data.db', ...(s.compressionInfo?.options.encrypted_components?.split(',') ?? [])],
           summary: describeParams(s.params),
           chunkLength: s.chunkLength,
           chunkCount: s.chunkCount,
@@ -54,7 +58,7 @@ export function describeDataDirectory(dataDir: string, keyspace?: string, tables
         });
       } catch (err) {
         if (!isTdeError(err)) throw err;
-        out.push({ ...base, compressor: null, options: {}, encrypted: false, summary: 'unreadable',
+        out.push({ ...base, compressor: null, options: {}, encrypted: false, encryptedComponents: [], summary: 'unreadable',
           chunkLength: 0, chunkCount: 0, dataBytes: 0, storedBytes: 0,
           error: { code: err.code, message: err.message } });
       }
