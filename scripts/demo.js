@@ -59,6 +59,17 @@ async function uncompressedData(config) {
   return out;
 }
 
+/** Each live SSTable's index and metadata components (the ones holding partition keys), by table. */
+function indexComponents() {
+  const out = new Map();
+  for (const t of tde.findTables(dataDir)) {
+    const [files] = tde.liveSSTables(t.dir).sstables;
+    const parts = tde.SENSITIVE_COMPONENTS[files.format].filter((c) => files.components.includes(c));
+    out.set(`${t.keyspace}.${t.table}`, new Map(parts.map((c) => [c, fs.readFileSync(tde.componentPath(files, c))])));
+  }
+  return out;
+}
+
 async function main() {
   step(`Copy the bundled Cassandra SSTables into a data directory: ${work}/data`);
   const tables = [];
@@ -79,6 +90,7 @@ async function main() {
   process.stdout.write(`${tables.length} tables, formats ${[...new Set(tables.map((t) => t.format))].join(', ')}\n`);
   const config = tde.configFromObject({ system_key_directory: keyDir });
   const original = await uncompressedData(config);
+  const originalIndexes = indexComponents();
 
   step('Make a local system key and a dse.yaml that points at it');
   const dseYaml = path.join(work, 'dse.yaml');
@@ -117,6 +129,14 @@ async function main() {
     else process.stdout.write(`DIFFERENT: ${name}\n`);
   }
   process.stdout.write(`${same} of ${original.size} tables byte-identical to the original after encrypt and decrypt\n`);
+  let sameIndexes = 0;
+  for (const [name, components] of indexComponents()) {
+    const before = originalIndexes.get(name);
+    if ([...components].every(([c, bytes]) => before.get(c)?.equals(bytes))) sameIndexes++;
+    else process.stdout.write(`DIFFERENT index or metadata: ${name}\n`);
+  }
+  process.stdout.write(`${sameIndexes} of ${original.size} tables with Index/Summary/Partitions/Rows/Statistics ` +
+    'byte-identical too (they were encrypted page by page in between)\n');
 
   step('A deliberately damaged corpus table is reported, not rewritten');
   const damaged = path.join(work, 'damaged');
@@ -127,7 +147,7 @@ async function main() {
 
   if (process.argv.includes('--keep')) process.stdout.write(`\nwork directory kept: ${work}\n`);
   else fs.rmSync(work, { recursive: true, force: true });
-  process.exit(same === original.size ? 0 : 1);
+  process.exit(same === original.size && sameIndexes === original.size ? 0 : 1);
 }
 
 main().catch((err) => {

@@ -29,6 +29,7 @@ export type { CompressionInfo } from './sstable/compression-info';
 export { parseComponentName, scanTableDirectory } from './sstable/descriptor';
 export type { SSTableFiles, SSTableId } from './sstable/descriptor';
 export { findTables, liveSSTables } from './sstable/data-dir';
+export { componentPath } from './sstable/descriptor';
 export { inspectSSTable } from './sstable/inspect';
 export { SSTableReader } from './sstable/reader';
 export type { Fault, OpenOptions, VerifyReport } from './sstable/reader';
