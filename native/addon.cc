@@ -11,6 +11,7 @@
 #include <mutex>
 #include <unordered_set>
 
+#include "aes_cbc_mb.h"
 #include "batch.h"
 #include "checksum.h"
 #include "chunk_cipher.h"
@@ -318,6 +319,17 @@ Napi::Value JsParallelism(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(Parallelism()));
 }
 
+// setMultiBuffer(on): whether AES-CBC batches encrypt several chunks at once (aes_cbc_mb.h).
+// Returns whether multi-buffer encryption is now in use (false where the CPU lacks AES-NI).
+Napi::Value JsSetMultiBuffer(const Napi::CallbackInfo& info) {
+  aesmb::SetEnabled(info[0].ToBoolean().Value());
+  return Napi::Boolean::New(info.Env(), aesmb::Available());
+}
+
+Napi::Value JsMultiBuffer(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), aesmb::Available());
+}
+
 // evpStreamSeconds(spec, key, chunkBytes, rounds): seconds one thread takes to encrypt
 // chunkBytes * rounds bytes as one stream. Benchmarks' OpenSSL baseline.
 Napi::Value JsEvpStreamSeconds(const Napi::CallbackInfo& info) {
@@ -355,6 +367,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cipherAvailable", Napi::Function::New(env, JsCipherAvailable));
   exports.Set("setParallelism", Napi::Function::New(env, JsSetParallelism));
   exports.Set("parallelism", Napi::Function::New(env, JsParallelism));
+  exports.Set("setMultiBuffer", Napi::Function::New(env, JsSetMultiBuffer));
+  exports.Set("multiBuffer", Napi::Function::New(env, JsMultiBuffer));
   exports.Set("errorCodes", Napi::Function::New(env, JsErrorCodes));
   exports.Set("evpStreamSeconds", Napi::Function::New(env, JsEvpStreamSeconds));
   return exports;

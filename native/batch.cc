@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <functional>
 #include <mutex>
 
 #include <openssl/crypto.h>
@@ -50,6 +52,58 @@ void BatchJob::Run() {
     }
     failed.store(true);
   };
+
+  // AES-CBC encryption: each thread keeps up to eight chunks in flight (aes_cbc_mb.h), taking
+  // the next chunk from the shared counter whenever one of its lanes frees up.
+  const aesmb::RoundKeys* mb_keys = encrypt && aad.empty() ? core->MultiBufferKeys() : nullptr;
+  if (mb_keys != nullptr) {
+    class Source : public aesmb::JobSource {
+     public:
+      Source(BatchJob* batch, std::atomic<size_t>* next, std::atomic<bool>* failed, const uint8_t* ivs,
+             const std::function<void(Status, int64_t)>& record)
+          : b_(batch), next_(next), failed_(failed), ivs_(ivs), record_(record) {}
+
+      bool Next(aesmb::Job* job) override {
+        if (failed_->load(std::memory_order_relaxed)) return false;
+        size_t i = next_->fetch_add(1);
+        if (i >= b_->in.size()) return false;
+        Status st = b_->core->CheckEncrypt(b_->in_len[i], b_->out_cap[i]);
+        if (!st.ok()) {
+          record_(std::move(st), static_cast<int64_t>(i));
+          return false;
+        }
+        std::memcpy(b_->out[i], ivs_ + i * 16, 16);
+        job->in = b_->in[i];
+        job->len = b_->in_len[i];
+        job->out = b_->out[i] + 16;
+        job->iv = ivs_ + i * 16;
+        job->padding = b_->core->spec().padding;
+        job->index = i;
+        return true;
+      }
+
+      void Done(const aesmb::Job& job) override {
+        size_t blocks = job.len / 16 + (job.padding ? 1 : 0);
+        b_->written[job.index] = static_cast<uint32_t>(16 + blocks * 16);
+      }
+
+     private:
+      BatchJob* b_;
+      std::atomic<size_t>* next_;
+      std::atomic<bool>* failed_;
+      const uint8_t* ivs_;
+      const std::function<void(Status, int64_t)>& record_;
+    };
+
+    std::function<void(Status, int64_t)> on_error = record;
+    auto mb_body = [&] {
+      Source source(this, &next, &failed, ivs.data(), on_error);
+      aesmb::EncryptCbc(*mb_keys, &source);
+    };
+    ThreadPool::Instance().RunParallel(participants, mb_body);
+    OPENSSL_cleanse(ivs.data(), ivs.size());
+    return;
+  }
 
   auto body = [&] {
     CipherContext ctx;

@@ -76,6 +76,18 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
     return nullptr;
   }
 
+  // AES-CBC with a fresh IV per chunk can be encrypted many chunks at a time (aes_cbc_mb.h).
+  const std::string& name = spec.evp_name;
+  bool cbc = name == "AES-128-CBC" || name == "AES-192-CBC" || name == "AES-256-CBC";
+  if (cbc && spec.iv_length == 16 && spec.fixed_iv.empty() && aesmb::Available()) {
+    aesmb::RoundKeys expanded;
+    if (aesmb::ExpandKey(key, key_len, &expanded)) {
+      core->mb_keys_.reset(new SecureBytes(reinterpret_cast<const uint8_t*>(&expanded), sizeof expanded));
+      OPENSSL_cleanse(&expanded, sizeof expanded);
+      if (!core->mb_keys_->valid()) core->mb_keys_.reset();
+    }
+  }
+
   // Prepare once now, so a key OpenSSL rejects (for example a variable-length key outside the
   // cipher's range) fails at creation rather than on the first chunk.
   CipherContext probe;
@@ -135,9 +147,7 @@ Status ChunkCipherCore::Prepare(CipherContext* ctx, bool encrypt) const {
   return Status::Ok();
 }
 
-Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, Span aad,
-                                uint8_t* out, size_t out_cap, size_t* written,
-                                const uint8_t* fresh_iv) const {
+Status ChunkCipherCore::CheckEncrypt(size_t in_len, size_t out_cap) const {
   if (in_len > static_cast<size_t>(INT_MAX) - 64) {
     return Status::Error("ERR_TDE_CHUNK_LENGTH", "a chunk may hold at most 2 GiB");
   }
@@ -147,6 +157,19 @@ Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in
   if (key_.wiped()) {
     return Status::Error("ERR_TDE_CIPHER_DESTROYED", "the cipher was destroyed; its key is gone");
   }
+  if (!spec_.padding && block_size_ > 1 && in_len % block_size_ != 0) {
+    return Status::Error("ERR_TDE_CHUNK_LENGTH",
+                         "NoPadding needs whole " + std::to_string(block_size_) +
+                             "-byte blocks; the chunk has " + std::to_string(in_len) + " bytes");
+  }
+  return Status::Ok();
+}
+
+Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, Span aad,
+                                uint8_t* out, size_t out_cap, size_t* written,
+                                const uint8_t* fresh_iv) const {
+  Status checked = CheckEncrypt(in_len, out_cap);
+  if (!checked.ok()) return checked;
   EVP_CIPHER_CTX* c = ctx->get();
 
   const uint8_t* iv = FixedIv();

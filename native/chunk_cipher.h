@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "aes_cbc_mb.h"
 #include "errors.h"
 #include "secure_bytes.h"
 
@@ -66,7 +67,20 @@ class ChunkCipherCore {
   Status Decrypt(CipherContext* ctx, const uint8_t* in, size_t in_len, Span aad, uint8_t* out,
                  size_t out_cap, size_t* written) const;
 
-  void Wipe() { key_.Wipe(); }
+  // The checks Encrypt makes before touching any byte, for callers that encrypt by other means.
+  Status CheckEncrypt(size_t in_len, size_t out_cap) const;
+
+  // The expanded key for multi-buffer encryption (aes_cbc_mb.h), or null when this cipher cannot
+  // use it: not AES-CBC with per-chunk IVs, no AES-NI, turned off, or destroyed.
+  const aesmb::RoundKeys* MultiBufferKeys() const {
+    if (!mb_keys_ || mb_keys_->wiped() || !aesmb::Available()) return nullptr;
+    return reinterpret_cast<const aesmb::RoundKeys*>(mb_keys_->data());
+  }
+
+  void Wipe() {
+    key_.Wipe();
+    if (mb_keys_) mb_keys_->Wipe();
+  }
   bool wiped() const { return key_.wiped(); }
   bool aead() const { return spec_.tag_length > 0; }
   const CipherSpec& spec() const { return spec_; }
@@ -84,6 +98,7 @@ class ChunkCipherCore {
   const EVP_CIPHER* cipher_;
   size_t block_size_;
   SecureBytes key_;
+  std::unique_ptr<SecureBytes> mb_keys_;
 };
 
 }  // namespace tde

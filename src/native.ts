@@ -55,6 +55,14 @@ export interface NativeBinding {
   /** How many threads a batch may use (default: the number of cores). */
   parallelism(): number;
   setParallelism(threads: number): void;
+  /**
+   * Whether AES-CBC batches encrypt up to eight chunks at once per thread with AES-NI
+   * (native/aes_cbc_mb.h); false where the processor lacks AES-NI. On by default;
+   * SSTABLE_TDE_MULTIBUFFER=0 turns it off. Output is the same either way.
+   */
+  multiBuffer(): boolean;
+  /** Turns multi-buffer encryption on or off (benchmarks); returns multiBuffer(). */
+  setMultiBuffer(on: boolean): boolean;
   /** The error codes native/errors.h declares. */
   errorCodes(): string[];
   /**

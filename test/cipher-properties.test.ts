@@ -1,10 +1,13 @@
 /** Property-based checks of the chunk cipher over every transformation, with fast-check. */
+import * as crypto from 'node:crypto';
+
 import test from 'ava';
 import fc from 'fast-check';
 
 import { createChunkCipher } from '../src/cipher/chunk-cipher';
 import { resolveCipher, supportedTransformations } from '../src/cipher/transformation';
 import { isTdeError } from '../src/errors';
+import { native } from '../src/native';
 
 /** A valid strength for each algorithm, spread over its range. */
 const STRENGTHS: Record<string, number[]> = {
@@ -131,4 +134,63 @@ test('arbitrary bytes given to decrypt give a typed error or bytes, never a cras
     }
   }), { numRuns: 300 });
   t.pass();
+});
+
+/**
+ * Multi-buffer AES-CBC encryption (native/aes_cbc_mb.cc) keeps up to eight chunks in flight per
+ * thread and refills lanes as chunks of different lengths finish. Every chunk of a batch of mixed
+ * lengths must decrypt with Node's own OpenSSL to its plaintext, with the engine on and off.
+ */
+test('AES-CBC batches (multi-buffer and not) decrypt with Node\'s crypto, for mixed chunk lengths', async (t) => {
+  const batchArb = fc.record({
+    bits: fc.constantFrom(128, 192, 256),
+    padding: fc.boolean(),
+    key: fc.uint8Array({ minLength: 32, maxLength: 32 }),
+    lengths: fc.array(fc.integer({ min: 0, max: 2100 }), { minLength: 1, maxLength: 40 }),
+    multiBuffer: fc.boolean(),
+    seed: fc.integer(),
+  });
+  const wasOn = native().multiBuffer();
+  try {
+    await fc.assert(fc.asyncProperty(batchArb, async ({ bits, padding, key, lengths, multiBuffer, seed }) => {
+      native().setMultiBuffer(multiBuffer);
+      const k = Buffer.from(key.subarray(0, bits / 8));
+      const name = `AES/CBC/${padding ? 'PKCS5Padding' : 'NoPadding'}`;
+      const c = createChunkCipher({ cipher_algorithm: name, secret_key_strength: bits, key: k });
+      try {
+        const chunks = lengths.map((n, i) => {
+          const len = padding ? n : n - (n % 16);
+          const b = Buffer.alloc(len);
+          for (let j = 0; j < len; j++) b[j] = (seed + i * 131 + j * 17) & 0xff;
+          return b;
+        });
+        const enc = await c.encryptBatch(chunks);
+        return enc.every((e, i) => {
+          if (e.length !== c.encryptedLength(chunks[i].length)) return false;
+          const d = crypto.createDecipheriv(`aes-${bits}-cbc`, k, e.subarray(0, 16));
+          d.setAutoPadding(padding);
+          return Buffer.concat([d.update(e.subarray(16)), d.final()]).equals(chunks[i]);
+        });
+      } finally {
+        c.destroy();
+      }
+    }), { numRuns: 200 });
+  } finally {
+    native().setMultiBuffer(wasOn);
+  }
+  t.true(native().multiBuffer() === wasOn);
+});
+
+test('AES-CBC NoPadding batch: a chunk that is not whole blocks is named, whichever engine runs', async (t) => {
+  for (const on of [true, false]) {
+    native().setMultiBuffer(on);
+    const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/NoPadding', secret_key_strength: 128,
+      key: Buffer.alloc(16, 1) });
+    const chunks = [Buffer.alloc(32), Buffer.alloc(64), Buffer.alloc(33), Buffer.alloc(16)];
+    const err = await t.throwsAsync(c.encryptBatch(chunks));
+    t.true(isTdeError(err, 'ERR_TDE_CHUNK_LENGTH'));
+    t.regex(err!.message, /chunk 2\b.*whole 16-byte blocks; the chunk has 33 bytes/);
+    c.destroy();
+  }
+  native().setMultiBuffer(true);
 });
