@@ -5,17 +5,19 @@
       "sources": [
         "native/addon.cc",
         "native/aes_cbc_mb.cc",
-        "native/batch.cc",
         "native/checksum.cc",
         "native/chunk_cipher.cc",
         "native/cipher_suite.cc",
+        "native/codec.cc",
+        "native/pipeline.cc",
         "native/stream_bench.cc",
         "native/thread_pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       "cflags_cc": ["-std=c++17", "-O3", "-Wall", "-Wextra", "-fvisibility=hidden"],
-      "defines": ["NAPI_VERSION=8"]
+      "defines": ["NAPI_VERSION=8"],
+      "libraries": ["-ldl"]
     }
   ]
 }

@@ -12,10 +12,11 @@
 #include <unordered_set>
 
 #include "aes_cbc_mb.h"
-#include "batch.h"
 #include "checksum.h"
 #include "chunk_cipher.h"
 #include "cipher_suite.h"
+#include "codec.h"
+#include "pipeline.h"
 #include "stream_bench.h"
 #include "thread_pool.h"
 
@@ -103,11 +104,12 @@ Hold HoldMemory(Napi::Value view) {
   return v.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
 }
 
-// Runs a BatchJob on a libuv thread (which fans it out over the pool) and settles a promise.
-class BatchWorker : public Napi::AsyncWorker {
+// Runs a ChunkJob on a libuv thread (which fans it out over the pool) and settles a promise with
+// a Uint32Array: bytes written per chunk, then (when asked for) each chunk's checksum.
+class ChunkWorker : public Napi::AsyncWorker {
  public:
-  BatchWorker(Napi::Env env, BatchJob job, Napi::Array keep_alive, std::vector<Hold> holds)
-      : Napi::AsyncWorker(env, "sstable-tde:batch"),
+  ChunkWorker(Napi::Env env, ChunkJob job, Napi::Array keep_alive, std::vector<Hold> holds)
+      : Napi::AsyncWorker(env, "sstable-tde:chunks"),
         job_(std::move(job)),
         holds_(std::move(holds)),
         deferred_(Napi::Promise::Deferred::New(env)),
@@ -126,9 +128,11 @@ class BatchWorker : public Napi::AsyncWorker {
         deferred_.Reject(MakeError(env, job_.status).Value());
         return;
       }
-      Napi::Uint32Array lengths = Napi::Uint32Array::New(env, job_.written.size());
-      for (size_t i = 0; i < job_.written.size(); i++) lengths[i] = job_.written[i];
-      deferred_.Resolve(lengths);
+      size_t n = job_.written.size();
+      Napi::Uint32Array out = Napi::Uint32Array::New(env, n + job_.sums.size());
+      for (size_t i = 0; i < n; i++) out[i] = job_.written[i];
+      for (size_t i = 0; i < job_.sums.size(); i++) out[n + i] = job_.sums[i];
+      deferred_.Resolve(out);
     } catch (const Napi::Error&) {
       // The environment is going away; there is no one left to tell.
     }
@@ -137,12 +141,93 @@ class BatchWorker : public Napi::AsyncWorker {
   void OnError(const Napi::Error&) override {}
 
  private:
-  BatchJob job_;
+  ChunkJob job_;
   std::vector<Hold> holds_;
   Napi::Promise::Deferred deferred_;
   // Holds the input and output buffers alive while pool threads use their memory.
   Napi::ObjectReference keep_alive_;
 };
+
+CodecId CodecOf(Napi::Env env, Napi::Value v) {
+  CodecId codec;
+  if (!v.IsString() || !ParseCodec(v.As<Napi::String>().Utf8Value(), &codec)) {
+    ThrowContract(env, "codec must be \"None\", \"LZ4\", \"Deflate\" or \"Snappy\"");
+  }
+  if (!CodecAvailable(codec)) ThrowContract(env, "this codec's library is not available here");
+  return codec;
+}
+
+// Fills a job's buffers from JS arrays and queues it. Contract (src/native.ts): the caller leaves
+// the arrays unchanged until the promise settles; they, and every buffer in them, are held alive
+// until then, and each buffer's memory stays in place even if it is transferred meanwhile.
+Napi::Value QueueJob(Napi::Env env, ChunkJob job, Napi::Value inputs_v, Napi::Value outputs_v,
+                     Napi::Value aads_v) {
+  if (!inputs_v.IsArray() || !outputs_v.IsArray()) ThrowContract(env, "expected inputs[] and outputs[]");
+  Napi::Array inputs = inputs_v.As<Napi::Array>();
+  Napi::Array outputs = outputs_v.As<Napi::Array>();
+  uint32_t n = inputs.Length();
+  if (outputs.Length() != n) ThrowContract(env, "inputs and outputs differ in length");
+  bool with_aad = aads_v.IsArray();
+  Napi::Array aads = with_aad ? aads_v.As<Napi::Array>() : Napi::Array();
+  if (with_aad && aads.Length() != n) ThrowContract(env, "inputs and aads differ in length");
+  if (!job.expected.empty() && job.expected.size() != n) ThrowContract(env, "inputs and lengths differ in length");
+
+  job.in.reserve(n);
+  job.in_len.reserve(n);
+  job.out.reserve(n);
+  job.out_cap.reserve(n);
+  std::vector<Hold> holds;
+  holds.reserve(static_cast<size_t>(n) * (with_aad ? 3 : 2));
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value iv = inputs.Get(i);
+    Napi::Value ov = outputs.Get(i);
+    Bytes in = ViewOf(env, iv, "each input");
+    Bytes out = ViewOf(env, ov, "each output");
+    holds.push_back(HoldMemory(iv));
+    holds.push_back(HoldMemory(ov));
+    job.in.push_back(in.data);
+    job.in_len.push_back(in.size);
+    job.out.push_back(out.data);
+    job.out_cap.push_back(out.size);
+    if (with_aad) {
+      Napi::Value av = aads.Get(i);
+      Bytes a = ViewOf(env, av, "each aad");
+      holds.push_back(HoldMemory(av));
+      job.aad.push_back(Span{a.data, a.size});
+    }
+  }
+
+  Napi::Array keep = Napi::Array::New(env, 3);
+  keep.Set(0u, inputs);
+  keep.Set(1u, outputs);
+  if (with_aad) keep.Set(2u, aads);
+  auto* worker = new ChunkWorker(env, std::move(job), keep, std::move(holds));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+std::vector<size_t> LengthsOf(Napi::Env env, Napi::Value v) {
+  if (!v.IsArray() && !v.IsTypedArray()) ThrowContract(env, "expected lengths[]");
+  Napi::Object o = v.As<Napi::Object>();
+  uint32_t n = o.Get("length").As<Napi::Number>().Uint32Value();
+  std::vector<size_t> out(n);
+  for (uint32_t i = 0; i < n; i++) {
+    double d = o.Get(i).As<Napi::Number>().DoubleValue();
+    if (!(d >= 0 && d <= 2147483647.0)) ThrowContract(env, "each length must be from 0 to 2^31 - 1");
+    out[i] = static_cast<size_t>(d);
+  }
+  return out;
+}
+
+// Sets job.want_sums and job.sum_kind from a checksum kind name, or none for null/undefined.
+void SumsOf(Napi::Env env, Napi::Value v, ChunkJob* job) {
+  if (v.IsNull() || v.IsUndefined()) return;
+  std::string name = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+  if (name != "crc32" && name != "adler32") ThrowContract(env, "checksum kind must be \"crc32\" or \"adler32\"");
+  job->want_sums = true;
+  job->sum_kind = name == "crc32" ? ChecksumKind::kCrc32 : ChecksumKind::kAdler32;
+}
 
 class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
  public:
@@ -151,6 +236,9 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
                        {
                            InstanceMethod<&JsChunkCipher::EncryptInto>("encryptInto"),
                            InstanceMethod<&JsChunkCipher::DecryptInto>("decryptInto"),
+                           InstanceMethod<&JsChunkCipher::EncodeInto>("encodeInto"),
+                           InstanceMethod<&JsChunkCipher::DecodeInto>("decodeInto"),
+                           InstanceMethod<&JsChunkCipher::EncodedLength>("encodedLength"),
                            InstanceMethod<&JsChunkCipher::EncryptSync>("encryptSync"),
                            InstanceMethod<&JsChunkCipher::DecryptSync>("decryptSync"),
                            InstanceMethod<&JsChunkCipher::EncryptedLength>("encryptedLength"),
@@ -199,56 +287,45 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
 
   Napi::Value RunBatch(const Napi::CallbackInfo& info, bool encrypt) {
     Napi::Env env = info.Env();
-    if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsArray()) {
-      ThrowContract(env, "expected (inputs[], outputs[])");
-    }
-    Napi::Array inputs = info[0].As<Napi::Array>();
-    Napi::Array outputs = info[1].As<Napi::Array>();
-    uint32_t n = inputs.Length();
-    if (outputs.Length() != n) ThrowContract(env, "inputs and outputs differ in length");
-    bool with_aad = info.Length() > 2 && info[2].IsArray();
-    Napi::Array aads = with_aad ? info[2].As<Napi::Array>() : Napi::Array();
-    if (with_aad && aads.Length() != n) ThrowContract(env, "inputs and aads differ in length");
-
-    BatchJob job;
+    ChunkJob job;
     job.core = Live(env);
-    job.encrypt = encrypt;
-    job.in.reserve(n);
-    job.in_len.reserve(n);
-    job.out.reserve(n);
-    job.out_cap.reserve(n);
+    job.encode = encrypt;
+    return QueueJob(env, std::move(job), info[0], info[1], info[2]);
+  }
 
-    std::vector<Hold> holds;
-    holds.reserve(static_cast<size_t>(n) * (with_aad ? 3 : 2));
-    for (uint32_t i = 0; i < n; i++) {
-      Napi::Value iv = inputs.Get(i);
-      Napi::Value ov = outputs.Get(i);
-      Bytes in = ViewOf(env, iv, "each input");
-      Bytes out = ViewOf(env, ov, "each output");
-      holds.push_back(HoldMemory(iv));
-      holds.push_back(HoldMemory(ov));
-      job.in.push_back(in.data);
-      job.in_len.push_back(in.size);
-      job.out.push_back(out.data);
-      job.out_cap.push_back(out.size);
-      if (with_aad) {
-        Napi::Value av = aads.Get(i);
-        Bytes a = ViewOf(env, av, "each aad");
-        holds.push_back(HoldMemory(av));
-        job.aad.push_back(Span{a.data, a.size});
-      }
-    }
+  // encodeInto(codec, inputs, outputs, aads | null, checksumKind | null): compresses then
+  // encrypts each chunk. Promise<Uint32Array>: bytes written per chunk, then each stored chunk's
+  // checksum when a kind is given.
+  Napi::Value EncodeInto(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ChunkJob job;
+    job.core = Live(env);
+    job.codec = CodecOf(env, info[0]);
+    job.encode = true;
+    SumsOf(env, info[4], &job);
+    return QueueJob(env, std::move(job), info[1], info[2], info[3]);
+  }
 
-    // Keeps the arrays, and so every buffer in them, alive while pool threads use their memory.
-    // Contract (src/native.ts): the caller leaves these arrays unchanged until the promise settles.
-    Napi::Array keep = Napi::Array::New(env, 3);
-    keep.Set(0u, inputs);
-    keep.Set(1u, outputs);
-    if (with_aad) keep.Set(2u, aads);
-    auto* worker = new BatchWorker(env, std::move(job), keep, std::move(holds));
-    Napi::Promise promise = worker->Promise();
-    worker->Queue();
-    return promise;
+  // decodeInto(codec, inputs, plainLengths, outputs, aads | null, crc: boolean): decrypts then
+  // decompresses each chunk, which must come to its plain length. Promise<Uint32Array>: bytes
+  // written, then each plain chunk's CRC32 when asked for.
+  Napi::Value DecodeInto(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ChunkJob job;
+    job.core = Live(env);
+    job.codec = CodecOf(env, info[0]);
+    job.encode = false;
+    job.expected = LengthsOf(env, info[2]);
+    job.want_sums = info[5].ToBoolean().Value();
+    return QueueJob(env, std::move(job), info[1], info[3], info[4]);
+  }
+
+  // encodedLength(codec, plainLength): the most bytes encodeInto may write for a chunk.
+  Napi::Value EncodedLength(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CodecId codec = CodecOf(env, info[0]);
+    size_t n = static_cast<size_t>(info[1].As<Napi::Number>().Int64Value());
+    return Napi::Number::New(env, static_cast<double>(Live(env)->EncryptedLength(CompressBound(codec, n))));
   }
 
   // encryptSync(input, output): number of bytes written. For small one-off values (config
@@ -297,11 +374,95 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
   std::shared_ptr<ChunkCipherCore> core_;
 };
 
+ChecksumKind KindOf(Napi::Env env, Napi::Value v) {
+  std::string name = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+  if (name == "crc32") return ChecksumKind::kCrc32;
+  if (name == "adler32") return ChecksumKind::kAdler32;
+  ThrowContract(env, "checksum kind must be \"crc32\" or \"adler32\"");
+}
+
+// adler32(data, previous = 1): Adler-32 continuing from `previous`.
 Napi::Value JsAdler32(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Bytes data = ViewOf(env, info[0], "data");
   uint32_t init = info.Length() > 1 ? info[1].As<Napi::Number>().Uint32Value() : 1;
-  return Napi::Number::New(env, Adler32(init, data.data, data.size));
+  return Napi::Number::New(env, Checksum(ChecksumKind::kAdler32, init, data.data, data.size));
+}
+
+// checksumCombine(kind, a, b, lengthOfB): the checksum of A then B.
+Napi::Value JsChecksumCombine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ChecksumKind kind = KindOf(env, info[0]);
+  uint32_t a = info[1].As<Napi::Number>().Uint32Value();
+  uint32_t b = info[2].As<Napi::Number>().Uint32Value();
+  int64_t len = info[3].As<Napi::Number>().Int64Value();
+  if (len < 0) ThrowContract(env, "length must not be negative");
+  return Napi::Number::New(env, Combine(kind, a, b, static_cast<uint64_t>(len)));
+}
+
+// Runs a ChecksumJob on a libuv thread (which fans it out over the pool).
+class ChecksumWorker : public Napi::AsyncWorker {
+ public:
+  ChecksumWorker(Napi::Env env, ChecksumJob job, Napi::Array keep_alive, std::vector<Hold> holds)
+      : Napi::AsyncWorker(env, "sstable-tde:checksum"),
+        job_(std::move(job)),
+        holds_(std::move(holds)),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        keep_alive_(Napi::Persistent(keep_alive.As<Napi::Object>())) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override { job_.Run(); }
+
+  void OnOK() override {
+    try {
+      Napi::Env env = Env();
+      Napi::Uint32Array out = Napi::Uint32Array::New(env, job_.sums.size() + 1);
+      for (size_t i = 0; i < job_.sums.size(); i++) out[i] = job_.sums[i];
+      out[job_.sums.size()] = job_.combined;
+      deferred_.Resolve(out);
+    } catch (const Napi::Error&) {
+      // The environment is going away (a worker thread terminating); no one is left to tell.
+    }
+  }
+
+  void OnError(const Napi::Error&) override {}
+
+ private:
+  ChecksumJob job_;
+  std::vector<Hold> holds_;
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference keep_alive_;
+};
+
+// checksumBatch(kind, buffers[], initial, framed?): Promise<Uint32Array> holding each buffer's
+// checksum, then the checksum of them all end to end continuing from `initial` (with `framed`,
+// each buffer followed by its checksum as 4 big-endian bytes, as Data.db stores chunks).
+Napi::Value JsChecksumBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[1].IsArray()) ThrowContract(env, "expected (kind, buffers[], initial)");
+  ChecksumJob job;
+  job.kind = KindOf(env, info[0]);
+  job.initial = info[2].As<Napi::Number>().Uint32Value();
+  job.framed = info.Length() > 3 && info[3].ToBoolean().Value();
+  Napi::Array buffers = info[1].As<Napi::Array>();
+  uint32_t n = buffers.Length();
+  std::vector<Hold> holds;
+  holds.reserve(n);
+  job.in.reserve(n);
+  job.len.reserve(n);
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value v = buffers.Get(i);
+    Bytes b = ViewOf(env, v, "each buffer");
+    holds.push_back(HoldMemory(v));
+    job.in.push_back(b.data);
+    job.len.push_back(b.size);
+  }
+  Napi::Array keep = Napi::Array::New(env, 1);
+  keep.Set(0u, buffers);
+  auto* worker = new ChecksumWorker(env, std::move(job), keep, std::move(holds));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
 }
 
 Napi::Value JsCipherAvailable(const Napi::CallbackInfo& info) {
@@ -317,6 +478,43 @@ Napi::Value JsSetParallelism(const Napi::CallbackInfo& info) {
 
 Napi::Value JsParallelism(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(Parallelism()));
+}
+
+// codecAvailable(name): whether the codec runs natively here (its system library was found).
+Napi::Value JsCodecAvailable(const Napi::CallbackInfo& info) {
+  CodecId codec;
+  bool known = info[0].IsString() && ParseCodec(info[0].As<Napi::String>().Utf8Value(), &codec);
+  return Napi::Boolean::New(info.Env(), known && CodecAvailable(codec));
+}
+
+// codecBound(name, length): the most bytes a compressed chunk of `length` bytes can take.
+Napi::Value JsCodecBound(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CodecId codec = CodecOf(env, info[0]);
+  size_t n = static_cast<size_t>(info[1].As<Napi::Number>().Int64Value());
+  return Napi::Number::New(env, static_cast<double>(CompressBound(codec, n)));
+}
+
+// codecEncodeInto(codec, inputs, outputs, checksumKind | null) and
+// codecDecodeInto(codec, inputs, plainLengths, outputs, crc): as the cipher's encodeInto and
+// decodeInto, for the compressors that do not encrypt.
+Napi::Value JsCodecEncodeInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ChunkJob job;
+  job.codec = CodecOf(env, info[0]);
+  job.encode = true;
+  SumsOf(env, info[3], &job);
+  return QueueJob(env, std::move(job), info[1], info[2], env.Undefined());
+}
+
+Napi::Value JsCodecDecodeInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ChunkJob job;
+  job.codec = CodecOf(env, info[0]);
+  job.encode = false;
+  job.expected = LengthsOf(env, info[2]);
+  job.want_sums = info[4].ToBoolean().Value();
+  return QueueJob(env, std::move(job), info[1], info[3], env.Undefined());
 }
 
 // setMultiBuffer(on): whether AES-CBC batches encrypt several chunks at once (aes_cbc_mb.h).
@@ -364,9 +562,15 @@ Napi::Value JsErrorCodes(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ChunkCipher", JsChunkCipher::Define(env));
   exports.Set("adler32", Napi::Function::New(env, JsAdler32));
+  exports.Set("checksumCombine", Napi::Function::New(env, JsChecksumCombine));
+  exports.Set("checksumBatch", Napi::Function::New(env, JsChecksumBatch));
   exports.Set("cipherAvailable", Napi::Function::New(env, JsCipherAvailable));
   exports.Set("setParallelism", Napi::Function::New(env, JsSetParallelism));
   exports.Set("parallelism", Napi::Function::New(env, JsParallelism));
+  exports.Set("codecAvailable", Napi::Function::New(env, JsCodecAvailable));
+  exports.Set("codecBound", Napi::Function::New(env, JsCodecBound));
+  exports.Set("codecEncodeInto", Napi::Function::New(env, JsCodecEncodeInto));
+  exports.Set("codecDecodeInto", Napi::Function::New(env, JsCodecDecodeInto));
   exports.Set("setMultiBuffer", Napi::Function::New(env, JsSetMultiBuffer));
   exports.Set("multiBuffer", Napi::Function::New(env, JsMultiBuffer));
   exports.Set("errorCodes", Napi::Function::New(env, JsErrorCodes));

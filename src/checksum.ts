@@ -15,18 +15,36 @@ export interface Checksum {
   readonly initial: number;
   /** Extends `previous` (default: start afresh) over `data`. Unsigned 32-bit result. */
   update(data: Uint8Array, previous?: number): number;
+  /** The checksum of A followed by B, from the checksum of each and B's length. */
+  combine(a: number, b: number, lengthOfB: number): number;
+  /**
+   * Each buffer's checksum, and that of them all end to end continuing from `previous` (with
+   * `framed`, each followed by its checksum as 4 big-endian bytes, Data.db's chunk framing),
+   * computed on the addon's thread pool: the event loop only waits. The buffers must stay
+   * unchanged until it settles.
+   */
+  batch(buffers: Uint8Array[], previous?: number, framed?: boolean): Promise<{ sums: Uint32Array; combined: number }>;
+}
+
+async function batchOf(type: ChecksumType, buffers: Uint8Array[], previous: number, framed = false) {
+  const out = await native().checksumBatch(type, buffers, previous, framed);
+  return { sums: out.subarray(0, buffers.length), combined: out[buffers.length] };
 }
 
 const crc32: Checksum = {
   type: 'crc32',
   initial: 0,
   update: (data, previous = 0) => zlib.crc32(data, previous) >>> 0,
+  combine: (a, b, n) => native().checksumCombine('crc32', a, b, n),
+  batch: (buffers, previous = 0, framed = false) => batchOf('crc32', buffers, previous, framed),
 };
 
 const adler32: Checksum = {
   type: 'adler32',
   initial: 1,
   update: (data, previous = 1) => native().adler32(data, previous) >>> 0,
+  combine: (a, b, n) => native().checksumCombine('adler32', a, b, n),
+  batch: (buffers, previous = 1, framed = false) => batchOf('adler32', buffers, previous, framed),
 };
 
 export function checksumFor(type: ChecksumType): Checksum {

@@ -44,12 +44,51 @@ export interface NativeChunkCipher {
   encryptedLength(plainLength: number): number;
   /** Wipes the key (at once, or when the last running batch ends). Further calls fail. */
   destroy(): void;
+  /** codecEncodeInto, then encryption of each chunk in place, in one pass per chunk. */
+  encodeInto(codec: NativeCodecName, inputs: Uint8Array[], outputs: Uint8Array[], aads: Uint8Array[] | null,
+    sums: SumKind | null): Promise<Uint32Array>;
+  /** Decryption, then codecDecodeInto, in one pass per chunk. */
+  decodeInto(codec: NativeCodecName, inputs: Uint8Array[], plainLengths: ArrayLike<number>, outputs: Uint8Array[],
+    aads: Uint8Array[] | null, crc: boolean): Promise<Uint32Array>;
+  /** The most bytes encodeInto writes for a chunk of `plainLength` bytes. */
+  encodedLength(codec: NativeCodecName, plainLength: number): number;
 }
 
+/** The codecs the addon can run: Cassandra's chunk framings (native/codec.h). */
+export type NativeCodecName = 'None' | 'LZ4' | 'Deflate' | 'Snappy';
+type SumKind = 'crc32' | 'adler32';
+
 export interface NativeBinding {
+  /** Whether the codec runs in the addon here (LZ4 and Snappy need their system library). */
+  codecAvailable(codec: string): boolean;
+  /** The most bytes a compressed chunk of `plainLength` bytes can take, framing included. */
+  codecBound(codec: NativeCodecName, plainLength: number): number;
+  /**
+   * Compresses each input into its output on the thread pool. Resolves to bytes written per
+   * chunk, then each output's checksum when `sums` names a kind. The arrays and buffers must
+   * stay unchanged until it settles.
+   */
+  codecEncodeInto(codec: NativeCodecName, inputs: Uint8Array[], outputs: Uint8Array[],
+    sums: SumKind | null): Promise<Uint32Array>;
+  /**
+   * Decompresses each input into its output, which must come to exactly `plainLengths[i]`
+   * bytes (ERR_TDE_CORRUPT_CHUNK with `index` otherwise). With `crc`, the result holds each
+   * plain chunk's CRC32 after the written lengths.
+   */
+  codecDecodeInto(codec: NativeCodecName, inputs: Uint8Array[], plainLengths: ArrayLike<number>,
+    outputs: Uint8Array[], crc: boolean): Promise<Uint32Array>;
   ChunkCipher: new (spec: NativeCipherSpec, key: Uint8Array) => NativeChunkCipher;
   /** Adler-32 of `data`, continuing from `initial` (1 to start). */
   adler32(data: Uint8Array, initial?: number): number;
+  /** The checksum of A followed by B, given the checksums of each and B's length. */
+  checksumCombine(kind: 'crc32' | 'adler32', a: number, b: number, lengthOfB: number): number;
+  /**
+   * Checksums of many buffers on the thread pool: each buffer's, then (last element) that of all
+   * of them end to end, continuing from `initial`; with `framed`, each buffer followed by its
+   * checksum as 4 big-endian bytes (Data.db's chunk framing). The buffers must stay unchanged
+   * until it settles.
+   */
+  checksumBatch(kind: 'crc32' | 'adler32', buffers: Uint8Array[], initial: number, framed?: boolean): Promise<Uint32Array>;
   /** Whether OpenSSL, in the addon's private library context, can provide this cipher. */
   cipherAvailable(evpName: string): boolean;
   /** How many threads a batch may use (default: the number of cores). */

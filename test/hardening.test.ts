@@ -98,17 +98,29 @@ test('two runs started together on a stale lock: only one proceeds, every time',
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-lock-'));
   const script = `
     const { lockDataDirectory } = require(${JSON.stringify(path.join(ROOT, 'dist/rewrite/lock.js'))});
-    try { const l = lockDataDirectory(process.argv[1], 'test'); console.log('GOT'); setTimeout(() => l.release(), 300); }
+    try { const l = lockDataDirectory(process.argv[1], 'test'); console.log('GOT'); process.stdin.on('end', () => l.release()); process.stdin.resume(); }
     catch (e) { console.log(e.code); }`;
-  const one = () => new Promise<string>((resolve) => {
+  // Each run reports, then a winner holds the lock until told to let go (its standard input
+  // closes), so a run that starts late on a busy machine still meets the lock.
+  const start = () => {
     const p = spawn(process.execPath, ['-e', script, dir]);
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.on('close', () => resolve(out.trim()));
-  });
+    const said = new Promise<string>((resolve) => {
+      let out = '';
+      p.stdout.on('data', (d) => {
+        out += d;
+        if (out.includes('\n')) resolve(out.trim());
+      });
+      p.on('close', () => resolve(out.trim()));
+    });
+    const closed = new Promise<void>((resolve) => p.on('close', () => resolve()));
+    return { p, said, closed };
+  };
   for (let i = 0; i < 15; i++) {
     fs.writeFileSync(path.join(dir, LOCK_NAME), JSON.stringify({ pid: 999999, host: os.hostname(), command: 'dead', since: 'then' }));
-    const results = await Promise.all([one(), one()]);
+    const runs = [start(), start()];
+    const results = await Promise.all(runs.map((r) => r.said));
+    for (const r of runs) r.p.stdin.end();
+    await Promise.all(runs.map((r) => r.closed));
     t.is(results.filter((r) => r === 'GOT').length, 1, `round ${i}: ${results}`);
     t.true(results.includes('ERR_TDE_LOCKED'));
   }

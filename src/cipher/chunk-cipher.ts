@@ -4,7 +4,8 @@
  * the transformation says NoPadding. The work runs in the native addon, off the event loop.
  */
 import { ChunkLocator, fromNative, TdeError } from '../errors';
-import { native, NativeChunkCipher } from '../native';
+import { native, NativeChunkCipher, NativeCodecName } from '../native';
+import { carveFresh, SlabPool } from '../util/slabs';
 import { CipherChoice, normalizeKey, resolveCipher } from './transformation';
 
 export interface ChunkCipherOptions {
@@ -30,20 +31,14 @@ function locate(where: ChunkLocator) {
   return (i: number | undefined) => (i === undefined ? { prefix: 'chunk cipher' } : where(i));
 }
 
-/** Free output slabs kept per cipher; a writer has at most two batches in flight. */
-const MAX_FREE_SLABS = 4;
-
 export class ChunkCipher {
   /** The cipher this object was made for (no key material). */
   readonly choice: CipherChoice;
   private handle: NativeChunkCipher | undefined;
-  /**
-   * Batch output memory handed out (`lent`) and returned by {@link recycle} (`free`). Reusing it
-   * spares the kernel from supplying and zeroing fresh pages for every batch, which at AES-NI
-   * speeds costs as much as the encryption itself.
-   */
-  private readonly lent = new WeakSet<ArrayBuffer>();
-  private free: ArrayBuffer[] = [];
+  /** Batch output memory, reused once a caller gives it back through {@link recycle}. */
+  private readonly slabs = new SlabPool();
+  /** encodedLength by codec and plain length: chunks of a table are mostly one length. */
+  private readonly bounds = new Map<string, number>();
 
   /** @internal use {@link createChunkCipher}. */
   constructor(choice: CipherChoice, handle: NativeChunkCipher) {
@@ -158,21 +153,8 @@ export class ChunkCipher {
     }
   }
 
-  /** One allocation (reused when one is free and big enough) cut into views of these sizes. */
   private carve(sizes: number[]): Buffer[] {
-    let total = 0;
-    for (const s of sizes) total += s;
-    const at = this.free.findIndex((b) => b.byteLength >= total);
-    // Not pooled by Node: a batch is large and its lifetime is the caller's.
-    const slab = at >= 0 ? this.free.splice(at, 1)[0] : Buffer.allocUnsafeSlow(Math.max(total, 1)).buffer;
-    this.lent.add(slab);
-    const views: Buffer[] = [];
-    let offset = 0;
-    for (const s of sizes) {
-      views.push(Buffer.from(slab, offset, s));
-      offset += s;
-    }
-    return views;
+    return this.slabs.carve(sizes);
   }
 
   /**
@@ -181,17 +163,62 @@ export class ChunkCipher {
    * on disk); buffers never given back are simply garbage-collected.
    */
   recycle(batch: Buffer[]): void {
-    const slab = batch[0]?.buffer as ArrayBuffer | undefined;
-    if (!slab || !this.lent.has(slab)) return;
-    this.lent.delete(slab);
-    if (this.free.length < MAX_FREE_SLABS) this.free.push(slab);
+    this.slabs.recycle(batch);
+  }
+
+  /** The most bytes {@link encodeBatch} writes for a chunk of `plainLength` bytes. */
+  encodedLength(codec: NativeCodecName, plainLength: number): number {
+    const k = `${codec}:${plainLength}`;
+    let n = this.bounds.get(k);
+    if (n === undefined) {
+      n = this.live().encodedLength(codec, plainLength);
+      if (this.bounds.size < 64) this.bounds.set(k, n);
+    }
+    return n;
+  }
+
+  /**
+   * Compresses with `codec` (natively: see native().codecAvailable) and encrypts each chunk in
+   * one pass on the addon's threads. Same results as compressing, then {@link encryptBatch}.
+   */
+  async encodeBatch(codec: NativeCodecName, chunks: Uint8Array[], where: ChunkLocator = byIndex,
+    aad?: Uint8Array[]): Promise<Buffer[]> {
+    const handle = this.live();
+    this.checkAad(chunks, aad);
+    const outputs = this.carve(chunks.map((c) => this.encodedLength(codec, c.length)));
+    try {
+      const written = await handle.encodeInto(codec, chunks.slice(), outputs, aad?.slice() ?? null, null);
+      return outputs.map((o, i) => o.subarray(0, written[i]));
+    } catch (err) {
+      throw fromNative(err, locate(where));
+    }
+  }
+
+  /**
+   * Decrypts and decompresses each chunk in one pass; chunk i must come to `lengths[i]` bytes.
+   * The results are new memory, the caller's to keep.
+   */
+  async decodeBatch(codec: NativeCodecName, chunks: Uint8Array[], lengths: number[],
+    where: ChunkLocator = byIndex, aad?: Uint8Array[]): Promise<Buffer[]> {
+    const handle = this.live();
+    this.checkAad(chunks, aad);
+    // Without a codec, decryption writes its padding too before it is cut off.
+    const outputs = carveFresh(codec === 'None'
+      ? lengths.map((n, i) => Math.max(n, chunks[i].length - this.overhead))
+      : lengths);
+    try {
+      await handle.decodeInto(codec, chunks.slice(), lengths.slice(), outputs, aad?.slice() ?? null, false);
+      return outputs.map((o, i) => (o.length === lengths[i] ? o : o.subarray(0, lengths[i])));
+    } catch (err) {
+      throw fromNative(err, locate(where));
+    }
   }
 
   /** Wipes the key from native memory. Batches already running finish first. */
   destroy(): void {
     this.handle?.destroy();
     this.handle = undefined;
-    this.free = [];
+    this.slabs.clear();
   }
 
   get destroyed(): boolean {

@@ -15,15 +15,21 @@ import * as zlib from 'node:zlib';
 import * as lz4 from 'lz4-napi';
 import * as snappy from 'snappy';
 
-import { ChunkLocator, TdeError } from '../errors';
+import { ChunkLocator, fromNative, TdeError } from '../errors';
+import { native } from '../native';
+import { carveFresh, SlabPool } from '../util/slabs';
 
 export type CodecName = 'LZ4' | 'Deflate' | 'Snappy' | 'None';
 
 export interface Codec {
   readonly name: CodecName;
+  /** True when the addon runs this codec (see {@link codecFor}). */
+  readonly native: boolean;
   compress(chunks: Buffer[]): Promise<Buffer[]>;
   /** Each chunk must decode to exactly `lengths[i]` bytes, or a TdeError names it. */
   uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]>;
+  /** Takes back the memory of a compress() result once it is written (optional to call). */
+  recycle?(stored: Buffer[]): void;
 }
 
 const deflate = promisify(zlib.deflate);
@@ -43,6 +49,7 @@ async function eachChunk(
 
 const lz4Codec: Codec = {
   name: 'LZ4',
+  native: false,
   compress: (chunks) => eachChunk(chunks, (c) => lz4.compress(c)),
   uncompress: (chunks, lengths, where) =>
     eachChunk(chunks, async (c, i) => {
@@ -70,6 +77,7 @@ const lz4Codec: Codec = {
 
 const deflateCodec: Codec = {
   name: 'Deflate',
+  native: false,
   compress: (chunks) => eachChunk(chunks, (c) => deflate(c)),
   uncompress: (chunks, lengths, where) =>
     eachChunk(chunks, async (c, i) => {
@@ -99,6 +107,7 @@ function snappyLength(c: Buffer): number | undefined {
 
 const snappyCodec: Codec = {
   name: 'Snappy',
+  native: false,
   compress: (chunks) => eachChunk(chunks, (c) => snappy.compress(c)),
   uncompress: (chunks, lengths, where) =>
     eachChunk(chunks, async (c, i) => {
@@ -128,6 +137,7 @@ const snappyCodec: Codec = {
 /** `Encryptor` compresses nothing: the chunk is encrypted as it is. */
 const noneCodec: Codec = {
   name: 'None',
+  native: false,
   compress: async (chunks) => chunks,
   uncompress: async (chunks, lengths, where) => {
     chunks.forEach((c, i) => {
@@ -139,9 +149,70 @@ const noneCodec: Codec = {
   },
 };
 
+/** The npm implementations: used where the addon cannot run a codec (no system library). */
 export const CODECS: Record<CodecName, Codec> = {
   LZ4: lz4Codec,
   Deflate: deflateCodec,
   Snappy: snappyCodec,
   None: noneCodec,
 };
+
+/**
+ * The codec in the addon, on its thread pool, through the system's own libraries: liblz4 and
+ * libz, the ones Cassandra reaches through lz4-java and java.util.zip, so chunks come out byte
+ * for byte as Cassandra writes them (the npm implementations compress differently), and
+ * libsnappy where installed. Compressed results are carved from reused memory; decompressed ones
+ * are new memory, the caller's to keep.
+ */
+class NativeCodec implements Codec {
+  readonly native = true;
+  private readonly slabs = new SlabPool();
+  private readonly bounds = new Map<number, number>();
+
+  constructor(readonly name: Exclude<CodecName, 'None'>) {}
+
+  private bound(length: number): number {
+    let n = this.bounds.get(length);
+    if (n === undefined) {
+      n = native().codecBound(this.name, length);
+      if (this.bounds.size < 64) this.bounds.set(length, n);
+    }
+    return n;
+  }
+
+  async compress(chunks: Buffer[]): Promise<Buffer[]> {
+    const outputs = this.slabs.carve(chunks.map((c) => this.bound(c.length)));
+    const written = await native().codecEncodeInto(this.name, chunks.slice(), outputs, null);
+    return outputs.map((o, i) => o.subarray(0, written[i]));
+  }
+
+  async uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]> {
+    const outputs = carveFresh(lengths);
+    try {
+      await native().codecDecodeInto(this.name, chunks.slice(), lengths.slice(), outputs, false);
+    } catch (err) {
+      throw fromNative(err, (i) => (i === undefined ? { prefix: `${this.name} codec` } : where(i)));
+    }
+    return outputs;
+  }
+
+  recycle(stored: Buffer[]): void {
+    this.slabs.recycle(stored);
+  }
+}
+
+const nativeCodecs = new Map<CodecName, Codec>();
+
+/**
+ * The codec to use for `name`: the addon's where its library is installed, unless the
+ * environment sets SSTABLE_TDE_NATIVE_CODECS=0 (benchmarks compare both), else the npm
+ * implementation. Each reads the other's output.
+ */
+export function codecFor(name: CodecName): Codec {
+  if (name === 'None' || process.env.SSTABLE_TDE_NATIVE_CODECS === '0' || !native().codecAvailable(name)) {
+    return CODECS[name];
+  }
+  let codec = nativeCodecs.get(name);
+  if (!codec) nativeCodecs.set(name, (codec = new NativeCodec(name)));
+  return codec;
+}

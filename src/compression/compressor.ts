@@ -12,7 +12,7 @@ import { ChunkLocator, isTdeError, TdeError } from '../errors';
 import { KeyProvider, ResolvedKey } from '../keys/provider';
 import { PageCodec, plainCapacity } from '../sstable/page-file';
 import { ChunkBinding, chunkAad, metadataAad, pageAad, SSTableMetadata } from './binding';
-import { Codec, CODECS } from './codecs';
+import { Codec, codecFor } from './codecs';
 import {
   COMPRESSOR_CLASSES,
   CompressionParams,
@@ -81,7 +81,9 @@ class PlainCompressor implements Compressor {
     return this.codec.uncompress(chunks, lengths, where);
   }
 
-  recycle(): void {}
+  recycle(stored: Buffer[]): void {
+    this.codec.recycle?.(stored);
+  }
 
   compressionInfoOptions(): Record<string, string> {
     return compressionInfoOptions(this.params);
@@ -129,17 +131,27 @@ class EncryptingCompressor implements Compressor {
     return this.params.className as string;
   }
 
+  /** Whether compression and encryption run as one native pass (the addon has the codec). */
+  private get onePass(): boolean {
+    return this.codec.native || this.codec.name === 'None';
+  }
+
   async compressBatch(chunks: Buffer[], binding?: ChunkBinding): Promise<Buffer[]> {
     const aad = this.aad(chunks.length, binding);
+    if (this.onePass) return this.cipher.encodeBatch(this.codec.name, chunks, undefined, aad);
     const compressed = await this.codec.compress(chunks);
     return this.cipher.encryptBatch(compressed, undefined, aad);
   }
 
   async uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding): Promise<Buffer[]> {
     const aad = this.aad(chunks.length, binding);
-    let plain: Buffer[];
     try {
-      plain = await this.cipher.decryptBatch(chunks, where, aad);
+      if (this.onePass) return await this.cipher.decodeBatch(this.codec.name, chunks, lengths, where, aad);
+      const plain = await this.cipher.decryptBatch(chunks, where, aad);
+      const out = await this.codec.uncompress(plain, lengths, where);
+      // The decrypted, still compressed, chunks are done with once decoded.
+      this.cipher.recycle(plain);
+      return out;
     } catch (err) {
       // With a recorded key check value that matched, the key is right: the chunk is damaged.
       if (this.keyVerified && isTdeError(err, 'ERR_TDE_DECRYPT_FAILED')) {
@@ -148,11 +160,6 @@ class EncryptingCompressor implements Compressor {
       }
       throw err;
     }
-    const out = await this.codec.uncompress(plain, lengths, where);
-    // The decrypted, still compressed, chunks are done with once decoded (Encryptor hands them
-    // on as they are, so keeps them).
-    if (this.codec.name !== 'None') this.cipher.recycle(plain);
-    return out;
   }
 
   recycle(stored: Buffer[]): void {
@@ -228,7 +235,7 @@ export async function createCompressor(
     throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'an uncompressed table has no compressor');
   }
   const info = COMPRESSOR_CLASSES[params.className];
-  const codec = CODECS[info.codec];
+  const codec = codecFor(info.codec);
   if (!info.encrypting) return new PlainCompressor(params, codec);
 
   const e = params.encryption;

@@ -35,6 +35,9 @@ import { SENSITIVE_COMPONENTS, transcodeComponent } from '../sstable/page-file';
 import { SSTableDataWriter } from '../sstable/writer';
 import { matchOwner, syncDirectory, writeFileDurably } from '../util/files';
 import { crashPoint } from './crash-points';
+import { checksumFor } from '../checksum';
+
+const CRC32 = checksumFor('crc32');
 import { lockDataDirectory } from './lock';
 import { SYSTEM_TABLES, systemTableCompression } from '../commitlog/system';
 import { readTxns, recoverTable, Recovery, removeSSTableFiles, RewriteTxn } from './txn';
@@ -223,11 +226,13 @@ class Rewriter {
       let sourceChecksum = 0;
       let done = 0;
       for await (const batch of reader.batches()) {
+        // The decoded chunks are handed to the writer (no copy) and checksummed meanwhile.
+        const summed = CRC32.batch(batch, sourceChecksum);
         for (const chunk of batch) {
-          sourceChecksum = zlib.crc32(chunk, sourceChecksum);
-          await writer.write(chunk);
+          await writer.write(chunk, { keep: true });
           done += chunk.length;
         }
+        sourceChecksum = (await summed).combined;
         this.onEvent({ type: 'progress', sstable: source.sstable, bytes: done });
         crashPoint('data-writing');
         this.checkCancelled();

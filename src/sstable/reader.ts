@@ -52,6 +52,9 @@ interface ChunkGeometry {
 
 /** Chunks read per batch: enough to keep every core busy, small enough to bound memory. */
 const BATCH_BYTES = 8 * 1024 * 1024;
+/** Regions at least this large have their checksums computed on the addon's thread pool. */
+const POOL_CHECKSUM_BYTES = 256 * 1024;
+const CRC32 = checksumFor('crc32');
 
 async function readExactly(fd: fs.promises.FileHandle, file: string, position: number, length: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(length);
@@ -258,22 +261,47 @@ export class SSTableReader {
    * Reads chunks [first, end) as stored, in one read, and checks each checksum. Returns the region
    * read (for digests), each chunk's stored bytes, and the chunks whose checksum failed.
    */
-  private async readStored(first: number, end: number): Promise<{ region: Buffer; chunks: Buffer[]; bad: Fault[] }> {
-    if (end <= first) return { region: Buffer.alloc(0), chunks: [], bad: [] };
+  private async readStored(first: number, end: number):
+    Promise<{ region: Buffer; chunks: Buffer[]; bad: Fault[]; regionSum: number }> {
+    if (end <= first) return { region: Buffer.alloc(0), chunks: [], bad: [], regionSum: this.checksum.initial };
     const start = this.geometry(first).offset;
     const last = this.geometry(end - 1);
     const stop = this.compressionInfo ? last.offset + last.stored + 4 : last.offset + last.stored;
     const region = await readExactly(this.fd, this.dataFile, start, stop - start);
 
     const chunks: Buffer[] = [];
-    const bad: Fault[] = [];
-    const where = this.locator(first);
+    const views: Buffer[] = [];
     for (let i = first; i < end; i++) {
       const g = this.geometry(i);
       const at = g.offset - start;
-      const chunk = region.subarray(at, at + g.stored);
+      chunks.push(region.subarray(at, at + g.stored));
+      views.push(chunks[chunks.length - 1]);
+      if (this.compressionInfo) views.push(region.subarray(at + g.stored, at + g.stored + 4));
+    }
+
+    // Checksums of a large region are computed on the thread pool, leaving the event loop free;
+    // a point read's one chunk costs less here than a trip to the pool. Either way the region's
+    // own checksum comes too, for the whole-file digest.
+    let sums: ArrayLike<number>;
+    let regionSum: number;
+    if (region.length >= POOL_CHECKSUM_BYTES) {
+      const r = await this.checksum.batch(views);
+      sums = r.sums;
+      regionSum = r.combined;
+    } else {
+      sums = views.map((v) => this.checksum.update(v));
+      regionSum = this.checksum.update(region);
+    }
+
+    const bad: Fault[] = [];
+    const where = this.locator(first);
+    const step = this.compressionInfo ? 2 : 1;
+    for (let i = first; i < end; i++) {
+      const g = this.geometry(i);
+      const at = g.offset - start;
+      const chunk = chunks[i - first];
       const expected = this.compressionInfo ? region.readUInt32BE(at + g.stored) : (this.crc as CrcInfo).checksums[i];
-      const actual = this.checksum.update(chunk);
+      const actual = sums[(i - first) * step];
       if (actual !== expected) {
         const w = where(i - first);
         bad.push({
@@ -284,9 +312,8 @@ export class SSTableReader {
           ...w.context,
         } as Fault);
       }
-      chunks.push(chunk);
     }
-    return { region, chunks, bad };
+    return { region, chunks, bad, regionSum };
   }
 
   /** Decodes stored chunks [first, first + stored.length); throws a TdeError on the first fault. */
@@ -336,10 +363,10 @@ export class SSTableReader {
     return (await this.readBatch(first, first + count)).chunks;
   }
 
-  private async readBatch(first: number, end: number): Promise<{ region: Buffer; chunks: Buffer[] }> {
-    const { region, chunks, bad } = await this.readStored(first, end);
+  private async readBatch(first: number, end: number): Promise<{ region: Buffer; regionSum: number; chunks: Buffer[] }> {
+    const { region, regionSum, chunks, bad } = await this.readStored(first, end);
     if (bad.length > 0) throw faultError(bad[0]);
-    return { region, chunks: await this.decode(first, chunks) };
+    return { region, regionSum, chunks: await this.decode(first, chunks) };
   }
 
   /** Reads `length` bytes of uncompressed data starting at `position`. */
@@ -379,8 +406,8 @@ export class SSTableReader {
     while (pending) {
       const current = pending;
       pending = next < this.chunkCount ? start() : undefined;
-      const { region, chunks } = await current;
-      digest = this.checksum.update(region, digest);
+      const { region, regionSum, chunks } = await current;
+      digest = this.checksum.combine(digest, regionSum, region.length);
       yield chunks;
     }
     this.streamDigest = digest >>> 0;
@@ -414,10 +441,18 @@ export class SSTableReader {
     let digest = this.checksum.initial;
     let dataChecksum = 0;
 
+    // Each batch is read while the one before it is decoded.
+    const read = (first: number) => {
+      const p = this.readStored(first, this.batchEnd(first));
+      p.catch(() => {});
+      return p;
+    };
+    let next = this.chunkCount > 0 ? read(0) : undefined;
     for (let first = 0; first < this.chunkCount; ) {
       const end = this.batchEnd(first);
-      const { region, chunks, bad } = await this.readStored(first, end);
-      digest = this.checksum.update(region, digest);
+      const { region, regionSum, chunks, bad } = await (next as ReturnType<typeof read>);
+      next = end < this.chunkCount ? read(end) : undefined;
+      digest = this.checksum.combine(digest, regionSum, region.length);
       faults.push(...bad);
 
       const badChunks = new Set(bad.map((f) => f.chunk));
@@ -427,7 +462,7 @@ export class SSTableReader {
       } else {
         decoded = await this.decodeOneByOne(first, chunks, faults, badChunks);
       }
-      for (const d of decoded) if (d) dataChecksum = zlib.crc32(d, dataChecksum);
+      dataChecksum = (await CRC32.batch(decoded.filter((d): d is Buffer => d !== undefined), dataChecksum)).combined;
       first = end;
     }
 

@@ -133,8 +133,11 @@ export class SSTableDataWriter {
   /**
    * Appends uncompressed bytes (any ArrayBufferView or ArrayBuffer, taken as its bytes). Calls
    * made without waiting for the previous one are queued in order.
+   *
+   * With `{ keep: true }` the caller hands the bytes over: whole chunks of them are used in place
+   * instead of copied, so they must not be changed until finish() or abort() has settled.
    */
-  write(data: ArrayBufferView | ArrayBuffer): Promise<void> {
+  write(data: ArrayBufferView | ArrayBuffer, options: { keep?: boolean } = {}): Promise<void> {
     let bytes: Uint8Array;
     if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
     else if (ArrayBuffer.isView(data)) bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -147,14 +150,20 @@ export class SSTableDataWriter {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.enqueue(() => this.append1(bytes));
+    return this.enqueue(() => this.append1(bytes, options.keep === true));
   }
 
-  private async append1(data: Uint8Array): Promise<void> {
+  private async append1(data: Uint8Array, keep: boolean): Promise<void> {
     // A write queued before finish() still belongs to the SSTable; one after abort() does not.
     if (this.aborted) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'write() after abort(): this writer is closed');
     let at = 0;
     while (at < data.length) {
+      if (keep && this.filled === 0 && data.length - at >= this.chunkLength) {
+        this.pending.push(Buffer.from(data.buffer, data.byteOffset + at, this.chunkLength));
+        at += this.chunkLength;
+        if (this.pending.length > this.batchChunks) await this.flush(false);
+        continue;
+      }
       const n = Math.min(this.chunkLength - this.filled, data.length - at);
       this.current.set(data.subarray(at, at + n), this.filled);
       this.filled += n;
@@ -198,30 +207,35 @@ export class SSTableDataWriter {
     const fd = this.fd as fs.promises.FileHandle;
     const max = this.options.params.maxCompressedLength;
     const compressed = this.options.params.enabled;
-    const pieces: Buffer[] = [];
 
-    for (let i = 0; i < stored.length; i++) {
-      let chunk = stored[i];
+    // na and later: a chunk that does not compress below maxCompressedLength is stored raw,
+    // padded to that length so a reader can tell (never done for encrypting classes).
+    const chunks = stored.map((chunk, i) => {
+      if (!compressed || max === undefined || !this.features.hasMaxCompressedLength || chunk.length < max) return chunk;
+      return plain[i].length >= max ? plain[i] : Buffer.concat([plain[i], Buffer.alloc(max - plain[i].length)]);
+    });
+
+    // Chunk checksums and the running digest, on the thread pool: compressed chunks are framed
+    // by their checksums in Data.db, uncompressed data is checksummed as it lies (CRC.db).
+    const { sums, combined } = await this.checksum.batch(chunks, this.digest, compressed);
+    this.digest = combined;
+    const pieces: Buffer[] = [];
+    const framing = compressed ? Buffer.allocUnsafe(4 * chunks.length) : undefined;
+    for (let i = 0; i < chunks.length; i++) {
       this.dataLength += plain[i].length;
-      if (!compressed) {
-        this.sliceChecksums.push(this.checksum.update(chunk));
-        this.position += chunk.length;
-        pieces.push(chunk);
+      if (!framing) {
+        this.sliceChecksums.push(sums[i]);
+        this.position += chunks[i].length;
+        pieces.push(chunks[i]);
         continue;
       }
-      // na and later: a chunk that does not compress below maxCompressedLength is stored raw,
-      // padded to that length so a reader can tell (never done for encrypting classes).
-      if (max !== undefined && this.features.hasMaxCompressedLength && chunk.length >= max) {
-        chunk = plain[i].length >= max ? plain[i] : Buffer.concat([plain[i], Buffer.alloc(max - plain[i].length)]);
-      }
-      const sum = Buffer.allocUnsafe(4);
-      sum.writeUInt32BE(this.checksum.update(chunk), 0);
+      const sum = framing.subarray(4 * i, 4 * i + 4);
+      sum.writeUInt32BE(sums[i], 0);
       this.offsets.push(this.position);
-      this.position += chunk.length + 4;
-      pieces.push(chunk, sum);
+      this.position += chunks[i].length + 4;
+      pieces.push(chunks[i], sum);
     }
 
-    for (const p of pieces) this.digest = this.checksum.update(p, this.digest);
     try {
       // writev takes at most IOV_MAX (1024) buffers per call on Linux.
       for (let i = 0; i < pieces.length; i += 1024) await fd.writev(pieces.slice(i, i + 1024));
