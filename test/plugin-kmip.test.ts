@@ -11,6 +11,9 @@ import { promisify } from 'node:util';
 
 import test from 'ava';
 
+import { resolveCipher } from '../src/cipher/transformation';
+import { readSegment } from '../src/commitlog/segment';
+import { createKmipKey } from '../src/keys/kmip-admin';
 import { KmipClient } from '../src/kmip/client';
 import { openPlugin, TdePlugin } from '../src/index';
 import type { KeyRevokedEvent, KeyRotatedEvent } from '../src/index';
@@ -32,19 +35,28 @@ function configFile(groups: string): string {
 
 /** A KMIP-keyed table's options; each test its own namespace, so their keys never meet. */
 const table = (namespace: string) => ({
-  class: 'EncryptingLZ4Compressor', cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 256,
-  key_provider: 'KmipKeyProviderFactory', kmip_host: 'g', key_namespace: namespace, chunk_length_kb: 4,
+  class: 'EncryptingLZ4Compressor',
+  cipher_algorithm: 'AES/CBC/PKCS5Padding',
+  secret_key_strength: 256,
+  key_provider: 'KmipKeyProviderFactory',
+  kmip_host: 'g',
+  key_namespace: namespace,
+  chunk_length_kb: 4,
 });
 
-async function flush(plugin: TdePlugin, options: Record<string, unknown>, data: Buffer) {
-  const id = { dir: tempDir('plugin-kmip-data'), version: 'nb', generation: '1', format: 'big' as const };
+type Id = { dir: string; version: string; generation: string; format: 'big' };
+
+async function flush(plugin: TdePlugin, options: Record<string, unknown>,
+  data: Buffer): Promise<Id> {
+  const dir = tempDir('plugin-kmip-data');
+  const id: Id = { dir, version: 'nb', generation: '1', format: 'big' };
   const w = await plugin.createWriter(id, options);
   await w.write(data);
   await w.finish();
   return id;
 }
 
-async function readBack(plugin: TdePlugin, id: Awaited<ReturnType<typeof flush>>, length: number): Promise<Buffer> {
+async function readBack(plugin: TdePlugin, id: Id, length: number): Promise<Buffer> {
   const reader = await plugin.openReader(id);
   try {
     return await reader.read(0, length);
@@ -53,19 +65,24 @@ async function readBack(plugin: TdePlugin, id: Awaited<ReturnType<typeof flush>>
   }
 }
 
-test('start-up fails when a configured KMIP group cannot be reached, naming the group, its hosts and why', async (t) => {
+test('start-up fails when a configured KMIP group cannot be reached, naming the group, its ' +
+  'hosts and why', async (t) => {
   const dead = await freePort();
   const file = configFile(kmipYaml(server, 'up') + kmipYaml(server, 'down', {}, [dead]));
-  const err = await t.throwsAsync(() => openPlugin({ config: file }), { code: 'ERR_TDE_KMIP_UNAVAILABLE' });
+  const err = await t.throwsAsync(() => openPlugin({ config: file }),
+    { code: 'ERR_TDE_KMIP_UNAVAILABLE' });
   t.regex(err!.message, /^cannot start: a KMIP group in kmip_hosts of .*dse\.yaml cannot be used/);
-  t.regex(err!.message, new RegExp(`- group down \\(hosts 127\\.0\\.0\\.1:${dead}\\): .*connection refused`, 's'));
+  const down = `- group down \\(hosts 127\\.0\\.0\\.1:${dead}\\): .*connection refused`;
+  t.regex(err!.message, new RegExp(down, 's'));
   t.false(err!.message.includes('group up'), 'the reachable group is not blamed');
   t.regex(err!.message, /Check that the KMIP servers are running/);
 });
 
-test('a group reachable through its second host starts; KMIP requests, latency and the failover are counted', async (t) => {
+test('a group reachable through its second host starts; KMIP requests, latency and the ' +
+  'failover are counted', async (t) => {
   const dead = await freePort();
-  const plugin = await openPlugin({ config: configFile(kmipYaml(server, 'g', {}, [dead, server.port])) });
+  const config = configFile(kmipYaml(server, 'g', {}, [dead, server.port]));
+  const plugin = await openPlugin({ config });
   try {
     let m = plugin.metrics();
     t.is(m.kmip.failovers, 1);
@@ -94,9 +111,11 @@ test('a group reachable through its second host starts; KMIP requests, latency a
   }
 });
 
-test('a key revoked on the server stops encrypting at the next poll, long before the cache expires', async (t) => {
+test('a key revoked on the server stops encrypting at the next poll, long before the cache ' +
+  'expires', async (t) => {
   // key_cache_millis is the default 5 minutes: only the poll can stop the key within the test.
-  const plugin = await openPlugin({ config: configFile(kmipYaml(server, 'g')), keyStatePollMillis: 100 });
+  const config = configFile(kmipYaml(server, 'g'));
+  const plugin = await openPlugin({ config, keyStatePollMillis: 100 });
   const admin = new KmipClient(groupFor(server));
   try {
     const options = table('revoke-stop');
@@ -111,7 +130,8 @@ test('a key revoked on the server stops encrypting at the next poll, long before
     const [event] = await revoked;
     t.deepEqual(event, { key, state: 'Deactivated', action: 'stopped' });
 
-    const err = await t.throwsAsync(() => compressor.compressBatch([Buffer.from('new data')]), { code: 'ERR_TDE_KEY_REVOKED' });
+    const err = await t.throwsAsync(() => compressor.compressBatch([Buffer.from('new data')]),
+      { code: 'ERR_TDE_KEY_REVOKED' });
     t.true(err!.message.includes(key));
     t.is((err as { key?: string }).key, key);
     compressor.close();
@@ -123,7 +143,7 @@ test('a key revoked on the server stops encrypting at the next poll, long before
     t.not(next.keyId, key);
     const [rotation] = await rotated;
     t.is(rotation.previous, key);
-    t.is(rotation.key, next.keyId);
+    t.is(rotation.key, next.keyId as string);
     t.is((await next.compressBatch([Buffer.from('new data')])).length, 1);
     next.close();
 
@@ -137,8 +157,10 @@ test('a key revoked on the server stops encrypting at the next poll, long before
   }
 });
 
-test('with onKeyRevoked: warn, a revoked key is announced and keeps encrypting until its cache expires', async (t) => {
-  const plugin = await openPlugin({ config: configFile(kmipYaml(server, 'g')), keyStatePollMillis: 100, onKeyRevoked: 'warn' });
+test('with onKeyRevoked: warn, a revoked key is announced and keeps encrypting until its cache ' +
+  'expires', async (t) => {
+  const config = configFile(kmipYaml(server, 'g'));
+  const plugin = await openPlugin({ config, keyStatePollMillis: 100, onKeyRevoked: 'warn' });
   const admin = new KmipClient(groupFor(server));
   try {
     const compressor = await plugin.compressorFor(table('revoke-warn'));
@@ -156,8 +178,10 @@ test('with onKeyRevoked: warn, a revoked key is announced and keeps encrypting u
   }
 });
 
-test('rotateKey on KMIP makes and activates a new key; new SSTables use it, old ones keep reading', async (t) => {
-  const plugin = await openPlugin({ config: configFile(kmipYaml(server, 'g')), keyStatePollMillis: 0 });
+test('rotateKey on KMIP makes and activates a new key; new SSTables use it, old ones keep ' +
+  'reading', async (t) => {
+  const config = configFile(kmipYaml(server, 'g'));
+  const plugin = await openPlugin({ config, keyStatePollMillis: 0 });
   try {
     const options = table('rotate');
     const old = Buffer.alloc(9000, 'o');
@@ -181,7 +205,8 @@ test('rotateKey on KMIP makes and activates a new key; new SSTables use it, old 
   }
 });
 
-test('a process that opens the plugin, polls and never calls close() still exits on its own', async (t) => {
+test('a process that opens the plugin, polls and never calls close() still exits on its own',
+  async (t) => {
   const file = configFile(kmipYaml(server, 'g'));
   const script = `
     const { openPlugin } = require(${JSON.stringify(path.join(ROOT, 'src/index.ts'))});
@@ -194,6 +219,86 @@ test('a process that opens the plugin, polls and never calls close() still exits
     })();
   `;
   // The timeout only ends a hang that would otherwise stall the suite; it is not the assertion.
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import=tsx', '-e', script], { timeout: 120000 });
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import=tsx', '-e', script],
+    { timeout: 120000 });
   t.is(stdout.trim(), 'opened, used, left open');
+});
+
+test('a commit log segment whose KMIP key is revoked writes nothing more with it; its pending ' +
+  'entries move to a new segment', async (t) => {
+  const admin = new KmipClient(groupFor(server));
+  // As in DSE, system_info_encryption never creates a key: the operator makes one first.
+  const aes = resolveCipher('AES/CBC/PKCS5Padding', 128);
+  const first = await createKmipKey(admin, aes, { namespace: 'commitlog' });
+  const file = configFile(kmipYaml(server, 'g'));
+  fs.appendFileSync(file, [
+    'system_info_encryption:',
+    '  enabled: true',
+    '  cipher_algorithm: AES/CBC/PKCS5Padding',
+    '  secret_key_strength: 128',
+    '  key_provider: KmipKeyProviderFactory',
+    '  kmip_host: g',
+    '  key_namespace: commitlog',
+    '',
+  ].join('\n'));
+  const plugin = await openPlugin({ config: file, keyStatePollMillis: 100 });
+  const dir = tempDir('plugin-kmip-commitlog');
+  const resolve = async (alias: string) => admin.getKey(alias.split('/').pop() as string);
+  try {
+    const segment = await plugin.commitLogWriter(path.join(dir, 'CommitLog-7-1.log'), 1n);
+    t.is(segment.keyAlias, `kmip://g/${first}`);
+    segment.append(Buffer.from('synced before the revocation'));
+    await segment.sync();
+    segment.append(Buffer.from('appended after it'));
+
+    const revoked = once(plugin, 'keyRevoked') as Promise<[KeyRevokedEvent]>;
+    await admin.revoke(first);
+    t.is((await revoked)[0].key, `kmip://g/${first}`);
+    await t.throwsAsync(() => segment.sync(), { code: 'ERR_TDE_KEY_REVOKED' });
+    const pending = segment.pendingEntries();
+    t.deepEqual(pending.map(String), ['appended after it']);
+    await t.throwsAsync(() => segment.close(), { code: 'ERR_TDE_KEY_REVOKED' });
+
+    // No other active key: a new segment cannot start until the operator makes one.
+    await t.throwsAsync(() => plugin.commitLogWriter(path.join(dir, 'CommitLog-7-2.log'), 2n),
+      {
+        code: 'ERR_TDE_KEY_NOT_FOUND',
+        message: /createsystemkey AES\/CBC\/PKCS5Padding 128 -k g -n commitlog/,
+      });
+    const second = await createKmipKey(admin, aes, { namespace: 'commitlog' });
+    const next = await plugin.commitLogWriter(path.join(dir, 'CommitLog-7-3.log'), 3n);
+    t.is(next.keyAlias, `kmip://g/${second}`);
+    for (const e of pending) next.append(e);
+    await next.close();
+
+    const entries = async (f: string) => {
+      const out: string[] = [];
+      await readSegment(path.join(dir, f), resolve, (e) => out.push(String(e)));
+      return out;
+    };
+    t.deepEqual(await entries('CommitLog-7-1.log'), ['synced before the revocation']);
+    t.deepEqual(await entries('CommitLog-7-3.log'), ['appended after it']);
+    t.is(plugin.metrics().commitLog.entries, 2);
+  } finally {
+    admin.close();
+    await plugin.close();
+  }
+});
+
+test('the storage-process example runs with keys from a KMIP group', async (t) => {
+  const file = configFile(kmipYaml(server, 'g'));
+  const example = path.join(ROOT, 'examples', 'storage-process.js');
+  const { stdout } = await promisify(execFile)(process.execPath,
+    [example, '--dir', tempDir('example-kmip'), '--config', file, '--kmip', 'g'], { cwd: ROOT });
+  const lines = stdout.trim().split('\n');
+  const rotation = lines.find((l) => l.startsWith("rotated the table's key: "));
+  const m = /^rotated the table's key: (kmip:\/\/g\/\d+) -> (kmip:\/\/g\/\d+)$/
+    .exec(rotation ?? '');
+  t.truthy(m, stdout);
+  t.not(m![1], m![2]);
+  t.true(lines[0].includes(`encrypted with ${m![1]})`));
+  const second = `encrypted with ${m![2]})`;
+  t.true(lines.some((l) => l.startsWith('flushed 2000 partitions') && l.includes(second)));
+  t.true(lines.includes('the SSTable written before the rotation still reads with its own key'));
+  t.true(lines.some((l) => /^ {2}kmip +[1-9]\d* requests, 0 unanswered, 0 failovers$/.test(l)));
 });

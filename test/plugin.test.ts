@@ -19,13 +19,27 @@ import { openPlugin, parseCompressionInfo, TdePlugin } from '../src/index';
 import type { IntegrityFailureEvent, KeyFetchedEvent, KeyRotatedEvent } from '../src/index';
 import { cli, makeDataDir, makeKeySetup, ROOT, tempDir } from './helpers';
 
-const CBC = { class: 'EncryptingLZ4Compressor', cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, chunk_length_kb: 4 };
-const GCM = { class: 'EncryptingLZ4Compressor', cipher_algorithm: 'AES/GCM/NoPadding', secret_key_strength: 256, chunk_length_kb: 4 };
+const CBC = {
+  class: 'EncryptingLZ4Compressor',
+  cipher_algorithm: 'AES/CBC/PKCS5Padding',
+  secret_key_strength: 128,
+  chunk_length_kb: 4,
+};
+const GCM = { ...CBC, cipher_algorithm: 'AES/GCM/NoPadding', secret_key_strength: 256 };
+
+type Id = { dir: string; version: string; generation: string; format: 'big' };
 
 /** Rows of a pretend memtable, serialized: compressible, and different for each seed. */
 function memtable(rows: number, seed: number): Buffer {
   return Buffer.concat(Array.from({ length: rows }, (_, i) =>
-    Buffer.from(`partition-${seed}-${i}|name=${'n'.repeat(i % 40)}|value=${(i * 7919 + seed) % 100003};`)));
+    Buffer.from(`partition-${seed}-${i}|name=${'n'.repeat(i % 40)}|value=${i * 7919 + seed};`)));
+}
+
+const SRC = path.join(ROOT, 'src/index.ts');
+
+function compressionInfo(dir: string, generation: number) {
+  const file = path.join(dir, `nb-${generation}-big-CompressionInfo.db`);
+  return parseCompressionInfo(fs.readFileSync(file), file, true);
 }
 
 function keyDir(): { dir: string; config: Record<string, unknown> } {
@@ -36,7 +50,7 @@ function keyDir(): { dir: string; config: Record<string, unknown> } {
 }
 
 async function flush(plugin: TdePlugin, dir: string, generation: string, data: Buffer,
-  options: Record<string, unknown> = CBC): Promise<{ dir: string; version: string; generation: string; format: 'big' }> {
+  options: Record<string, unknown> = CBC): Promise<Id> {
   const id = { dir, version: 'nb', generation, format: 'big' as const };
   const w = await plugin.createWriter(id, options);
   for (let at = 0; at < data.length; at += 1000) await w.write(data.subarray(at, at + 1000));
@@ -45,7 +59,8 @@ async function flush(plugin: TdePlugin, dir: string, generation: string, data: B
   return id;
 }
 
-test('a flush is written encrypted, read back by position, and every step is counted', async (t) => {
+test('a flush is written encrypted, read back by position, and every step is counted',
+  async (t) => {
   const keys = keyDir();
   const plugin = await openPlugin({ config: keys.config });
   const fetched: KeyFetchedEvent[] = [];
@@ -56,7 +71,8 @@ test('a flush is written encrypted, read back by position, and every step is cou
     const id = await flush(plugin, dir, '1', data);
     const stored = fs.readFileSync(path.join(dir, 'nb-1-big-Data.db'));
     t.false(stored.includes(Buffer.from('partition-1-5|')), 'no plain row on disk');
-    t.false(fs.readFileSync(path.join(dir, 'nb-1-big-Index.db')).includes(Buffer.from('partition-0')), 'index encrypted');
+    const index = fs.readFileSync(path.join(dir, 'nb-1-big-Index.db'));
+    t.false(index.includes(Buffer.from('partition-0')), 'index encrypted');
 
     const chunks = Math.ceil(data.length / 4096);
     let m = plugin.metrics();
@@ -69,11 +85,12 @@ test('a flush is written encrypted, read back by position, and every step is cou
     const reader = await plugin.openReader(id);
     try {
       for (const [pos, len] of [[0, 20], [4090, 12], [30000, 5000], [data.length - 3, 3]]) {
-        t.true((await reader.read(pos, len)).equals(data.subarray(pos, pos + len)), `read(${pos}, ${len})`);
+        const bytes = await reader.read(pos, len);
+        t.true(bytes.equals(data.subarray(pos, pos + len)), `read(${pos}, ${len})`);
       }
-      const index = await reader.openComponent('Index.db');
-      t.is((await index.readAll()).toString(), 'index of 1: partition-0 at 0');
-      await index.close();
+      const component = await reader.openComponent('Index.db');
+      t.is((await component.readAll()).toString(), 'index of 1: partition-0 at 0');
+      await component.close();
     } finally {
       await reader.close();
     }
@@ -91,7 +108,8 @@ test('a flush is written encrypted, read back by position, and every step is cou
   }
 });
 
-test('rotateKey with local keys: a new key file, new SSTables use it, old ones keep reading', async (t) => {
+test('rotateKey with local keys: a new key file, new SSTables use it, old ones keep reading',
+  async (t) => {
   const keys = keyDir();
   const plugin = await openPlugin({ config: keys.config });
   try {
@@ -105,14 +123,15 @@ test('rotateKey with local keys: a new key file, new SSTables use it, old ones k
     t.is(r.key, 'system_key-2');
     t.is(r.previous, 'system_key');
     t.is(r.tableOptions.system_key_file, 'system_key-2');
-    t.deepEqual(rotated.map((e) => [e.source, e.previous, e.key]), [['local', 'system_key', 'system_key-2']]);
+    t.deepEqual(rotated.map((e) => [e.source, e.previous, e.key]),
+      [['local', 'system_key', 'system_key-2']]);
     t.is((fs.statSync(path.join(keys.dir, 'system_key-2')).mode & 0o777), 0o600);
-    t.is((await plugin.rotateKey(r.tableOptions)).key, 'system_key-3', 'a second rotation takes the next name');
+    const again = await plugin.rotateKey(r.tableOptions);
+    t.is(again.key, 'system_key-3', 'a second rotation takes the next name');
 
     const fresh = memtable(500, 3);
     const second = await flush(plugin, dir, '2', fresh, r.tableOptions);
-    const info = parseCompressionInfo(fs.readFileSync(path.join(dir, 'nb-2-big-CompressionInfo.db')), 'ci', true);
-    t.is(info.options.system_key_file, 'system_key-2');
+    t.is(compressionInfo(dir, 2).options.system_key_file, 'system_key-2');
     for (const [id, data] of [[first, old], [second, fresh]] as const) {
       const reader = await plugin.openReader(id);
       t.true((await reader.read(0, data.length)).equals(data));
@@ -124,7 +143,8 @@ test('rotateKey with local keys: a new key file, new SSTables use it, old ones k
   }
 });
 
-test('an altered GCM chunk is one integrity failure, reported with its file and chunk', async (t) => {
+test('an altered GCM chunk is one integrity failure, reported with its file and chunk',
+  async (t) => {
   const keys = keyDir();
   const plugin = await openPlugin({ config: keys.config });
   const seen: IntegrityFailureEvent[] = [];
@@ -136,7 +156,7 @@ test('an altered GCM chunk is one integrity failure, reported with its file and 
 
     // Alter chunk 1 and give it a matching checksum, so only the GCM tag can tell.
     const dataFile = path.join(dir, 'nb-1-big-Data.db');
-    const info = parseCompressionInfo(fs.readFileSync(path.join(dir, 'nb-1-big-CompressionInfo.db')), 'ci', true);
+    const info = compressionInfo(dir, 1);
     const bytes = fs.readFileSync(dataFile);
     const [start, end] = [info.chunkOffsets[1], info.chunkOffsets[2] - 4];
     bytes[start + 20] ^= 1;
@@ -159,12 +179,14 @@ test('an altered GCM chunk is one integrity failure, reported with its file and 
   }
 });
 
-test('close() is idempotent, aborts unfinished writers and wipes keys; the plugin then refuses work', async (t) => {
+test('close() is idempotent, aborts unfinished writers and wipes keys; the plugin then refuses ' +
+  'work', async (t) => {
   const keys = keyDir();
   const plugin = await openPlugin({ config: keys.config });
   const dir = tempDir('plugin-close');
   const compressor = await plugin.compressorFor(CBC);
-  const writer = await plugin.createWriter({ dir, version: 'nb', generation: '9', format: 'big' }, CBC);
+  const id: Id = { dir, version: 'nb', generation: '9', format: 'big' };
+  const writer = await plugin.createWriter(id, CBC);
   await writer.write(memtable(100, 5));
   const done = plugin.close();
   t.is(plugin.close(), done, 'the same promise');
@@ -172,21 +194,27 @@ test('close() is idempotent, aborts unfinished writers and wipes keys; the plugi
   t.true(plugin.closed);
 
   t.deepEqual(fs.readdirSync(dir), [], 'the unfinished SSTable was removed');
-  await t.throwsAsync(() => compressor.compressBatch([Buffer.from('late')]), { code: 'ERR_TDE_CIPHER_DESTROYED' });
-  await t.throwsAsync(() => plugin.compressorFor(CBC), { code: 'ERR_TDE_CLOSED', message: /open a new one/ });
-  await t.throwsAsync(() => plugin.openReader({ dir, version: 'nb', generation: '1', format: 'big' }), { code: 'ERR_TDE_CLOSED' });
+  await t.throwsAsync(() => compressor.compressBatch([Buffer.from('late')]),
+    { code: 'ERR_TDE_CIPHER_DESTROYED' });
+  await t.throwsAsync(() => plugin.compressorFor(CBC),
+    { code: 'ERR_TDE_CLOSED', message: /open a new one/ });
+  await t.throwsAsync(() => plugin.openReader(id), { code: 'ERR_TDE_CLOSED' });
 });
 
-test('commit log segments and hints through the plugin are encrypted, readable, and counted', async (t) => {
+test('commit log segments and hints through the plugin are encrypted, readable, and counted',
+  async (t) => {
   const keys = keyDir();
-  const plugin = await openPlugin({
-    config: { ...keys.config, system_info_encryption: { enabled: true, cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128 } },
-  });
+  const systemInfo = {
+    enabled: true, cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128,
+  };
+  const config = { ...keys.config, system_info_encryption: systemInfo };
+  const plugin = await openPlugin({ config });
   const dir = tempDir('plugin-commitlog');
   const resolve = async (alias: string) => readKeyFile(path.join(keys.dir, alias))[0].key;
   try {
     const segment = await plugin.commitLogWriter(path.join(dir, 'CommitLog-7-1.log'), 1n);
-    const entries = Array.from({ length: 50 }, (_, i) => Buffer.from(`mutation ${i} ${'x'.repeat(i)}`));
+    const entries = Array.from({ length: 50 },
+      (_, i) => Buffer.from(`mutation ${i} ${'x'.repeat(i)}`));
     for (const e of entries.slice(0, 30)) segment.append(e);
     t.is(segment.pendingEntries().length, 30);
     await segment.sync();
@@ -201,8 +229,9 @@ test('commit log segments and hints through the plugin are encrypted, readable, 
     t.deepEqual(read.map(String), entries.map(String));
     t.false(fs.readFileSync(segment.file).includes(Buffer.from('mutation 1')));
 
-    const names = hintsFileNames(dir, '4fc9a1b2-0000-4000-8000-000000000001', 1700000000000);
-    const hints = await plugin.hintsWriter(names, { hostId: '4fc9a1b2-0000-4000-8000-000000000001', timestamp: 1700000000000 });
+    const descriptor = { hostId: '4fc9a1b2-0000-4000-8000-000000000001', timestamp: 1700000000000 };
+    const names = hintsFileNames(dir, descriptor.hostId, descriptor.timestamp);
+    const hints = await plugin.hintsWriter(names, descriptor);
     await hints.write([Buffer.from('hint one'), Buffer.from('hint two')]);
     await hints.close();
     const got: string[] = [];
@@ -218,19 +247,27 @@ test('commit log segments and hints through the plugin are encrypted, readable, 
 });
 
 test('openPlugin validates its options and the config, and names what is wrong', async (t) => {
-  await t.throwsAsync(() => openPlugin({} as never), { code: 'ERR_TDE_INVALID_ARGUMENT', message: /needs \{ config \}/ });
-  await t.throwsAsync(() => openPlugin({ config: {}, keyStatePollMillis: -5 }), { code: 'ERR_TDE_CONFIG', message: /keyStatePollMillis/ });
-  await t.throwsAsync(() => openPlugin({ config: {}, onKeyRevoked: 'ignore' as never }), { code: 'ERR_TDE_CONFIG', message: /"stop" or "warn"/ });
-  await t.throwsAsync(() => openPlugin({ config: { system_key_dir: '/x' } }), { code: 'ERR_TDE_CONFIG', message: /did you mean "system_key_directory"/ });
+  await t.throwsAsync(() => openPlugin({} as never),
+    { code: 'ERR_TDE_INVALID_ARGUMENT', message: /needs \{ config \}/ });
+  await t.throwsAsync(() => openPlugin({ config: {}, keyStatePollMillis: -5 }),
+    { code: 'ERR_TDE_CONFIG', message: /keyStatePollMillis/ });
+  await t.throwsAsync(() => openPlugin({ config: {}, onKeyRevoked: 'ignore' as never }),
+    { code: 'ERR_TDE_CONFIG', message: /"stop" or "warn"/ });
+  await t.throwsAsync(() => openPlugin({ config: { system_key_dir: '/x' } }),
+    { code: 'ERR_TDE_CONFIG', message: /did you mean "system_key_directory"/ });
   // system_info_encryption's key is loaded at start: a missing key file stops it.
   const { dir } = makeKeySetup();
   const err = await t.throwsAsync(() => openPlugin({
-    config: { system_key_directory: dir, system_info_encryption: { enabled: true, system_key_file: 'nope' } },
+    config: {
+      system_key_directory: dir,
+      system_info_encryption: { enabled: true, system_key_file: 'nope' },
+    },
   }));
   t.regex(err!.message, /^cannot start: system_info_encryption's key cannot be loaded: .*nope/);
 });
 
-test('two plugins in one process and one in each of two worker threads work apart and close cleanly', async (t) => {
+test('two plugins in one process and one in each of two worker threads work apart and close ' +
+  'cleanly', async (t) => {
   const a = keyDir();
   const b = keyDir();
   const script = `
@@ -254,11 +291,13 @@ test('two plugins in one process and one in each of two worker threads work apar
   `;
   const workers = [1, 2].map((fill) => {
     const dir = tempDir('plugin-worker');
-    const w = new Worker(script, { eval: true, workerData: { src: path.join(ROOT, 'src/index.ts'), keys: a.dir, dir, options: CBC, fill } });
-    return once(w, 'message').then(([msg]) => msg as { same?: boolean; chunks?: number; error?: string });
+    const workerData = { src: SRC, keys: a.dir, dir, options: CBC, fill };
+    const w = new Worker(script, { eval: true, workerData });
+    type Result = { same?: boolean; chunks?: number; error?: string };
+    return once(w, 'message').then(([msg]) => msg as Result);
   });
 
-  const [p, q] = await Promise.all([openPlugin({ config: a.config }), openPlugin({ config: b.config })]);
+  const [p, q] = await Promise.all([a, b].map((k) => openPlugin({ config: k.config })));
   const dir = tempDir('plugin-two');
   const data = memtable(800, 6);
   const idP = await flush(p, dir, '1', data);
@@ -280,7 +319,8 @@ test('two plugins in one process and one in each of two worker threads work apar
   }
 });
 
-test('a worker thread terminated with its plugin open and a flush running does not bring the process down', async (t) => {
+test('a worker thread terminated with its plugin open and a flush running does not bring the ' +
+  'process down', async (t) => {
   const a = keyDir();
   const script = `
     require('tsx/cjs');
@@ -288,13 +328,15 @@ test('a worker thread terminated with its plugin open and a flush running does n
     const { openPlugin } = require(workerData.src);
     (async () => {
       const plugin = await openPlugin({ config: { system_key_directory: workerData.keys } });
-      const w = await plugin.createWriter({ dir: workerData.dir, version: 'nb', generation: '1', format: 'big' }, workerData.options);
+      const id = { dir: workerData.dir, version: 'nb', generation: '1', format: 'big' };
+      const w = await plugin.createWriter(id, workerData.options);
       w.write(Buffer.alloc(8 << 20, 3));
       parentPort.postMessage('writing');
     })();
   `;
   for (let round = 0; round < 3; round++) {
-    const w = new Worker(script, { eval: true, workerData: { src: path.join(ROOT, 'src/index.ts'), keys: a.dir, dir: tempDir('plugin-term'), options: CBC } });
+    const workerData = { src: SRC, keys: a.dir, dir: tempDir('plugin-term'), options: CBC };
+    const w = new Worker(script, { eval: true, workerData });
     await once(w, 'message');
     await w.terminate();
   }
@@ -310,21 +352,35 @@ test('verify --metrics prints the counters; with --json they are in the report',
   const keys = makeKeySetup();
   createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
   const schema = path.join(tempDir('schema'), 'schema.cql');
-  fs.writeFileSync(schema, `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = {'class': 'EncryptingLZ4Compressor'};`);
-  const up = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', keys.configFile, '--metrics');
+  fs.writeFileSync(schema, 'ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = ' +
+    "{'class': 'EncryptingLZ4Compressor'};");
+  const common = ['--data-dir', dataDir, '--config', keys.configFile, '--metrics'];
+  const up = await cli('upgradesstables', '--schema', schema, ...common);
   t.is(up.code, 0, up.stderr);
   // Data.db's chunks, and the pages of Index.db, Summary.db and Statistics.db.
   t.regex(up.stderr, /^encrypted +[1-9]\d* chunks?, [1-9]\d* pages, [1-9]\d* bytes$/m);
   t.regex(up.stderr, /^keys +1 fetched \(0 failed\)/m);
 
-  const text = await cli('verify', '--data-dir', dataDir, '--config', keys.configFile, '--metrics');
+  const text = await cli('verify', ...common);
   t.is(text.code, 0, text.stderr);
   t.regex(text.stderr, /^decrypted +[1-9]\d* chunks?, /m);
   t.regex(text.stderr, /^integrity failures 0$/m);
-  const json = await cli('verify', '--data-dir', dataDir, '--config', keys.configFile, '--metrics', '--json');
+  const json = await cli('verify', ...common, '--json');
   const report = JSON.parse(json.stdout);
   t.is(report.metrics.encrypted.chunks, 0);
   // Every chunk of every SSTable, once; the encrypted index and metadata pages besides.
-  t.is(report.metrics.decrypted.chunks, report.sstables.reduce((n: number, s: { chunks: number }) => n + s.chunks, 0));
+  const chunks = report.sstables.reduce((n: number, s: { chunks: number }) => n + s.chunks, 0);
+  t.is(report.metrics.decrypted.chunks, chunks);
   t.true(report.metrics.decrypted.pages > 0);
+
+  // A storage process starting on that data directory checks it through the plugin.
+  const plugin = await openPlugin({ config: keys.configFile });
+  try {
+    const opened = await plugin.openDataDirectory(dataDir);
+    t.deepEqual(opened.unreadable, []);
+    t.is(opened.sstables.length, 1);
+    t.is(plugin.metrics().decrypted.chunks, 1, 'the first chunk of the SSTable was read');
+  } finally {
+    await plugin.close();
+  }
 });

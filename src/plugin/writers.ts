@@ -45,7 +45,8 @@ export interface SSTableWriterOptions {
  */
 export class PluginSSTableWriter implements PluginWriter {
   private readonly encrypted: string[] = [];
-  private readonly componentFiles: string[] = [];
+  /** Components written with writeComponent, by name (`Index.db`). */
+  private readonly components: string[] = [];
   private ended = false;
 
   private constructor(
@@ -78,7 +79,7 @@ export class PluginSSTableWriter implements PluginWriter {
 
   /** Every file written so far. */
   get files(): string[] {
-    return [...this.writer.files, ...this.componentFiles];
+    return [...this.writer.files, ...this.components.map((c) => componentPath(this.id, c))];
   }
 
   /** Appends uncompressed data; calls made without waiting are queued in order. */
@@ -103,6 +104,9 @@ export class PluginSSTableWriter implements PluginWriter {
         `"${component}" is not a component the caller writes ` +
         '(Data.db, CompressionInfo.db, CRC.db and Digest are written by the writer itself)');
     }
+    if (this.components.includes(component)) {
+      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${component} was written already`);
+    }
     const sensitive = SENSITIVE_COMPONENTS[this.id.format].includes(component);
     const codec = sensitive ? this.compressor?.pageCodec?.(component, this.writer.id) : undefined;
     const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -110,9 +114,8 @@ export class PluginSSTableWriter implements PluginWriter {
       size: bytes.length,
       read: async (position: number, length: number) => bytes.subarray(position, position + length),
     };
-    const file = componentPath(this.id, component);
-    this.componentFiles.push(file);
-    await transcodeComponent(source, file, codec, this.mode);
+    this.components.push(component);
+    await transcodeComponent(source, componentPath(this.id, component), codec, this.mode);
     if (codec) this.encrypted.push(component);
   }
 
@@ -120,8 +123,7 @@ export class PluginSSTableWriter implements PluginWriter {
   async finish(): Promise<WriteResult> {
     try {
       const result = await this.writer.finish({ encryptedComponents: this.encrypted });
-      const written = this.componentFiles.map(baseName);
-      return { ...result, components: [...result.components, ...written] };
+      return { ...result, components: [...result.components, ...this.components] };
     } finally {
       this.end();
     }
@@ -131,7 +133,9 @@ export class PluginSSTableWriter implements PluginWriter {
   async abort(): Promise<void> {
     try {
       await this.writer.abort();
-      for (const f of this.componentFiles) await fs.promises.rm(f, { force: true });
+      for (const c of this.components) {
+        await fs.promises.rm(componentPath(this.id, c), { force: true });
+      }
     } finally {
       this.end();
     }
@@ -148,10 +152,6 @@ export class PluginSSTableWriter implements PluginWriter {
     this.compressor?.close();
     this.hooks.ended(this);
   }
-}
-
-function baseName(file: string): string {
-  return file.slice(file.lastIndexOf('/') + 1);
 }
 
 /**
