@@ -201,6 +201,20 @@ test('close() is idempotent, aborts unfinished writers and wipes keys; the plugi
   await t.throwsAsync(() => plugin.openReader(id), { code: 'ERR_TDE_CLOSED' });
 });
 
+test('close() waits for calls in flight, then closes what they made', async (t) => {
+  const plugin = await openPlugin({ config: keyDir().config });
+  const dir = tempDir('plugin-inflight');
+  const compressing = plugin.compressorFor(CBC);
+  const writing = plugin.createWriter({ dir, version: 'nb', generation: '1', format: 'big' }, CBC);
+  await plugin.close();
+  const compressor = await compressing;
+  await t.throwsAsync(() => compressor.compressBatch([Buffer.from('late')]),
+    { code: 'ERR_TDE_CIPHER_DESTROYED' });
+  const writer = await writing;
+  await t.throwsAsync(() => writer.write(Buffer.from('late')), { message: /after abort\(\)/ });
+  t.deepEqual(fs.readdirSync(dir), [], 'the writer was aborted by the shutdown');
+});
+
 test('commit log segments and hints through the plugin are encrypted, readable, and counted',
   async (t) => {
   const keys = keyDir();

@@ -143,20 +143,24 @@ export class TdeMetrics implements TdeObserver {
     }
   }
 
+  /** Counts a cache hit or miss. */
   keyLookup(e: KeyLookupEvent): void {
     if (e.hit) this.keys.cacheHits++;
     else this.keys.cacheMisses++;
   }
 
+  /** Counts a fetch and emits `keyFetched`. */
   keyFetched(e: KeyFetchedEvent): void {
     this.keys.fetches++;
     this.emit('keyFetched', e);
   }
 
+  /** Counts a failed fetch (the caller got the error). */
   keyFetchFailed(_e: KeyFetchFailedEvent): void {
     this.keys.fetchFailures++;
   }
 
+  /** Counts a rotation and emits `keyRotated`. */
   keyRotated(e: KeyRotatedEvent): void {
     this.keys.rotations++;
     this.emit('keyRotated', e);
@@ -173,10 +177,12 @@ export class TdeMetrics implements TdeObserver {
     this.keys.refusals++;
   }
 
+  /** Emits `keyStatePollFailed`. */
   keyStatePollFailed(e: KeyStatePollFailedEvent): void {
     this.emit('keyStatePollFailed', e);
   }
 
+  /** Counts a KMIP round trip and its latency, and emits `kmipRequest`. */
   kmipRequest(e: KmipRequestEvent): void {
     this.kmip.requests++;
     if (!e.ok) this.kmip.errors++;
@@ -189,11 +195,13 @@ export class TdeMetrics implements TdeObserver {
     this.emit('kmipRequest', e);
   }
 
+  /** Counts a failover and emits `kmipFailover`. */
   kmipFailover(e: KmipFailoverEvent): void {
     this.kmip.failovers++;
     this.emit('kmipFailover', e);
   }
 
+  /** Counts chunks or pages and their bytes. */
   cipherWork(e: CipherWorkEvent): void {
     const c = e.op === 'encrypt' ? this.encrypted : this.decrypted;
     if (e.unit === 'chunk') c.chunks += e.count;
@@ -201,11 +209,13 @@ export class TdeMetrics implements TdeObserver {
     c.bytes += e.bytes;
   }
 
+  /** Counts an integrity failure and emits `integrityFailure`. */
   integrityFailure(e: IntegrityFailureEvent): void {
     this.integrity++;
     this.emit('integrityFailure', e);
   }
 
+  /** Counts commit log entries or hints written. */
   systemWrite(e: SystemWriteEvent): void {
     const c = e.kind === 'commitlog' ? this.commitLog : undefined;
     if (c) {

@@ -119,14 +119,23 @@ export interface SystemWriteEvent {
  * {@link TdeObserver.checkEncryptionKey}, whose throw refuses the encryption).
  */
 export interface TdeObserver {
+  /** A key provider was asked for a key (cache hit or miss). */
   keyLookup?(e: KeyLookupEvent): void;
+  /** A key was read from its key file or fetched from KMIP. */
   keyFetched?(e: KeyFetchedEvent): void;
+  /** A key could not be read or fetched. */
   keyFetchFailed?(e: KeyFetchFailedEvent): void;
+  /** New data is now encrypted with another key. */
   keyRotated?(e: KeyRotatedEvent): void;
+  /** One KMIP round trip ended (answered or not). */
   kmipRequest?(e: KmipRequestEvent): void;
+  /** A KMIP request was answered by another host than the one tried first. */
   kmipFailover?(e: KmipFailoverEvent): void;
+  /** A batch of chunks or pages was encrypted or decrypted. */
   cipherWork?(e: CipherWorkEvent): void;
+  /** A chunk, page or SSTable metadata failed to decrypt or authenticate (once per chunk). */
   integrityFailure?(e: IntegrityFailureEvent): void;
+  /** Commit log entries or hints were written encrypted. */
   systemWrite?(e: SystemWriteEvent): void;
   /** An encrypting compressor was made (for an SSTable read or write). */
   compressorOpened?(c: Compressor): void;

@@ -34,6 +34,7 @@ export interface KeyStatePollerOptions {
   failed(e: KeyStatePollFailedEvent): void;
 }
 
+/** Polls the state of the KMIP keys in use; see the file comment. */
 export class KeyStatePoller {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
@@ -41,6 +42,7 @@ export class KeyStatePoller {
 
   constructor(private readonly options: KeyStatePollerOptions) {}
 
+  /** Starts the timer (unref'd); does nothing when the interval is 0 or it already runs. */
   start(): void {
     if (this.timer || this.options.intervalMs <= 0) return;
     this.timer = setInterval(() => void this.pollNow(), this.options.intervalMs);

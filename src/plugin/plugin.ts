@@ -12,11 +12,18 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { resolveCipher } from '../cipher/transformation';
-import { HintsFileNames } from '../commitlog/hints';
-import { openCommitLogSegment, openHintsFile, systemInfoKey } from '../commitlog/system';
+import { HintsFileNames, HintsWriter } from '../commitlog/hints';
+import { SegmentEncryption, SegmentWriter } from '../commitlog/segment';
+import { systemInfoKey } from '../commitlog/system';
 import { Compressor, compressorForTable } from '../compression/compressor';
 import { KMIP_PROVIDER, parseTableCompression } from '../compression/options';
-import { configFromObject, parseKmipUrl, readConfig, TdeConfig } from '../config/config';
+import {
+  configFromObject,
+  parseKmipUrl,
+  readConfig,
+  SystemInfoEncryption,
+  TdeConfig,
+} from '../config/config';
 import { addressString } from '../kmip/transport';
 import { loadConfig, LoadedConfig } from '../config/secure-values';
 import { ErrorCodeName, isTdeError, TdeError } from '../errors';
@@ -154,6 +161,7 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
   /** Keys stopped by the key-state poll, with the state found. */
   private readonly stopped = new Map<string, string>();
   private closing: Promise<void> | undefined;
+  private readonly inflight = new Set<Promise<unknown>>();
 
   /** @internal use {@link openPlugin}. */
   constructor(config: TdeConfig, options: PluginOptions) {
@@ -248,6 +256,18 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
     }
   }
 
+  /**
+   * Runs a call, counted as in flight until it settles: close() waits for calls in flight, so
+   * whatever they make (compressors, writers, KMIP connections) is there for it to close.
+   */
+  private run<T>(what: string, call: () => Promise<T>): Promise<T> {
+    this.live(what);
+    const p = call();
+    this.inflight.add(p);
+    p.then(() => this.inflight.delete(p), () => this.inflight.delete(p));
+    return p;
+  }
+
   private keysInUse(): string[] {
     const out = this.keys.kmipProvider.keysInUse();
     for (const c of this.compressors) if (c.keyId?.startsWith('kmip://')) out.push(c.keyId);
@@ -294,15 +314,14 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
    */
   async compressorFor(tableOptions: Record<string, unknown>,
     options: CompressorForOptions = {}): Promise<Compressor> {
-    this.live('compressorFor');
     const { defaultChunkLength } = options;
-    return compressorForTable(tableOptions, { keys: this.keys, defaultChunkLength });
+    return this.run('compressorFor',
+      () => compressorForTable(tableOptions, { keys: this.keys, defaultChunkLength }));
   }
 
   /** Opens an SSTable for reads by position (its key fetched and checked). Close it when done. */
   async openReader(id: SSTableId): Promise<SSTableReader> {
-    this.live('openReader');
-    return SSTableReader.open(id, { keys: this.keys });
+    return this.run('openReader', () => SSTableReader.open(id, { keys: this.keys }));
   }
 
   /**
@@ -311,43 +330,59 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
    */
   async createWriter(id: SSTableId, tableOptions: Record<string, unknown>,
     options: CreateWriterOptions = {}): Promise<PluginSSTableWriter> {
-    this.live('createWriter');
-    const params = parseTableCompression(tableOptions, options.defaultChunkLength ?? 65536);
-    const compressor = params.enabled ? await this.compressorFor(tableOptions, options) : undefined;
-    try {
-      const w = await PluginSSTableWriter.create(id, compressor, params, options, this.hooks());
-      this.writers.add(w);
-      return w;
-    } catch (err) {
-      compressor?.close();
-      throw err;
-    }
+    return this.run('createWriter', async () => {
+      const params = parseTableCompression(tableOptions, options.defaultChunkLength ?? 65536);
+      const compressor = params.enabled
+        ? await this.compressorFor(tableOptions, options)
+        : undefined;
+      try {
+        const w = await PluginSSTableWriter.create(id, compressor, params, options, this.hooks());
+        this.writers.add(w);
+        return w;
+      } catch (err) {
+        compressor?.close();
+        throw err;
+      }
+    });
   }
 
   /** A new commit log segment, encrypted as system_info_encryption says. */
   async commitLogWriter(file: string, segmentId: bigint): Promise<PluginSegmentWriter> {
-    this.live('commitLogWriter');
-    const inner = await openCommitLogSegment(this.cfg, this.keys, file, segmentId);
-    const w = new PluginSegmentWriter(inner, await this.systemKeyAlias(), this.hooks());
-    this.writers.add(w);
-    return w;
+    return this.run('commitLogWriter', async () => {
+      const [inner, alias] = await this.withSystemKey((encryption, blockLength) =>
+        SegmentWriter.create({ file, id: segmentId, encryption, blockLength }));
+      const w = new PluginSegmentWriter(inner, alias, this.hooks());
+      this.writers.add(w);
+      return w;
+    });
   }
 
   /** A new hints file, encrypted as system_info_encryption says. */
   async hintsWriter(names: HintsFileNames,
     descriptor: { hostId: string; timestamp: number }): Promise<PluginHintsWriter> {
-    this.live('hintsWriter');
-    const inner = await openHintsFile(this.cfg, this.keys, names, descriptor);
-    const w = new PluginHintsWriter(inner, await this.systemKeyAlias(), this.hooks());
-    this.writers.add(w);
-    return w;
+    return this.run('hintsWriter', async () => {
+      const [inner, alias] = await this.withSystemKey((encryption, blockLength) =>
+        HintsWriter.create(names, descriptor, encryption, blockLength));
+      const w = new PluginHintsWriter(inner, alias, this.hooks());
+      this.writers.add(w);
+      return w;
+    });
   }
 
-  /** The name of the key system_info_encryption uses now (from the providers' cache). */
-  private async systemKeyAlias(): Promise<string> {
-    const key = await systemInfoKey(this.cfg, this.keys);
-    (key.key as Buffer).fill(0);
-    return key.keyAlias;
+  /**
+   * Runs `make` with system_info_encryption's current key (refused if the poll stopped it), and
+   * wipes the key bytes after; returns what was made and the key's name.
+   */
+  private async withSystemKey<T>(make: (key: SegmentEncryption, blockLength: number) => Promise<T>):
+    Promise<[T, string]> {
+    const encryption = await systemInfoKey(this.cfg, this.keys);
+    try {
+      this.checkKey(encryption.keyAlias);
+      const blockLength = (this.cfg.systemInfoEncryption as SystemInfoEncryption).chunkLength;
+      return [await make(encryption, blockLength), encryption.keyAlias];
+    } finally {
+      (encryption.key as Buffer).fill(0);
+    }
   }
 
   /**
@@ -356,8 +391,8 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
    */
   async openDataDirectory(dataDir: string,
     options: Omit<OpenDataDirectoryOptions, 'config' | 'keys'> = {}): Promise<OpenedDataDirectory> {
-    this.live('openDataDirectory');
-    return openDataDirectory(dataDir, { ...options, config: this.cfg, keys: this.keys });
+    return this.run('openDataDirectory',
+      () => openDataDirectory(dataDir, { ...options, config: this.cfg, keys: this.keys }));
   }
 
   /**
@@ -368,7 +403,11 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
    */
   async rotateKey(tableOptions: Record<string, unknown>,
     options: { keyFile?: string } = {}): Promise<RotatedKey> {
-    this.live('rotateKey');
+    return this.run('rotateKey', () => this.rotate(tableOptions, options));
+  }
+
+  private async rotate(tableOptions: Record<string, unknown>,
+    options: { keyFile?: string }): Promise<RotatedKey> {
     const params = parseTableCompression(tableOptions, 65536);
     const e = params.encryption;
     if (!e) {
@@ -401,8 +440,7 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
 
   /** Runs the key-state poll now (it also runs every keyStatePollMillis). */
   checkKeyStates(): Promise<void> {
-    this.live('checkKeyStates');
-    return this.poller.pollNow();
+    return this.run('checkKeyStates', () => this.poller.pollNow());
   }
 
   /** Every counter now: chunks and bytes, integrity failures, keys, KMIP requests and latency. */
@@ -424,6 +462,7 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
   private async shutdown(): Promise<void> {
     const errors: unknown[] = [];
     await this.poller.stop();
+    await Promise.allSettled([...this.inflight]);
     for (const w of [...this.writers]) await w.shutdown().catch((err) => errors.push(err));
     for (const c of [...this.compressors]) c.close();
     this.keys.close();

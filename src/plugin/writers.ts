@@ -173,6 +173,7 @@ export class PluginSegmentWriter implements PluginWriter {
     private readonly hooks: WriterHooks,
   ) {}
 
+  /** The segment's path. */
   get file(): string {
     return this.inner.file;
   }
@@ -270,6 +271,7 @@ export class PluginHintsWriter implements PluginWriter {
     }
   }
 
+  /** A shutdown closes the file (nothing is pending: every write() was written at once). */
   shutdown(): Promise<void> {
     return this.close();
   }
