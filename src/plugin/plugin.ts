@@ -439,7 +439,7 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
   }
 
   /** Runs the key-state poll now (it also runs every keyStatePollMillis). */
-  checkKeyStates(): Promise<void> {
+  async checkKeyStates(): Promise<void> {
     return this.run('checkKeyStates', () => this.poller.pollNow());
   }
 
