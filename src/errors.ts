@@ -66,6 +66,13 @@ export const ErrorCode = {
   ERR_TDE_KMIP_OPERATION: 'ERR_TDE_KMIP_OPERATION',
   /** No KMIP host of a group could be reached or used; the message lists each host's cause. */
   ERR_TDE_KMIP_UNAVAILABLE: 'ERR_TDE_KMIP_UNAVAILABLE',
+  /**
+   * A KMIP key was revoked, destroyed or compromised while in use, and the plugin's key-state
+   * poll stopped it from encrypting; data it encrypted still decrypts while its bytes are cached.
+   */
+  ERR_TDE_KEY_REVOKED: 'ERR_TDE_KEY_REVOKED',
+  /** The plugin was closed; open a new one (openPlugin) to carry on. */
+  ERR_TDE_CLOSED: 'ERR_TDE_CLOSED',
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

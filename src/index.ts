@@ -57,5 +57,21 @@ export type { TtlvItem, TtlvType } from './kmip/ttlv/codec';
 export { KmipClient } from './kmip/client';
 export type { KmipGroup } from './kmip/client';
 
+export { openPlugin, TdePlugin, DEFAULT_KEY_STATE_POLL_MILLIS } from './plugin/plugin';
+export type {
+  CompressorForOptions,
+  CreateWriterOptions,
+  OnKeyRevoked,
+  PluginOptions,
+  RotatedKey,
+} from './plugin/plugin';
+export { PluginHintsWriter, PluginSegmentWriter, PluginSSTableWriter } from './plugin/writers';
+export type { SSTableWriterOptions } from './plugin/writers';
+export { STOPPED_STATES } from './plugin/key-state';
+export { formatMetrics, LATENCY_BUCKETS_MS, TdeMetrics } from './metrics/metrics';
+export type { CipherCounts, LatencySummary, MetricsSnapshot, TdeEvents } from './metrics/metrics';
+export type * from './metrics/observer';
+export type { HintsFileNames } from './commitlog/hints';
+
 export { ErrorCode, TdeError, isTdeError } from './errors';
 export type { ErrorCodeName, ErrorContext } from './errors';

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 
 import { readConfig, TdeConfig } from '../config/config';
 import { isTdeError } from '../errors';
+import { formatMetrics, TdeMetrics } from '../metrics/metrics';
 
 /** Exit codes, documented in the README. */
 export const EXIT_OK = 0;
@@ -29,6 +30,25 @@ export function processIo(): Io {
 
 export function addConfigOption(cmd: Command): Command {
   return cmd.option('--config <file>', 'dse.yaml-style configuration (system_key_directory, ...)');
+}
+
+/** `--metrics`: count keys, KMIP round trips and chunks during the run, and print them. */
+export function addMetricsOption(cmd: Command): Command {
+  return cmd.option('--metrics', 'count keys fetched, KMIP requests and latency, chunks and ' +
+    'bytes encrypted and decrypted, integrity failures; print them on stderr (with --json, in ' +
+    'the report)');
+}
+
+/** A counter for the run when --metrics was given. */
+export function metricsFor(opts: { metrics?: boolean }): TdeMetrics | undefined {
+  return opts.metrics ? new TdeMetrics() : undefined;
+}
+
+/** Prints the counters for a person (stderr); --json commands put them in their report instead. */
+export function printMetrics(io: Io, metrics: TdeMetrics | undefined): void {
+  if (!metrics) return;
+  io.err('metrics:');
+  for (const line of formatMetrics(metrics.snapshot())) io.err(line);
 }
 
 export function configFrom(opts: { config?: string }): TdeConfig {

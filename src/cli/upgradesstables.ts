@@ -4,7 +4,18 @@ import * as cliProgress from 'cli-progress';
 
 import { loadSchema } from '../schema/cql';
 import { SSTableResult, upgradeSSTables, UpgradeEvent } from '../rewrite/upgrade';
-import { addConfigOption, configFrom, EXIT_FAILURE, EXIT_OK, Io, mib, reportError } from './common';
+import {
+  addConfigOption,
+  addMetricsOption,
+  configFrom,
+  EXIT_FAILURE,
+  EXIT_OK,
+  Io,
+  metricsFor,
+  mib,
+  printMetrics,
+  reportError,
+} from './common';
 
 function line(r: SSTableResult): string {
   switch (r.status) {
@@ -33,6 +44,7 @@ export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Co
     .option('--ignore-digest', 'rewrite even when Data.db does not match its Digest file')
     .option('--json', 'print a JSON summary instead of text');
   addConfigOption(cmd);
+  addMetricsOption(cmd);
   cmd.addHelpText('after', `
 Examples:
   sstable-tde upgradesstables --data-dir /var/lib/cassandra/data --schema schema.cql --config dse.yaml
@@ -45,8 +57,10 @@ interrupted before doing anything else.`);
 
   cmd.action(async (keyspace: string | undefined, tables: string[], opts: {
     dataDir: string; schema?: string; includeAllSstables?: boolean; ignoreDigest?: boolean; json?: boolean; config?: string;
+    metrics?: boolean;
   }) => {
     const json = Boolean(opts.json);
+    const metrics = metricsFor(opts);
     let bar: cliProgress.SingleBar | undefined;
     try {
       const config = configFrom(opts);
@@ -101,6 +115,7 @@ interrupted before doing anything else.`);
         keyspace,
         tables,
         onEvent,
+        observer: metrics,
       }).finally(() => {
         process.removeListener('SIGINT', onSignal);
         process.removeListener('SIGTERM', onSignal);
@@ -109,7 +124,8 @@ interrupted before doing anything else.`);
       bar = undefined;
 
       if (json) {
-        io.out(JSON.stringify(report, null, 2));
+        const out = metrics ? { ...report, metrics: metrics.snapshot() } : report;
+        io.out(JSON.stringify(out, null, 2));
       } else {
         for (const w of report.warnings) io.err(`sstable-tde: warning: table ${w.table}: ${w.message}`);
         for (const r of report.recovered) {
@@ -122,6 +138,7 @@ interrupted before doing anything else.`);
         }
         io.out(`\n${report.rewritten} rewritten, ${report.unchanged} unchanged, ${report.skipped} skipped, ` +
           `${report.failed} failed`);
+        printMetrics(io, metrics);
       }
       if (report.failed > 0 && !json) {
         const failedSSTables = report.failed - report.missing.length;

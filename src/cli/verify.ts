@@ -2,7 +2,18 @@
 import { Command } from 'commander';
 
 import { verifyDataDirectory } from '../tools/verify';
-import { addConfigOption, configFrom, EXIT_FAILURE, EXIT_OK, Io, plural, reportError } from './common';
+import {
+  addConfigOption,
+  addMetricsOption,
+  configFrom,
+  EXIT_FAILURE,
+  EXIT_OK,
+  Io,
+  metricsFor,
+  plural,
+  printMetrics,
+  reportError,
+} from './common';
 
 export function verifyCommand(io: Io, done: (code: number) => void): Command {
   const cmd = new Command('verify')
@@ -12,6 +23,7 @@ export function verifyCommand(io: Io, done: (code: number) => void): Command {
     .requiredOption('--data-dir <dir>', 'Cassandra data directory')
     .option('--json', 'print a JSON report instead of text');
   addConfigOption(cmd);
+  addMetricsOption(cmd);
   cmd.addHelpText('after', `
 Examples:
   sstable-tde verify --data-dir /var/lib/cassandra/data --config dse.yaml
@@ -19,10 +31,13 @@ Examples:
 
 Exits 1 if any fault is found; each fault names the SSTable file, chunk index and offset.`);
 
-  cmd.action(async (keyspace: string | undefined, tables: string[], opts: { dataDir: string; json?: boolean; config?: string }) => {
+  cmd.action(async (keyspace: string | undefined, tables: string[],
+    opts: { dataDir: string; json?: boolean; config?: string; metrics?: boolean }) => {
     const json = Boolean(opts.json);
+    const metrics = metricsFor(opts);
     try {
       const report = await verifyDataDirectory({
+        observer: metrics,
         dataDir: opts.dataDir,
         config: configFrom(opts),
         keyspace,
@@ -37,7 +52,8 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
         },
       });
       if (json) {
-        io.out(JSON.stringify(report, null, 2));
+        const out = metrics ? { ...report, metrics: metrics.snapshot() } : report;
+        io.out(JSON.stringify(out, null, 2));
       } else {
         if (report.rewriteInProgress) {
           io.out(`note   an upgradesstables run holds this data directory (${report.rewriteInProgress}); ` +
@@ -50,6 +66,7 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
         for (const s of report.replaced) io.out(`note   ${s} was replaced while verify ran; not verified`);
         for (const l of report.legacy) io.out(`note   ${l}: SSTable version older than la, not verified`);
         io.out(`\n${plural(report.sstables.length, 'SSTable')} verified, ${plural(report.faults, 'fault')}`);
+        printMetrics(io, metrics);
       }
       if (report.sstables.length === 0 && report.replaced.length === 0) {
         io.err(`sstable-tde: found no SSTable under ${opts.dataDir}: is --data-dir the directory that holds ` +

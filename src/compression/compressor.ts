@@ -10,6 +10,7 @@ import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { resolveCipher } from '../cipher/transformation';
 import { ChunkLocator, isTdeError, TdeError } from '../errors';
 import { KeyProvider, ResolvedKey } from '../keys/provider';
+import { observeCompressor } from '../metrics/observed-compressor';
 import { PageCodec, plainCapacity } from '../sstable/page-file';
 import { ChunkBinding, chunkAad, metadataAad, pageAad, SSTableMetadata } from './binding';
 import { Codec, codecFor } from './codecs';
@@ -274,8 +275,11 @@ export async function createCompressor(
       key: key.bytes,
       iv_length: e.ivLength,
     });
-    return new EncryptingCompressor(params, codec, cipher, key.id, key.keyCheckValue,
+    const made = new EncryptingCompressor(params, codec, cipher, key.id, key.keyCheckValue,
       e.keyCheckValue !== undefined, key.record ?? {});
+    // Counting and key-state checks, when the key provider carries an observer (openPlugin).
+    const observer = options.keys.observer;
+    return observer ? observeCompressor(made, observer) : made;
   } finally {
     key.bytes.fill(0);
   }

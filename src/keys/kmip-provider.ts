@@ -22,6 +22,7 @@ import { keyCheckValue } from './key-check';
 import { newKeyAttributes, tdeInfo } from './kmip-key-info';
 import { isAuthenticated, KeyProvider, ResolvedKey } from './provider';
 import { SecretBytes } from './secret-bytes';
+import { TdeObserver } from '../metrics/observer';
 
 /** The CompressionInfo.db option that records which KMIP key encrypted an SSTable. */
 export const KMIP_KEY_ID_OPTION = 'kmip_key_id';
@@ -94,6 +95,12 @@ export function pickCurrentKey(candidates: KeyState[]): KeyState | undefined {
   })[0];
 }
 
+/** The cache key of a key choice: group, namespace, KMIP algorithm and length. */
+function choiceSlot(group: string, namespace: string | undefined, choice: CipherChoice): string {
+  const spec = kmipKeySpec(choice);
+  return `${group}\0${namespace ?? ''}\0${spec.algorithm}\0${spec.length}`;
+}
+
 interface Cached {
   bytes: SecretBytes;
   /** The transformation recorded on the key, if sstable-tde made it. */
@@ -104,6 +111,8 @@ interface Cached {
 export interface KmipProviderOptions {
   /** Milliseconds since the epoch; tests and long-running processes may supply their own clock. */
   now?: () => number;
+  /** Told of key lookups, fetches, rotations and every KMIP round trip. */
+  observer?: TdeObserver;
 }
 
 export class KmipKeyProvider implements KeyProvider {
@@ -114,7 +123,10 @@ export class KmipKeyProvider implements KeyProvider {
   private readonly keys = new Map<string, Cached>();
   /** Choices in progress, so concurrent callers share one Locate (and never create two keys). */
   private readonly choosing = new Map<string, Promise<string>>();
+  /** slot → the last id chosen, kept past expiry to tell a rotation from a first choice. */
+  private readonly lastChosen = new Map<string, string>();
   private readonly now: () => number;
+  readonly observer: TdeObserver | undefined;
 
   constructor(
     private readonly groups: Map<string, KmipGroupSettings>,
@@ -122,6 +134,7 @@ export class KmipKeyProvider implements KeyProvider {
     private readonly configFile?: string,
   ) {
     this.now = options.now ?? Date.now;
+    this.observer = options.observer;
   }
 
   /** The client for a group (made, and its stores loaded, on first use). */
@@ -130,7 +143,7 @@ export class KmipKeyProvider implements KeyProvider {
     if (!c) {
       const settings = this.groups.get(group);
       if (!settings) throw unknownGroup(group, this.groups, this.configFile);
-      c = new KmipClient(buildKmipGroup(settings));
+      c = new KmipClient(buildKmipGroup(settings), this.observer);
       this.clients.set(group, c);
     }
     return c;
@@ -157,9 +170,20 @@ export class KmipKeyProvider implements KeyProvider {
     };
   }
 
+  /**
+   * Drops the cached choice of key for these settings, so the next encryption chooses afresh
+   * (after a new key was made). Returns the id last chosen for them, if any.
+   */
+  forgetCurrent(group: string, namespace: string | undefined,
+    choice: CipherChoice): string | undefined {
+    const slot = choiceSlot(group, namespace, choice);
+    this.current.delete(slot);
+    return this.lastChosen.get(slot);
+  }
+
   private async currentKeyId(group: string, namespace: string | undefined, choice: CipherChoice, create: boolean): Promise<string> {
     const spec = kmipKeySpec(choice);
-    const slot = `${group}\0${namespace ?? ''}\0${spec.algorithm}\0${spec.length}`;
+    const slot = choiceSlot(group, namespace, choice);
     const cached = this.current.get(slot);
     if (cached && cached.until > this.now()) return cached.id;
 
@@ -170,7 +194,38 @@ export class KmipKeyProvider implements KeyProvider {
     }
     const id = await pending;
     this.current.set(slot, { id, until: this.now() + this.ttl(group) });
+    const previous = this.lastChosen.get(slot);
+    this.lastChosen.set(slot, id);
+    if (previous !== undefined && previous !== id) {
+      this.observer?.keyRotated?.({
+        source: 'kmip',
+        key: `kmip://${group}/${id}`,
+        previous: `kmip://${group}/${previous}`,
+        purpose: `${choice.name} ${choice.strength} in KMIP group ${group}` +
+          (namespace !== undefined ? `, namespace ${namespace}` : ''),
+      });
+    }
     return id;
+  }
+
+  /**
+   * Keys currently chosen to encrypt new data, as `kmip://GROUP/ID`: the ones whose state is
+   * worth watching.
+   */
+  keysInUse(): string[] {
+    const out = new Set<string>();
+    for (const [slot, c] of this.current) out.add(`kmip://${slot.split('\0')[0]}/${c.id}`);
+    return [...out];
+  }
+
+  /**
+   * Drops every cached choice of key `id` of `group`, so the next encryption chooses afresh (a
+   * revoked key is then passed over). Its bytes stay cached for reads.
+   */
+  forgetChoice(group: string, id: string): void {
+    for (const [slot, c] of this.current) {
+      if (c.id === id && slot.startsWith(`${group}\0`)) this.current.delete(slot);
+    }
   }
 
   private async choose(group: string, namespace: string | undefined, choice: CipherChoice, create: boolean): Promise<string> {
@@ -210,17 +265,26 @@ export class KmipKeyProvider implements KeyProvider {
 
   private async fetch(group: string, id: string, choice: CipherChoice): Promise<Buffer> {
     const slot = `${group}\0${id}`;
+    const url = `kmip://${group}/${id}`;
     const cached = this.keys.get(slot);
-    if (cached && cached.until > this.now()) return this.checkKind(group, id, cached, choice);
+    const hit = cached !== undefined && cached.until > this.now();
+    this.observer?.keyLookup?.({ source: 'kmip', key: url, hit });
+    if (cached && hit) return this.checkKind(group, id, cached, choice);
 
     const client = this.client(group);
     let bytes: Buffer;
     let cipher: string | undefined;
+    const started = performance.now();
     try {
       bytes = await client.getKey(id);
       cipher = keyStateOf(id, await client.getAttributes(id)).cipher;
     } catch (err) {
-      if (err instanceof KmipError && (err.reason === 'ItemNotFound' || err.reason === 'PermissionDenied')) {
+      const gone = err instanceof KmipError &&
+        (err.reason === 'ItemNotFound' || err.reason === 'PermissionDenied');
+      const code = gone ? 'ERR_TDE_KEY_NOT_FOUND'
+        : err instanceof TdeError ? err.code : 'ERR_TDE_KMIP_OPERATION';
+      this.observer?.keyFetchFailed?.({ source: 'kmip', key: url, code });
+      if (err instanceof KmipError && gone) {
         throw new TdeError('ERR_TDE_KEY_NOT_FOUND', `KMIP key ${id} of group ${group} cannot be fetched ` +
           `(${err.reason}${err.resultMessage ? `: ${err.resultMessage}` : ''}): if it was destroyed, data ` +
           'encrypted with it can no longer be read; otherwise check that this client (its certificate) ' +
@@ -237,6 +301,7 @@ export class KmipKeyProvider implements KeyProvider {
     const entry: Cached = { bytes: new SecretBytes(bytes), cipher, until: this.now() + this.ttl(group) };
     bytes.fill(0);
     this.keys.set(slot, entry);
+    this.observer?.keyFetched?.({ source: 'kmip', key: url, ms: performance.now() - started });
     return this.checkKind(group, id, entry, choice);
   }
 

@@ -12,6 +12,7 @@ import { keyCheckValue } from './key-check';
 import { KmipKeyProvider, KmipProviderOptions } from './kmip-provider';
 import { SecretBytes } from './secret-bytes';
 import { KeyFileEntry, readKeyFile } from './key-file';
+import { TdeObserver } from '../metrics/observer';
 
 /** Key bytes for one use. The receiver wipes `bytes` once the cipher holds them. */
 export interface ResolvedKey {
@@ -27,6 +28,11 @@ export interface KeyProvider {
   keyFor(settings: EncryptionSettings, choice: CipherChoice): Promise<ResolvedKey>;
   /** Wipes anything cached. */
   close(): void;
+  /**
+   * Told of key lookups and fetches; compressors made with this provider report their work to
+   * it as well (see metrics/observer.ts).
+   */
+  readonly observer?: TdeObserver;
 }
 
 /** True for transformations whose chunks are authenticated (AES/GCM). */
@@ -44,19 +50,28 @@ interface CachedEntry extends Omit<KeyFileEntry, 'key'> {
 export class LocalFileSystemKeyProvider implements KeyProvider {
   private readonly cache = new Map<string, CachedEntry[]>();
 
-  constructor(readonly directory: string) {}
+  constructor(readonly directory: string, readonly observer?: TdeObserver) {}
 
   async keyFor(settings: EncryptionSettings, choice: CipherChoice): Promise<ResolvedKey> {
     const name = settings.systemKeyFile ?? 'system_key';
     const file = path.join(this.directory, name);
     let entries = this.cache.get(file);
+    this.observer?.keyLookup?.({ source: 'local', key: name, hit: entries !== undefined });
     if (!entries) {
-      entries = readKeyFile(file).map((e) => {
-        const kept = { ...e, key: new SecretBytes(e.key), keyCheckValue: keyCheckValue(e.key) };
-        e.key.fill(0);
-        return kept;
-      });
+      const started = performance.now();
+      try {
+        entries = readKeyFile(file).map((e) => {
+          const kept = { ...e, key: new SecretBytes(e.key), keyCheckValue: keyCheckValue(e.key) };
+          e.key.fill(0);
+          return kept;
+        });
+      } catch (err) {
+        const code = err instanceof TdeError ? err.code : 'ERR_TDE_IO';
+        this.observer?.keyFetchFailed?.({ source: 'local', key: name, code });
+        throw err;
+      }
       this.cache.set(file, entries);
+      this.observer?.keyFetched?.({ source: 'local', key: name, ms: performance.now() - started });
     }
 
     // A key serves any mode of its algorithm, except that keys for authenticated chunks (GCM)
@@ -98,8 +113,12 @@ export class KeyProviders implements KeyProvider {
   private readonly local: LocalFileSystemKeyProvider;
   private readonly kmip: KmipKeyProvider;
 
+  /** The observer given in the options, told of every key lookup, fetch and cipher batch. */
+  readonly observer?: TdeObserver;
+
   constructor(config: TdeConfig, options: KmipProviderOptions = {}) {
-    this.local = new LocalFileSystemKeyProvider(config.systemKeyDirectory);
+    this.observer = options.observer;
+    this.local = new LocalFileSystemKeyProvider(config.systemKeyDirectory, options.observer);
     this.kmip = new KmipKeyProvider(config.kmipHosts, options, config.file);
   }
 

@@ -25,6 +25,7 @@ import {
 } from './messages';
 import { decode, encode, TtlvItem } from './ttlv/codec';
 import { addressString, HostAddress, KmipConnection, TlsSettings, TransportError } from './transport';
+import type { TdeObserver } from '../metrics/observer';
 
 export interface KmipGroup {
   /** The group's name in kmip_hosts. */
@@ -70,7 +71,8 @@ export class KmipClient {
   private negotiated: ProtocolVersion | undefined;
   private closed = false;
 
-  constructor(readonly group: KmipGroup) {
+  /** @param observer told of every round trip (with its latency) and every failover. */
+  constructor(readonly group: KmipGroup, private readonly observer?: TdeObserver) {
     if (group.hosts.length === 0) {
       throw new TdeError('ERR_TDE_CONFIG', `KMIP group ${group.name} lists no hosts`);
     }
@@ -103,8 +105,16 @@ export class KmipClient {
 
   private async exchange(c: KmipConnection, version: ProtocolVersion, batch: BatchRequest) {
     this.requests++;
-    const bytes = await c.request(encode(requestMessage(version, [batch])));
-    return parseResponse(decode(bytes));
+    const started = performance.now();
+    let ok = false;
+    try {
+      const bytes = await c.request(encode(requestMessage(version, [batch])));
+      ok = true;
+      return parseResponse(decode(bytes));
+    } finally {
+      this.observer?.kmipRequest?.({ group: this.group.name, host: addressString(this.host),
+        operation: batch.operation, ms: performance.now() - started, ok });
+    }
   }
 
   /** Asks the server which versions it speaks (Discover Versions, KMIP 1.1 and later). */
@@ -136,6 +146,7 @@ export class KmipClient {
     if (this.closed) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `KMIP client for ${this.group.name} is closed`);
     const causes: string[] = [];
     const n = this.group.hosts.length;
+    const first = this.current;
     for (let step = 0; step < n; step++) {
       const index = (this.current + step) % n;
       for (let attempt = 0; attempt < 2; attempt++) {
@@ -147,7 +158,15 @@ export class KmipClient {
           const version = this.negotiated as ProtocolVersion;
           const batch = build(version);
           const response = await this.exchange(c, version, batch);
-          if (step > 0) this.failovers++;
+          if (step > 0) {
+            this.failovers++;
+            this.observer?.kmipFailover?.({
+              group: this.group.name,
+              from: addressString(this.group.hosts[first]),
+              to: addressString(this.group.hosts[index]),
+              causes: [...causes],
+            });
+          }
           return expectSuccess(response, batch.operation, what ? `(${what}) ` : '');
         } catch (err) {
           if (err instanceof KmipError && err.reason === 'AuthenticationNotSuccessful') {

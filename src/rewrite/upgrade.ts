@@ -17,6 +17,7 @@ import { CompressionParams, describeParams, parseTableCompression, sameCompressi
 import { TdeConfig } from '../config/config';
 import { fromSystem, isTdeError, TdeError } from '../errors';
 import { KeyProviders } from '../keys/provider';
+import { TdeObserver } from '../metrics/observer';
 import { TableSchema } from '../schema/cql';
 import { findTables, liveSSTables, TableDir, tableNameOf } from '../sstable/data-dir';
 import {
@@ -59,6 +60,8 @@ export interface UpgradeOptions {
    * rest are not started. The report then marks them `skipped` with reason "cancelled".
    */
   signal?: AbortSignal;
+  /** Told of key fetches, KMIP round trips and every batch encrypted or decrypted (metrics). */
+  observer?: TdeObserver;
 }
 
 export type UpgradeEvent =
@@ -393,7 +396,7 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
   const onEvent = options.onEvent ?? (() => {});
   const tables = findTables(options.dataDir, options.keyspace, options.tables);
   const lock = lockDataDirectory(options.dataDir, 'sstable-tde upgradesstables');
-  const keys = new KeyProviders(options.config);
+  const keys = new KeyProviders(options.config, { observer: options.observer });
   const report: UpgradeReport = {
     dataDir: options.dataDir,
     missing: [],

@@ -197,11 +197,17 @@ export class PlainComponent {
   }
 }
 
+/** Plain bytes to copy into a component: an open component, or bytes held in memory. */
+export interface ComponentSource {
+  readonly size: number;
+  read(position: number, length: number): Promise<Buffer>;
+}
+
 /**
  * Copies a component's plain bytes into `dst`: encrypted page by page when `codec` is given,
  * plain otherwise. Returns the CRC32 of the plain bytes, to check the copy against afterwards.
  */
-export async function transcodeComponent(source: EncryptedComponent | PlainComponent, dst: string,
+export async function transcodeComponent(source: ComponentSource, dst: string,
   codec: PageCodec | undefined, mode: number): Promise<number> {
   const output = await fs.promises.open(dst, 'wx', 0o600).catch((err) => { throw fromSystem(err, dst, 'create'); });
   let crc = 0;

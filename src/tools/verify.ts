@@ -5,6 +5,7 @@
 import { TdeConfig } from '../config/config';
 import { isTdeError } from '../errors';
 import { KeyProviders } from '../keys/provider';
+import { TdeObserver } from '../metrics/observer';
 import { checkComponents } from '../sstable/components';
 import { findTables, liveSSTables } from '../sstable/data-dir';
 import { displayName, prefixOf } from '../sstable/descriptor';
@@ -17,6 +18,8 @@ export interface VerifyOptions {
   keyspace?: string;
   tables?: string[];
   onReport?: (report: VerifyReport) => void;
+  /** Told of key fetches, KMIP round trips and every batch decrypted (metrics). */
+  observer?: TdeObserver;
 }
 
 export interface VerifyDirReport {
@@ -34,7 +37,7 @@ export interface VerifyDirReport {
 }
 
 export async function verifyDataDirectory(options: VerifyOptions): Promise<VerifyDirReport> {
-  const keys = new KeyProviders(options.config);
+  const keys = new KeyProviders(options.config, { observer: options.observer });
   const out: VerifyDirReport = { dataDir: options.dataDir, sstables: [], interrupted: [], legacy: [], replaced: [], faults: 0 };
   const holder = lockHolder(options.dataDir);
   if (holder) out.rewriteInProgress = `process ${holder.pid} on ${holder.host}, since ${holder.since}`;
