@@ -5,7 +5,7 @@
  * process would. The encrypted case is Cassandra's layout (LZ4 then AES/CBC/PKCS5Padding per
  * block); the baseline is a plain segment with the same sync markers.
  *
- *   node bench/commitlog.js [--quick] [--json FILE]
+ *   node bench/commitlog.js [--quick] [--json FILE]     (--quick: 32 MiB, one shape)
  */
 'use strict';
 
@@ -16,11 +16,9 @@ const path = require('node:path');
 
 const { SegmentWriter } = require('../dist/commitlog/segment');
 
-const quick = process.argv.includes('--quick');
-const jsonFile = process.argv.includes('--json') ? process.argv[process.argv.indexOf('--json') + 1] : undefined;
-const TOTAL = (quick ? 64 : 256) * 1024 * 1024;
+const { line, main, result } = require('./lib/common');
 
-async function run(label, encryption, entrySize, syncBytes) {
+async function append(label, encryption, entrySize, syncBytes, total) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-bench-cl-'));
   // Realistic entries: partly repetitive, as serialized mutations are.
   const entries = Array.from({ length: 256 }, (_, i) => Buffer.concat([
@@ -33,7 +31,7 @@ async function run(label, encryption, entrySize, syncBytes) {
     const w = await SegmentWriter.create({ file, id: BigInt(rep + 1), encryption, blockLength: 65536 });
     const start = process.hrtime.bigint();
     let sinceSync = 0;
-    for (let done = 0, i = 0; done < TOTAL; i++) {
+    for (let done = 0, i = 0; done < total; i++) {
       const e = entries[i & 255];
       w.append(e);
       done += e.length;
@@ -49,33 +47,26 @@ async function run(label, encryption, entrySize, syncBytes) {
   }
   fs.rmSync(dir, { recursive: true, force: true });
   times.sort((a, b) => a - b);
-  return { name: label, mbps: +(TOTAL / times[1] / 1e6).toFixed(1) };
+  return { name: label, mbps: total / times[1] / 1e6 };
 }
 
-async function main() {
+async function run({ quick = false, log = () => {} } = {}) {
+  const total = (quick ? 32 : 256) * 1024 * 1024;
   const key = crypto.randomBytes(16);
   const enc = { transformation: 'AES/CBC/PKCS5Padding', key, keyAlias: 'bench' };
-  const results = [];
-  process.stdout.write(`${os.cpus()[0].model}, ${os.cpus().length} cores, Node ${process.version}; ${TOTAL >> 20} MiB per case\n\n`);
-  process.stdout.write('case                                   MB/s   baseline MB/s   ratio\n');
-  for (const [entrySize, syncBytes] of [[256, 1 << 20], [1024, 1 << 20], [256, 8 << 20]]) {
-    const plain = await run(`plain ${entrySize}B entries, sync every ${syncBytes >> 20} MiB`, undefined, entrySize, syncBytes);
-    const encrypted = await run(`encrypted ${entrySize}B entries, sync every ${syncBytes >> 20} MiB`, enc, entrySize, syncBytes);
-    const r = {
-      name: encrypted.name,
-      mbps: encrypted.mbps,
-      baseline: { name: plain.name, mbps: plain.mbps },
-      ratio: +(encrypted.mbps / plain.mbps).toFixed(2),
-    };
-    results.push(r);
-    process.stdout.write(`${r.name.padEnd(38)} ${String(r.mbps).padStart(6)} ${String(plain.mbps).padStart(15)} ${r.ratio.toFixed(2).padStart(7)}\n`);
+  const cases = [];
+  log(`\n== commit log append: ${total >> 20} MiB per case\n`);
+  const shapes = quick ? [[256, 1 << 20]] : [[256, 1 << 20], [1024, 1 << 20], [256, 8 << 20]];
+  for (const [entrySize, syncBytes] of shapes) {
+    const what = `${entrySize} B entries, sync every ${syncBytes >> 20} MiB`;
+    const plain = await append(`commit log append, plain, ${what}`, undefined, entrySize, syncBytes, total);
+    const encrypted = await append(`commit log append, AES/CBC/PKCS5Padding, ${what}`, enc, entrySize, syncBytes, total);
+    const c = result('commitlog', encrypted.name, encrypted.mbps, plain);
+    cases.push(c);
+    log(line(c));
   }
-  const doc = { machine: { cpu: os.cpus()[0].model, cores: os.cpus().length, node: process.version }, results };
-  if (jsonFile) fs.writeFileSync(jsonFile, JSON.stringify(doc, null, 2));
-  process.stdout.write('\n' + JSON.stringify(doc) + '\n');
+  return cases;
 }
 
-main().catch((err) => {
-  process.stderr.write(`${err.stack || err}\n`);
-  process.exit(1);
-});
+module.exports = { run };
+if (require.main === module) main({ run });

@@ -5,7 +5,7 @@
  */
 import { ChunkLocator, fromNative, TdeError } from '../errors';
 import { native, NativeChunkCipher, NativeCodecName } from '../native';
-import { carveFresh, SlabPool } from '../util/slabs';
+import { SlabPool } from '../util/slabs';
 import { CipherChoice, normalizeKey, resolveCipher } from './transformation';
 
 export interface ChunkCipherOptions {
@@ -37,6 +37,8 @@ export class ChunkCipher {
   private handle: NativeChunkCipher | undefined;
   /** Batch output memory, reused once a caller gives it back through {@link recycle}. */
   private readonly slabs = new SlabPool();
+  /** The same for decodeBatch's results, which usually live longer (until written elsewhere). */
+  private readonly decoded = new SlabPool();
   /** encodedLength by codec and plain length: chunks of a table are mostly one length. */
   private readonly bounds = new Map<string, number>();
 
@@ -164,6 +166,7 @@ export class ChunkCipher {
    */
   recycle(batch: Buffer[]): void {
     this.slabs.recycle(batch);
+    this.decoded.recycle(batch);
   }
 
   /** The most bytes {@link encodeBatch} writes for a chunk of `plainLength` bytes. */
@@ -196,14 +199,14 @@ export class ChunkCipher {
 
   /**
    * Decrypts and decompresses each chunk in one pass; chunk i must come to `lengths[i]` bytes.
-   * The results are new memory, the caller's to keep.
+   * The results are the caller's to keep, or to give back through {@link recycle} when done.
    */
   async decodeBatch(codec: NativeCodecName, chunks: Uint8Array[], lengths: number[],
     where: ChunkLocator = byIndex, aad?: Uint8Array[]): Promise<Buffer[]> {
     const handle = this.live();
     this.checkAad(chunks, aad);
     // Without a codec, decryption writes its padding too before it is cut off.
-    const outputs = carveFresh(codec === 'None'
+    const outputs = this.decoded.carve(codec === 'None'
       ? lengths.map((n, i) => Math.max(n, chunks[i].length - this.overhead))
       : lengths);
     try {
@@ -219,6 +222,7 @@ export class ChunkCipher {
     this.handle?.destroy();
     this.handle = undefined;
     this.slabs.clear();
+    this.decoded.clear();
   }
 
   get destroyed(): boolean {

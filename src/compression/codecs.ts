@@ -17,7 +17,7 @@ import * as snappy from 'snappy';
 
 import { ChunkLocator, fromNative, TdeError } from '../errors';
 import { native } from '../native';
-import { carveFresh, SlabPool } from '../util/slabs';
+import { SlabPool } from '../util/slabs';
 
 export type CodecName = 'LZ4' | 'Deflate' | 'Snappy' | 'None';
 
@@ -28,8 +28,11 @@ export interface Codec {
   compress(chunks: Buffer[]): Promise<Buffer[]>;
   /** Each chunk must decode to exactly `lengths[i]` bytes, or a TdeError names it. */
   uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]>;
-  /** Takes back the memory of a compress() result once it is written (optional to call). */
-  recycle?(stored: Buffer[]): void;
+  /**
+   * Takes back the memory of a compress() or uncompress() result once its user is done with
+   * every buffer of it, for the next batch to reuse (optional to call).
+   */
+  recycle?(batch: Buffer[]): void;
 }
 
 const deflate = promisify(zlib.deflate);
@@ -161,12 +164,12 @@ export const CODECS: Record<CodecName, Codec> = {
  * The codec in the addon, on its thread pool, through the system's own libraries: liblz4 and
  * libz, the ones Cassandra reaches through lz4-java and java.util.zip, so chunks come out byte
  * for byte as Cassandra writes them (the npm implementations compress differently), and
- * libsnappy where installed. Compressed results are carved from reused memory; decompressed ones
- * are new memory, the caller's to keep.
+ * libsnappy where installed. Results are carved from memory that recycle() gives back.
  */
 class NativeCodec implements Codec {
   readonly native = true;
   private readonly slabs = new SlabPool();
+  private readonly decoded = new SlabPool();
   private readonly bounds = new Map<number, number>();
 
   constructor(readonly name: Exclude<CodecName, 'None'>) {}
@@ -187,7 +190,7 @@ class NativeCodec implements Codec {
   }
 
   async uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]> {
-    const outputs = carveFresh(lengths);
+    const outputs = this.decoded.carve(lengths);
     try {
       await native().codecDecodeInto(this.name, chunks.slice(), lengths.slice(), outputs, false);
     } catch (err) {
@@ -196,8 +199,9 @@ class NativeCodec implements Codec {
     return outputs;
   }
 
-  recycle(stored: Buffer[]): void {
-    this.slabs.recycle(stored);
+  recycle(batch: Buffer[]): void {
+    this.slabs.recycle(batch);
+    this.decoded.recycle(batch);
   }
 }
 

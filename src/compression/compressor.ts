@@ -41,10 +41,12 @@ export interface Compressor {
   /** Decrypts (and decompresses) chunks; each must yield exactly `lengths[i]` bytes. */
   uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding): Promise<Buffer[]>;
   /**
-   * Returns the memory of a compressBatch result once the caller is done with all of it (written
-   * to disk), so the next batch can reuse it. Optional to call.
+   * Gives back the memory of a compressBatch or uncompressBatch result once the caller is done
+   * with every buffer of it (compressed chunks written to disk, plain chunks consumed), so the
+   * next batch reuses it instead of fresh pages. Optional to call; never call it for a batch
+   * still in use.
    */
-  recycle(stored: Buffer[]): void;
+  recycle(batch: Buffer[]): void;
   /** Options to record in CompressionInfo.db: class options, never key bytes. */
   compressionInfoOptions(): Record<string, string>;
   /**

@@ -229,11 +229,16 @@ class Rewriter {
       let sourceChecksum = 0;
       let done = 0;
       for await (const batch of reader.batches()) {
-        // The decoded chunks are handed to the writer (no copy) and checksummed meanwhile.
+        // The decoded chunks are handed to the writer (no copy) and checksummed meanwhile;
+        // their memory goes back to the reader once the writer has them on disk.
         const summed = CRC32.batch(batch, sourceChecksum);
-        for (const chunk of batch) {
-          await writer.write(chunk, { keep: true });
-          done += chunk.length;
+        let released!: () => void;
+        const onDisk = new Promise<void>((resolve) => (released = resolve));
+        const from = reader;
+        void Promise.all([summed, onDisk]).then(() => from.recycle(batch), () => {});
+        for (let i = 0; i < batch.length; i++) {
+          await writer.write(batch[i], { keep: true, released: i === batch.length - 1 ? released : undefined });
+          done += batch[i].length;
         }
         sourceChecksum = (await summed).combined;
         this.onEvent({ type: 'progress', sstable: source.sstable, bytes: done });

@@ -413,6 +413,14 @@ export class SSTableReader {
     this.streamDigest = digest >>> 0;
   }
 
+  /**
+   * Gives back the memory of a batch from {@link batches} or {@link readChunks} once every chunk
+   * of it is done with, so later batches reuse it. Optional; never for chunks still in use.
+   */
+  recycle(chunks: Buffer[]): void {
+    this.compressor?.recycle(chunks);
+  }
+
   /** Checksum of Data.db as stored, set when {@link batches} has run to the end. */
   streamDigest: number | undefined;
 
@@ -462,7 +470,9 @@ export class SSTableReader {
       } else {
         decoded = await this.decodeOneByOne(first, chunks, faults, badChunks);
       }
-      dataChecksum = (await CRC32.batch(decoded.filter((d): d is Buffer => d !== undefined), dataChecksum)).combined;
+      const plain = decoded.filter((d): d is Buffer => d !== undefined);
+      dataChecksum = (await CRC32.batch(plain, dataChecksum)).combined;
+      if (plain.length === decoded.length) this.recycle(plain);
       first = end;
     }
 

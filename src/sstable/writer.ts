@@ -67,6 +67,11 @@ export class SSTableDataWriter {
   private queue: Promise<unknown> = Promise.resolve();
   /** Chunks handed to the compressor so far: the index of the next batch's first chunk. */
   private chunksSent = 0;
+  /** Chunks handed to the pipeline so far, and how many of them are on disk. */
+  private chunksQueued = 0;
+  private chunksWritten = 0;
+  /** Callers waiting for their kept bytes to be on disk (write's `released`). */
+  private waiting: { chunks: number; fn: () => void }[] = [];
   /** For authenticated chunks: this SSTable's random id (see compression/binding.ts). */
   private readonly sstableId: Buffer | undefined;
 
@@ -135,9 +140,10 @@ export class SSTableDataWriter {
    * made without waiting for the previous one are queued in order.
    *
    * With `{ keep: true }` the caller hands the bytes over: whole chunks of them are used in place
-   * instead of copied, so they must not be changed until finish() or abort() has settled.
+   * instead of copied, so they must not be changed until `released` is called (once they are on
+   * disk, or the writer is aborted), or else until finish() or abort() has settled.
    */
-  write(data: ArrayBufferView | ArrayBuffer, options: { keep?: boolean } = {}): Promise<void> {
+  write(data: ArrayBufferView | ArrayBuffer, options: { keep?: boolean; released?: () => void } = {}): Promise<void> {
     let bytes: Uint8Array;
     if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
     else if (ArrayBuffer.isView(data)) bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -150,7 +156,22 @@ export class SSTableDataWriter {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.enqueue(() => this.append1(bytes, options.keep === true));
+    return this.enqueue(async () => {
+      await this.append1(bytes, options.keep === true);
+      if (options.released) this.onWritten(this.chunksQueued, options.released);
+    });
+  }
+
+  /** Calls `fn` once the first `chunks` chunks are on disk (at once if they are, or on abort). */
+  private onWritten(chunks: number, fn: () => void): void {
+    if (this.chunksWritten >= chunks || this.aborted) fn();
+    else this.waiting.push({ chunks, fn });
+  }
+
+  private notifyWritten(all = false): void {
+    const ready = this.waiting.filter((w) => all || w.chunks <= this.chunksWritten);
+    this.waiting = this.waiting.filter((w) => !ready.includes(w));
+    for (const w of ready) w.fn();
   }
 
   private async append1(data: Uint8Array, keep: boolean): Promise<void> {
@@ -160,6 +181,7 @@ export class SSTableDataWriter {
     while (at < data.length) {
       if (keep && this.filled === 0 && data.length - at >= this.chunkLength) {
         this.pending.push(Buffer.from(data.buffer, data.byteOffset + at, this.chunkLength));
+        this.chunksQueued++;
         at += this.chunkLength;
         if (this.pending.length > this.batchChunks) await this.flush(false);
         continue;
@@ -170,6 +192,7 @@ export class SSTableDataWriter {
       at += n;
       if (this.filled === this.chunkLength) {
         this.pending.push(this.current);
+        this.chunksQueued++;
         this.current = Buffer.allocUnsafe(this.chunkLength);
         this.filled = 0;
         // One chunk is always held back, so that the last chunk of the SSTable is known to be
@@ -243,6 +266,8 @@ export class SSTableDataWriter {
       throw fromSystem(err, this.dataFile, 'write');
     }
     if (compressed) (this.options.compressor as Compressor).recycle(stored);
+    this.chunksWritten += plain.length;
+    this.notifyWritten();
   }
 
   /** This SSTable's random id, when its compressor authenticates chunks (page codecs need it). */
@@ -348,6 +373,7 @@ export class SSTableDataWriter {
     this.finished = true;
     await this.queue;
     await this.inflight.catch(() => {});
+    this.notifyWritten(true);
     await this.fd?.close().catch(() => {});
     this.fd = undefined;
     for (const f of this.created) await fs.promises.rm(f, { force: true });

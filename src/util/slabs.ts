@@ -39,13 +39,6 @@ export class SlabPool {
   }
 }
 
-/** A fresh allocation cut into views of these sizes (for results whose lifetime is unknown). */
-export function carveFresh(sizes: number[]): Buffer[] {
-  let total = 0;
-  for (const s of sizes) total += s;
-  return cut(Buffer.allocUnsafeSlow(Math.max(total, 1)).buffer, sizes);
-}
-
 function cut(slab: ArrayBuffer, sizes: number[]): Buffer[] {
   const views: Buffer[] = [];
   let offset = 0;

@@ -1,0 +1,133 @@
+#!/usr/bin/env node
+/**
+ * Offline rewrite throughput and memory, measured in one run against the same tool without
+ * encryption: a generated SSTable (bench/lib/sstable-gen.js: real corpus partitions and chunks,
+ * LZ4, about 2:1) is rewritten
+ *
+ *   LZ4 -> LZ4                                   the baseline: same work but the cipher
+ *   LZ4 -> EncryptingLZ4Compressor AES-128-CBC   on every core
+ *   LZ4 -> EncryptingLZ4Compressor AES-128-CBC   pinned to one core (taskset), the serial baseline
+ *
+ * then verified (LZ4 and encrypted). Each run is a fresh process over hard links of the same
+ * source files, with the page cache warm; the time includes fsync and the full read-back check
+ * that every rewrite does. Sizes: 64 MiB, 512 MiB and 4 GiB (--quick: 64 MiB; --sizes 64,512
+ * in MiB). Prints a table, then one JSON document.
+ *
+ *   node bench/rewrite.js [--quick] [--sizes LIST] [--json FILE] [--keep]
+ */
+'use strict';
+
+const { execFileSync, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const tde = require('../dist');
+const { makeSSTable } = require('./lib/sstable-gen');
+
+const { cores, line, main, result } = require('./lib/common');
+
+const MiB = 1024 * 1024;
+const CHILD = path.join(__dirname, 'lib', 'rewrite-child.js');
+
+const work = path.join(os.tmpdir(), 'sstable-tde-bench-rewrite');
+const keyDir = path.join(work, 'keys');
+
+function hasTaskset() {
+  return spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+}
+
+/** Fresh data directory whose table holds hard links to the pristine SSTable's files. */
+function stage(pristine, name) {
+  const dir = path.join(work, name, 'bench', 'big');
+  fs.rmSync(path.join(work, name), { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  for (const f of fs.readdirSync(pristine)) {
+    if (f.startsWith('.')) continue;
+    fs.linkSync(path.join(pristine, f), path.join(dir, f));
+  }
+  return path.join(work, name);
+}
+
+function child(childArgs, { oneCore = false } = {}) {
+  const cmd = oneCore ? 'taskset' : process.execPath;
+  const argv = oneCore ? ['-c', '0', process.execPath, CHILD, ...childArgs] : [CHILD, ...childArgs];
+  const env = oneCore ? { ...process.env, SSTABLE_TDE_THREADS: '1', UV_THREADPOOL_SIZE: '1' } : process.env;
+  const out = execFileSync(cmd, argv, { env, encoding: 'utf8', maxBuffer: 1 << 20 });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+function schemaFile(name, compression) {
+  const file = path.join(work, `${name}.cql`);
+  fs.writeFileSync(file, `ALTER TABLE bench.big WITH compression = ${compression};\n`);
+  return file;
+}
+
+async function run({ quick = false, args = [], log = () => {} } = {}) {
+  const arg = (name) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+  const sizes = (arg('--sizes') ?? (quick ? '64' : '64,512,4096')).split(',').map((s) => Number(s) * MiB);
+  fs.mkdirSync(work, { recursive: true });
+  fs.rmSync(keyDir, { recursive: true, force: true });
+  fs.mkdirSync(keyDir, { mode: 0o700 });
+  tde.createKeyFile(keyDir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+  const plainSchema = schemaFile('lz4', "{'class': 'LZ4Compressor', 'chunk_length_kb': 64}");
+  const encSchema = schemaFile('enc', "{'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': " +
+    "'AES/CBC/PKCS5Padding', 'secret_key_strength': 128, 'chunk_length_kb': 64}");
+  const oneCore = hasTaskset();
+  const cases = [];
+  log(`\n== offline rewrite: ${cores()} cores${oneCore ? '' : ' (no taskset: no 1-core baseline)'}\n`);
+
+  try {
+    for (const size of sizes) {
+      const label = size >= 1024 * MiB ? `${size / 1024 / MiB} GiB` : `${size / MiB} MiB`;
+      const pristine = await makeSSTable(path.join(work, 'pristine'), size);
+      const stored = fs.statSync(path.join(pristine, 'nb-1-big-Data.db')).size;
+      log(`   ${label}: ${(size / stored).toFixed(2)}:1 under LZ4, Data.db ${(stored / MiB).toFixed(0)} MiB\n`);
+
+      const measure = (childArgs, opts) => {
+        const r = child(childArgs, opts);
+        return { mbps: size / r.seconds / 1e6, seconds: r.seconds, maxRssMiB: r.maxRssMiB };
+      };
+      const extra = (m) => ({ bytes: size, seconds: Math.round(m.seconds * 1000) / 1000,
+        maxRssMiB: Math.round(m.maxRssMiB * 10) / 10 });
+
+      let d = stage(pristine, 'plain');
+      const plain = measure(['upgrade', d, plainSchema, keyDir]);
+      const verifyPlain = measure(['verify', d, keyDir]);
+      d = stage(pristine, 'enc');
+      const enc = measure(['upgrade', d, encSchema, keyDir]);
+      const verifyEnc = measure(['verify', d, keyDir]);
+      const one = oneCore ? measure(['upgrade', stage(pristine, 'enc1'), encSchema, keyDir], { oneCore: true }) : undefined;
+
+      const plainName = `rewrite LZ4 -> LZ4, ${label}`;
+      const oneName = `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC, 1 core, ${label}`;
+      const group = [
+        result('rewrite', plainName, plain.mbps, null, undefined, extra(plain)),
+        result('rewrite', `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC, ${label}`, enc.mbps,
+          { name: plainName, mbps: plain.mbps }, 0.9, {
+            ...extra(enc),
+            ...(size >= 4096 * MiB ? { memoryTarget: { maxRssMiB: 200, met: enc.maxRssMiB < 200 } } : {}),
+          }),
+      ];
+      if (one) {
+        group.push(result('rewrite', oneName, one.mbps, null, undefined, extra(one)));
+        group.push(result('rewrite', `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC, all cores vs 1, ${label}`, enc.mbps,
+          { name: oneName, mbps: one.mbps }, 1.7, extra(enc)));
+      }
+      group.push(result('rewrite', `verify LZ4, ${label}`, verifyPlain.mbps, null, undefined, extra(verifyPlain)));
+      group.push(result('rewrite', `verify EncryptingLZ4 AES-128-CBC, ${label}`, verifyEnc.mbps,
+        { name: `verify LZ4, ${label}`, mbps: verifyPlain.mbps }, undefined, extra(verifyEnc)));
+      for (const c of group) {
+        cases.push(c);
+        log(line(c).replace(/\n$/, `  peak ${c.maxRssMiB.toFixed(0)} MiB\n`));
+      }
+      for (const name of ['plain', 'enc', 'enc1']) fs.rmSync(path.join(work, name), { recursive: true, force: true });
+    }
+  } finally {
+    if (!args.includes('--keep')) fs.rmSync(work, { recursive: true, force: true });
+  }
+  return cases;
+}
+
+module.exports = { run };
+if (require.main === module) main({ run });
