@@ -528,8 +528,8 @@ Napi::Value JsMultiBuffer(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), aesmb::Available());
 }
 
-// evpStreamSeconds(spec, key, chunkBytes, rounds): seconds one thread takes to encrypt
-// chunkBytes * rounds bytes as one stream. Benchmarks' OpenSSL baseline.
+// evpStreamSeconds(spec, key, chunkBytes, rounds, threads = 1): seconds `threads` threads take
+// to encrypt chunkBytes * rounds bytes each, as one stream each. Benchmarks' OpenSSL baseline.
 Napi::Value JsEvpStreamSeconds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info[0].As<Napi::Object>();
@@ -541,8 +541,10 @@ Napi::Value JsEvpStreamSeconds(const Napi::CallbackInfo& info) {
   spec.tag_length = o.Get("tagLength").As<Napi::Number>().Uint32Value();
   Bytes key = ViewOf(env, info[1], "key");
   double seconds = 0;
-  Status st = StreamBench(spec, key.data, key.size, info[2].As<Napi::Number>().Uint32Value(),
-                          info[3].As<Napi::Number>().Uint32Value(), &seconds);
+  size_t threads = info.Length() > 4 ? info[4].As<Napi::Number>().Uint32Value() : 1;
+  if (threads == 0 || threads > 256) ThrowContract(env, "threads must be from 1 to 256");
+  Status st = StreamBenchParallel(spec, key.data, key.size, info[2].As<Napi::Number>().Uint32Value(),
+                                  info[3].As<Napi::Number>().Uint32Value(), threads, &seconds);
   if (!st.ok()) throw MakeError(env, st);
   return Napi::Number::New(env, seconds);
 }

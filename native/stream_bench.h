@@ -16,4 +16,10 @@ namespace tde {
 Status StreamBench(const CipherSpec& spec, const uint8_t* key, size_t key_len, size_t chunk,
                    size_t rounds, double* seconds);
 
+// The same on `threads` threads at once, each with its own stream and memory (`openssl speed
+// -multi`): what OpenSSL itself reaches when every core encrypts, memory bandwidth included.
+// `seconds` is the time until the last stream finishes.
+Status StreamBenchParallel(const CipherSpec& spec, const uint8_t* key, size_t key_len, size_t chunk,
+                           size_t rounds, size_t threads, double* seconds);
+
 }  // namespace tde

@@ -105,10 +105,11 @@ export interface NativeBinding {
   /** The error codes native/errors.h declares. */
   errorCodes(): string[];
   /**
-   * Benchmarks' OpenSSL baseline: seconds one thread takes to encrypt `chunkBytes * rounds`
-   * bytes as one continuous stream through the same EVP cipher (no per-chunk IV or re-init).
+   * Benchmarks' OpenSSL baseline: seconds `threads` threads (default 1) take to encrypt
+   * `chunkBytes * rounds` bytes each as one continuous stream through the same EVP cipher (no
+   * per-chunk IV or re-init), all at once.
    */
-  evpStreamSeconds(spec: NativeCipherSpec, key: Uint8Array, chunkBytes: number, rounds: number): number;
+  evpStreamSeconds(spec: NativeCipherSpec, key: Uint8Array, chunkBytes: number, rounds: number, threads?: number): number;
 }
 
 let binding: NativeBinding | undefined;

@@ -1,10 +1,12 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { Worker } from 'node:worker_threads';
 
 import test from 'ava';
 
+import { checksumFor } from '../src/checksum';
 import { createChunkCipher } from '../src/cipher/chunk-cipher';
 import { NATIVE_ERROR_CODES } from '../src/errors';
 import { native } from '../src/native';
@@ -122,4 +124,33 @@ test('a worker thread terminated while its batch runs does not bring the process
     await w.terminate();
   }
   t.pass('still alive after five terminated workers');
+});
+
+test('checksum batches (CRC32 by carry-less multiplication, Adler-32) equal zlib\'s, for any length and alignment', async (t) => {
+  const crc = checksumFor('crc32');
+  const adler = checksumFor('adler32');
+  const lengths = [0, 1, 15, 16, 63, 64, 127, 128, 129, 255, 1000, 4096, 65536, 65537, (1 << 20) + 3, (3 << 20) + 17];
+  for (const len of lengths) {
+    for (const offset of [0, 1, 7]) {
+      const b = crypto.randomBytes(len + offset).subarray(offset);
+      const start = crypto.randomBytes(4).readUInt32BE(0);
+      const r = await crc.batch([b, b.subarray(0, len >> 1)], start);
+      t.is(r.sums[0], zlib.crc32(b), `crc32 of ${len} bytes at +${offset}`);
+      t.is(r.sums[1], zlib.crc32(b.subarray(0, len >> 1)));
+      // (Node's zlib.crc32 gives 0 for a zero-length buffer with no memory behind it, whatever
+      // the starting value; a CRC over nothing is the starting value.)
+      t.is(r.combined, len === 0 ? start : zlib.crc32(b.subarray(0, len >> 1), zlib.crc32(b, start)));
+      const a = await adler.batch([b], 1);
+      t.is(a.sums[0], native().adler32(b), `adler32 of ${len} bytes`);
+    }
+  }
+  // Framed: each buffer followed by its checksum, big-endian, as Data.db stores chunks.
+  const chunks = [crypto.randomBytes(5000), crypto.randomBytes(300)];
+  const framed = await crc.batch(chunks, 0, true);
+  const expect = Buffer.concat(chunks.flatMap((c) => {
+    const s = Buffer.alloc(4);
+    s.writeUInt32BE(zlib.crc32(c));
+    return [c, s];
+  }));
+  t.is(framed.combined, zlib.crc32(expect));
 });

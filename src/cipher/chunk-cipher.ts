@@ -200,21 +200,26 @@ export class ChunkCipher {
   /**
    * Decrypts and decompresses each chunk in one pass; chunk i must come to `lengths[i]` bytes.
    * The results are the caller's to keep, or to give back through {@link recycle} when done.
+   * With `crc`, the result's `crcs` holds each plain chunk's CRC32, computed in the same pass.
    */
   async decodeBatch(codec: NativeCodecName, chunks: Uint8Array[], lengths: number[],
-    where: ChunkLocator = byIndex, aad?: Uint8Array[]): Promise<Buffer[]> {
+    where: ChunkLocator = byIndex, aad?: Uint8Array[], options: { crc?: boolean } = {}): Promise<Buffer[] & { crcs?: Uint32Array }> {
     const handle = this.live();
     this.checkAad(chunks, aad);
     // Without a codec, decryption writes its padding too before it is cut off.
     const outputs = this.decoded.carve(codec === 'None'
       ? lengths.map((n, i) => Math.max(n, chunks[i].length - this.overhead))
       : lengths);
+    let result: Uint32Array;
     try {
-      await handle.decodeInto(codec, chunks.slice(), lengths.slice(), outputs, aad?.slice() ?? null, false);
-      return outputs.map((o, i) => (o.length === lengths[i] ? o : o.subarray(0, lengths[i])));
+      result = await handle.decodeInto(codec, chunks.slice(), lengths.slice(), outputs, aad?.slice() ?? null,
+        options.crc === true);
     } catch (err) {
       throw fromNative(err, locate(where));
     }
+    const out: Buffer[] & { crcs?: Uint32Array } = outputs.map((o, i) => (o.length === lengths[i] ? o : o.subarray(0, lengths[i])));
+    if (options.crc) out.crcs = result.subarray(chunks.length);
+    return out;
   }
 
   /** Wipes the key from native memory. Batches already running finish first. */

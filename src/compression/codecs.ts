@@ -26,8 +26,12 @@ export interface Codec {
   /** True when the addon runs this codec (see {@link codecFor}). */
   readonly native: boolean;
   compress(chunks: Buffer[]): Promise<Buffer[]>;
-  /** Each chunk must decode to exactly `lengths[i]` bytes, or a TdeError names it. */
-  uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]>;
+  /**
+   * Each chunk must decode to exactly `lengths[i]` bytes, or a TdeError names it. With `crc`,
+   * a native codec also gives each plain chunk's CRC32 (the result's `crcs`); others may not.
+   */
+  uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator, options?: { crc?: boolean }):
+    Promise<Buffer[] & { crcs?: Uint32Array }>;
   /**
    * Takes back the memory of a compress() or uncompress() result once its user is done with
    * every buffer of it, for the next batch to reuse (optional to call).
@@ -189,10 +193,12 @@ class NativeCodec implements Codec {
     return outputs.map((o, i) => o.subarray(0, written[i]));
   }
 
-  async uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]> {
-    const outputs = this.decoded.carve(lengths);
+  async uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator, options: { crc?: boolean } = {}):
+    Promise<Buffer[] & { crcs?: Uint32Array }> {
+    const outputs: Buffer[] & { crcs?: Uint32Array } = this.decoded.carve(lengths);
     try {
-      await native().codecDecodeInto(this.name, chunks.slice(), lengths.slice(), outputs, false);
+      const result = await native().codecDecodeInto(this.name, chunks.slice(), lengths.slice(), outputs, options.crc === true);
+      if (options.crc) outputs.crcs = result.subarray(chunks.length);
     } catch (err) {
       throw fromNative(err, (i) => (i === undefined ? { prefix: `${this.name} codec` } : where(i)));
     }

@@ -22,6 +22,9 @@ import {
   parseTableCompression,
 } from './options';
 
+/** Plain chunks, with each one's CRC32 when asked for and computed on the way. */
+export type DecodedChunks = Buffer[] & { crcs?: Uint32Array };
+
 export interface Compressor {
   readonly params: CompressionParams;
   /** Simple class name as written in CompressionInfo.db. */
@@ -39,7 +42,12 @@ export interface Compressor {
   /** Compresses (and encrypts) chunks. Output i corresponds to input i. */
   compressBatch(chunks: Buffer[], binding?: ChunkBinding): Promise<Buffer[]>;
   /** Decrypts (and decompresses) chunks; each must yield exactly `lengths[i]` bytes. */
-  uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding): Promise<Buffer[]>;
+  /**
+   * With `{ crc: true }` the result's `crcs` may hold each plain chunk's CRC32, computed in the
+   * same pass (the addon's codecs do; callers compute what is missing).
+   */
+  uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding,
+    options?: { crc?: boolean }): Promise<DecodedChunks>;
   /**
    * Gives back the memory of a compressBatch or uncompressBatch result once the caller is done
    * with every buffer of it (compressed chunks written to disk, plain chunks consumed), so the
@@ -80,8 +88,9 @@ class PlainCompressor implements Compressor {
     return this.codec.compress(chunks);
   }
 
-  uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator): Promise<Buffer[]> {
-    return this.codec.uncompress(chunks, lengths, where);
+  uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, _binding?: ChunkBinding,
+    options?: { crc?: boolean }): Promise<DecodedChunks> {
+    return this.codec.uncompress(chunks, lengths, where, options);
   }
 
   recycle(stored: Buffer[]): void {
@@ -146,10 +155,11 @@ class EncryptingCompressor implements Compressor {
     return this.cipher.encryptBatch(compressed, undefined, aad);
   }
 
-  async uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding): Promise<Buffer[]> {
+  async uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding,
+    options?: { crc?: boolean }): Promise<DecodedChunks> {
     const aad = this.aad(chunks.length, binding);
     try {
-      if (this.onePass) return await this.cipher.decodeBatch(this.codec.name, chunks, lengths, where, aad);
+      if (this.onePass) return await this.cipher.decodeBatch(this.codec.name, chunks, lengths, where, aad, options);
       const plain = await this.cipher.decryptBatch(chunks, where, aad);
       const out = await this.codec.uncompress(plain, lengths, where);
       // The decrypted, still compressed, chunks are done with once decoded.

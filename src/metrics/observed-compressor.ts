@@ -4,7 +4,7 @@
  * encrypted the observer may refuse the key (a revoked KMIP key). The work itself is the inner
  * compressor's, unchanged.
  */
-import type { Compressor } from '../compression/compressor';
+import type { Compressor, DecodedChunks } from '../compression/compressor';
 import type { ChunkBinding, SSTableMetadata } from '../compression/binding';
 import { ChunkLocator, ErrorCodeName, isTdeError, TdeError } from '../errors';
 import type { PageCodec } from '../sstable/page-file';
@@ -112,10 +112,10 @@ class ObservedCompressor implements Compressor {
   }
 
   async uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator,
-    binding?: ChunkBinding): Promise<Buffer[]> {
-    let out: Buffer[];
+    binding?: ChunkBinding, options?: { crc?: boolean }): Promise<DecodedChunks> {
+    let out: DecodedChunks;
     try {
-      out = await this.inner.uncompressBatch(chunks, lengths, where, binding);
+      out = await this.inner.uncompressBatch(chunks, lengths, where, binding, options);
     } catch (err) {
       this.report(err, 'batch');
       throw err;

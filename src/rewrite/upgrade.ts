@@ -228,19 +228,16 @@ class Rewriter {
       // The CRC32 of the uncompressed data, to prove after writing that nothing changed.
       let sourceChecksum = 0;
       let done = 0;
-      for await (const batch of reader.batches()) {
-        // The decoded chunks are handed to the writer (no copy) and checksummed meanwhile;
-        // their memory goes back to the reader once the writer has them on disk.
-        const summed = CRC32.batch(batch, sourceChecksum);
-        let released!: () => void;
-        const onDisk = new Promise<void>((resolve) => (released = resolve));
+      for await (const { chunks: batch, crcs } of reader.batchesWithCrc()) {
+        // The decoded chunks (with their CRC32s, from the decoding pass) are handed to the
+        // writer without a copy; their memory goes back to the reader once they are on disk.
         const from = reader;
-        void Promise.all([summed, onDisk]).then(() => from.recycle(batch), () => {});
         for (let i = 0; i < batch.length; i++) {
-          await writer.write(batch[i], { keep: true, released: i === batch.length - 1 ? released : undefined });
+          sourceChecksum = CRC32.combine(sourceChecksum, crcs[i], batch[i].length);
+          const last = i === batch.length - 1;
+          await writer.write(batch[i], { keep: true, released: last ? () => from.recycle(batch) : undefined });
           done += batch[i].length;
         }
-        sourceChecksum = (await summed).combined;
         this.onEvent({ type: 'progress', sstable: source.sstable, bytes: done });
         crashPoint('data-writing');
         this.checkCancelled();

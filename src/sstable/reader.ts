@@ -9,9 +9,10 @@ import * as zlib from 'node:zlib';
 import { Checksum, checksumFor } from '../checksum';
 import { ENCRYPTED_COMPONENTS_OPTION, parseSSTableId, SSTABLE_ID_OPTION, SSTABLE_TAG_OPTION } from '../compression/binding';
 import { EncryptedComponent, PlainComponent } from './page-file';
-import { Compressor, createCompressor } from '../compression/compressor';
+import { Compressor, createCompressor, DecodedChunks } from '../compression/compressor';
 import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
 import { ChunkLocator, ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
+import { SlabPool } from '../util/slabs';
 import { KeyProvider } from '../keys/provider';
 import { CompressionInfo, parseCompressionInfo } from './compression-info';
 import { CrcInfo, parseCrcDb } from './crc-db';
@@ -56,8 +57,8 @@ const BATCH_BYTES = 8 * 1024 * 1024;
 const POOL_CHECKSUM_BYTES = 256 * 1024;
 const CRC32 = checksumFor('crc32');
 
-async function readExactly(fd: fs.promises.FileHandle, file: string, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
+async function readExactly(fd: fs.promises.FileHandle, file: string, position: number, length: number,
+  buf: Buffer = Buffer.allocUnsafe(length)): Promise<Buffer> {
   let at = 0;
   while (at < length) {
     let n: number;
@@ -84,6 +85,8 @@ export class SSTableReader {
   readonly chunkLength: number;
   readonly chunkCount: number;
   private readonly checksum: Checksum;
+  /** Memory for the regions of compressed chunks read, reused once they are decoded. */
+  private readonly regions = new SlabPool();
   /** For authenticated chunks: the SSTable id their additional data binds them to. */
   private readonly sstableId: Buffer | undefined;
 
@@ -267,7 +270,10 @@ export class SSTableReader {
     const start = this.geometry(first).offset;
     const last = this.geometry(end - 1);
     const stop = this.compressionInfo ? last.offset + last.stored + 4 : last.offset + last.stored;
-    const region = await readExactly(this.fd, this.dataFile, start, stop - start);
+    // Compressed chunks are decoded into new memory, so their region can serve again (recycled
+    // by the caller once decoded); uncompressed ones are handed out as views of it.
+    const into = this.compressionInfo && stop - start >= POOL_CHECKSUM_BYTES ? this.regions.carve([stop - start])[0] : undefined;
+    const region = await readExactly(this.fd, this.dataFile, start, stop - start, into);
 
     const chunks: Buffer[] = [];
     const views: Buffer[] = [];
@@ -316,9 +322,19 @@ export class SSTableReader {
     return { region, chunks, bad, regionSum };
   }
 
-  /** Decodes stored chunks [first, first + stored.length); throws a TdeError on the first fault. */
-  private async decode(first: number, stored: Buffer[]): Promise<Buffer[]> {
-    if (!this.compressionInfo) return stored;
+  /**
+   * Decodes stored chunks [first, first + stored.length); throws a TdeError on the first fault.
+   * With `crc`, the result's `crcs` holds each plain chunk's CRC32 (from the decoding pass where
+   * the addon decodes, else computed here).
+   */
+  private async decode(first: number, stored: Buffer[], crc = false): Promise<DecodedChunks> {
+    const out = await this.decode1(first, stored, crc);
+    if (crc && !out.crcs) out.crcs = (await CRC32.batch(out)).sums;
+    return out;
+  }
+
+  private async decode1(first: number, stored: Buffer[], crc: boolean): Promise<DecodedChunks> {
+    if (!this.compressionInfo) return stored.slice();
     const compressor = this.compressor as Compressor;
     const lengths = stored.map((_, i) => this.geometry(first + i).plain);
     const where = this.locator(first);
@@ -327,7 +343,7 @@ export class SSTableReader {
     const max = this.compressionInfo.maxCompressedLength;
     const rawAt = (c: Buffer) => !compressor.encrypting && max !== undefined && c.length >= max;
     const binding = (at: number) => this.sstableId && { sstableId: this.sstableId, first: at, last: this.chunkCount - 1 };
-    if (!stored.some(rawAt)) return compressor.uncompressBatch(stored, lengths, where, binding(first));
+    if (!stored.some(rawAt)) return compressor.uncompressBatch(stored, lengths, where, binding(first), { crc });
 
     const out = new Array<Buffer>(stored.length);
     const todo: number[] = [];
@@ -363,10 +379,21 @@ export class SSTableReader {
     return (await this.readBatch(first, first + count)).chunks;
   }
 
-  private async readBatch(first: number, end: number): Promise<{ region: Buffer; regionSum: number; chunks: Buffer[] }> {
+  private async readBatch(first: number, end: number, crc = false):
+    Promise<{ region: Buffer; regionSum: number; chunks: DecodedChunks }> {
     const { region, regionSum, chunks, bad } = await this.readStored(first, end);
-    if (bad.length > 0) throw faultError(bad[0]);
-    return { region, regionSum, chunks: await this.decode(first, chunks) };
+    if (bad.length > 0) {
+      this.releaseRegion(region, []);
+      throw faultError(bad[0]);
+    }
+    const decoded = await this.decode(first, chunks, crc);
+    this.releaseRegion(region, decoded);
+    return { region, regionSum, chunks: decoded };
+  }
+
+  /** Gives a region read for decoding back to the pool, unless a decoded chunk is a view of it. */
+  private releaseRegion(region: Buffer, decoded: Buffer[]): void {
+    if (decoded.every((c) => c.buffer !== region.buffer)) this.regions.recycle([region]);
   }
 
   /** Reads `length` bytes of uncompressed data starting at `position`. */
@@ -391,12 +418,20 @@ export class SSTableReader {
    * {@link streamDigest} holds the checksum of Data.db as stored, to compare with its Digest.
    */
   async *batches(): AsyncGenerator<Buffer[]> {
+    for await (const { chunks } of this.batchesWithCrc(false)) yield chunks;
+  }
+
+  /**
+   * As {@link batches}, with each plain chunk's CRC32 (computed while decoding where the addon
+   * decodes): what a caller needs to checksum the whole data without another pass over it.
+   */
+  async *batchesWithCrc(crc = true): AsyncGenerator<{ chunks: Buffer[]; crcs: Uint32Array }> {
     let digest = this.checksum.initial;
     this.streamDigest = undefined;
     let next = 0;
     const start = () => {
       const end = this.batchEnd(next);
-      const p = this.readBatch(next, end);
+      const p = this.readBatch(next, end, crc);
       next = end;
       // Keep a failure of the read-ahead from surfacing as unhandled if the caller stops early.
       p.catch(() => {});
@@ -408,7 +443,7 @@ export class SSTableReader {
       pending = next < this.chunkCount ? start() : undefined;
       const { region, regionSum, chunks } = await current;
       digest = this.checksum.combine(digest, regionSum, region.length);
-      yield chunks;
+      yield { chunks, crcs: chunks.crcs ?? new Uint32Array(0) };
     }
     this.streamDigest = digest >>> 0;
   }
@@ -464,14 +499,26 @@ export class SSTableReader {
       faults.push(...bad);
 
       const badChunks = new Set(bad.map((f) => f.chunk));
-      let decoded: (Buffer | undefined)[];
+      let decoded: (Buffer | undefined)[] = [];
+      let crcs: Uint32Array | undefined;
       if (badChunks.size === 0) {
-        decoded = await this.decode(first, chunks).catch(() => this.decodeOneByOne(first, chunks, faults));
+        try {
+          const d = await this.decode(first, chunks, true);
+          decoded = d;
+          crcs = d.crcs;
+        } catch {
+          decoded = await this.decodeOneByOne(first, chunks, faults);
+        }
       } else {
         decoded = await this.decodeOneByOne(first, chunks, faults, badChunks);
       }
       const plain = decoded.filter((d): d is Buffer => d !== undefined);
-      dataChecksum = (await CRC32.batch(plain, dataChecksum)).combined;
+      if (crcs) {
+        for (let i = 0; i < plain.length; i++) dataChecksum = CRC32.combine(dataChecksum, crcs[i], plain[i].length);
+      } else {
+        dataChecksum = (await CRC32.batch(plain, dataChecksum)).combined;
+      }
+      this.releaseRegion(region, plain);
       if (plain.length === decoded.length) this.recycle(plain);
       first = end;
     }
