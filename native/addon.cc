@@ -157,50 +157,87 @@ CodecId CodecOf(Napi::Env env, Napi::Value v) {
   return codec;
 }
 
-// Fills a job's buffers from JS arrays and queues it. Contract (src/native.ts): the caller leaves
-// the arrays unchanged until the promise settles; they, and every buffer in them, are held alive
-// until then, and each buffer's memory stays in place even if it is transferred meanwhile.
+// A typed array's elements, read in place.
+template <typename T>
+const T* ElementsOf(Napi::Env env, Napi::Value v, napi_typedarray_type want, size_t* count, const char* what) {
+  napi_typedarray_type type;
+  void* data = nullptr;
+  if (!v.IsTypedArray() || napi_get_typedarray_info(env, v, &type, count, &data, nullptr, nullptr) != napi_ok ||
+      type != want) {
+    ThrowContract(env, std::string(what) + " has the wrong type");
+  }
+  return static_cast<const T*>(data);
+}
+
+// One side of a batch (inputs or outputs): an array of buffers, or { data, offsets, lengths }
+// (one buffer, a Float64Array of where each chunk starts in it and a Uint32Array of their
+// lengths), which spares a Node-API round trip per chunk on batches of small chunks. Appends
+// each chunk's memory and length, and holds on to the memory (see HoldMemory).
+void Gather(Napi::Env env, Napi::Value side, const char* what, std::vector<uint8_t*>* ptrs,
+            std::vector<size_t>* lens, std::vector<Hold>* holds) {
+  if (side.IsArray()) {
+    Napi::Array array = side.As<Napi::Array>();
+    uint32_t n = array.Length();
+    ptrs->reserve(n);
+    lens->reserve(n);
+    for (uint32_t i = 0; i < n; i++) {
+      Napi::Value v = array.Get(i);
+      Bytes b = ViewOf(env, v, what);
+      holds->push_back(HoldMemory(v));
+      ptrs->push_back(b.data);
+      lens->push_back(b.size);
+    }
+    return;
+  }
+  if (!side.IsObject()) ThrowContract(env, std::string(what) + ": expected buffers[] or { data, offsets, lengths }");
+  Napi::Object o = side.As<Napi::Object>();
+  Napi::Value data_v = o.Get("data");
+  Bytes data = ViewOf(env, data_v, what);
+  holds->push_back(HoldMemory(data_v));
+  size_t n = 0;
+  size_t n_lengths = 0;
+  const double* offsets = ElementsOf<double>(env, o.Get("offsets"), napi_float64_array, &n, "offsets");
+  const uint32_t* lengths = ElementsOf<uint32_t>(env, o.Get("lengths"), napi_uint32_array, &n_lengths, "lengths");
+  if (n != n_lengths) ThrowContract(env, "offsets and lengths differ in length");
+  ptrs->reserve(n);
+  lens->reserve(n);
+  for (size_t i = 0; i < n; i++) {
+    double at = offsets[i];
+    if (!(at >= 0) || at != static_cast<double>(static_cast<size_t>(at)) ||
+        static_cast<size_t>(at) + lengths[i] > data.size) {
+      ThrowContract(env, std::string(what) + ": a chunk lies outside its buffer");
+    }
+    ptrs->push_back(data.data + static_cast<size_t>(at));
+    lens->push_back(lengths[i]);
+  }
+}
+
+// Fills a job's buffers from the JS sides and queues it. Contract (src/native.ts): the caller
+// leaves the arrays and buffers unchanged until the promise settles; they are held alive until
+// then, and each buffer's memory stays in place even if it is transferred meanwhile.
 Napi::Value QueueJob(Napi::Env env, ChunkJob job, Napi::Value inputs_v, Napi::Value outputs_v,
                      Napi::Value aads_v) {
-  if (!inputs_v.IsArray() || !outputs_v.IsArray()) ThrowContract(env, "expected inputs[] and outputs[]");
-  Napi::Array inputs = inputs_v.As<Napi::Array>();
-  Napi::Array outputs = outputs_v.As<Napi::Array>();
-  uint32_t n = inputs.Length();
-  if (outputs.Length() != n) ThrowContract(env, "inputs and outputs differ in length");
-  bool with_aad = aads_v.IsArray();
-  Napi::Array aads = with_aad ? aads_v.As<Napi::Array>() : Napi::Array();
-  if (with_aad && aads.Length() != n) ThrowContract(env, "inputs and aads differ in length");
-  if (!job.expected.empty() && job.expected.size() != n) ThrowContract(env, "inputs and lengths differ in length");
-
-  job.in.reserve(n);
-  job.in_len.reserve(n);
-  job.out.reserve(n);
-  job.out_cap.reserve(n);
   std::vector<Hold> holds;
-  holds.reserve(static_cast<size_t>(n) * (with_aad ? 3 : 2));
-  for (uint32_t i = 0; i < n; i++) {
-    Napi::Value iv = inputs.Get(i);
-    Napi::Value ov = outputs.Get(i);
-    Bytes in = ViewOf(env, iv, "each input");
-    Bytes out = ViewOf(env, ov, "each output");
-    holds.push_back(HoldMemory(iv));
-    holds.push_back(HoldMemory(ov));
-    job.in.push_back(in.data);
-    job.in_len.push_back(in.size);
-    job.out.push_back(out.data);
-    job.out_cap.push_back(out.size);
-    if (with_aad) {
-      Napi::Value av = aads.Get(i);
-      Bytes a = ViewOf(env, av, "each aad");
-      holds.push_back(HoldMemory(av));
-      job.aad.push_back(Span{a.data, a.size});
-    }
+  std::vector<uint8_t*> in;
+  Gather(env, inputs_v, "each input", &in, &job.in_len, &holds);
+  Gather(env, outputs_v, "each output", &job.out, &job.out_cap, &holds);
+  job.in.assign(in.begin(), in.end());
+  size_t n = job.in.size();
+  if (job.out.size() != n) ThrowContract(env, "inputs and outputs differ in length");
+  if (!job.expected.empty() && job.expected.size() != n) ThrowContract(env, "inputs and lengths differ in length");
+  bool with_aad = !aads_v.IsUndefined() && !aads_v.IsNull();
+  if (with_aad) {
+    std::vector<uint8_t*> aad;
+    std::vector<size_t> aad_len;
+    Gather(env, aads_v, "each aad", &aad, &aad_len, &holds);
+    if (aad.size() != n) ThrowContract(env, "inputs and aads differ in length");
+    for (size_t i = 0; i < n; i++) job.aad.push_back(Span{aad[i], aad_len[i]});
   }
 
   Napi::Array keep = Napi::Array::New(env, 3);
-  keep.Set(0u, inputs);
-  keep.Set(1u, outputs);
-  if (with_aad) keep.Set(2u, aads);
+  keep.Set(0u, inputs_v);
+  keep.Set(1u, outputs_v);
+  if (with_aad) keep.Set(2u, aads_v);
   auto* worker = new ChunkWorker(env, std::move(job), keep, std::move(holds));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
@@ -208,7 +245,12 @@ Napi::Value QueueJob(Napi::Env env, ChunkJob job, Napi::Value inputs_v, Napi::Va
 }
 
 std::vector<size_t> LengthsOf(Napi::Env env, Napi::Value v) {
-  if (!v.IsArray() && !v.IsTypedArray()) ThrowContract(env, "expected lengths[]");
+  if (v.IsTypedArray()) {
+    size_t n = 0;
+    const uint32_t* lengths = ElementsOf<uint32_t>(env, v, napi_uint32_array, &n, "lengths");
+    return std::vector<size_t>(lengths, lengths + n);
+  }
+  if (!v.IsArray()) ThrowContract(env, "expected lengths[]");
   Napi::Object o = v.As<Napi::Object>();
   uint32_t n = o.Get("length").As<Napi::Number>().Uint32Value();
   std::vector<size_t> out(n);
@@ -439,26 +481,17 @@ class ChecksumWorker : public Napi::AsyncWorker {
 // each buffer followed by its checksum as 4 big-endian bytes, as Data.db stores chunks).
 Napi::Value JsChecksumBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[1].IsArray()) ThrowContract(env, "expected (kind, buffers[], initial)");
+  if (info.Length() < 3) ThrowContract(env, "expected (kind, buffers, initial)");
   ChecksumJob job;
   job.kind = KindOf(env, info[0]);
   job.initial = info[2].As<Napi::Number>().Uint32Value();
   job.framed = info.Length() > 3 && info[3].ToBoolean().Value();
-  Napi::Array buffers = info[1].As<Napi::Array>();
-  uint32_t n = buffers.Length();
   std::vector<Hold> holds;
-  holds.reserve(n);
-  job.in.reserve(n);
-  job.len.reserve(n);
-  for (uint32_t i = 0; i < n; i++) {
-    Napi::Value v = buffers.Get(i);
-    Bytes b = ViewOf(env, v, "each buffer");
-    holds.push_back(HoldMemory(v));
-    job.in.push_back(b.data);
-    job.len.push_back(b.size);
-  }
+  std::vector<uint8_t*> in;
+  Gather(env, info[1], "each buffer", &in, &job.len, &holds);
+  job.in.assign(in.begin(), in.end());
   Napi::Array keep = Napi::Array::New(env, 1);
-  keep.Set(0u, buffers);
+  keep.Set(0u, info[1]);
   auto* worker = new ChecksumWorker(env, std::move(job), keep, std::move(holds));
   Napi::Promise promise = worker->Promise();
   worker->Queue();

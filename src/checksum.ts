@@ -6,6 +6,7 @@
 import * as zlib from 'node:zlib';
 
 import { native } from './native';
+import { asSpans } from './util/slabs';
 
 export type ChecksumType = 'crc32' | 'adler32';
 
@@ -27,7 +28,7 @@ export interface Checksum {
 }
 
 async function batchOf(type: ChecksumType, buffers: Uint8Array[], previous: number, framed = false) {
-  const out = await native().checksumBatch(type, buffers, previous, framed);
+  const out = await native().checksumBatch(type, asSpans(buffers), previous, framed);
   return { sums: out.subarray(0, buffers.length), combined: out[buffers.length] };
 }
 

@@ -5,7 +5,7 @@
  */
 import { ChunkLocator, fromNative, TdeError } from '../errors';
 import { native, NativeChunkCipher, NativeCodecName } from '../native';
-import { SlabPool } from '../util/slabs';
+import { asSpans, SlabPool, viewsOf } from '../util/slabs';
 import { CipherChoice, normalizeKey, resolveCipher } from './transformation';
 
 export interface ChunkCipherOptions {
@@ -109,12 +109,12 @@ export class ChunkCipher {
   async encryptBatch(chunks: Uint8Array[], where: ChunkLocator = byIndex, aad?: Uint8Array[]): Promise<Buffer[]> {
     const handle = this.live();
     this.checkAad(chunks, aad);
-    const sizes = chunks.map((c) => this.encryptedLength(c.length));
-    const outputs = this.carve(sizes);
+    const sizes = new Uint32Array(chunks.length);
+    for (let i = 0; i < chunks.length; i++) sizes[i] = this.encryptedLength(chunks[i].length);
+    const out = this.slabs.carveSpans(sizes);
     try {
-      // Private copies of the arrays: the addon holds them until it is done (see native.ts).
-      const written = await handle.encryptInto(chunks.slice(), outputs, aad?.slice());
-      return outputs.map((o, i) => o.subarray(0, written[i]));
+      const written = await handle.encryptInto(asSpans(chunks), out, aad && asSpans(aad));
+      return viewsOf(out, written);
     } catch (err) {
       throw fromNative(err, locate(where));
     }
@@ -124,11 +124,12 @@ export class ChunkCipher {
   async decryptBatch(chunks: Uint8Array[], where: ChunkLocator = byIndex, aad?: Uint8Array[]): Promise<Buffer[]> {
     const handle = this.live();
     this.checkAad(chunks, aad);
-    const sizes = chunks.map((c) => Math.max(0, c.length - this.overhead));
-    const outputs = this.carve(sizes);
+    const sizes = new Uint32Array(chunks.length);
+    for (let i = 0; i < chunks.length; i++) sizes[i] = Math.max(0, chunks[i].length - this.overhead);
+    const out = this.slabs.carveSpans(sizes);
     try {
-      const written = await handle.decryptInto(chunks.slice(), outputs, aad?.slice());
-      return outputs.map((o, i) => o.subarray(0, written[i]));
+      const written = await handle.decryptInto(asSpans(chunks), out, aad && asSpans(aad));
+      return viewsOf(out, written);
     } catch (err) {
       throw fromNative(err, locate(where));
     }
@@ -153,10 +154,6 @@ export class ChunkCipher {
     } catch (err) {
       throw fromNative(err);
     }
-  }
-
-  private carve(sizes: number[]): Buffer[] {
-    return this.slabs.carve(sizes);
   }
 
   /**
@@ -188,10 +185,12 @@ export class ChunkCipher {
     aad?: Uint8Array[]): Promise<Buffer[]> {
     const handle = this.live();
     this.checkAad(chunks, aad);
-    const outputs = this.carve(chunks.map((c) => this.encodedLength(codec, c.length)));
+    const sizes = new Uint32Array(chunks.length);
+    for (let i = 0; i < chunks.length; i++) sizes[i] = this.encodedLength(codec, chunks[i].length);
+    const out = this.slabs.carveSpans(sizes);
     try {
-      const written = await handle.encodeInto(codec, chunks.slice(), outputs, aad?.slice() ?? null, null);
-      return outputs.map((o, i) => o.subarray(0, written[i]));
+      const written = await handle.encodeInto(codec, asSpans(chunks), out, aad ? asSpans(aad) : null, null);
+      return viewsOf(out, written);
     } catch (err) {
       throw fromNative(err, locate(where));
     }
@@ -207,17 +206,17 @@ export class ChunkCipher {
     const handle = this.live();
     this.checkAad(chunks, aad);
     // Without a codec, decryption writes its padding too before it is cut off.
-    const outputs = this.decoded.carve(codec === 'None'
-      ? lengths.map((n, i) => Math.max(n, chunks[i].length - this.overhead))
-      : lengths);
+    const sizes = Uint32Array.from(lengths);
+    if (codec === 'None') for (let i = 0; i < sizes.length; i++) sizes[i] = Math.max(sizes[i], chunks[i].length - this.overhead);
+    const spans = this.decoded.carveSpans(sizes);
     let result: Uint32Array;
     try {
-      result = await handle.decodeInto(codec, chunks.slice(), lengths.slice(), outputs, aad?.slice() ?? null,
-        options.crc === true);
+      result = await handle.decodeInto(codec, asSpans(chunks), Uint32Array.from(lengths), spans,
+        aad ? asSpans(aad) : null, options.crc === true);
     } catch (err) {
       throw fromNative(err, locate(where));
     }
-    const out: Buffer[] & { crcs?: Uint32Array } = outputs.map((o, i) => (o.length === lengths[i] ? o : o.subarray(0, lengths[i])));
+    const out: Buffer[] & { crcs?: Uint32Array } = viewsOf(spans, lengths);
     if (options.crc) out.crcs = result.subarray(chunks.length);
     return out;
   }

@@ -17,7 +17,7 @@ import * as snappy from 'snappy';
 
 import { ChunkLocator, fromNative, TdeError } from '../errors';
 import { native } from '../native';
-import { SlabPool } from '../util/slabs';
+import { asSpans, SlabPool, viewsOf } from '../util/slabs';
 
 export type CodecName = 'LZ4' | 'Deflate' | 'Snappy' | 'None';
 
@@ -188,20 +188,25 @@ class NativeCodec implements Codec {
   }
 
   async compress(chunks: Buffer[]): Promise<Buffer[]> {
-    const outputs = this.slabs.carve(chunks.map((c) => this.bound(c.length)));
-    const written = await native().codecEncodeInto(this.name, chunks.slice(), outputs, null);
-    return outputs.map((o, i) => o.subarray(0, written[i]));
+    const sizes = new Uint32Array(chunks.length);
+    for (let i = 0; i < chunks.length; i++) sizes[i] = this.bound(chunks[i].length);
+    const out = this.slabs.carveSpans(sizes);
+    const written = await native().codecEncodeInto(this.name, asSpans(chunks), out, null);
+    return viewsOf(out, written);
   }
 
   async uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator, options: { crc?: boolean } = {}):
     Promise<Buffer[] & { crcs?: Uint32Array }> {
-    const outputs: Buffer[] & { crcs?: Uint32Array } = this.decoded.carve(lengths);
+    const sizes = Uint32Array.from(lengths);
+    const spans = this.decoded.carveSpans(sizes);
+    let result: Uint32Array;
     try {
-      const result = await native().codecDecodeInto(this.name, chunks.slice(), lengths.slice(), outputs, options.crc === true);
-      if (options.crc) outputs.crcs = result.subarray(chunks.length);
+      result = await native().codecDecodeInto(this.name, asSpans(chunks), sizes, spans, options.crc === true);
     } catch (err) {
       throw fromNative(err, (i) => (i === undefined ? { prefix: `${this.name} codec` } : where(i)));
     }
+    const outputs: Buffer[] & { crcs?: Uint32Array } = viewsOf(spans);
+    if (options.crc) outputs.crcs = result.subarray(chunks.length);
     return outputs;
   }
 

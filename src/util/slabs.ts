@@ -13,14 +13,29 @@ export class SlabPool {
   private free: ArrayBuffer[] = [];
 
   /** One allocation (reused when a free one is big enough) cut into views of these sizes. */
-  carve(sizes: number[]): Buffer[] {
+  carve(sizes: ArrayLike<number>): Buffer[] {
+    return viewsOf(this.carveSpans(sizes));
+  }
+
+  /**
+   * The same allocation as {@link carve}, described as {@link Spans} rather than cut into views:
+   * for output the addon fills, after which {@link viewsOf} makes the views at their final
+   * lengths (one view per chunk instead of two).
+   */
+  carveSpans(sizes: ArrayLike<number>): Spans {
+    const offsets = new Float64Array(sizes.length);
+    const lengths = new Uint32Array(sizes.length);
     let total = 0;
-    for (const s of sizes) total += s;
+    for (let i = 0; i < sizes.length; i++) {
+      offsets[i] = total;
+      lengths[i] = sizes[i];
+      total += sizes[i];
+    }
     const at = this.free.findIndex((b) => b.byteLength >= total);
     // Not from Node's small-buffer pool: a batch is large and its lifetime is the caller's.
     const slab = at >= 0 ? this.free.splice(at, 1)[0] : Buffer.allocUnsafeSlow(Math.max(total, 1)).buffer;
     this.lent.add(slab);
-    return cut(slab, sizes);
+    return { data: new Uint8Array(slab, 0, total), offsets, lengths };
   }
 
   /**
@@ -39,12 +54,43 @@ export class SlabPool {
   }
 }
 
-function cut(slab: ArrayBuffer, sizes: number[]): Buffer[] {
-  const views: Buffer[] = [];
-  let offset = 0;
-  for (const s of sizes) {
-    views.push(Buffer.from(slab, offset, s));
-    offset += s;
+/** A Buffer view per span, `lengths[i]` long where given (else the span's own length). */
+export function viewsOf(spans: Spans, lengths?: ArrayLike<number>): Buffer[] {
+  const { data, offsets } = spans;
+  const out = new Array<Buffer>(offsets.length);
+  for (let i = 0; i < offsets.length; i++) {
+    out[i] = Buffer.from(data.buffer, data.byteOffset + offsets[i], lengths ? lengths[i] : spans.lengths[i]);
   }
-  return views;
+  return out;
+}
+
+/** Chunks as one buffer and where each lies in it: what the addon takes in one hand-over. */
+export interface Spans {
+  data: Uint8Array;
+  offsets: Float64Array;
+  lengths: Uint32Array;
+}
+
+/**
+ * The chunks as {@link Spans} when they all lie in one allocation (a slab, a region read from
+ * disk), so the addon takes them in one call instead of one per chunk; otherwise a copy of the
+ * array (the addon holds on to what it is given until it is done).
+ */
+export function asSpans(chunks: Uint8Array[]): Spans | Uint8Array[] {
+  if (chunks.length < 2) return chunks.slice();
+  const buffer = chunks[0].buffer;
+  let start = Infinity;
+  let end = 0;
+  for (const c of chunks) {
+    if (c.buffer !== buffer) return chunks.slice();
+    start = Math.min(start, c.byteOffset);
+    end = Math.max(end, c.byteOffset + c.byteLength);
+  }
+  const offsets = new Float64Array(chunks.length);
+  const lengths = new Uint32Array(chunks.length);
+  chunks.forEach((c, i) => {
+    offsets[i] = c.byteOffset - start;
+    lengths[i] = c.byteLength;
+  });
+  return { data: new Uint8Array(buffer, start, end - start), offsets, lengths };
 }
