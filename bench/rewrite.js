@@ -9,8 +9,9 @@
  *   LZ4 -> EncryptingLZ4Compressor AES-128-CBC   pinned to one core (taskset), the serial baseline
  *
  * then verified (LZ4 and encrypted). Each run is a fresh process over hard links of the same
- * source files, with the page cache warm; the time includes fsync and the full read-back check
- * that every rewrite does. Sizes: 64 MiB, 512 MiB and 4 GiB (--quick: 64 MiB; --sizes 64,512
+ * source files, with the page cache warm and `sync` run before it; the time includes fsync and
+ * the full read-back check that every rewrite does. Up to 1 GiB each case runs three times and
+ * the median counts. Sizes: 64 MiB, 512 MiB and 4 GiB (--quick: 64 MiB; --sizes 64,512
  * in MiB). Prints a table, then one JSON document.
  *
  *   node bench/rewrite.js [--quick] [--sizes LIST] [--json FILE] [--keep]
@@ -84,20 +85,48 @@ async function run({ quick = false, args = [], log = () => {} } = {}) {
       const stored = fs.statSync(path.join(pristine, 'nb-1-big-Data.db')).size;
       log(`   ${label}: ${(size / stored).toFixed(2)}:1 under LZ4, Data.db ${(stored / MiB).toFixed(0)} MiB\n`);
 
-      const measure = (childArgs, opts) => {
-        const r = child(childArgs, opts);
-        return { mbps: size / r.seconds / 1e6, seconds: r.seconds, maxRssMiB: r.maxRssMiB };
+      // Each case runs `reps` times on fresh hard links, after `sync` so that no earlier run's
+      // writeback competes with it; the median time counts, and the highest peak memory.
+      const reps = size <= 1024 * MiB ? 3 : 1;
+      const rewrite = (schema, opts) => {
+        const runs = [];
+        let dir;
+        for (let r = 0; r < reps; r++) {
+          if (dir) fs.rmSync(dir, { recursive: true, force: true });
+          dir = stage(pristine, `run${r}`);
+          spawnSync('sync');
+          runs.push(child(['upgrade', dir, schema, keyDir], opts));
+        }
+        return { ...summarize(runs), dir };
+      };
+      const verify = (dir) => summarize(Array.from({ length: reps }, () => child(['verify', dir, keyDir])));
+      const summarize = (runs) => {
+        const seconds = runs.map((r) => r.seconds).sort((a, b) => a - b)[runs.length >> 1];
+        return { mbps: size / seconds / 1e6, seconds, maxRssMiB: Math.max(...runs.map((r) => r.maxRssMiB)) };
       };
       const extra = (m) => ({ bytes: size, seconds: Math.round(m.seconds * 1000) / 1000,
-        maxRssMiB: Math.round(m.maxRssMiB * 10) / 10 });
+        maxRssMiB: Math.round(m.maxRssMiB * 10) / 10, runs: reps });
 
-      let d = stage(pristine, 'plain');
-      const plain = measure(['upgrade', d, plainSchema, keyDir]);
-      const verifyPlain = measure(['verify', d, keyDir]);
-      d = stage(pristine, 'enc');
-      const enc = measure(['upgrade', d, encSchema, keyDir]);
-      const verifyEnc = measure(['verify', d, keyDir]);
-      const one = oneCore ? measure(['upgrade', stage(pristine, 'enc1'), encSchema, keyDir], { oneCore: true }) : undefined;
+      const plain = rewrite(plainSchema);
+      const verifyPlain = verify(plain.dir);
+      fs.rmSync(plain.dir, { recursive: true, force: true });
+      const enc = rewrite(encSchema);
+      const verifyEnc = verify(enc.dir);
+      fs.rmSync(enc.dir, { recursive: true, force: true });
+      const one = oneCore ? rewrite(encSchema, { oneCore: true }) : undefined;
+      if (one) fs.rmSync(one.dir, { recursive: true, force: true });
+
+      // The work alone (no file written), on every core and on one; and the file system alone:
+      // as many bytes as the encrypted Data.db written to a new file, then fsync.
+      const source = stage(pristine, 'compute');
+      const times = (verb, opts) => summarize(Array.from({ length: reps }, () => {
+        spawnSync('sync');
+        return child(verb === 'compute' ? ['compute', source, keyDir] : ['write', source, String(stored)], opts);
+      }));
+      const busy = times('compute');
+      const workOne = oneCore ? times('compute', { oneCore: true }) : undefined;
+      const io = times('write');
+      fs.rmSync(source, { recursive: true, force: true });
 
       const plainName = `rewrite LZ4 -> LZ4, ${label}`;
       const oneName = `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC, 1 core, ${label}`;
@@ -114,6 +143,14 @@ async function run({ quick = false, args = [], log = () => {} } = {}) {
         group.push(result('rewrite', `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC, all cores vs 1, ${label}`, enc.mbps,
           { name: oneName, mbps: one.mbps }, 1.7, extra(enc)));
       }
+      const ioName = `file system: ${(stored / MiB).toFixed(0)} MiB to a new file + fsync (as MB/s of data), ${label}`;
+      group.push(result('rewrite', ioName, io.mbps, null, undefined, extra(io)));
+      group.push(result('rewrite', `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC against the file system alone, ${label}`,
+        enc.mbps, { name: ioName, mbps: io.mbps }, undefined, extra(enc)));
+      const workName = `rewrite work without file writes, 1 core, ${label}`;
+      if (workOne) group.push(result('rewrite', workName, workOne.mbps, null, undefined, extra(workOne)));
+      group.push(result('rewrite', `rewrite work without file writes, all cores, ${label}`, busy.mbps,
+        workOne ? { name: workName, mbps: workOne.mbps } : null, workOne ? 1.7 : undefined, extra(busy)));
       group.push(result('rewrite', `verify LZ4, ${label}`, verifyPlain.mbps, null, undefined, extra(verifyPlain)));
       group.push(result('rewrite', `verify EncryptingLZ4 AES-128-CBC, ${label}`, verifyEnc.mbps,
         { name: `verify LZ4, ${label}`, mbps: verifyPlain.mbps }, undefined, extra(verifyEnc)));
@@ -121,7 +158,6 @@ async function run({ quick = false, args = [], log = () => {} } = {}) {
         cases.push(c);
         log(line(c).replace(/\n$/, `  peak ${c.maxRssMiB.toFixed(0)} MiB\n`));
       }
-      for (const name of ['plain', 'enc', 'enc1']) fs.rmSync(path.join(work, name), { recursive: true, force: true });
     }
   } finally {
     if (!args.includes('--keep')) fs.rmSync(work, { recursive: true, force: true });

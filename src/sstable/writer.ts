@@ -13,6 +13,9 @@ import { ChunkBinding, ENCRYPTED_COMPONENTS_OPTION, newSSTableId, SSTABLE_ID_OPT
 import { Compressor } from '../compression/compressor';
 import { CompressionParams } from '../compression/options';
 import { fromSystem, TdeError } from '../errors';
+
+/** Batches at most between compression and disk: one being written while the next compresses. */
+const IN_FLIGHT = 2;
 import { CompressionInfo, NEVER_UNCOMPRESSED, serializeCompressionInfo } from './compression-info';
 import { serializeCrcDb } from './crc-db';
 import { checkId, componentPath, featuresOf, SSTableId, VersionFeatures } from './descriptor';
@@ -53,7 +56,9 @@ export class SSTableDataWriter {
   private current: Buffer;
   private filled = 0;
   private pending: Buffer[] = [];
+  /** The last batch sent on, settled once it is on disk (or failed), and all still in flight. */
   private inflight: Promise<void> = Promise.resolve();
+  private flights: Promise<void>[] = [];
   private failed: unknown;
 
   private dataLength = 0;
@@ -203,14 +208,15 @@ export class SSTableDataWriter {
   }
 
   /**
-   * Sends the pending chunks on. Compression of this batch starts at once; the previous batch
-   * must be on disk first, so at most two batches are in memory besides the caller's.
+   * Sends the pending chunks on. Compression of this batch starts at once, while earlier
+   * batches are still being written; at most IN_FLIGHT batches are between compression and disk,
+   * and they reach the file in order.
    */
   private async flush(final: boolean): Promise<void> {
     const batch = final ? this.pending : this.pending.slice(0, -1);
     this.pending = final ? [] : this.pending.slice(-1);
     if (batch.length === 0) return;
-    await this.inflight;
+    while (this.flights.length >= IN_FLIGHT) await (this.flights.shift() as Promise<void>).catch(() => {});
     if (this.failed) throw this.failed;
 
     const binding: ChunkBinding | undefined = this.sstableId && {
@@ -222,8 +228,11 @@ export class SSTableDataWriter {
     const encoded = this.options.params.enabled
       ? (this.options.compressor as Compressor).compressBatch(batch, binding)
       : Promise.resolve(batch);
-    this.inflight = encoded.then((stored) => this.append(batch, stored));
+    // Appended after the batch before it (and not at all if that one failed).
+    const previous = this.inflight;
+    this.inflight = Promise.all([encoded, previous]).then(([stored]) => this.append(batch, stored));
     this.inflight.catch((err) => (this.failed ??= err));
+    this.flights.push(this.inflight);
   }
 
   private async append(plain: Buffer[], stored: Buffer[]): Promise<void> {

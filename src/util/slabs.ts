@@ -5,8 +5,8 @@
  * collector from chasing them.
  */
 
-/** Free slabs kept per pool: a writer has at most two batches in flight. */
-const MAX_FREE = 4;
+/** Free slabs kept per pool: enough for a pipeline that keeps two or three batches alive. */
+const MAX_FREE = 2;
 
 export class SlabPool {
   private readonly lent = new WeakSet<ArrayBuffer>();
