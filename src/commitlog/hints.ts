@@ -14,6 +14,7 @@ import * as lz4 from 'lz4-napi';
 
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { fromSystem, TdeError } from '../errors';
+import { writeFully } from '../util/files';
 import { BLOCK_HEADER_SIZE, frameEntry, readEntries } from './format';
 import { SegmentEncryption, SegmentKeyResolver } from './segment';
 
@@ -85,7 +86,7 @@ export class HintsWriter {
     for (const p of parts) this.crc = zlib.crc32(p, this.crc);
     try {
       for (const p of parts) {
-        await this.fd.write(p, 0, p.length, this.position);
+        await writeFully(this.fd, p, this.position);
         this.position += p.length;
       }
     } catch (err) {

@@ -13,6 +13,7 @@ import * as lz4 from 'lz4-napi';
 
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { fromSystem, TdeError } from '../errors';
+import { writeFully, writevFully } from '../util/files';
 import {
   BLOCK_HEADER_SIZE,
   frameEntry,
@@ -282,7 +283,7 @@ export class SegmentWriter {
     let fd: fs.promises.FileHandle;
     try {
       fd = await fs.promises.open(options.file, 'wx', 0o600);
-      await fd.write(header, 0, header.length, 0);
+      await writeFully(fd, header, 0);
     } catch (err) {
       cipher?.destroy();
       throw fromSystem(err, options.file, 'create commit log segment');
@@ -344,14 +345,9 @@ export class SegmentWriter {
     try {
       // The body first, then its marker: a crash in between leaves no valid marker, so the
       // half-written section is never taken for a complete one.
-      let at = start + headerSize;
-      for (let i = 0; i < body.length; i += 1000) {
-        const group = body.slice(i, i + 1000);
-        await this.fd.writev(group, at);
-        at += group.reduce((n, b) => n + b.length, 0);
-      }
+      await writevFully(this.fd, body, start + headerSize);
       await this.fd.datasync();
-      await this.fd.write(marker, 0, marker.length, start);
+      await writeFully(this.fd, marker, start);
       await this.fd.datasync();
     } catch (err) {
       throw fromSystem(err, this.file, 'write commit log section to');

@@ -15,6 +15,7 @@ import { CompressionParams } from '../compression/options';
 import { fromSystem, TdeError } from '../errors';
 import { CompressionInfo, NEVER_UNCOMPRESSED, serializeCompressionInfo } from './compression-info';
 import { serializeCrcDb } from './crc-db';
+import { writevFully } from '../util/files';
 import { checkId, componentPath, featuresOf, SSTableId, VersionFeatures } from './descriptor';
 
 export interface DataWriterOptions {
@@ -223,8 +224,7 @@ export class SSTableDataWriter {
 
     for (const p of pieces) this.digest = this.checksum.update(p, this.digest);
     try {
-      // writev takes at most IOV_MAX (1024) buffers per call on Linux.
-      for (let i = 0; i < pieces.length; i += 1024) await fd.writev(pieces.slice(i, i + 1024));
+      await writevFully(fd, pieces);
     } catch (err) {
       throw fromSystem(err, this.dataFile, 'write');
     }
