@@ -1,8 +1,9 @@
 /**
  * Crash safety: the rewrite is killed with SIGKILL at points spread over every phase. Afterwards
  * every table must have exactly one complete live SSTable, verify must pass, and running the
- * command again must finish the job with the data unchanged. (scripts/crash-many.sh runs the
- * same check at many more moments, chosen by time instead of by name.)
+ * command again must finish the job with the data unchanged. (test/crash-ops.test.ts kills at
+ * counted file-system operations instead of named points; scripts/crash-many.js runs it at every
+ * operation of several scenarios.)
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
