@@ -13,6 +13,7 @@ import * as zlib from 'node:zlib';
 import * as lz4 from 'lz4-napi';
 
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
+import { plausibleLength } from '../compression/codecs';
 import { fromSystem, TdeError } from '../errors';
 import { writeFully } from '../util/files';
 import { BLOCK_HEADER_SIZE, frameEntry, readEntries } from './format';
@@ -155,7 +156,13 @@ export async function readHintsFile(names: HintsFileNames, resolveKey: SegmentKe
     const plain = await cipher.decryptBatch(blocks).catch((err) => fail(`a block does not decrypt: ${(err as Error).message}`));
     const parts: Buffer[] = [];
     for (const p of plain) {
+      // Lengths are checked before LZ4 sets memory aside for them: a damaged block that still
+      // decrypts yields random ones.
+      if (p.length < 8) fail(`a block holds ${p.length} bytes, too few for its lengths`);
       const raw = p.readInt32BE(0);
+      if (raw < 0 || p.readUInt32LE(4) !== raw || !plausibleLength('LZ4', p.length - 4, raw)) {
+        fail(`a block's lengths (${raw} and ${p.readUInt32LE(4)}) do not fit its ${p.length} bytes`);
+      }
       const out = await lz4.uncompress(p.subarray(4)).catch(() => fail('a block does not decompress'));
       if (out.length !== raw) fail(`a block decompresses to ${out.length} bytes, not ${raw}`);
       parts.push(out);

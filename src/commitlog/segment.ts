@@ -13,6 +13,7 @@ import * as lz4 from 'lz4-napi';
 
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { fromSystem, TdeError } from '../errors';
+import { plausibleLength } from '../compression/codecs';
 import { writeFully, writevFully } from '../util/files';
 import {
   BLOCK_HEADER_SIZE,
@@ -94,6 +95,9 @@ async function inflateBlocks(plain: Buffer[], where: string): Promise<Buffer> {
     const raw = p.readInt32BE(0);
     if (raw < 0 || raw > MAX_BLOCK || p.readUInt32LE(4) !== raw) {
       throw new Error(`${where}: a block's lengths disagree (${raw} and ${p.readUInt32LE(4)})`);
+    }
+    if (!plausibleLength('LZ4', p.length - 4, raw)) {
+      throw new Error(`${where}: a block of ${p.length} bytes claims ${raw} bytes of data, more than LZ4 can produce`);
     }
     const out = await lz4.uncompress(p.subarray(4));
     if (out.length !== raw) throw new Error(`${where}: a block decompresses to ${out.length} bytes, not ${raw}`);
