@@ -212,6 +212,11 @@ export class KmipKeyProvider implements KeyProvider {
     const slot = `${group}\0${id}`;
     const cached = this.keys.get(slot);
     if (cached && cached.until > this.now()) return this.checkKind(group, id, cached, choice);
+    // Expired: the bytes are not kept a moment longer than key_cache_millis says.
+    if (cached) {
+      cached.bytes.wipe();
+      this.keys.delete(slot);
+    }
 
     const client = this.client(group);
     let bytes: Buffer;

@@ -7,7 +7,7 @@
  * If every host fails, one error lists each host with its cause. A KMIP failure result is the
  * server's answer, not a transport problem, and is raised at once as a KmipError.
  */
-import { TdeError } from '../errors';
+import { isTdeError, TdeError } from '../errors';
 import {
   Attribute,
   BatchRequest,
@@ -104,7 +104,15 @@ export class KmipClient {
   private async exchange(c: KmipConnection, version: ProtocolVersion, batch: BatchRequest) {
     this.requests++;
     const bytes = await c.request(encode(requestMessage(version, [batch])));
-    return parseResponse(decode(bytes));
+    try {
+      return parseResponse(decode(bytes));
+    } catch (err) {
+      // A framed answer that does not decode: say which server sent it. (Not retried elsewhere:
+      // the request reached a server, which may have carried it out.)
+      if (!isTdeError(err)) throw err;
+      throw new TdeError(err.code, `${addressString(c.address)} sent an answer that is not a valid KMIP ` +
+        `response (${err.message}): is it a KMIP server, and does it speak KMIP ${versionString(version)}?`, {}, err);
+    }
   }
 
   /** Asks the server which versions it speaks (Discover Versions, KMIP 1.1 and later). */
