@@ -13,6 +13,8 @@
  *   SSTABLE_TDE_FS_TRACE     append one line per counted operation: "N kind path"
  *   SSTABLE_TDE_KILL_AT_OP   send SIGKILL to this process just before operation N (1-based)
  *   SSTABLE_TDE_STOP_AT_OP   send SIGSTOP instead (the parent resumes it with SIGCONT)
+ *   SSTABLE_TDE_STOP_AT_MATCH  send SIGSTOP before the first operation whose "kind path" line
+ *                            matches this regular expression
  *   SSTABLE_TDE_FAIL_AT_OP   make operation N fail, as a failing disk would, with the errno
  *                            SSTABLE_TDE_FAIL_CODE (default EIO), without doing it
  *
@@ -31,6 +33,8 @@ function install(root) {
   const traceFile = process.env.SSTABLE_TDE_FS_TRACE;
   const killAt = Number(process.env.SSTABLE_TDE_KILL_AT_OP || 0);
   const stopAt = Number(process.env.SSTABLE_TDE_STOP_AT_OP || 0);
+  const stopMatch = process.env.SSTABLE_TDE_STOP_AT_MATCH ? new RegExp(process.env.SSTABLE_TDE_STOP_AT_MATCH) : undefined;
+  let stopped = false;
   const failAt = Number(process.env.SSTABLE_TDE_FAIL_AT_OP || 0);
   const failCode = process.env.SSTABLE_TDE_FAIL_CODE || 'EIO';
   const original = { appendFileSync: fs.appendFileSync };
@@ -50,9 +54,13 @@ function install(root) {
   function step(kind, target) {
     if (inside) return undefined;
     count++;
-    if (traceFile) original.appendFileSync(traceFile, `${count} ${kind} ${path.relative(root, target) || '.'}\n`);
+    const line = `${kind} ${path.relative(root, target) || '.'}`;
+    if (traceFile) original.appendFileSync(traceFile, `${count} ${line}\n`);
     if (count === killAt) process.kill(process.pid, 'SIGKILL');
-    if (count === stopAt) process.kill(process.pid, 'SIGSTOP');
+    if (count === stopAt || (stopMatch && !stopped && stopMatch.test(line))) {
+      stopped = true;
+      process.kill(process.pid, 'SIGSTOP');
+    }
     if (count !== failAt) return undefined;
     const err = new Error(`${failCode}: i/o error (injected by crash-hook.js), ${kind} '${target}'`);
     return Object.assign(err, { code: failCode, errno: -(os.constants.errno[failCode] || 5),
