@@ -137,6 +137,22 @@ function sweepTemps(dataDir: string): void {
   }
 }
 
+/**
+ * Locks this process holds, released at exit: one 'exit' listener for all of them, so that a
+ * process holding many (a test suite, a server) does not make Node warn about listeners.
+ */
+const heldLocks = new Set<() => void>();
+let exitListener = false;
+function releaseAtExit(release: () => void): void {
+  if (!exitListener) {
+    exitListener = true;
+    process.on('exit', () => {
+      for (const r of [...heldLocks]) r();
+    });
+  }
+  heldLocks.add(release);
+}
+
 export interface DirectoryLock {
   release(): void;
 }
@@ -174,7 +190,7 @@ export function lockDataDirectory(dataDir: string, command: string): DirectoryLo
   const release = () => {
     if (!held) return;
     held = false;
-    process.removeListener('exit', release);
+    heldLocks.delete(release);
     // Remove only our own lock, never one that replaced it. If that fails, the lock left names
     // this process, which is gone by the next run, so that run takes it over: no reason to fail
     // a command whose work is done.
@@ -184,7 +200,7 @@ export function lockDataDirectory(dataDir: string, command: string): DirectoryLo
       // see above
     }
   };
-  process.on('exit', release);
+  releaseAtExit(release);
   return { release };
 }
 
