@@ -20,6 +20,7 @@ import * as zlib from 'node:zlib';
 import test from 'ava';
 import fc from 'fast-check';
 
+import { readConfig } from '../src/config/config';
 import { ErrorCodeName, isTdeError, TdeError } from '../src/errors';
 import { JavaStreamReader } from '../src/config/java-serial';
 import { readJceksSecretKey } from '../src/config/jceks';
@@ -654,4 +655,23 @@ test('huge claimed lengths fail at once with a typed error, before anything is a
       await reader.close();
     }
   }
+});
+
+test('a config, cassandra.yaml, schema or store path naming a FIFO or a device is refused at once', async (t) => {
+  const dir = tempDir('fifo');
+  const fifo = path.join(dir, 'fifo');
+  execFileSync('mkfifo', [fifo]);
+  for (const endless of [fifo, '/dev/zero']) {
+    t.throws(() => readConfig(endless), { code: 'ERR_TDE_CONFIG', message: /is not a regular file/ });
+    t.throws(() => loadStore(endless, 'pem', undefined, 'truststore', 'kmip_hosts.g.truststore_path'),
+      { code: 'ERR_TDE_CONFIG', message: /is not a regular file/ });
+    t.throws(() => readJceksSecretKey(endless, 'pw', 'k'), { code: 'ERR_TDE_CONFIG', message: /is not a regular file/ });
+    const r = await cli('upgradesstables', '--data-dir', dir, '--schema', endless, '--config', path.join(dir, 'none.yaml'));
+    t.is(r.code, 1);
+  }
+  const schema = await cli('upgradesstables', '--data-dir', dir, '--schema', fifo);
+  t.regex(schema.stderr, /ERR_TDE_SCHEMA\]: schema file .*fifo is not a regular file/);
+  fs.writeFileSync(path.join(dir, 'dse.yaml'), 'system_key_directory: .\n');
+  fs.symlinkSync(fifo, path.join(dir, 'cassandra.yaml'));
+  await t.throwsAsync(() => loadConfig(path.join(dir, 'dse.yaml')), { code: 'ERR_TDE_CONFIG', message: /cassandra\.yaml .* is not a regular file/ });
 });

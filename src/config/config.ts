@@ -4,12 +4,12 @@
  * every wrong setting is reported at once, each with the nearest valid name. Secrets stay as
  * they are here; config/secure-values.ts decrypts protected values.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import * as YAML from 'yaml';
 
-import { fromSystem, TdeError } from '../errors';
+import { TdeError } from '../errors';
+import { readRegularFile } from '../util/files';
 import { quote } from '../util/redact';
 import { didYouMean, nearest } from '../util/suggest';
 import { resolveCipher } from '../cipher/transformation';
@@ -46,6 +46,9 @@ export interface SystemInfoEncryption {
   /** Bytes per encrypted block. */
   chunkLength: number;
 }
+
+/** dse.yaml and cassandra.yaml are tens of KiB; a file far bigger is not one. */
+export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
 /** DSE's default name of the key that encrypts configuration values. */
 export const DEFAULT_CONFIG_KEY_NAME = 'system_key';
@@ -204,12 +207,7 @@ function parseSystemInfoEncryption(o: Record<string, unknown>, groups: Map<strin
 /** Reads and validates a YAML config file (no secrets decrypted); with no file, the defaults. */
 export function readConfig(file?: string): TdeConfig {
   if (file === undefined) return configFromObject({});
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw fromSystem(err, file, 'read config file');
-  }
+  const text = readRegularFile(file, MAX_CONFIG_BYTES, 'ERR_TDE_CONFIG', 'config file').toString('utf8');
   return configFromObject(parseYaml(text, file, 'config file'), file);
 }
 

@@ -4,13 +4,13 @@
  * Everything comes out as PEM for Node's TLS. Passwords never appear in errors.
  */
 import { createHash } from 'node:crypto';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import * as jks from 'jks-js';
 import * as forge from 'node-forge';
 
-import { fromSystem, TdeError } from '../errors';
+import { TdeError } from '../errors';
+import { readRegularFile } from '../util/files';
 
 export type StoreType = 'jks' | 'pkcs12' | 'pem';
 
@@ -126,32 +126,9 @@ function fromPkcs12(data: Buffer, password: string): LoadedStore {
   return { certs, key };
 }
 
-/**
- * Reads a store or key store file: a regular file of plausible size, so that a path naming a
- * device or FIFO cannot block the read or fill memory.
- */
+/** Reads a key or trust store: a regular file of plausible size (a FIFO or device is refused). */
 export function readStoreFile(file: string, setting: string): Buffer {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  } catch (err) {
-    throw fromSystem(err, file, `read ${setting}`);
-  }
-  try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) {
-      throw new TdeError('ERR_TDE_CONFIG', `${setting} ${file} is not a regular file`, { file });
-    }
-    if (st.size > MAX_STORE_BYTES) {
-      throw new TdeError('ERR_TDE_CONFIG', `${setting} ${file} is ${st.size} bytes, too large for a key or ` +
-        `trust store (at most ${MAX_STORE_BYTES})`, { file });
-    }
-    return fs.readFileSync(fd);
-  } catch (err) {
-    throw fromSystem(err, file, `read ${setting}`);
-  } finally {
-    fs.closeSync(fd);
-  }
+  return readRegularFile(file, MAX_STORE_BYTES, 'ERR_TDE_CONFIG', setting);
 }
 
 /**

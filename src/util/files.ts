@@ -1,7 +1,7 @@
 /** Small file-system helpers for writes that must survive a crash. */
 import * as fs from 'node:fs';
 
-import { fromSystem } from '../errors';
+import { ErrorCodeName, fromSystem, TdeError } from '../errors';
 
 /** fsync a directory so that entries created, renamed or removed in it survive a crash. */
 export function syncDirectory(dir: string): void {
@@ -95,5 +95,32 @@ export function matchOwner(files: string[], reference: fs.Stats): void {
     } catch {
       // see above
     }
+  }
+}
+
+/**
+ * Reads a file that must be a regular file of at most `maxBytes`: a path naming a FIFO or device
+ * (or a file far too big for what it should be) is refused with `code` instead of blocking the
+ * read or filling memory. `what` names the file in messages ("config file").
+ */
+export function readRegularFile(file: string, maxBytes: number, code: ErrorCodeName, what: string): Buffer {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (err) {
+    throw fromSystem(err, file, `read ${what}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new TdeError(code, `${what} ${file} is not a regular file`, { file });
+    if (st.size > maxBytes) {
+      throw new TdeError(code, `${what} ${file} is ${st.size} bytes, more than a ${what} can plausibly be ` +
+        `(at most ${maxBytes})`, { file });
+    }
+    return fs.readFileSync(fd);
+  } catch (err) {
+    throw fromSystem(err, file, `read ${what}`);
+  } finally {
+    fs.closeSync(fd);
   }
 }
