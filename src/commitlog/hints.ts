@@ -17,7 +17,7 @@ import { plausibleLength } from '../compression/codecs';
 import { fromSystem, TdeError } from '../errors';
 import { writeFully } from '../util/files';
 import { BLOCK_HEADER_SIZE, frameEntry, readEntries } from './format';
-import { SegmentEncryption, SegmentKeyResolver } from './segment';
+import { headerCipher, SegmentEncryption, SegmentKeyResolver } from './segment';
 
 export interface HintsFileNames {
   data: string;
@@ -131,18 +131,17 @@ export async function readHintsFile(names: HintsFileNames, resolveKey: SegmentKe
     if (err instanceof SyntaxError) return fail(`its descriptor ${names.descriptor} is not JSON`, 'ERR_TDE_SEGMENT_HEADER');
     throw fromSystem(err, names.data, 'read hints');
   }
-  const enc = descriptor.parameters?.encryption;
-  if (!enc || !enc.encCipher || !/^([0-9a-fA-F]{2})+$/.test(enc.encIV ?? '')) {
-    return fail(`its descriptor names no encryption (encCipher, encIV)`, 'ERR_TDE_SEGMENT_HEADER');
+  const enc = descriptor?.parameters?.encryption;
+  if (!enc || typeof enc.encCipher !== 'string' || typeof enc.encIV !== 'string' || !/^([0-9a-fA-F]{2})+$/.test(enc.encIV) ||
+    (enc.encKeyAlias !== undefined && typeof enc.encKeyAlias !== 'string')) {
+    return fail(`its descriptor names no encryption (encCipher, encIV) in the right form`, 'ERR_TDE_SEGMENT_HEADER');
   }
   const crcText = await fs.promises.readFile(names.crc, 'utf8').catch(() => undefined);
   if (crcText !== undefined && Number(crcText.trim()) !== zlib.crc32(data) >>> 0) {
     fail(`the file does not match its checksum file ${names.crc}`);
   }
 
-  const key = await resolveKey(enc.encKeyAlias ?? '', enc.encCipher);
-  const cipher = createChunkCipher({ cipher_algorithm: enc.encCipher, secret_key_strength: key.length * 8, key, fixed_iv: Buffer.from(enc.encIV, 'hex') });
-  key.fill(0);
+  const cipher = await headerCipher(enc.encCipher, enc.encKeyAlias ?? '', enc.encIV, names.descriptor, resolveKey);
   try {
     const report: HintsReport = { file: names.data, blocks: 0, hints: 0, dataBytes: 0 };
     const blocks: Buffer[] = [];

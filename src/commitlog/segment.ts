@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import * as lz4 from 'lz4-napi';
 
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
-import { fromSystem, TdeError } from '../errors';
+import { fromSystem, isTdeError, TdeError } from '../errors';
 import { plausibleLength } from '../compression/codecs';
 import { writeFully, writevFully } from '../util/files';
 import {
@@ -65,12 +65,20 @@ async function segmentCipher(header: SegmentHeader, file: string, resolveKey: Se
     }
     return undefined;
   }
-  const transformation = String(p.encCipher);
-  const alias = String(p.encKeyAlias ?? '');
-  const ivHex = String(p.encIV ?? '');
-  if (!/^([0-9a-fA-F]{2})+$/.test(ivHex)) {
-    throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: encIV in the header is not hex`, { file });
+  if (typeof p.encCipher !== 'string' || (p.encKeyAlias !== undefined && typeof p.encKeyAlias !== 'string') ||
+    typeof p.encIV !== 'string' || !/^([0-9a-fA-F]{2})+$/.test(p.encIV)) {
+    throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: the header's encCipher, encKeyAlias or encIV is not ` +
+      'text of the right form (encIV: hex)', { file });
   }
+  return headerCipher(p.encCipher, p.encKeyAlias ?? '', p.encIV, file, resolveKey);
+}
+
+/**
+ * The cipher a segment's header or a hints file's descriptor names, with its key. A key that does
+ * not fit the cipher keeps its own code; an IV that does not is a damaged header.
+ */
+export async function headerCipher(transformation: string, alias: string, ivHex: string, file: string,
+  resolveKey: SegmentKeyResolver): Promise<ChunkCipher> {
   const key = await resolveKey(alias, transformation);
   try {
     return createChunkCipher({
@@ -80,7 +88,11 @@ async function segmentCipher(header: SegmentHeader, file: string, resolveKey: Se
       fixed_iv: Buffer.from(ivHex, 'hex'),
     });
   } catch (err) {
-    throw new TdeError((err as TdeError).code ?? 'ERR_TDE_SEGMENT_HEADER', `${file}: key ${alias} does not fit ` +
+    if (isTdeError(err, 'ERR_TDE_INVALID_ARGUMENT')) {
+      throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: the cipher settings it records cannot be used ` +
+        `(${err.message}): the header is damaged`, { file }, err);
+    }
+    throw new TdeError(isTdeError(err) ? err.code : 'ERR_TDE_SEGMENT_HEADER', `${file}: key ${alias} does not fit ` +
       `${transformation}: ${(err as Error).message}`, { file, key: alias }, err);
   } finally {
     key.fill(0);
