@@ -20,6 +20,9 @@ import * as zlib from 'node:zlib';
 import test from 'ava';
 import fc from 'fast-check';
 
+import { hintsFileNames, HintsWriter, readHintsFile } from '../src/commitlog/hints';
+import { keyStoreResolver } from '../src/commitlog/keys';
+import { readSegment } from '../src/commitlog/segment';
 import { readConfig } from '../src/config/config';
 import { ErrorCodeName, isTdeError, TdeError } from '../src/errors';
 import { JavaStreamReader } from '../src/config/java-serial';
@@ -44,6 +47,7 @@ function typedOrOk(codes: readonly ErrorCodeName[], what: () => string) {
   return (err: unknown): void => {
     if (isTdeError(err) && codes.includes(err.code)) return;
     const e = err as Error;
+    if (process.env.FUZZ_DEBUG) console.error(`unexpected ${isTdeError(err) ? err.code : e?.constructor?.name}: ${e?.message}`);
     throw new Error(`${what()}: unexpected ${isTdeError(err) ? err.code : e?.constructor?.name}: ${e?.message}\n${e?.stack}`);
   };
 }
@@ -674,4 +678,49 @@ test('a config, cassandra.yaml, schema or store path naming a FIFO or a device i
   fs.writeFileSync(path.join(dir, 'dse.yaml'), 'system_key_directory: .\n');
   fs.symlinkSync(fifo, path.join(dir, 'cassandra.yaml'));
   await t.throwsAsync(() => loadConfig(path.join(dir, 'dse.yaml')), { code: 'ERR_TDE_CONFIG', message: /cassandra\.yaml .* is not a regular file/ });
+});
+
+// ---- Commit log segments and hints ------------------------------------------------------------
+
+test('commit log segments and hints files: damage is reported typed, what precedes it still read', async (t) => {
+  const codes: ErrorCodeName[] = ['ERR_TDE_SEGMENT_HEADER', 'ERR_TDE_SEGMENT_DAMAGED', 'ERR_TDE_SEGMENT_TRUNCATED',
+    'ERR_TDE_KEY_NOT_FOUND', 'ERR_TDE_UNKNOWN_CIPHER', 'ERR_TDE_UNSUPPORTED', 'ERR_TDE_KEY_STRENGTH'];
+  const dir = tempDir('fuzzlog');
+
+  // Cassandra 3.4's own encrypted segment, with the JCEKS store it was written with.
+  const segment = fs.readFileSync(path.join(FIXTURES, 'commitlog', '3.4-encrypted', 'CommitLog-6-1480001790338.log'));
+  const resolver = keyStoreResolver({ file: path.join(FIXTURES, 'commitlog', 'cassandra.keystore'), password: 'cassandra' });
+  const file = path.join(dir, 'CommitLog-6-1480001790338.log');
+  await fc.assert(fc.asyncProperty(ops, async (list) => {
+    fs.writeFileSync(file, mutate(segment, list));
+    try {
+      const r = await readSegment(file, resolver);
+      if (r.stoppedAt && !codes.includes(r.stoppedAt.code as ErrorCodeName)) throw new Error(`stopped with ${r.stoppedAt.code}`);
+    } catch (err) {
+      typedOrOk(codes, () => JSON.stringify(list, (_, v) => (typeof v === 'bigint' ? String(v) : v)))(err);
+    }
+  }), runs(60));
+
+  // A hints file made by this package; its checksum file is fixed up half the time, so that the
+  // damage reaches the decryption and the block parser.
+  const names = hintsFileNames(dir, '0c4f3b9e-5b5a-4d1b-9c6e-2b1f0f3a7d11', 1733000000000);
+  const key = Buffer.alloc(16, 9);
+  const w = await HintsWriter.create(names, { hostId: '0c4f3b9e-5b5a-4d1b-9c6e-2b1f0f3a7d11', timestamp: 1733000000000 },
+    { transformation: 'AES/CBC/PKCS5Padding', key, keyAlias: 'hints-key' }, 1024);
+  await w.write(Array.from({ length: 200 }, (_, i) => Buffer.from(`hint ${i} `.repeat(i % 9 + 1))));
+  await w.close();
+  const data = fs.readFileSync(names.data);
+  const descriptor = fs.readFileSync(names.descriptor);
+  await fc.assert(fc.asyncProperty(ops, fc.boolean(), fc.option(ops, { freq: 4 }), async (list, fixCrc, descriptorOps) => {
+    const damaged = mutate(data, list);
+    fs.writeFileSync(names.data, damaged);
+    fs.writeFileSync(names.crc, String(fixCrc ? zlib.crc32(damaged) >>> 0 : zlib.crc32(data) >>> 0));
+    fs.writeFileSync(names.descriptor, descriptorOps ? mutate(descriptor, descriptorOps) : descriptor);
+    try {
+      await readHintsFile(names, async () => Buffer.from(key));
+    } catch (err) {
+      typedOrOk(codes, () => JSON.stringify([list, descriptorOps], (_, v) => (typeof v === 'bigint' ? String(v) : v)))(err);
+    }
+  }), runs(300));
+  t.pass();
 });
