@@ -2,7 +2,8 @@
 /**
  * The long fuzz run: test/fuzz.test.ts with every property's run count multiplied.
  *
- *   node scripts/fuzz.js            20 times the runs npm test makes (about 210,000 inputs)
+ *   node scripts/fuzz.js            100 times the runs npm test makes (about 1.1 million inputs,
+ *                                   some minutes)
  *   node scripts/fuzz.js 20         20 times
  *   FUZZ_SEED=123 node scripts/fuzz.js   replay with a seed that fast-check printed
  *
@@ -15,7 +16,7 @@ const path = require('node:path');
 
 const root = path.join(__dirname, '..');
 const args = process.argv.slice(2);
-const scale = args.length > 0 && /^\d+(\.\d+)?$/.test(args[0]) ? args.shift() : '20';
+const scale = args.length > 0 && /^\d+(\.\d+)?$/.test(args[0]) ? args.shift() : '100';
 
 const r = spawnSync(process.execPath, [
   path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs'),
