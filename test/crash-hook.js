@@ -33,7 +33,9 @@ function install(root) {
   const traceFile = process.env.SSTABLE_TDE_FS_TRACE;
   const killAt = Number(process.env.SSTABLE_TDE_KILL_AT_OP || 0);
   const stopAt = Number(process.env.SSTABLE_TDE_STOP_AT_OP || 0);
-  const stopMatch = process.env.SSTABLE_TDE_STOP_AT_MATCH ? new RegExp(process.env.SSTABLE_TDE_STOP_AT_MATCH) : undefined;
+  const stopMatch = process.env.SSTABLE_TDE_STOP_AT_MATCH
+    ? new RegExp(process.env.SSTABLE_TDE_STOP_AT_MATCH)
+    : undefined;
   let stopped = false;
   const failAt = Number(process.env.SSTABLE_TDE_FAIL_AT_OP || 0);
   const failCode = process.env.SSTABLE_TDE_FAIL_CODE || 'EIO';
@@ -41,7 +43,7 @@ function install(root) {
   /** Paths of descriptors opened under the root, by descriptor. */
   const fds = new Map();
   let count = 0;
-  /** Set while a counted call runs, so calls it makes itself (rmSync's unlink) are not counted twice. */
+  /** Set while a counted call runs: calls it makes itself (rmSync's unlink) are not counted. */
   let inside = false;
 
   const under = (p) => {
@@ -62,9 +64,15 @@ function install(root) {
       process.kill(process.pid, 'SIGSTOP');
     }
     if (count !== failAt) return undefined;
-    const err = new Error(`${failCode}: i/o error (injected by crash-hook.js), ${kind} '${target}'`);
-    return Object.assign(err, { code: failCode, errno: -(os.constants.errno[failCode] || 5),
-      syscall: kind, path: target });
+    const err = new Error(
+      `${failCode}: i/o error (injected by crash-hook.js), ${kind} '${target}'`,
+    );
+    return Object.assign(err, {
+      code: failCode,
+      errno: -(os.constants.errno[failCode] || 5),
+      syscall: kind,
+      path: target,
+    });
   }
   const failSync = (err) => {
     if (err) throw err;
@@ -89,11 +97,29 @@ function install(root) {
   };
 
   // Operations named by their first argument, a path (two-path ones by the second, the target).
-  const byPath = ['writeFileSync', 'appendFileSync', 'rmSync', 'unlinkSync', 'rmdirSync', 'mkdirSync',
-    'chmodSync', 'chownSync', 'truncateSync', 'utimesSync'];
+  const byPath = [
+    'writeFileSync',
+    'appendFileSync',
+    'rmSync',
+    'unlinkSync',
+    'rmdirSync',
+    'mkdirSync',
+    'chmodSync',
+    'chownSync',
+    'truncateSync',
+    'utimesSync',
+  ];
   const byTarget = ['renameSync', 'linkSync', 'copyFileSync', 'symlinkSync'];
-  const byFd = ['writeSync', 'writevSync', 'fsyncSync', 'fdatasyncSync', 'ftruncateSync', 'fchmodSync',
-    'fchownSync', 'futimesSync'];
+  const byFd = [
+    'writeSync',
+    'writevSync',
+    'fsyncSync',
+    'fdatasyncSync',
+    'ftruncateSync',
+    'fchmodSync',
+    'fchownSync',
+    'futimesSync',
+  ];
 
   for (const name of byPath) {
     const fn = fs[name];
@@ -135,7 +161,17 @@ function install(root) {
 
   // Promise API: path operations, and the methods of file handles opened under the root.
   const p = fs.promises;
-  for (const name of ['writeFile', 'appendFile', 'rm', 'unlink', 'rmdir', 'mkdir', 'chmod', 'chown', 'truncate']) {
+  for (const name of [
+    'writeFile',
+    'appendFile',
+    'rm',
+    'unlink',
+    'rmdir',
+    'mkdir',
+    'chmod',
+    'chown',
+    'truncate',
+  ]) {
     const fn = p[name];
     p[name] = function (target, ...rest) {
       const err = under(target) ? step(name, String(target)) : undefined;
@@ -153,7 +189,18 @@ function install(root) {
   let patchedHandles = false;
   const patchHandles = (proto) => {
     patchedHandles = true;
-    for (const name of ['write', 'writev', 'writeFile', 'appendFile', 'sync', 'datasync', 'truncate', 'chmod', 'chown', 'utimes']) {
+    for (const name of [
+      'write',
+      'writev',
+      'writeFile',
+      'appendFile',
+      'sync',
+      'datasync',
+      'truncate',
+      'chmod',
+      'chown',
+      'utimes',
+    ]) {
       const fn = proto[name];
       proto[name] = function (...args) {
         const target = handlePaths.get(this);

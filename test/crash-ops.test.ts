@@ -48,7 +48,9 @@ interface Scenario {
 }
 
 const alter = (tables: Scenario['tables'], options: string) =>
-  tables.map((t) => `ALTER TABLE ${t.keyspace}.${t.table} WITH compression = {${options}};`).join('\n');
+  tables
+    .map((t) => `ALTER TABLE ${t.keyspace}.${t.table} WITH compression = {${options}};`)
+    .join('\n');
 
 const ENCRYPT_TABLES = [
   { keyspace: 'legacy_tables', table: 'legacy_nb_clust' },
@@ -73,8 +75,11 @@ const SCENARIOS: Scenario[] = [
   {
     name: 'rekey GCM to CBC',
     tables: REKEY_TABLES,
-    before: alter(REKEY_TABLES, "'class': 'EncryptingSnappyCompressor', 'cipher_algorithm': " +
-      "'AES/GCM/NoPadding', 'secret_key_strength': 256, 'system_key_file': 'gcm_key'"),
+    before: alter(
+      REKEY_TABLES,
+      "'class': 'EncryptingSnappyCompressor', 'cipher_algorithm': " +
+        "'AES/GCM/NoPadding', 'secret_key_strength': 256, 'system_key_file': 'gcm_key'",
+    ),
     schema: alter(REKEY_TABLES, "'class': 'EncryptingDeflateCompressor', 'chunk_length_kb': 8"),
     finalClass: 'EncryptingDeflateCompressor',
   },
@@ -96,7 +101,8 @@ interface Setup {
   originals: Map<string, Buffer>;
 }
 
-const tableDir = (dataDir: string, t: { keyspace: string; table: string }) => path.join(dataDir, t.keyspace, t.table);
+const tableDir = (dataDir: string, t: { keyspace: string; table: string }) =>
+  path.join(dataDir, t.keyspace, t.table);
 
 /** A fresh data directory, keys and schema files for a scenario; its `before` not yet applied. */
 function files(s: Scenario): Setup {
@@ -117,7 +123,8 @@ function files(s: Scenario): Setup {
 /** A scenario's starting state, with the original data of each table. */
 async function setup(s: Scenario): Promise<Setup> {
   const x = files(s);
-  for (const t of s.tables) x.originals.set(t.table, await readAll(onlySSTable(tableDir(x.dataDir, t))));
+  for (const t of s.tables)
+    x.originals.set(t.table, await readAll(onlySSTable(tableDir(x.dataDir, t))));
   if (x.before) {
     const r = await cli(...runArgs(x, x.before));
     if (r.code !== 0) throw new Error(`preparing ${s.name}: ${r.stdout}${r.stderr}`);
@@ -125,12 +132,23 @@ async function setup(s: Scenario): Promise<Setup> {
   return x;
 }
 
-const runArgs = (x: Setup, schema = x.schema) =>
-  ['upgradesstables', '--data-dir', x.dataDir, '--schema', schema, '--config', x.configFile];
+const runArgs = (x: Setup, schema = x.schema) => [
+  'upgradesstables',
+  '--data-dir',
+  x.dataDir,
+  '--schema',
+  schema,
+  '--config',
+  x.configFile,
+];
 
 function hookEnv(x: Setup, extra: Record<string, string>): NodeJS.ProcessEnv {
   const inherited = process.env.NODE_OPTIONS ? `${process.env.NODE_OPTIONS} ` : '';
-  return { NODE_OPTIONS: `${inherited}--require=${HOOK}`, SSTABLE_TDE_FS_ROOT: x.dataDir, ...extra };
+  return {
+    NODE_OPTIONS: `${inherited}--require=${HOOK}`,
+    SSTABLE_TDE_FS_ROOT: x.dataDir,
+    ...extra,
+  };
 }
 
 /**
@@ -140,15 +158,25 @@ function hookEnv(x: Setup, extra: Record<string, string>): NodeJS.ProcessEnv {
 function traceOf(s: Scenario): string[] {
   const x = files(s);
   const cliSync = (args: string[], env: NodeJS.ProcessEnv = {}) => {
-    const r = spawnSync(process.execPath, ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'), ...args], {
-      env: { ...process.env, ...env }, encoding: 'utf8',
-    });
-    if (r.status !== 0) throw new Error(`the counting run of ${s.name} failed: ${r.stdout}${r.stderr}`);
+    const r = spawnSync(
+      process.execPath,
+      ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'), ...args],
+      {
+        env: { ...process.env, ...env },
+        encoding: 'utf8',
+      },
+    );
+    if (r.status !== 0)
+      throw new Error(`the counting run of ${s.name} failed: ${r.stdout}${r.stderr}`);
   };
   if (x.before) cliSync(runArgs(x, x.before));
   const trace = path.join(path.dirname(x.configFile), 'trace');
   cliSync(runArgs(x), hookEnv(x, { SSTABLE_TDE_FS_TRACE: trace }));
-  return fs.readFileSync(trace, 'utf8').trim().split('\n').map((l) => l.replace(/^\d+ /, ''));
+  return fs
+    .readFileSync(trace, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.replace(/^\d+ /, ''));
 }
 
 /** At most this many killed processes at once, whatever the number of tests. */
@@ -183,7 +211,9 @@ function sample(ops: string[], count: number): number[] {
     if (i >= 0) out.add(i + 1);
   }
   // ... and the commit: the second write to the first log.
-  const commits = ops.map((o, i) => (/^write .*sstable-tde-txn-/.test(o) ? i + 1 : 0)).filter(Boolean);
+  const commits = ops
+    .map((o, i) => (/^write .*sstable-tde-txn-/.test(o) ? i + 1 : 0))
+    .filter(Boolean);
   if (commits.length > 1) out.add(commits[1]);
   // The old TOC.txt's removal (the old SSTable is no longer listed) and the log's removal.
   const oldToc = ops.findIndex((o) => /^rm .*-1-big-TOC\.txt$/.test(o));
@@ -193,16 +223,29 @@ function sample(ops: string[], count: number): number[] {
   return [...out].sort((a, b) => a - b);
 }
 
-/** After a crash: one complete live SSTable per table holding the original data, and verify passes. */
+/** After a crash: one complete live SSTable per table with the original data; verify passes. */
 async function checkLiveState(t: any, s: Scenario, x: Setup, when: string): Promise<void> {
   const config = readConfig(x.configFile);
   for (const table of s.tables) {
     const dir = tableDir(x.dataDir, table);
     const live = liveSSTables(dir).sstables;
-    t.is(live.length, 1, `${when}: ${table.table} has live SSTables ${live.map((l) => l.generation)}`);
-    const toc = readToc(path.join(dir, `${live[0].version}-${live[0].generation}-${live[0].format}-TOC.txt`));
-    for (const c of toc) t.true(live[0].components.includes(c), `${when}: ${table.table}: ${c} listed in TOC.txt is missing`);
-    t.true((await readAll(live[0], config)).equals(x.originals.get(table.table)!), `${when}: ${table.table}'s data changed`);
+    t.is(
+      live.length,
+      1,
+      `${when}: ${table.table} has live SSTables ${live.map((l) => l.generation)}`,
+    );
+    const toc = readToc(
+      path.join(dir, `${live[0].version}-${live[0].generation}-${live[0].format}-TOC.txt`),
+    );
+    for (const c of toc)
+      t.true(
+        live[0].components.includes(c),
+        `${when}: ${table.table}: ${c} listed in TOC.txt is missing`,
+      );
+    t.true(
+      (await readAll(live[0], config)).equals(x.originals.get(table.table)!),
+      `${when}: ${table.table}'s data changed`,
+    );
   }
   const verify = await cli('verify', '--data-dir', x.dataDir, '--config', x.configFile);
   t.is(verify.code, 0, `${when}: ${verify.stdout}${verify.stderr}`);
@@ -211,19 +254,31 @@ async function checkLiveState(t: any, s: Scenario, x: Setup, when: string): Prom
 /** After a complete run: the job is done and nothing but the new SSTables is left. */
 async function checkFinished(t: any, s: Scenario, x: Setup): Promise<void> {
   const config = readConfig(x.configFile);
-  t.deepEqual(fs.readdirSync(x.dataDir).sort(), [...new Set(s.tables.map((tb) => tb.keyspace))].sort(),
-    'the data directory holds only keyspace directories: no lock or lock temporary file is left');
+  t.deepEqual(
+    fs.readdirSync(x.dataDir).sort(),
+    [...new Set(s.tables.map((tb) => tb.keyspace))].sort(),
+    'the data directory holds only keyspace directories: no lock or lock temporary file is left',
+  );
   for (const table of s.tables) {
     const dir = tableDir(x.dataDir, table);
     const [only, ...rest] = scanTableDirectory(dir).sstables;
     t.is(rest.length, 0, `${table.table}: no second SSTable is left`);
     const prefix = `${only.version}-${only.generation}-${only.format}-`;
-    t.deepEqual(fs.readdirSync(dir).filter((f) => !f.startsWith(prefix)), [], `${table.table}: no debris or log`);
-    t.true((await readAll(only, config)).equals(x.originals.get(table.table)!), `${table.table}'s data changed`);
+    t.deepEqual(
+      fs.readdirSync(dir).filter((f) => !f.startsWith(prefix)),
+      [],
+      `${table.table}: no debris or log`,
+    );
+    t.true(
+      (await readAll(only, config)).equals(x.originals.get(table.table)!),
+      `${table.table}'s data changed`,
+    );
   }
   const described = await cli('describe', '--data-dir', x.dataDir, '--json');
-  t.deepEqual(JSON.parse(described.stdout).map((d: { compressor?: string }) => d.compressor ?? undefined),
-    s.tables.map(() => s.finalClass));
+  t.deepEqual(
+    JSON.parse(described.stdout).map((d: { compressor?: string }) => d.compressor ?? undefined),
+    s.tables.map(() => s.finalClass),
+  );
 }
 
 const traces = new Map<string, string[]>();
@@ -236,25 +291,51 @@ for (const scenario of chosen) {
   test(`${scenario.name}: the counting run saw every kind of operation`, (t) => {
     // If a change moved file I/O out of reach of the hook, the points below would test less.
     for (const kind of ['open-for-write', 'handle.writev', 'handle.sync', 'fsync', 'link', 'rm']) {
-      t.true(ops.some((o) => o.startsWith(`${kind} `)), `${kind} not seen in ${ops.length} operations`);
+      t.true(
+        ops.some((o) => o.startsWith(`${kind} `)),
+        `${kind} not seen in ${ops.length} operations`,
+      );
     }
-    t.true(ops.some((o) => /^write .*sstable-tde-txn-/.test(o)), 'transaction log writes');
-    t.true(ops[0].includes(LOCK_NAME) && ops[ops.length - 1] === `rm ${LOCK_NAME}`, 'the lock comes first and goes last');
+    t.true(
+      ops.some((o) => /^write .*sstable-tde-txn-/.test(o)),
+      'transaction log writes',
+    );
+    t.true(
+      ops[0].includes(LOCK_NAME) && ops[ops.length - 1] === `rm ${LOCK_NAME}`,
+      'the lock comes first and goes last',
+    );
   });
 
   for (const n of points) {
-    test(`${scenario.name}: killed before operation ${n}/${ops.length} (${ops[n - 1]})`, async (t) => {
+    const at = `operation ${n}/${ops.length} (${ops[n - 1]})`;
+    test(`${scenario.name}: killed before ${at}`, async (t) => {
       const x = await setup(scenario);
-      const killed = await limited(() => cliProcess(runArgs(x), hookEnv(x, { SSTABLE_TDE_KILL_AT_OP: String(n) })));
-      t.is(killed.signal, 'SIGKILL', `the process should have been killed: ${killed.stdout}${killed.stderr}`);
+      const killed = await limited(() =>
+        cliProcess(runArgs(x), hookEnv(x, { SSTABLE_TDE_KILL_AT_OP: String(n) })),
+      );
+      t.is(
+        killed.signal,
+        'SIGKILL',
+        `the process should have been killed: ${killed.stdout}${killed.stderr}`,
+      );
       await checkLiveState(t, scenario, x, 'after the kill');
 
       if (TWICE) {
         // The recovering run is killed too, early (where it finishes or undoes the first one).
         const m = 1 + ((n * 7919) % 40);
-        const again = await limited(() => cliProcess(runArgs(x), hookEnv(x, { SSTABLE_TDE_KILL_AT_OP: String(m) })));
-        t.true(again.signal === 'SIGKILL' || again.code === 0, `second run: ${again.stdout}${again.stderr}`);
-        await checkLiveState(t, scenario, x, `after also killing the rerun before its operation ${m}`);
+        const again = await limited(() =>
+          cliProcess(runArgs(x), hookEnv(x, { SSTABLE_TDE_KILL_AT_OP: String(m) })),
+        );
+        t.true(
+          again.signal === 'SIGKILL' || again.code === 0,
+          `second run: ${again.stdout}${again.stderr}`,
+        );
+        await checkLiveState(
+          t,
+          scenario,
+          x,
+          `after also killing the rerun before its operation ${m}`,
+        );
       }
 
       const rerun = await cli(...runArgs(x));
@@ -262,9 +343,11 @@ for (const scenario of chosen) {
       await checkFinished(t, scenario, x);
     });
 
-    test(`${scenario.name}: operation ${n}/${ops.length} fails with EIO (${ops[n - 1]})`, async (t) => {
+    test(`${scenario.name}: ${at.replace(' (', ' fails with EIO (')}`, async (t) => {
       const x = await setup(scenario);
-      const failed = await limited(() => cliProcess(runArgs(x), hookEnv(x, { SSTABLE_TDE_FAIL_AT_OP: String(n) })));
+      const failed = await limited(() =>
+        cliProcess(runArgs(x), hookEnv(x, { SSTABLE_TDE_FAIL_AT_OP: String(n) })),
+      );
       const output = failed.stdout + failed.stderr;
       // Not errors: failing to give a new file its owner (as root; the file is then the
       // caller's own, see matchOwner) or to tidy up the lock once the work is done (a lock or
@@ -273,7 +356,11 @@ for (const scenario of chosen) {
       t.is(failed.code, harmless ? 0 : 1, output);
       if (failed.code === 1) {
         t.regex(output, /\[ERR_TDE_IO\]:? .*EIO: i\/o error/, 'a coded error naming the cause');
-        t.notRegex(output, /ERR_TDE_INTERNAL|ERR_TDE_REWRITE_FAILED|\n +at /, 'no uncoded error or stack trace');
+        t.notRegex(
+          output,
+          /ERR_TDE_INTERNAL|ERR_TDE_REWRITE_FAILED|\n +at /,
+          'no uncoded error or stack trace',
+        );
       }
       await checkLiveState(t, scenario, x, 'after the failure');
       const rerun = await cli(...runArgs(x));
@@ -283,43 +370,62 @@ for (const scenario of chosen) {
   }
 }
 
-test('a second rewrite while a first one runs refuses, naming the first process; the first then finishes', async (t) => {
-  const scenario = SCENARIOS[0];
-  const ops = traces.get(scenario.name)!;
-  const x = await setup(scenario);
-  // The first run is stopped (SIGSTOP) as it starts writing its first new Data.db: in the
-  // middle of its work, holding the lock.
-  const at = ops.findIndex((o) => /^open-for-write .*-Data\.db$/.test(o)) + 1;
-  t.true(at > 0);
-  const first = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'), ...runArgs(x)], {
-    env: { ...process.env, ...hookEnv(x, { SSTABLE_TDE_STOP_AT_OP: String(at) }) }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  first.stdout.on('data', (d) => (output += d));
-  first.stderr.on('data', (d) => (output += d));
-  const exited = new Promise<number | null>((resolve) => first.on('exit', (code) => resolve(code)));
-  t.teardown(() => first.kill('SIGKILL'));
-  const state = () => {
-    try {
-      const stat = fs.readFileSync(`/proc/${first.pid}/stat`, 'utf8');
-      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    } catch {
-      return 'gone';
+test(
+  'a second rewrite while a first one runs refuses, naming the first process; the first then ' +
+    'finishes',
+  async (t) => {
+    const scenario = SCENARIOS[0];
+    const ops = traces.get(scenario.name)!;
+    const x = await setup(scenario);
+    // The first run is stopped (SIGSTOP) as it starts writing its first new Data.db: in the
+    // middle of its work, holding the lock.
+    const at = ops.findIndex((o) => /^open-for-write .*-Data\.db$/.test(o)) + 1;
+    t.true(at > 0);
+    const first = spawn(
+      process.execPath,
+      ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'), ...runArgs(x)],
+      {
+        env: { ...process.env, ...hookEnv(x, { SSTABLE_TDE_STOP_AT_OP: String(at) }) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    first.stdout.on('data', (d) => (output += d));
+    first.stderr.on('data', (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) =>
+      first.on('exit', (code) => resolve(code)),
+    );
+    t.teardown(() => first.kill('SIGKILL'));
+    const state = () => {
+      try {
+        const stat = fs.readFileSync(`/proc/${first.pid}/stat`, 'utf8');
+        return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+      } catch {
+        return 'gone';
+      }
+    };
+    while (state() !== 'T') {
+      t.not(state(), 'gone', `the first run ended before it was stopped: ${output}`);
+      if (state() === 'gone') return;
+      await new Promise((r) => setTimeout(r, 20));
     }
-  };
-  while (state() !== 'T') {
-    t.not(state(), 'gone', `the first run ended before it was stopped: ${output}`);
-    if (state() === 'gone') return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
 
-  const second = await cliProcess(runArgs(x));
-  t.is(second.code, 1);
-  t.regex(second.stderr, new RegExp(`ERR_TDE_LOCKED.*locked by process ${first.pid} on host ${os.hostname()} ` +
-    '\\(sstable-tde upgradesstables, since \\d{4}-\\d\\d-\\d\\dT'));
-  t.regex(second.stderr, /wait for it to finish, or if that process no longer runs, remove .*\.sstable-tde\.lock/);
+    const second = await cliProcess(runArgs(x));
+    t.is(second.code, 1);
+    t.regex(
+      second.stderr,
+      new RegExp(
+        `ERR_TDE_LOCKED.*locked by process ${first.pid} on host ${os.hostname()} ` +
+          '\\(sstable-tde upgradesstables, since \\d{4}-\\d\\d-\\d\\dT',
+      ),
+    );
+    t.regex(
+      second.stderr,
+      /wait for it to finish, or if that process no longer runs, remove .*\.sstable-tde\.lock/,
+    );
 
-  process.kill(first.pid!, 'SIGCONT');
-  t.is(await exited, 0, output);
-  await checkFinished(t, scenario, x);
-});
+    process.kill(first.pid!, 'SIGCONT');
+    t.is(await exited, 0, output);
+    await checkFinished(t, scenario, x);
+  },
+);

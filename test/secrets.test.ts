@@ -17,7 +17,15 @@ import { createKeyFile, parseKeyFile, readKeyFile } from '../src/keys/key-file';
 import { KeyProviders } from '../src/keys/provider';
 import { KmipClient } from '../src/kmip/client';
 import { SSTableReader } from '../src/sstable/reader';
-import { cli, cliProcess, cliWithInput, FIXTURES, makeDataDir, onlySSTable, tempDir } from './helpers';
+import {
+  cli,
+  cliProcess,
+  cliWithInput,
+  FIXTURES,
+  makeDataDir,
+  onlySSTable,
+  tempDir,
+} from './helpers';
 import { groupFor, KmipServer, kmipYaml, startKmipServer } from './kmip/helpers';
 
 let server: KmipServer;
@@ -43,8 +51,11 @@ function forms(key: Buffer): [string, string][] {
 test('no output, log or error of any command shows key material', async (t) => {
   const dir = tempDir('secrets');
   const config = path.join(dir, 'dse.yaml');
-  fs.writeFileSync(config, `system_key_directory: ${dir}\nconfig_encryption_active: true\n` +
-    `ldap_options:\n  search_password: PLACEHOLDER\nkmip_hosts:\n${kmipYaml(server, 'g')}`);
+  fs.writeFileSync(
+    config,
+    `system_key_directory: ${dir}\nconfig_encryption_active: true\n` +
+      `ldap_options:\n  search_password: PLACEHOLDER\nkmip_hosts:\n${kmipYaml(server, 'g')}`,
+  );
   createKeyFile(dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
   createKeyFile(dir, 'gcm_key', 'AES/GCM/NoPadding', 256);
   createKeyFile(dir, 'des_key', 'DESede/CBC/PKCS5Padding', 168);
@@ -61,35 +72,81 @@ test('no output, log or error of any command shows key material', async (t) => {
   const enc = cliWithInput(['encryptconfigvalue', '--config', config], 'ldap-search-secret\n');
   outputs.push({ label: 'encryptconfigvalue', text: enc.stdout + enc.stderr });
   t.is(enc.code, 0, enc.stderr);
-  fs.writeFileSync(config, fs.readFileSync(config, 'utf8').replace('PLACEHOLDER', /Your encrypted value is: (\S+)/.exec(enc.stdout)![1]));
-  t.is(((await loadConfig(config)).values.ldap_options as Record<string, string>).search_password, 'ldap-search-secret');
+  fs.writeFileSync(
+    config,
+    fs
+      .readFileSync(config, 'utf8')
+      .replace('PLACEHOLDER', /Your encrypted value is: (\S+)/.exec(enc.stdout)![1]),
+  );
+  t.is(
+    ((await loadConfig(config)).values.ldap_options as Record<string, string>).search_password,
+    'ldap-search-secret',
+  );
 
   // Keys: local files, a KMIP key made up front, and the tables' keys.
   await withConfig('createsystemkey', 'AES/CBC/PKCS5Padding', '128', 'extra_key', '-d', dir);
-  await withConfig('createsystemkey', 'AES/CBC/PKCS5Padding', '128', 'extra_key', '-d', dir, '--json');
+  await withConfig(
+    'createsystemkey',
+    'AES/CBC/PKCS5Padding',
+    '128',
+    'extra_key',
+    '-d',
+    dir,
+    '--json',
+  );
   await withConfig('createsystemkey', 'AES', '512', 'bad_key', '-d', dir);
   await withConfig('createsystemkey', 'AES/CBC/PKCS5Padding', '256', '-k', 'g', '-n', 'secrets');
-  await withConfig('createsystemkey', 'AES/CBC/PKCS5Padding', '256', '-k', 'g', '-n', 'secrets', '--json');
+  await withConfig(
+    'createsystemkey',
+    'AES/CBC/PKCS5Padding',
+    '256',
+    '-k',
+    'g',
+    '-n',
+    'secrets',
+    '--json',
+  );
   await withConfig('createsystemkey', 'AES/CBC/PKCS5Padding', '256', '-k', 'nogroup');
 
-  const dataDir = makeDataDir((x) => ['legacy_nb_clust', 'legacy_da_clust', 'legacy_oa_simple', 'pk_types_deflate'].includes(x.table));
+  const dataDir = makeDataDir((x) =>
+    ['legacy_nb_clust', 'legacy_da_clust', 'legacy_oa_simple', 'pk_types_deflate'].includes(
+      x.table,
+    ),
+  );
   const schema = path.join(dir, 'encrypt.cql');
-  fs.writeFileSync(schema, [
-    "ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'EncryptingLZ4Compressor'};",
-    "ALTER TABLE legacy_tables.legacy_da_clust WITH compression = {'class': 'EncryptingSnappyCompressor', " +
-      "'cipher_algorithm': 'AES/GCM/NoPadding', 'secret_key_strength': 256, 'system_key_file': 'gcm_key'};",
-    "ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor', " +
-      "'cipher_algorithm': 'DESede/CBC/PKCS5Padding', 'secret_key_strength': 168, 'system_key_file': 'des_key'};",
-    "ALTER TABLE test_ks.pk_types_deflate WITH compression = {'class': 'EncryptingDeflateCompressor', " +
-      "'key_provider': 'KmipKeyProviderFactory', 'kmip_host': 'g', 'key_namespace': 'secrets', 'secret_key_strength': 256};",
-  ].join('\n'));
+  fs.writeFileSync(
+    schema,
+    [
+      'ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = ' +
+        "{'class': 'EncryptingLZ4Compressor'};",
+      'ALTER TABLE legacy_tables.legacy_da_clust WITH compression = ' +
+        "{'class': 'EncryptingSnappyCompressor', 'cipher_algorithm': 'AES/GCM/NoPadding', " +
+        "'secret_key_strength': 256, 'system_key_file': 'gcm_key'};",
+      "ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor', " +
+        "'cipher_algorithm': 'DESede/CBC/PKCS5Padding', 'secret_key_strength': 168, " +
+        "'system_key_file': 'des_key'};",
+      'ALTER TABLE test_ks.pk_types_deflate WITH compression = ' +
+        "{'class': 'EncryptingDeflateCompressor', 'key_provider': 'KmipKeyProviderFactory', " +
+        "'kmip_host': 'g', 'key_namespace': 'secrets', 'secret_key_strength': 256};",
+    ].join('\n'),
+  );
   const decrypt = path.join(dir, 'decrypt.cql');
-  fs.writeFileSync(decrypt, fs.readFileSync(schema, 'utf8').replace(/\{'class': '\w+'.*\};/g, "{'class': 'LZ4Compressor'};"));
+  fs.writeFileSync(
+    decrypt,
+    fs
+      .readFileSync(schema, 'utf8')
+      .replace(/\{'class': '\w+'.*\};/g, "{'class': 'LZ4Compressor'};"),
+  );
   t.is((await withConfig('upgradesstables', '--data-dir', dataDir, '--schema', schema)).code, 0);
-  for (const args of [['verify', '--data-dir', dataDir], ['verify', '--data-dir', dataDir, '--json'],
-    ['describe', '--data-dir', dataDir], ['describe', '--data-dir', dataDir, '--json'],
+  for (const args of [
+    ['verify', '--data-dir', dataDir],
+    ['verify', '--data-dir', dataDir, '--json'],
+    ['describe', '--data-dir', dataDir],
+    ['describe', '--data-dir', dataDir, '--json'],
     ['upgradesstables', '--data-dir', dataDir, '--schema', schema, '--json'],
-    ['managekmip', 'list', 'g'], ['managekmip', 'list', 'g', '--json']]) {
+    ['managekmip', 'list', 'g'],
+    ['managekmip', 'list', 'g', '--json'],
+  ]) {
     t.is((await withConfig(...args)).code, 0, args.join(' '));
   }
 
@@ -111,13 +168,18 @@ test('no output, log or error of any command shows key material', async (t) => {
   await withConfig('verify', '--data-dir', dataDir);
   await withConfig('upgradesstables', '--data-dir', dataDir, '--schema', decrypt);
   await withConfig('upgradesstables', '--data-dir', dataDir, '--schema', decrypt, '--json');
-  const asProcess = await cliProcess(['upgradesstables', '--data-dir', dataDir, '--schema', decrypt, '--config', config],
-    { SSTABLE_TDE_DEBUG: '1' });
+  const asProcess = await cliProcess(
+    ['upgradesstables', '--data-dir', dataDir, '--schema', decrypt, '--config', config],
+    { SSTABLE_TDE_DEBUG: '1' },
+  );
   t.is(asProcess.code, 1);
   const replaced = readKeyFile(keyFile)[0].key;
   fs.rmSync(keyFile);
   fs.renameSync(`${keyFile}.old`, keyFile);
-  outputs.push({ label: 'upgradesstables with a wrong key, as a process', text: asProcess.stdout + asProcess.stderr });
+  outputs.push({
+    label: 'upgradesstables with a wrong key, as a process',
+    text: asProcess.stdout + asProcess.stderr,
+  });
 
   fs.chmodSync(keyFile, 0o644);
   await withConfig('verify', '--data-dir', dataDir);
@@ -134,27 +196,62 @@ test('no output, log or error of any command shows key material', async (t) => {
   fs.writeFileSync(pasted, `system_key_directory: ${b64}\nconfig_encryption_key_name: ${b64}\n`);
   await c('verify', '--data-dir', dataDir, '--config', pasted);
   const pastedSchema = path.join(dir, 'pasted.cql');
-  fs.writeFileSync(pastedSchema, `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'cipher_algorithm': '${b64}', 'system_key_file': '${b64}'};`);
+  fs.writeFileSync(
+    pastedSchema,
+    "ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', " +
+      `'cipher_algorithm': '${b64}', 'system_key_file': '${b64}'};`,
+  );
   await withConfig('upgradesstables', '--data-dir', dataDir, '--schema', pastedSchema);
 
   // Key administration, good and refused.
-  const listed = JSON.parse((await withConfig('managekmip', 'list', 'g', '--json')).stdout) as { id: string; namespace: string }[];
-  const spare = JSON.parse((await withConfig('createsystemkey', 'AES/CBC/PKCS5Padding', '128', '-k', 'g', '--json')).stdout);
+  const listed = JSON.parse((await withConfig('managekmip', 'list', 'g', '--json')).stdout) as {
+    id: string;
+    namespace: string;
+  }[];
+  const spare = JSON.parse(
+    (await withConfig('createsystemkey', 'AES/CBC/PKCS5Padding', '128', '-k', 'g', '--json'))
+      .stdout,
+  );
   const spareId = String(spare.id);
   await withConfig('managekmip', 'expirekey', 'g', spareId);
   await withConfig('managekmip', 'destroy', 'g', spareId);
   await withConfig('managekmip', 'revoke', 'g', spareId, '-m', 'test');
   await withConfig('managekmip', 'destroy', 'g', spareId, '--data-dir', dataDir);
-  for (const row of listed) await withConfig('managekmip', 'destroy', 'g', row.id, '--data-dir', dataDir);
+  for (const row of listed)
+    await withConfig('managekmip', 'destroy', 'g', row.id, '--data-dir', dataDir);
   await withConfig('managekmip', 'revoke', 'g', '999999');
 
   // Commit log segments with Cassandra's JCEKS store: right and wrong passwords.
   const store = path.join(FIXTURES, 'commitlog', 'cassandra.keystore');
-  const segment = path.join(FIXTURES, 'commitlog', '3.4-encrypted', 'CommitLog-6-1480001790339.log');
+  const segment = path.join(
+    FIXTURES,
+    'commitlog',
+    '3.4-encrypted',
+    'CommitLog-6-1480001790339.log',
+  );
   await c('commitlog', 'verify', segment, '--keystore', store, '--keystore-password', 'cassandra');
-  await c('commitlog', 'verify', segment, '--keystore', store, '--keystore-password', 'cassandra', '--json');
+  await c(
+    'commitlog',
+    'verify',
+    segment,
+    '--keystore',
+    store,
+    '--keystore-password',
+    'cassandra',
+    '--json',
+  );
   await c('commitlog', 'verify', segment, '--keystore', store, '--keystore-password', 'wrong');
-  await c('commitlog', 'verify', segment, '--keystore', store, '--keystore-password', 'cassandra', '--key-password', 'wrong');
+  await c(
+    'commitlog',
+    'verify',
+    segment,
+    '--keystore',
+    store,
+    '--keystore-password',
+    'cassandra',
+    '--key-password',
+    'wrong',
+  );
 
   // Library errors, inspected whole: message, stack, cause chain and properties.
   const libraryErrors: unknown[] = [];
@@ -171,7 +268,10 @@ test('no output, log or error of any command shows key material', async (t) => {
   await catching(async () => {
     const other = new KeyProviders({ ...readConfig(config), systemKeyDirectory: wrongDir });
     try {
-      await SSTableReader.open(onlySSTable(path.join(dataDir, 'legacy_tables', 'legacy_nb_clust')), { keys: other });
+      await SSTableReader.open(
+        onlySSTable(path.join(dataDir, 'legacy_tables', 'legacy_nb_clust')),
+        { keys: other },
+      );
     } finally {
       other.close();
     }
@@ -179,15 +279,24 @@ test('no output, log or error of any command shows key material', async (t) => {
   await catching(() => parseKeyFile(line.split(':').reverse().join(':'), 'kf'));
   await catching(() => parseKeyFile(`${line}x`, 'kf'));
   await catching(() => readJceksSecretKey(store, 'cassandra', 'testing:1', 'wrong'));
-  fs.writeFileSync(path.join(wrongDir, 'dse.yaml'), fs.readFileSync(config, 'utf8').replace(dir, wrongDir));
+  fs.writeFileSync(
+    path.join(wrongDir, 'dse.yaml'),
+    fs.readFileSync(config, 'utf8').replace(dir, wrongDir),
+  );
   await catching(() => loadConfig(path.join(wrongDir, 'dse.yaml')));
   // The providers themselves, after use, as a log line or JSON would show them.
   await wrongKeys.kmipProvider.client('g').locate([]);
-  const inspected = [inspect(wrongKeys, { depth: 10, showHidden: true }), JSON.stringify(wrongKeys) ?? ''];
+  const inspected = [
+    inspect(wrongKeys, { depth: 10, showHidden: true }),
+    JSON.stringify(wrongKeys) ?? '',
+  ];
   wrongKeys.close();
-  t.is(libraryErrors.length, 5, libraryErrors.map((e) => (e as Error).message).join("\n"));
+  t.is(libraryErrors.length, 5, libraryErrors.map((e) => (e as Error).message).join('\n'));
   for (const err of libraryErrors) {
-    outputs.push({ label: `library error ${(err as Error).message.slice(0, 60)}`, text: inspect(err, { depth: 10, showHidden: true }) + (err as Error).stack });
+    outputs.push({
+      label: `library error ${(err as Error).message.slice(0, 60)}`,
+      text: inspect(err, { depth: 10, showHidden: true }) + (err as Error).stack,
+    });
   }
   outputs.push({ label: 'KeyProviders inspected', text: inspected.join('\n') });
 
@@ -199,18 +308,29 @@ test('no output, log or error of any command shows key material', async (t) => {
   secrets.push({ name: 'the key that replaced system_key for a while', key: replaced });
   const client = new KmipClient(groupFor(server));
   try {
-    for (const row of JSON.parse((await cli('managekmip', 'list', 'g', '--json', '--config', config)).stdout) as { id: string }[]) {
-      secrets.push({ name: `KMIP key ${row.id}`, key: await client.getKey(row.id).catch(() => Buffer.alloc(0)) });
+    for (const row of JSON.parse(
+      (await cli('managekmip', 'list', 'g', '--json', '--config', config)).stdout,
+    ) as { id: string }[]) {
+      secrets.push({
+        name: `KMIP key ${row.id}`,
+        key: await client.getKey(row.id).catch(() => Buffer.alloc(0)),
+      });
     }
   } finally {
     client.close();
   }
-  for (const alias of ['testing:1', 'Testing:2']) secrets.push({ name: `JCEKS ${alias}`, key: readJceksSecretKey(store, 'cassandra', alias).key });
+  for (const alias of ['testing:1', 'Testing:2'])
+    secrets.push({
+      name: `JCEKS ${alias}`,
+      key: readJceksSecretKey(store, 'cassandra', alias).key,
+    });
   const realSecrets = secrets.filter((s) => s.key.length > 0);
   t.true(realSecrets.length >= 9, `${realSecrets.length} keys`);
   t.true(outputs.length >= 40, `${outputs.length} outputs`);
 
-  const lines = ['system_key', 'gcm_key', 'des_key', 'extra_key'].map((n) => fs.readFileSync(path.join(dir, n), 'utf8').trim());
+  const lines = ['system_key', 'gcm_key', 'des_key', 'extra_key'].map((n) =>
+    fs.readFileSync(path.join(dir, n), 'utf8').trim(),
+  );
   for (const o of outputs) {
     for (const s of realSecrets) {
       for (const [form, text] of forms(s.key)) {
@@ -222,25 +342,43 @@ test('no output, log or error of any command shows key material', async (t) => {
   t.pass();
 });
 
-test('a key file any group or other bit gives access to is refused, with the chmod that fixes it', async (t) => {
+test('a key file that group or others may access is refused, with the chmod', async (t) => {
   const dir = tempDir('keymodes');
   const { file } = createKeyFile(dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
   const config = path.join(dir, 'dse.yaml');
   fs.writeFileSync(config, `system_key_directory: ${dir}\n`);
   const dataDir = makeDataDir((x) => x.table === 'legacy_oa_simple');
   const schema = path.join(dir, 's.cql');
-  fs.writeFileSync(schema, "ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};");
+  fs.writeFileSync(
+    schema,
+    "ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};",
+  );
   for (const mode of [0o640, 0o620, 0o610, 0o604, 0o602, 0o601, 0o660, 0o644, 0o666]) {
     fs.chmodSync(file, mode);
     const err = t.throws(() => readKeyFile(file), { code: 'ERR_TDE_KEY_FILE' });
-    t.is(err!.message, `system key file ${file} can be accessed by group or others (mode ${mode.toString(8)}); ` +
-      `restrict it with: chmod 600 ${file}`);
-    const r = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', config);
+    t.is(
+      err!.message,
+      `system key file ${file} can be accessed by group or others (mode ${mode.toString(8)}); ` +
+        `restrict it with: chmod 600 ${file}`,
+    );
+    const r = await cli(
+      'upgradesstables',
+      '--data-dir',
+      dataDir,
+      '--schema',
+      schema,
+      '--config',
+      config,
+    );
     t.is(r.code, 1);
     t.true(r.stdout.includes(`restrict it with: chmod 600 ${file}`), r.stdout);
   }
   fs.chmodSync(file, 0o400);
   t.is(readKeyFile(file).length, 1, 'owner-only modes are accepted');
   fs.chmodSync(file, 0o600);
-  t.is((await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', config)).code, 0);
+  t.is(
+    (await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', config))
+      .code,
+    0,
+  );
 });
