@@ -183,5 +183,6 @@ export function fromSystem(err: unknown, file: string, doing: string): TdeError 
   };
   const what = (e && e.code && advice[e.code]) || (e && e.message) || String(err);
   const full = e && (e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'EFBIG');
-  return new TdeError(full ? 'ERR_TDE_DISK_FULL' : 'ERR_TDE_IO', `cannot ${doing} ${file}: ${what}`, { file }, err);
+  return new TdeError(full ? 'ERR_TDE_DISK_FULL' : 'ERR_TDE_IO', `cannot ${doing} ${file}: ${what}`,
+    { file }, err);
 }

@@ -132,16 +132,19 @@ export async function readHintsFile(names: HintsFileNames, resolveKey: SegmentKe
     throw fromSystem(err, names.data, 'read hints');
   }
   const enc = descriptor?.parameters?.encryption;
-  if (!enc || typeof enc.encCipher !== 'string' || typeof enc.encIV !== 'string' || !/^([0-9a-fA-F]{2})+$/.test(enc.encIV) ||
-    (enc.encKeyAlias !== undefined && typeof enc.encKeyAlias !== 'string')) {
-    return fail(`its descriptor names no encryption (encCipher, encIV) in the right form`, 'ERR_TDE_SEGMENT_HEADER');
+  const aliasOk = enc?.encKeyAlias === undefined || typeof enc.encKeyAlias === 'string';
+  if (!enc || typeof enc.encCipher !== 'string' || typeof enc.encIV !== 'string' ||
+    !/^([0-9a-fA-F]{2})+$/.test(enc.encIV) || !aliasOk) {
+    return fail('its descriptor names no encryption (encCipher, encIV) in the right form',
+      'ERR_TDE_SEGMENT_HEADER');
   }
   const crcText = await fs.promises.readFile(names.crc, 'utf8').catch(() => undefined);
   if (crcText !== undefined && Number(crcText.trim()) !== zlib.crc32(data) >>> 0) {
     fail(`the file does not match its checksum file ${names.crc}`);
   }
 
-  const cipher = await headerCipher(enc.encCipher, enc.encKeyAlias ?? '', enc.encIV, names.descriptor, resolveKey);
+  const cipher = await headerCipher(enc.encCipher, enc.encKeyAlias ?? '', enc.encIV,
+    names.descriptor, resolveKey);
   try {
     const report: HintsReport = { file: names.data, blocks: 0, hints: 0, dataBytes: 0 };
     const blocks: Buffer[] = [];
@@ -160,7 +163,8 @@ export async function readHintsFile(names: HintsFileNames, resolveKey: SegmentKe
       if (p.length < 8) fail(`a block holds ${p.length} bytes, too few for its lengths`);
       const raw = p.readInt32BE(0);
       if (raw < 0 || p.readUInt32LE(4) !== raw || !plausibleLength('LZ4', p.length - 4, raw)) {
-        fail(`a block's lengths (${raw} and ${p.readUInt32LE(4)}) do not fit its ${p.length} bytes`);
+        fail(`a block's lengths (${raw} and ${p.readUInt32LE(4)}) do not fit its ${p.length} ` +
+          'bytes');
       }
       const out = await lz4.uncompress(p.subarray(4)).catch(() => fail('a block does not decompress'));
       if (out.length !== raw) fail(`a block decompresses to ${out.length} bytes, not ${raw}`);

@@ -65,20 +65,21 @@ async function segmentCipher(header: SegmentHeader, file: string, resolveKey: Se
     }
     return undefined;
   }
-  if (typeof p.encCipher !== 'string' || (p.encKeyAlias !== undefined && typeof p.encKeyAlias !== 'string') ||
-    typeof p.encIV !== 'string' || !/^([0-9a-fA-F]{2})+$/.test(p.encIV)) {
-    throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: the header's encCipher, encKeyAlias or encIV is not ` +
-      'text of the right form (encIV: hex)', { file });
+  const aliasOk = p.encKeyAlias === undefined || typeof p.encKeyAlias === 'string';
+  if (typeof p.encCipher !== 'string' || !aliasOk || typeof p.encIV !== 'string' ||
+    !/^([0-9a-fA-F]{2})+$/.test(p.encIV)) {
+    throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: the header's encCipher, encKeyAlias ` +
+      'or encIV is not text of the right form (encIV: hex)', { file });
   }
-  return headerCipher(p.encCipher, p.encKeyAlias ?? '', p.encIV, file, resolveKey);
+  return headerCipher(p.encCipher, String(p.encKeyAlias ?? ''), p.encIV, file, resolveKey);
 }
 
 /**
  * The cipher a segment's header or a hints file's descriptor names, with its key. A key that does
  * not fit the cipher keeps its own code; an IV that does not is a damaged header.
  */
-export async function headerCipher(transformation: string, alias: string, ivHex: string, file: string,
-  resolveKey: SegmentKeyResolver): Promise<ChunkCipher> {
+export async function headerCipher(transformation: string, alias: string, ivHex: string,
+  file: string, resolveKey: SegmentKeyResolver): Promise<ChunkCipher> {
   const key = await resolveKey(alias, transformation);
   try {
     return createChunkCipher({
@@ -89,11 +90,12 @@ export async function headerCipher(transformation: string, alias: string, ivHex:
     });
   } catch (err) {
     if (isTdeError(err, 'ERR_TDE_INVALID_ARGUMENT')) {
-      throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: the cipher settings it records cannot be used ` +
-        `(${err.message}): the header is damaged`, { file }, err);
+      throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: the cipher settings it records ` +
+        `cannot be used (${err.message}): the header is damaged`, { file }, err);
     }
-    throw new TdeError(isTdeError(err) ? err.code : 'ERR_TDE_SEGMENT_HEADER', `${file}: key ${alias} does not fit ` +
-      `${transformation}: ${(err as Error).message}`, { file, key: alias }, err);
+    const code = isTdeError(err) ? err.code : 'ERR_TDE_SEGMENT_HEADER';
+    throw new TdeError(code, `${file}: key ${alias} does not fit ${transformation}: ` +
+      `${(err as Error).message}`, { file, key: alias }, err);
   } finally {
     key.fill(0);
   }
@@ -109,7 +111,8 @@ async function inflateBlocks(plain: Buffer[], where: string): Promise<Buffer> {
       throw new Error(`${where}: a block's lengths disagree (${raw} and ${p.readUInt32LE(4)})`);
     }
     if (!plausibleLength('LZ4', p.length - 4, raw)) {
-      throw new Error(`${where}: a block of ${p.length} bytes claims ${raw} bytes of data, more than LZ4 can produce`);
+      throw new Error(`${where}: a block of ${p.length} bytes claims ${raw} bytes of data, more ` +
+        'than LZ4 can produce');
     }
     const out = await lz4.uncompress(p.subarray(4));
     if (out.length !== raw) throw new Error(`${where}: a block decompresses to ${out.length} bytes, not ${raw}`);

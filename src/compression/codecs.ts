@@ -62,8 +62,9 @@ const lz4Codec: Codec = {
       if (c.length < 4) throw corrupt(where, i, `LZ4 chunk of ${c.length} bytes has no length prefix`);
       const claimed = c.readUInt32LE(0);
       if (!plausibleLength('LZ4', c.length, claimed)) {
-        throw corrupt(where, i, `LZ4 chunk of ${c.length} bytes claims ${claimed} uncompressed bytes, more ` +
-          'than LZ4 can produce from it: the chunk, or the chunk length in CompressionInfo.db, is damaged');
+        throw corrupt(where, i, `LZ4 chunk of ${c.length} bytes claims ${claimed} uncompressed ` +
+          'bytes, more than LZ4 can produce from it: the chunk, or the chunk length in ' +
+          'CompressionInfo.db, is damaged');
       }
       if (claimed !== lengths[i]) {
         throw corrupt(
@@ -121,8 +122,9 @@ const snappyCodec: Codec = {
     eachChunk(chunks, async (c, i) => {
       const claimed = snappyLength(c);
       if (claimed !== undefined && !plausibleLength('Snappy', c.length, claimed)) {
-        throw corrupt(where, i, `Snappy chunk of ${c.length} bytes claims ${claimed} uncompressed bytes, more ` +
-          'than Snappy can produce from it: the chunk, or the chunk length in CompressionInfo.db, is damaged');
+        throw corrupt(where, i, `Snappy chunk of ${c.length} bytes claims ${claimed} ` +
+          'uncompressed bytes, more than Snappy can produce from it: the chunk, or the chunk ' +
+          'length in CompressionInfo.db, is damaged');
       }
       if (claimed !== lengths[i]) {
         throw corrupt(

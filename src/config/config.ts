@@ -172,19 +172,22 @@ function parseSystemInfoEncryption(o: Record<string, unknown>, groups: Map<strin
   }
   const enabled = o.enabled ?? false;
   if (typeof enabled !== 'boolean') problems.push(`${where}.enabled must be true or false`);
-  const provider = (text('key_provider', 'LocalFileSystemKeyProviderFactory') ?? '').split('.').pop();
+  const provider = (text('key_provider', 'LocalFileSystemKeyProviderFactory') ?? '')
+    .split('.').pop();
   if (provider !== 'LocalFileSystemKeyProviderFactory' && provider !== 'KmipKeyProviderFactory') {
     problems.push(`${where}.key_provider must be LocalFileSystemKeyProviderFactory or KmipKeyProviderFactory`);
   }
   let choice: { name: string; strength: number } | undefined;
   try {
-    choice = resolveCipher(text('cipher_algorithm', 'AES/CBC/PKCS5Padding') ?? '', text('secret_key_strength', '128') ?? '');
+    choice = resolveCipher(text('cipher_algorithm', 'AES/CBC/PKCS5Padding') ?? '',
+      text('secret_key_strength', '128') ?? '');
   } catch (err) {
     problems.push(`${where}: ${(err as Error).message}`);
   }
   const kb = o.chunk_length_kb ?? 64;
   if (typeof kb !== 'number' || !Number.isInteger(kb) || kb < 1 || kb > 1024) {
-    problems.push(`${where}.chunk_length_kb must be a whole number of KiB from 1 to 1024, not ${quote(kb)}`);
+    problems.push(`${where}.chunk_length_kb must be a whole number of KiB from 1 to 1024, ` +
+      `not ${quote(kb)}`);
   }
   const kmipHost = text('kmip_host');
   if (provider === 'KmipKeyProviderFactory') {
@@ -207,7 +210,8 @@ function parseSystemInfoEncryption(o: Record<string, unknown>, groups: Map<strin
 /** Reads and validates a YAML config file (no secrets decrypted); with no file, the defaults. */
 export function readConfig(file?: string): TdeConfig {
   if (file === undefined) return configFromObject({});
-  const text = readRegularFile(file, MAX_CONFIG_BYTES, 'ERR_TDE_CONFIG', 'config file').toString('utf8');
+  const text = readRegularFile(file, MAX_CONFIG_BYTES, 'ERR_TDE_CONFIG', 'config file')
+    .toString('utf8');
   return configFromObject(parseYaml(text, file, 'config file'), file);
 }
 
@@ -218,6 +222,8 @@ export function parseYaml(text: string, file: string, what: string): unknown {
     // passwords. Warnings are not logged: the library writes nothing to the console.
     return YAML.parse(text, { prettyErrors: false, maxAliasCount: 100, logLevel: 'error' });
   } catch (err) {
-    throw new TdeError('ERR_TDE_CONFIG', `${what} ${file} is not valid YAML: ${(err as Error).message}`, { file }, err);
+    const message = (err as Error).message;
+    throw new TdeError('ERR_TDE_CONFIG', `${what} ${file} is not valid YAML: ${message}`,
+      { file }, err);
   }
 }

@@ -73,8 +73,11 @@ function javaStoreDigest(password: string, body: Buffer): Buffer {
 function fromJks(data: Buffer, password: string): LoadedStore {
   // The store's digest is checked before its parser sees a byte: a damaged or hostile file then
   // never reaches it, and only what the password's holder wrote is parsed.
-  if (data.length < 32 || data.readUInt32BE(0) !== 0xfeedfeed) throw new Error('not a JKS store (no 0xFEEDFEED magic)');
-  if (!javaStoreDigest(password, data.subarray(0, data.length - 20)).equals(data.subarray(data.length - 20))) {
+  if (data.length < 32 || data.readUInt32BE(0) !== 0xfeedfeed) {
+    throw new Error('not a JKS store (no 0xFEEDFEED magic)');
+  }
+  const body = data.subarray(0, data.length - 20);
+  if (!javaStoreDigest(password, body).equals(data.subarray(data.length - 20))) {
     throw new Error('wrong password, or the file was altered (integrity digest)');
   }
   const entries = jks.toPem(data, password);
@@ -105,9 +108,11 @@ function checkMacIterations(pfx: forge.asn1.Asn1): void {
   const iterations = macData && Array.isArray(macData.value) ? macData.value[2] : undefined;
   if (!iterations || typeof iterations.value !== 'string') return;
   const bytes = Buffer.from(iterations.value, 'binary');
-  const count = bytes.length > 6 ? Infinity : bytes.length === 0 ? 0 : bytes.readUIntBE(0, bytes.length);
+  const count = bytes.length > 6 ? Infinity
+    : bytes.length === 0 ? 0 : bytes.readUIntBE(0, bytes.length);
   if (count > MAX_MAC_ITERATIONS) {
-    throw new Error(`its MAC declares ${count} iterations, more than the ${MAX_MAC_ITERATIONS} accepted (damaged?)`);
+    throw new Error(`its MAC declares ${count} iterations, more than the ${MAX_MAC_ITERATIONS} ` +
+      'accepted (damaged?)');
   }
 }
 

@@ -17,7 +17,9 @@ import { readKeyFile } from '../keys/key-file';
 import { kmipKeyCipher } from '../keys/kmip-admin';
 import { KeyProviders } from '../keys/provider';
 import { readRegularFile } from '../util/files';
-import { DEFAULT_CONFIG_KEY_NAME, MAX_CONFIG_BYTES, parseKmipUrl, parseYaml, readConfig, TdeConfig } from './config';
+import {
+  DEFAULT_CONFIG_KEY_NAME, MAX_CONFIG_BYTES, parseKmipUrl, parseYaml, readConfig, TdeConfig,
+} from './config';
 
 /** Properties DSE protects, by file. */
 export const PROTECTED_DSE = ['ldap_options.search_password', 'ldap_options.truststore_password'];
@@ -113,10 +115,13 @@ export async function loadConfig(file: string, options: LoadConfigOptions = {}):
     (fs.existsSync(path.join(path.dirname(file), 'cassandra.yaml')) ? path.join(path.dirname(file), 'cassandra.yaml') : undefined);
   let cassandra: Record<string, unknown> | undefined;
   if (cassandraFile) {
-    const text = readRegularFile(cassandraFile, MAX_CONFIG_BYTES, 'ERR_TDE_CONFIG', 'cassandra.yaml').toString('utf8');
+    const bytes = readRegularFile(cassandraFile, MAX_CONFIG_BYTES, 'ERR_TDE_CONFIG',
+      'cassandra.yaml');
+    const text = bytes.toString('utf8');
     const parsed = parseYaml(text, cassandraFile, 'cassandra.yaml') ?? {};
     if (typeof parsed !== 'object' || Array.isArray(parsed)) {
-      throw new TdeError('ERR_TDE_CONFIG', `${cassandraFile} must be a YAML map of settings`, { file: cassandraFile });
+      throw new TdeError('ERR_TDE_CONFIG', `${cassandraFile} must be a YAML map of settings`,
+        { file: cassandraFile });
     }
     cassandra = parsed as Record<string, unknown>;
   }

@@ -110,8 +110,9 @@ export class KmipClient {
       // A framed answer that does not decode: say which server sent it. (Not retried elsewhere:
       // the request reached a server, which may have carried it out.)
       if (!isTdeError(err)) throw err;
-      throw new TdeError(err.code, `${addressString(c.address)} sent an answer that is not a valid KMIP ` +
-        `response (${err.message}): is it a KMIP server, and does it speak KMIP ${versionString(version)}?`, {}, err);
+      throw new TdeError(err.code, `${addressString(c.address)} sent an answer that is not a ` +
+        `valid KMIP response (${err.message}): is it a KMIP server, and does it speak KMIP ` +
+        `${versionString(version)}?`, {}, err);
     }
   }
 

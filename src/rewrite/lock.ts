@@ -132,7 +132,8 @@ function sweepTemps(dataDir: string): void {
   }
   for (const name of names) {
     const m = TEMP.exec(name);
-    if (!m || (m[1] !== LOCK_NAME && m[1] !== `${LOCK_NAME}.break`) || m[2] !== os.hostname() || alive(Number(m[3]))) continue;
+    if (!m || (m[1] !== LOCK_NAME && m[1] !== `${LOCK_NAME}.break`)) continue;
+    if (m[2] !== os.hostname() || alive(Number(m[3]))) continue;
     fs.rmSync(path.join(dataDir, name), { force: true });
   }
 }

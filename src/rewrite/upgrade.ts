@@ -165,9 +165,10 @@ function linkOrCopy(from: string, to: string): boolean {
  */
 function afterCommit(err: unknown, newId: SSTableId, oldName: string, log: string): TdeError {
   const cause = isTdeError(err) ? err : fromSystem(err, log, 'finish');
-  return new TdeError(cause.code, `${displayName(newId)} replaces ${oldName} (the commit is recorded in ` +
-    `${log}), but finishing the rewrite failed: ${cause.message}. The data is safe: every reader here ` +
-    'already ignores the old files, and running the command again removes them', cause.context, err);
+  return new TdeError(cause.code, `${displayName(newId)} replaces ${oldName} (the commit is ` +
+    `recorded in ${log}), but finishing the rewrite failed: ${cause.message}. The data is safe: ` +
+    'every reader here already ignores the old files, and running the command again removes them',
+  cause.context, err);
 }
 
 /** Components written by the data writer; every other one is carried over unchanged. */
@@ -286,7 +287,9 @@ class Rewriter {
       await reader?.close();
       // A commit whose write or sync reported an error may still be in the log: then the log
       // decides, as after a crash, and nothing may be removed here.
-      if (committing && txn.readsCommitted()) throw afterCommit(err, newId, source.sstable, txn.file);
+      if (committing && txn.readsCommitted()) {
+        throw afterCommit(err, newId, source.sstable, txn.file);
+      }
       // Not committed: the new SSTable's files are debris. Remove them and the log.
       removeSSTableFiles(newId.dir, prefixOf(newId));
       txn.finish();

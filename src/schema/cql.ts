@@ -330,7 +330,8 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
 
 export function loadSchema(file: string): Map<string, TableSchema> {
   // A DESC SCHEMA dump of a large cluster is a few MiB.
-  const text = readRegularFile(file, 256 * 1024 * 1024, 'ERR_TDE_SCHEMA', 'schema file').toString('utf8');
+  const text = readRegularFile(file, 256 * 1024 * 1024, 'ERR_TDE_SCHEMA', 'schema file')
+    .toString('utf8');
   if (text.includes('\0')) {
     throw new TdeError('ERR_TDE_SCHEMA', `${file} is not a text file of CQL statements`, { file });
   }

@@ -220,14 +220,16 @@ export async function transcodeComponent(source: EncryptedComponent | PlainCompo
         const encrypted = await codec.encrypt(slices, first, count - 1);
         const pages = Buffer.alloc(n * PAGE_SIZE);
         encrypted.forEach((c, k) => sealPage(c, pages.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE)));
-        await writeFully(output, pages, first * PAGE_SIZE).catch((err) => { throw fromSystem(err, dst, 'write'); });
+        await writeFully(output, pages, first * PAGE_SIZE)
+          .catch((err) => { throw fromSystem(err, dst, 'write'); });
       }
     } else {
       const step = PAGES_PER_BATCH * PAGE_SIZE;
       for (let at = 0; at < source.size; at += step) {
         const plain = await source.read(at, Math.min(step, source.size - at));
         crc = zlib.crc32(plain, crc);
-        await writeFully(output, plain, at).catch((err) => { throw fromSystem(err, dst, 'write'); });
+        await writeFully(output, plain, at)
+          .catch((err) => { throw fromSystem(err, dst, 'write'); });
       }
     }
     await output.sync().catch((err) => { throw fromSystem(err, dst, 'sync'); });

@@ -21,9 +21,12 @@ export function looksLikeKey(value: string): boolean {
  */
 export function quote(value: unknown): string {
   if (typeof value === 'string') {
-    return looksLikeKey(value) ? '(a value that looks like key material, not shown)' : JSON.stringify(value);
+    return looksLikeKey(value)
+      ? '(a value that looks like key material, not shown)'
+      : JSON.stringify(value);
   }
-  if (value === null || typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') {
+  const t = typeof value;
+  if (value === null || t === 'number' || t === 'boolean' || t === 'bigint') {
     return String(value);
   }
   if (Array.isArray(value)) return 'a list';
