@@ -120,8 +120,9 @@ function breakStale(file: string, seen: string): boolean {
 }
 
 /**
- * Removes the private files of lock takers on this host that died between creating one and
- * removing it (a SIGKILL, a power cut), which nothing else would ever remove.
+ * Removes what lock takers on this host left when they died (a SIGKILL, a power cut), which
+ * nothing else would ever remove: the private files createWith links into place, and the guard
+ * of a breaker that died after removing a stale lock.
  */
 function sweepTemps(dataDir: string): void {
   let names: string[];
@@ -130,11 +131,18 @@ function sweepTemps(dataDir: string): void {
   } catch {
     return; // tidying only: the lock itself is held
   }
+  const guard = `${LOCK_NAME}.break`;
   for (const name of names) {
     const m = TEMP.exec(name);
-    if (!m || (m[1] !== LOCK_NAME && m[1] !== `${LOCK_NAME}.break`)) continue;
-    if (m[2] !== os.hostname() || alive(Number(m[3]))) continue;
-    fs.rmSync(path.join(dataDir, name), { force: true });
+    try {
+      const deadTemp = m !== null && (m[1] === LOCK_NAME || m[1] === guard) &&
+        m[2] === os.hostname() && !alive(Number(m[3]));
+      const deadGuard = name === guard &&
+        stale(parseHolder(readIfExists(path.join(dataDir, name)) ?? ''));
+      if (deadTemp || deadGuard) fs.rmSync(path.join(dataDir, name), { force: true });
+    } catch {
+      // tidying only, as above
+    }
   }
 }
 
