@@ -52,6 +52,11 @@ export const ErrorCode = {
   ERR_TDE_CANCELLED: 'ERR_TDE_CANCELLED',
   ERR_TDE_DATA_DIR: 'ERR_TDE_DATA_DIR',
   ERR_TDE_IO: 'ERR_TDE_IO',
+  /**
+   * A write failed for want of space: the file system is full (ENOSPC), a disk quota is used up
+   * (EDQUOT), or the file reached the process's file-size limit (EFBIG, `ulimit -f`).
+   */
+  ERR_TDE_DISK_FULL: 'ERR_TDE_DISK_FULL',
   /** A malformed KMIP TTLV message (from a server, or given to the codec). */
   ERR_TDE_TTLV: 'ERR_TDE_TTLV',
   /** A commit log segment's header is unreadable (not a segment, unsupported version, damaged). */
@@ -174,7 +179,8 @@ export function fromSystem(err: unknown, file: string, doing: string): TdeError 
   const advice: Record<string, string> = {
     ENOENT: 'the file does not exist',
     EACCES: 'permission denied: check the owner and mode of the file and its directory',
-    EPERM: 'operation not permitted: check the owner and mode of the file and its directory',
+    EPERM: 'operation not permitted: check the owner and mode of the file and its directory, and ' +
+      'that it is not immutable (lsattr)',
     ENOSPC: 'the disk is full: free space and run the command again',
     EDQUOT: 'the disk quota is exhausted: free space and run the command again',
     EROFS: 'the file system is read-only',
@@ -184,5 +190,7 @@ export function fromSystem(err: unknown, file: string, doing: string): TdeError 
     EFBIG: 'the file is larger than this process may write (check ulimit -f)',
   };
   const what = (e && e.code && advice[e.code]) || (e && e.message) || String(err);
-  return new TdeError('ERR_TDE_IO', `cannot ${doing} ${file}: ${what}`, { file }, err);
+  const full = e && (e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'EFBIG');
+  return new TdeError(full ? 'ERR_TDE_DISK_FULL' : 'ERR_TDE_IO', `cannot ${doing} ${file}: ${what}`,
+    { file }, err);
 }

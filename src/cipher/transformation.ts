@@ -182,7 +182,8 @@ export function resolveCipher(
   const t = parseTransformation(transformation);
   const info = ALGORITHMS[t.algorithm.toLowerCase()];
 
-  const text = String(strength).trim();
+  const text = typeof strength === 'string' ? strength.trim()
+    : typeof strength === 'number' ? String(strength) : '';
   const bits = typeof strength === 'number' ? strength : /^\d{1,5}$/.test(text) ? Number(text) : NaN;
   const keyLength = Number.isInteger(bits) ? info.keyBytes(bits) : undefined;
   if (keyLength === undefined) {

@@ -143,7 +143,8 @@ interrupted before doing anything else.`);
       if (report.failed > 0 && !json) {
         const failedSSTables = report.failed - report.missing.length;
         if (failedSSTables > 0) {
-          io.err(`sstable-tde: ${failedSSTables} SSTable(s) could not be rewritten; they are left as they were (FAILED above)`);
+          io.err(`sstable-tde: ${failedSSTables} SSTable(s) could not be rewritten (FAILED ` +
+            'above, each with the state it is in); fix the cause and run the command again');
         }
         if (report.missing.length > 0) {
           io.err(`sstable-tde: ${report.missing.length} table(s) named in the schema have no directory (MISSING above)`);

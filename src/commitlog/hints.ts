@@ -13,9 +13,11 @@ import * as zlib from 'node:zlib';
 import * as lz4 from 'lz4-napi';
 
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
+import { plausibleLength } from '../compression/codecs';
 import { fromSystem, TdeError } from '../errors';
+import { writeFully } from '../util/files';
 import { BLOCK_HEADER_SIZE, frameEntry, readEntries } from './format';
-import { SegmentEncryption, SegmentKeyResolver } from './segment';
+import { headerCipher, SegmentEncryption, SegmentKeyResolver } from './segment';
 
 export interface HintsFileNames {
   data: string;
@@ -85,7 +87,7 @@ export class HintsWriter {
     for (const p of parts) this.crc = zlib.crc32(p, this.crc);
     try {
       for (const p of parts) {
-        await this.fd.write(p, 0, p.length, this.position);
+        await writeFully(this.fd, p, this.position);
         this.position += p.length;
       }
     } catch (err) {
@@ -129,18 +131,20 @@ export async function readHintsFile(names: HintsFileNames, resolveKey: SegmentKe
     if (err instanceof SyntaxError) return fail(`its descriptor ${names.descriptor} is not JSON`, 'ERR_TDE_SEGMENT_HEADER');
     throw fromSystem(err, names.data, 'read hints');
   }
-  const enc = descriptor.parameters?.encryption;
-  if (!enc || !enc.encCipher || !/^([0-9a-fA-F]{2})+$/.test(enc.encIV ?? '')) {
-    return fail(`its descriptor names no encryption (encCipher, encIV)`, 'ERR_TDE_SEGMENT_HEADER');
+  const enc = descriptor?.parameters?.encryption;
+  const aliasOk = enc?.encKeyAlias === undefined || typeof enc.encKeyAlias === 'string';
+  if (!enc || typeof enc.encCipher !== 'string' || typeof enc.encIV !== 'string' ||
+    !/^([0-9a-fA-F]{2})+$/.test(enc.encIV) || !aliasOk) {
+    return fail('its descriptor names no encryption (encCipher, encIV) in the right form',
+      'ERR_TDE_SEGMENT_HEADER');
   }
   const crcText = await fs.promises.readFile(names.crc, 'utf8').catch(() => undefined);
   if (crcText !== undefined && Number(crcText.trim()) !== zlib.crc32(data) >>> 0) {
     fail(`the file does not match its checksum file ${names.crc}`);
   }
 
-  const key = await resolveKey(enc.encKeyAlias ?? '', enc.encCipher);
-  const cipher = createChunkCipher({ cipher_algorithm: enc.encCipher, secret_key_strength: key.length * 8, key, fixed_iv: Buffer.from(enc.encIV, 'hex') });
-  key.fill(0);
+  const cipher = await headerCipher(enc.encCipher, enc.encKeyAlias ?? '', enc.encIV,
+    names.descriptor, resolveKey);
   try {
     const report: HintsReport = { file: names.data, blocks: 0, hints: 0, dataBytes: 0 };
     const blocks: Buffer[] = [];
@@ -154,7 +158,14 @@ export async function readHintsFile(names: HintsFileNames, resolveKey: SegmentKe
     const plain = await cipher.decryptBatch(blocks).catch((err) => fail(`a block does not decrypt: ${(err as Error).message}`));
     const parts: Buffer[] = [];
     for (const p of plain) {
+      // Lengths are checked before LZ4 sets memory aside for them: a damaged block that still
+      // decrypts yields random ones.
+      if (p.length < 8) fail(`a block holds ${p.length} bytes, too few for its lengths`);
       const raw = p.readInt32BE(0);
+      if (raw < 0 || p.readUInt32LE(4) !== raw || !plausibleLength('LZ4', p.length - 4, raw)) {
+        fail(`a block's lengths (${raw} and ${p.readUInt32LE(4)}) do not fit its ${p.length} ` +
+          'bytes');
+      }
       const out = await lz4.uncompress(p.subarray(4)).catch(() => fail('a block does not decompress'));
       if (out.length !== raw) fail(`a block decompresses to ${out.length} bytes, not ${raw}`);
       parts.push(out);

@@ -12,7 +12,9 @@ import { randomBytes } from 'node:crypto';
 import * as lz4 from 'lz4-napi';
 
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
-import { fromSystem, TdeError } from '../errors';
+import { fromSystem, isTdeError, TdeError } from '../errors';
+import { plausibleLength } from '../compression/codecs';
+import { writeFully, writevFully } from '../util/files';
 import {
   BLOCK_HEADER_SIZE,
   frameEntry,
@@ -63,12 +65,21 @@ async function segmentCipher(header: SegmentHeader, file: string, resolveKey: Se
     }
     return undefined;
   }
-  const transformation = String(p.encCipher);
-  const alias = String(p.encKeyAlias ?? '');
-  const ivHex = String(p.encIV ?? '');
-  if (!/^([0-9a-fA-F]{2})+$/.test(ivHex)) {
-    throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: encIV in the header is not hex`, { file });
+  const aliasOk = p.encKeyAlias === undefined || typeof p.encKeyAlias === 'string';
+  if (typeof p.encCipher !== 'string' || !aliasOk || typeof p.encIV !== 'string' ||
+    !/^([0-9a-fA-F]{2})+$/.test(p.encIV)) {
+    throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: the header's encCipher, encKeyAlias ` +
+      'or encIV is not text of the right form (encIV: hex)', { file });
   }
+  return headerCipher(p.encCipher, String(p.encKeyAlias ?? ''), p.encIV, file, resolveKey);
+}
+
+/**
+ * The cipher a segment's header or a hints file's descriptor names, with its key. A key that does
+ * not fit the cipher keeps its own code; an IV that does not is a damaged header.
+ */
+export async function headerCipher(transformation: string, alias: string, ivHex: string,
+  file: string, resolveKey: SegmentKeyResolver): Promise<ChunkCipher> {
   const key = await resolveKey(alias, transformation);
   try {
     return createChunkCipher({
@@ -78,8 +89,13 @@ async function segmentCipher(header: SegmentHeader, file: string, resolveKey: Se
       fixed_iv: Buffer.from(ivHex, 'hex'),
     });
   } catch (err) {
-    throw new TdeError((err as TdeError).code ?? 'ERR_TDE_SEGMENT_HEADER', `${file}: key ${alias} does not fit ` +
-      `${transformation}: ${(err as Error).message}`, { file, key: alias }, err);
+    if (isTdeError(err, 'ERR_TDE_INVALID_ARGUMENT')) {
+      throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: the cipher settings it records ` +
+        `cannot be used (${err.message}): the header is damaged`, { file }, err);
+    }
+    const code = isTdeError(err) ? err.code : 'ERR_TDE_SEGMENT_HEADER';
+    throw new TdeError(code, `${file}: key ${alias} does not fit ${transformation}: ` +
+      `${(err as Error).message}`, { file, key: alias }, err);
   } finally {
     key.fill(0);
   }
@@ -93,6 +109,10 @@ async function inflateBlocks(plain: Buffer[], where: string): Promise<Buffer> {
     const raw = p.readInt32BE(0);
     if (raw < 0 || raw > MAX_BLOCK || p.readUInt32LE(4) !== raw) {
       throw new Error(`${where}: a block's lengths disagree (${raw} and ${p.readUInt32LE(4)})`);
+    }
+    if (!plausibleLength('LZ4', p.length - 4, raw)) {
+      throw new Error(`${where}: a block of ${p.length} bytes claims ${raw} bytes of data, more ` +
+        'than LZ4 can produce');
     }
     const out = await lz4.uncompress(p.subarray(4));
     if (out.length !== raw) throw new Error(`${where}: a block decompresses to ${out.length} bytes, not ${raw}`);
@@ -282,7 +302,7 @@ export class SegmentWriter {
     let fd: fs.promises.FileHandle;
     try {
       fd = await fs.promises.open(options.file, 'wx', 0o600);
-      await fd.write(header, 0, header.length, 0);
+      await writeFully(fd, header, 0);
     } catch (err) {
       cipher?.destroy();
       throw fromSystem(err, options.file, 'create commit log segment');
@@ -344,14 +364,9 @@ export class SegmentWriter {
     try {
       // The body first, then its marker: a crash in between leaves no valid marker, so the
       // half-written section is never taken for a complete one.
-      let at = start + headerSize;
-      for (let i = 0; i < body.length; i += 1000) {
-        const group = body.slice(i, i + 1000);
-        await this.fd.writev(group, at);
-        at += group.reduce((n, b) => n + b.length, 0);
-      }
+      await writevFully(this.fd, body, start + headerSize);
       await this.fd.datasync();
-      await this.fd.write(marker, 0, marker.length, start);
+      await writeFully(this.fd, marker, start);
       await this.fd.datasync();
     } catch (err) {
       throw fromSystem(err, this.file, 'write commit log section to');

@@ -39,6 +39,34 @@ export interface Codec {
   recycle?(batch: Buffer[]): void;
 }
 
+/**
+ * The most each codec can expand what it stores, by its format: an LZ4 sequence turns each
+ * extension byte into 255 bytes of match, Deflate stops at 1032:1, a Snappy copy makes at most
+ * 64 bytes from 3. A chunk that claims more than that (plus a little for headers) cannot decode
+ * to it: it is refused before any memory is set aside for the claim.
+ */
+const MAX_EXPANSION: Record<CodecName, number> = { LZ4: 256, Deflate: 1040, Snappy: 24, None: 1 };
+
+/** Whether `stored` bytes of `codec` output can decode to `plain` bytes at all. */
+export function plausibleLength(codec: CodecName, stored: number, plain: number): boolean {
+  return plain <= stored * MAX_EXPANSION[codec] + 64;
+}
+
+/**
+ * Refuses, before any memory is set aside for them, chunks that cannot decode to the length
+ * expected of them (see {@link plausibleLength}); `codec` is what the chunk holds once
+ * decrypted, `overhead` what encryption adds around it.
+ */
+export function checkPlausible(codec: CodecName, chunks: Uint8Array[], lengths: number[], where: ChunkLocator,
+  overhead = 0): void {
+  for (let i = 0; i < chunks.length; i++) {
+    if (!plausibleLength(codec, Math.max(0, chunks[i].length - overhead), lengths[i])) {
+      throw corrupt(where, i, `a ${chunks[i].length}-byte ${codec} chunk cannot hold ${lengths[i]} bytes of ` +
+        'data: the chunk, or the chunk length in CompressionInfo.db, is damaged');
+    }
+  }
+}
+
 const deflate = promisify(zlib.deflate);
 const inflate = promisify(zlib.inflate);
 
@@ -62,6 +90,11 @@ const lz4Codec: Codec = {
     eachChunk(chunks, async (c, i) => {
       if (c.length < 4) throw corrupt(where, i, `LZ4 chunk of ${c.length} bytes has no length prefix`);
       const claimed = c.readUInt32LE(0);
+      if (!plausibleLength('LZ4', c.length, claimed)) {
+        throw corrupt(where, i, `LZ4 chunk of ${c.length} bytes claims ${claimed} uncompressed ` +
+          'bytes, more than LZ4 can produce from it: the chunk, or the chunk length in ' +
+          'CompressionInfo.db, is damaged');
+      }
       if (claimed !== lengths[i]) {
         throw corrupt(
           where,
@@ -119,6 +152,11 @@ const snappyCodec: Codec = {
   uncompress: (chunks, lengths, where) =>
     eachChunk(chunks, async (c, i) => {
       const claimed = snappyLength(c);
+      if (claimed !== undefined && !plausibleLength('Snappy', c.length, claimed)) {
+        throw corrupt(where, i, `Snappy chunk of ${c.length} bytes claims ${claimed} ` +
+          'uncompressed bytes, more than Snappy can produce from it: the chunk, or the chunk ' +
+          'length in CompressionInfo.db, is damaged');
+      }
       if (claimed !== lengths[i]) {
         throw corrupt(
           where,
@@ -197,6 +235,7 @@ class NativeCodec implements Codec {
 
   async uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator, options: { crc?: boolean } = {}):
     Promise<Buffer[] & { crcs?: Uint32Array }> {
+    checkPlausible(this.name, chunks, lengths, where);
     const sizes = Uint32Array.from(lengths);
     const spans = this.decoded.carveSpans(sizes);
     let result: Uint32Array;

@@ -13,7 +13,7 @@ import { KeyProvider, ResolvedKey } from '../keys/provider';
 import { observeCompressor } from '../metrics/observed-compressor';
 import { PageCodec, plainCapacity } from '../sstable/page-file';
 import { ChunkBinding, chunkAad, metadataAad, pageAad, SSTableMetadata } from './binding';
-import { Codec, codecFor } from './codecs';
+import { checkPlausible, Codec, codecFor } from './codecs';
 import {
   COMPRESSOR_CLASSES,
   CompressionParams,
@@ -159,7 +159,10 @@ class EncryptingCompressor implements Compressor {
     options?: { crc?: boolean }): Promise<DecodedChunks> {
     const aad = this.aad(chunks.length, binding);
     try {
-      if (this.onePass) return await this.cipher.decodeBatch(this.codec.name, chunks, lengths, where, aad, options);
+      if (this.onePass) {
+        checkPlausible(this.codec.name, chunks, lengths, where, this.cipher.ivLength + this.cipher.choice.tagLength);
+        return await this.cipher.decodeBatch(this.codec.name, chunks, lengths, where, aad, options);
+      }
       const plain = await this.cipher.decryptBatch(chunks, where, aad);
       const out = await this.codec.uncompress(plain, lengths, where);
       // The decrypted, still compressed, chunks are done with once decoded.

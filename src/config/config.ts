@@ -4,12 +4,12 @@
  * every wrong setting is reported at once, each with the nearest valid name. Secrets stay as
  * they are here; config/secure-values.ts decrypts protected values.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import * as YAML from 'yaml';
 
-import { fromSystem, TdeError } from '../errors';
+import { TdeError } from '../errors';
+import { readRegularFile } from '../util/files';
 import { quote } from '../util/redact';
 import { didYouMean, nearest } from '../util/suggest';
 import { resolveCipher } from '../cipher/transformation';
@@ -46,6 +46,9 @@ export interface SystemInfoEncryption {
   /** Bytes per encrypted block. */
   chunkLength: number;
 }
+
+/** dse.yaml and cassandra.yaml are tens of KiB; a file far bigger is not one. */
+export const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
 /** DSE's default name of the key that encrypts configuration values. */
 export const DEFAULT_CONFIG_KEY_NAME = 'system_key';
@@ -145,29 +148,48 @@ function checkConfigKeyName(name: string, groups: Map<string, KmipGroupSettings>
 const SYSTEM_INFO_KEYS = ['enabled', 'cipher_algorithm', 'secret_key_strength', 'key_provider', 'kmip_host',
   'key_namespace', 'system_key_file', 'chunk_length_kb'];
 
+/**
+ * A YAML scalar as text; undefined for a map or list (whose own conversion to text may throw:
+ * `{toString: null}` is valid YAML).
+ */
+export function scalarText(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  return undefined;
+}
+
 function parseSystemInfoEncryption(o: Record<string, unknown>, groups: Map<string, KmipGroupSettings>,
   problems: string[]): SystemInfoEncryption | undefined {
   const where = 'system_info_encryption';
+  const text = (k: string, dflt?: string): string | undefined => {
+    if (o[k] === undefined || o[k] === null) return dflt;
+    const v = scalarText(o[k]);
+    if (v === undefined) problems.push(`${where}.${k} must be text, not ${quote(o[k])}`);
+    return v;
+  };
   for (const k of Object.keys(o)) {
     if (!SYSTEM_INFO_KEYS.includes(k)) problems.push(`unknown setting "${where}.${k}"${didYouMean(k, SYSTEM_INFO_KEYS)}`);
   }
   const enabled = o.enabled ?? false;
   if (typeof enabled !== 'boolean') problems.push(`${where}.enabled must be true or false`);
-  const provider = String(o.key_provider ?? 'LocalFileSystemKeyProviderFactory').split('.').pop();
+  const provider = (text('key_provider', 'LocalFileSystemKeyProviderFactory') ?? '')
+    .split('.').pop();
   if (provider !== 'LocalFileSystemKeyProviderFactory' && provider !== 'KmipKeyProviderFactory') {
     problems.push(`${where}.key_provider must be LocalFileSystemKeyProviderFactory or KmipKeyProviderFactory`);
   }
   let choice: { name: string; strength: number } | undefined;
   try {
-    choice = resolveCipher(String(o.cipher_algorithm ?? 'AES/CBC/PKCS5Padding'), (o.secret_key_strength as number | string | undefined) ?? 128);
+    choice = resolveCipher(text('cipher_algorithm', 'AES/CBC/PKCS5Padding') ?? '',
+      text('secret_key_strength', '128') ?? '');
   } catch (err) {
     problems.push(`${where}: ${(err as Error).message}`);
   }
   const kb = o.chunk_length_kb ?? 64;
   if (typeof kb !== 'number' || !Number.isInteger(kb) || kb < 1 || kb > 1024) {
-    problems.push(`${where}.chunk_length_kb must be a whole number of KiB from 1 to 1024, not ${JSON.stringify(kb)}`);
+    problems.push(`${where}.chunk_length_kb must be a whole number of KiB from 1 to 1024, ` +
+      `not ${quote(kb)}`);
   }
-  const kmipHost = o.kmip_host === undefined ? undefined : String(o.kmip_host);
+  const kmipHost = text('kmip_host');
   if (provider === 'KmipKeyProviderFactory') {
     if (!kmipHost) problems.push(`${where}.kmip_host is required with KmipKeyProviderFactory`);
     else if (!groups.has(kmipHost)) problems.push(`${where}.kmip_host names KMIP group ${kmipHost}, which kmip_hosts does not define`);
@@ -179,8 +201,8 @@ function parseSystemInfoEncryption(o: Record<string, unknown>, groups: Map<strin
     strength: choice.strength,
     keyProvider: provider,
     kmipHost,
-    keyNamespace: o.key_namespace === undefined ? undefined : String(o.key_namespace),
-    systemKeyFile: o.system_key_file === undefined ? undefined : String(o.system_key_file),
+    keyNamespace: text('key_namespace'),
+    systemKeyFile: text('system_key_file'),
     chunkLength: (typeof kb === 'number' ? kb : 64) * 1024,
   };
 }
@@ -188,19 +210,20 @@ function parseSystemInfoEncryption(o: Record<string, unknown>, groups: Map<strin
 /** Reads and validates a YAML config file (no secrets decrypted); with no file, the defaults. */
 export function readConfig(file?: string): TdeConfig {
   if (file === undefined) return configFromObject({});
-  let text: string;
+  const text = readRegularFile(file, MAX_CONFIG_BYTES, 'ERR_TDE_CONFIG', 'config file')
+    .toString('utf8');
+  return configFromObject(parseYaml(text, file, 'config file'), file);
+}
+
+/** Parses a YAML file's text; a syntax error is ERR_TDE_CONFIG naming the file. */
+export function parseYaml(text: string, file: string, what: string): unknown {
   try {
-    text = fs.readFileSync(file, 'utf8');
+    // No pretty errors: their code frame would quote lines of the file, which may hold
+    // passwords. Warnings are not logged: the library writes nothing to the console.
+    return YAML.parse(text, { prettyErrors: false, maxAliasCount: 100, logLevel: 'error' });
   } catch (err) {
-    throw fromSystem(err, file, 'read config file');
-  }
-  let parsed: unknown;
-  try {
-    // No pretty errors: their code frame would quote lines of the file, which may hold passwords.
-    parsed = YAML.parse(text, { prettyErrors: false, maxAliasCount: 100 });
-  } catch (err) {
-    throw new TdeError('ERR_TDE_CONFIG', `config file ${file} is not valid YAML: ${(err as Error).message}`,
+    const message = (err as Error).message;
+    throw new TdeError('ERR_TDE_CONFIG', `${what} ${file} is not valid YAML: ${message}`,
       { file }, err);
   }
-  return configFromObject(parsed, file);
 }

@@ -11,10 +11,10 @@
  * with Sun's PBEWithMD5AndTripleDES under the key's password.
  */
 import { createDecipheriv, createHash } from 'node:crypto';
-import * as fs from 'node:fs';
 
-import { fromSystem, TdeError } from '../errors';
+import { TdeError } from '../errors';
 import { JavaObject, JavaStreamReader } from './java-serial';
+import { readStoreFile } from './keystore';
 
 const MAGIC = 0xcececece;
 const MAX_ENTRIES = 10000;
@@ -126,7 +126,8 @@ function pbeParams(der: Buffer, file: string, alias: string): { salt: Buffer; it
   const intLen = der[at + 1];
   if (intLen < 1 || intLen > 4 || at + 2 + intLen > der.length) throw fail();
   const iterations = der.readUIntBE(at + 2, intLen);
-  if (iterations < 1 || iterations > 10_000_000) throw fail();
+  // Java's own bound (com.sun.crypto.provider.KeyProtector): any store it writes passes.
+  if (iterations < 1 || iterations > 5_000_000) throw fail();
   return { salt, iterations };
 }
 
@@ -173,13 +174,7 @@ function unseal(entry: SealedEntry, keyPassword: string, file: string): JceksSec
 /** Reads one secret key out of a JCEKS file. Aliases compare case-insensitively, as Java stores them. */
 export function readJceksSecretKey(file: string, storePassword: string, alias: string,
   keyPassword = storePassword): JceksSecretKey {
-  let data: Buffer;
-  try {
-    data = fs.readFileSync(file);
-  } catch (err) {
-    throw fromSystem(err, file, 'read key store');
-  }
-  const entries = parseStore(data, storePassword, file);
+  const entries = parseStore(readStoreFile(file, 'key store'), storePassword, file);
   const entry = entries.find((e) => e.alias.toLowerCase() === alias.toLowerCase());
   if (!entry) {
     throw new TdeError('ERR_TDE_KEY_NOT_FOUND', `key store ${file} has no secret key "${alias}" (it holds ` +
@@ -190,11 +185,5 @@ export function readJceksSecretKey(file: string, storePassword: string, alias: s
 
 /** The aliases of the secret keys in a JCEKS file. */
 export function listJceksSecretKeys(file: string, storePassword: string): string[] {
-  let data: Buffer;
-  try {
-    data = fs.readFileSync(file);
-  } catch (err) {
-    throw fromSystem(err, file, 'read key store');
-  }
-  return parseStore(data, storePassword, file).map((e) => e.alias);
+  return parseStore(readStoreFile(file, 'key store'), storePassword, file).map((e) => e.alias);
 }

@@ -21,6 +21,7 @@ import { TdeError } from '../errors';
 import { KmipGroup } from '../kmip/client';
 import { ProtocolVersion } from '../kmip/messages';
 import { HostAddress } from '../kmip/transport';
+import { quote } from '../util/redact';
 import { didYouMean } from '../util/suggest';
 import { loadStore } from './keystore';
 
@@ -82,9 +83,11 @@ function parseGroup(name: string, raw: unknown, base: string, problems: string[]
   const millis = (k: string, dflt: number, min: number): number => {
     const v = o[k];
     if (v === undefined || v === null) return dflt;
-    const n = typeof v === 'number' ? v : /^\d+$/.test(String(v).trim()) ? Number(v) : NaN;
+    const n = typeof v === 'number' ? v
+      : typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : NaN;
     if (!Number.isInteger(n) || n < min || n > 86400000) {
-      problems.push(`${where}.${k} must be a whole number of milliseconds from ${min} to 86400000, not ${JSON.stringify(v)}`);
+      problems.push(`${where}.${k} must be a whole number of milliseconds from ${min} to ` +
+        `86400000, not ${quote(v)}`);
       return dflt;
     }
     return n;
@@ -98,7 +101,10 @@ function parseGroup(name: string, raw: unknown, base: string, problems: string[]
   };
 
   let hosts: HostAddress[] = [];
-  const hostsText = Array.isArray(o.hosts) ? o.hosts.join(',') : str('hosts');
+  const hostsText = Array.isArray(o.hosts)
+    ? (o.hosts.every((h) => typeof h === 'string' || typeof h === 'number')
+      ? o.hosts.join(',') : undefined)
+    : str('hosts');
   if (!hostsText) {
     problems.push(`${where}.hosts is required: a comma-separated list of host[:port]`);
   } else {

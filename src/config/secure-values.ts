@@ -11,14 +11,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import * as YAML from 'yaml';
-
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
-import { TdeError, fromSystem } from '../errors';
+import { TdeError } from '../errors';
 import { readKeyFile } from '../keys/key-file';
 import { kmipKeyCipher } from '../keys/kmip-admin';
 import { KeyProviders } from '../keys/provider';
-import { DEFAULT_CONFIG_KEY_NAME, parseKmipUrl, readConfig, TdeConfig } from './config';
+import { readRegularFile } from '../util/files';
+import {
+  DEFAULT_CONFIG_KEY_NAME, MAX_CONFIG_BYTES, parseKmipUrl, parseYaml, readConfig, TdeConfig,
+} from './config';
 
 /** Properties DSE protects, by file. */
 export const PROTECTED_DSE = ['ldap_options.search_password', 'ldap_options.truststore_password'];
@@ -114,12 +115,15 @@ export async function loadConfig(file: string, options: LoadConfigOptions = {}):
     (fs.existsSync(path.join(path.dirname(file), 'cassandra.yaml')) ? path.join(path.dirname(file), 'cassandra.yaml') : undefined);
   let cassandra: Record<string, unknown> | undefined;
   if (cassandraFile) {
-    try {
-      cassandra = (YAML.parse(fs.readFileSync(cassandraFile, 'utf8'), { prettyErrors: false }) ?? {}) as Record<string, unknown>;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code) throw fromSystem(err, cassandraFile, 'read');
-      throw new TdeError('ERR_TDE_CONFIG', `${cassandraFile} is not valid YAML: ${(err as Error).message}`, { file: cassandraFile });
+    const bytes = readRegularFile(cassandraFile, MAX_CONFIG_BYTES, 'ERR_TDE_CONFIG',
+      'cassandra.yaml');
+    const text = bytes.toString('utf8');
+    const parsed = parseYaml(text, cassandraFile, 'cassandra.yaml') ?? {};
+    if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+      throw new TdeError('ERR_TDE_CONFIG', `${cassandraFile} must be a YAML map of settings`,
+        { file: cassandraFile });
     }
+    cassandra = parsed as Record<string, unknown>;
   }
   if (!config.configEncryptionActive) return { ...config, values, cassandra, cassandraFile };
 

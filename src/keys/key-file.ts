@@ -7,7 +7,7 @@ import * as path from 'node:path';
 
 import { CipherChoice, generateKey, normalizeKey, resolveCipher } from '../cipher/transformation';
 import { fromSystem, TdeError } from '../errors';
-import { syncDirectory } from '../util/files';
+import { syncDirectory, writeFullySync } from '../util/files';
 import { looksLikeKey } from '../util/redact';
 
 /** A path for a message, with any part that looks like key material left out. */
@@ -183,7 +183,7 @@ export function createKeyFile(dir: string, name: string, transformation: string,
   const line = Buffer.from(formatKeyLine(choice, key) + '\n');
   try {
     fs.fchmodSync(fd, 0o600); // the umask may have taken bits away, never added: make it exact
-    fs.writeSync(fd, line);
+    writeFullySync(fd, line);
     fs.fsyncSync(fd);
   } catch (err) {
     fs.closeSync(fd);

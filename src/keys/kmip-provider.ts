@@ -270,6 +270,11 @@ export class KmipKeyProvider implements KeyProvider {
     const hit = cached !== undefined && cached.until > this.now();
     this.observer?.keyLookup?.({ source: 'kmip', key: url, hit });
     if (cached && hit) return this.checkKind(group, id, cached, choice);
+    // Expired: the bytes are not kept a moment longer than key_cache_millis says.
+    if (cached) {
+      cached.bytes.wipe();
+      this.keys.delete(slot);
+    }
 
     const client = this.client(group);
     let bytes: Buffer;

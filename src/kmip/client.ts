@@ -7,7 +7,7 @@
  * If every host fails, one error lists each host with its cause. A KMIP failure result is the
  * server's answer, not a transport problem, and is raised at once as a KmipError.
  */
-import { TdeError } from '../errors';
+import { isTdeError, TdeError } from '../errors';
 import {
   Attribute,
   BatchRequest,
@@ -110,7 +110,16 @@ export class KmipClient {
     try {
       const bytes = await c.request(encode(requestMessage(version, [batch])));
       ok = true;
-      return parseResponse(decode(bytes));
+      try {
+        return parseResponse(decode(bytes));
+      } catch (err) {
+        // A framed answer that does not decode: say which server sent it. (Not retried
+        // elsewhere: the request reached a server, which may have carried it out.)
+        if (!isTdeError(err)) throw err;
+        throw new TdeError(err.code, `${addressString(c.address)} sent an answer that is not a ` +
+          `valid KMIP response (${err.message}): is it a KMIP server, and does it speak KMIP ` +
+          `${versionString(version)}?`, {}, err);
+      }
     } finally {
       this.observer?.kmipRequest?.({ group: this.group.name, host: addressString(this.host),
         operation: batch.operation, ms: performance.now() - started, ok });

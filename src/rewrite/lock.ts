@@ -14,6 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { fromSystem, TdeError } from '../errors';
+import { writeFullySync } from '../util/files';
 
 export const LOCK_NAME = '.sstable-tde.lock';
 
@@ -61,13 +62,19 @@ function readIfExists(file: string): string | undefined {
   }
 }
 
+/**
+ * The private file that createWith links into place: named after its host and process, so that
+ * one left by a process killed in between can be told from one that is in use (see sweepTemps).
+ */
+const TEMP = /^(.+)\.tmp-(.+)-(\d+)-[0-9a-f]{8}$/;
+
 /** Creates `file` holding `text`, atomically; false if it exists already. */
 function createWith(file: string, text: string): boolean {
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  const tmp = `${file}.tmp-${os.hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
     const fd = fs.openSync(tmp, 'wx', 0o644);
     try {
-      fs.writeSync(fd, text);
+      writeFullySync(fd, Buffer.from(text));
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
@@ -78,7 +85,19 @@ function createWith(file: string, text: string): boolean {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw fromSystem(err, file, 'create lock file');
   } finally {
-    fs.rmSync(tmp, { force: true });
+    try {
+      fs.rmSync(tmp, { force: true });
+    } catch {
+      // Tidying only: the next lock taker removes it once this process is gone (sweepTemps).
+    }
+  }
+}
+
+function remove(file: string, what: string): void {
+  try {
+    fs.rmSync(file, { force: true });
+  } catch (err) {
+    throw fromSystem(err, file, `remove ${what}`);
   }
 }
 
@@ -89,15 +108,58 @@ function breakStale(file: string, seen: string): boolean {
   if (!createWith(guard, me)) {
     // A breaker that died while holding the guard must not block everyone forever.
     const other = readIfExists(guard);
-    if (other !== undefined && stale(parseHolder(other))) fs.rmSync(guard, { force: true });
+    if (other !== undefined && stale(parseHolder(other))) remove(guard, 'stale lock guard');
     return false;
   }
   try {
-    if (readIfExists(file) === seen) fs.rmSync(file, { force: true });
+    if (readIfExists(file) === seen) remove(file, 'stale lock');
     return true;
   } finally {
-    fs.rmSync(guard, { force: true });
+    remove(guard, 'lock guard');
   }
+}
+
+/**
+ * Removes what lock takers on this host left when they died (a SIGKILL, a power cut), which
+ * nothing else would ever remove: the private files createWith links into place, and the guard
+ * of a breaker that died after removing a stale lock.
+ */
+function sweepTemps(dataDir: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dataDir);
+  } catch {
+    return; // tidying only: the lock itself is held
+  }
+  const guard = `${LOCK_NAME}.break`;
+  for (const name of names) {
+    const m = TEMP.exec(name);
+    try {
+      const deadTemp = m !== null && (m[1] === LOCK_NAME || m[1] === guard) &&
+        m[2] === os.hostname() && !alive(Number(m[3]));
+      const deadGuard = name === guard &&
+        stale(parseHolder(readIfExists(path.join(dataDir, name)) ?? ''));
+      if (deadTemp || deadGuard) fs.rmSync(path.join(dataDir, name), { force: true });
+    } catch {
+      // tidying only, as above
+    }
+  }
+}
+
+/**
+ * Locks this process holds, released at exit: one 'exit' listener for all of them, so that a
+ * process holding many (a test suite, a server) does not make Node warn about listeners.
+ */
+const heldLocks = new Set<() => void>();
+let exitListener = false;
+function releaseAtExit(release: () => void): void {
+  if (!exitListener) {
+    exitListener = true;
+    process.on('exit', () => {
+      for (const r of [...heldLocks]) r();
+    });
+  }
+  heldLocks.add(release);
 }
 
 export interface DirectoryLock {
@@ -131,15 +193,23 @@ export function lockDataDirectory(dataDir: string, command: string): DirectoryLo
     );
   }
 
+  sweepTemps(dataDir);
+
   let held = true;
   const release = () => {
     if (!held) return;
     held = false;
-    process.removeListener('exit', release);
-    // Remove only our own lock, never one that replaced it.
-    if (readIfExists(file) === mine) fs.rmSync(file, { force: true });
+    heldLocks.delete(release);
+    // Remove only our own lock, never one that replaced it. If that fails, the lock left names
+    // this process, which is gone by the next run, so that run takes it over: no reason to fail
+    // a command whose work is done.
+    try {
+      if (readIfExists(file) === mine) fs.rmSync(file, { force: true });
+    } catch {
+      // see above
+    }
   };
-  process.on('exit', release);
+  releaseAtExit(release);
   return { release };
 }
 

@@ -17,7 +17,7 @@ import * as path from 'node:path';
 
 import { fromSystem } from '../errors';
 import { prefixOf, SSTableId } from '../sstable/descriptor';
-import { syncDirectory } from '../util/files';
+import { syncDirectory, writeFullySync } from '../util/files';
 
 const HEADER = 'sstable-tde rewrite v1';
 const LOG = /^sstable-tde-txn-(.+)\.log$/;
@@ -35,9 +35,16 @@ function appendDurably(file: string, text: string, create: boolean): void {
   let fd: number | undefined;
   try {
     fd = fs.openSync(file, create ? 'wx' : 'a', 0o644);
-    fs.writeSync(fd, text);
+    writeFullySync(fd, Buffer.from(text));
     fs.fsyncSync(fd);
   } catch (err) {
+    // A log this call created but could not complete (a full disk) names no rewrite: remove it
+    // rather than leave it for the next run to find.
+    if (create && fd !== undefined) {
+      fs.closeSync(fd);
+      fd = undefined;
+      fs.rmSync(file, { force: true });
+    }
     throw fromSystem(err, file, create ? 'create transaction log' : 'update transaction log');
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
@@ -58,6 +65,14 @@ export class RewriteTxn {
   /** Step 3: the new SSTable becomes the live one. */
   commit(): void {
     appendDurably(this.file, 'commit\n', false);
+  }
+
+  /**
+   * Whether the log, as it reads now, records the commit: what a reader or the next run would
+   * decide. Used when commit() reported an error, which may come after its write succeeded.
+   */
+  readsCommitted(): boolean {
+    return readTxns(this.dir).find((t) => t.file === this.file)?.committed ?? false;
   }
 
   /** Step 4's end, or after a rollback: the log is no longer needed. */
@@ -147,9 +162,10 @@ export function removeSSTableFiles(dir: string, prefix: string, afterFirst?: () 
   for (const name of files) {
     const file = path.join(dir, name);
     try {
-      fs.rmSync(file, { force: true });
+      // unlink rather than rm: rm reports a refused unlink (EPERM) as ENOTDIR, its rmdir retry.
+      fs.unlinkSync(file);
     } catch (err) {
-      throw fromSystem(err, file, 'remove');
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystem(err, file, 'remove');
     }
     if (name === files[0]) afterFirst?.();
   }

@@ -165,6 +165,18 @@ function linkOrCopy(from: string, to: string): boolean {
   }
 }
 
+/**
+ * A failure after the new SSTable was committed: it is the live one, complete and verified;
+ * only removing the old one's files (or the log) did not finish.
+ */
+function afterCommit(err: unknown, newId: SSTableId, oldName: string, log: string): TdeError {
+  const cause = isTdeError(err) ? err : fromSystem(err, log, 'finish');
+  return new TdeError(cause.code, `${displayName(newId)} replaces ${oldName} (the commit is ` +
+    `recorded in ${log}), but finishing the rewrite failed: ${cause.message}. The data is safe: ` +
+    'every reader here already ignores the old files, and running the command again removes them',
+  cause.context, err);
+}
+
 /** Components written by the data writer; every other one is carried over unchanged. */
 function isDataComponent(c: string): boolean {
   return c === 'Data.db' || c === 'CompressionInfo.db' || c === 'CRC.db' || c.startsWith('Digest.') || c === 'TOC.txt';
@@ -202,6 +214,8 @@ class Rewriter {
     let reader: SSTableReader | undefined;
     let compressor: Compressor | undefined;
     let writer: SSTableDataWriter | undefined;
+    let committing = false;
+    let stored = 0;
     // The new files get the old Data.db's permissions and (when run as root) its owner.
     const reference = fs.statSync(componentPath(old, 'Data.db'));
     const mode = reference.mode & 0o777;
@@ -275,19 +289,17 @@ class Rewriter {
       await this.verify(newId, result.components, sourceChecksum >>> 0, source.sstable, transcoded);
       crashPoint('verified');
       this.checkCancelled();
+      stored = result.storedLength;
+      committing = true;
       txn.commit();
-      crashPoint('committed');
-      await reader.close();
-      reader = undefined;
-
-      removeSSTableFiles(old.dir, prefixOf(old), () => crashPoint('old-partly-removed'));
-      syncDirectory(old.dir);
-      crashPoint('old-removed');
-      txn.finish();
-      return { id: newId, stored: result.storedLength };
     } catch (err) {
       await writer?.abort();
       await reader?.close();
+      // A commit whose write or sync reported an error may still be in the log: then the log
+      // decides, as after a crash, and nothing may be removed here.
+      if (committing && txn.readsCommitted()) {
+        throw afterCommit(err, newId, source.sstable, txn.file);
+      }
       // Not committed: the new SSTable's files are debris. Remove them and the log.
       removeSSTableFiles(newId.dir, prefixOf(newId));
       txn.finish();
@@ -295,6 +307,20 @@ class Rewriter {
     } finally {
       compressor?.close();
     }
+
+    // Committed: from here on a failure must never touch the new SSTable. What is left of the
+    // old one is debris that the log names, removed by the next run.
+    crashPoint('committed');
+    await reader.close();
+    try {
+      removeSSTableFiles(old.dir, prefixOf(old), () => crashPoint('old-partly-removed'));
+      syncDirectory(old.dir);
+      crashPoint('old-removed');
+      txn.finish();
+    } catch (err) {
+      throw afterCommit(err, newId, source.sstable, txn.file);
+    }
+    return { id: newId, stored };
   }
 
   /** Refuses to carry on from a Data.db that differs from what its writer recorded. */

@@ -4,9 +4,9 @@
  * output of `DESC KEYSPACE`). Everything else in the file is skipped, so a whole schema dump can
  * be given as is.
  */
-import * as fs from 'node:fs';
 
-import { fromSystem, TdeError } from '../errors';
+import { TdeError } from '../errors';
+import { readRegularFile } from '../util/files';
 import { didYouMean, nearest } from '../util/suggest';
 
 export interface TableSchema {
@@ -329,12 +329,9 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
 }
 
 export function loadSchema(file: string): Map<string, TableSchema> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw fromSystem(err, file, 'read schema file');
-  }
+  // A DESC SCHEMA dump of a large cluster is a few MiB.
+  const text = readRegularFile(file, 256 * 1024 * 1024, 'ERR_TDE_SCHEMA', 'schema file')
+    .toString('utf8');
   if (text.includes('\0')) {
     throw new TdeError('ERR_TDE_SCHEMA', `${file} is not a text file of CQL statements`, { file });
   }

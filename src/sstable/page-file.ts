@@ -17,6 +17,7 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 
 import { ChunkLocator, fromSystem, TdeError } from '../errors';
+import { writeFully } from '../util/files';
 
 export const PAGE_SIZE = 4096;
 const FOOTER = 8;
@@ -212,7 +213,7 @@ export async function transcodeComponent(source: ComponentSource, dst: string,
   const output = await fs.promises.open(dst, 'wx', 0o600).catch((err) => { throw fromSystem(err, dst, 'create'); });
   let crc = 0;
   try {
-    await output.chmod(mode);
+    await output.chmod(mode).catch((err) => { throw fromSystem(err, dst, 'set the mode of'); });
     if (codec) {
       const per = codec.plainPerPage;
       const count = Math.max(1, Math.ceil(source.size / per));
@@ -225,14 +226,16 @@ export async function transcodeComponent(source: ComponentSource, dst: string,
         const encrypted = await codec.encrypt(slices, first, count - 1);
         const pages = Buffer.alloc(n * PAGE_SIZE);
         encrypted.forEach((c, k) => sealPage(c, pages.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE)));
-        await output.write(pages, 0, pages.length, first * PAGE_SIZE).catch((err) => { throw fromSystem(err, dst, 'write'); });
+        await writeFully(output, pages, first * PAGE_SIZE)
+          .catch((err) => { throw fromSystem(err, dst, 'write'); });
       }
     } else {
       const step = PAGES_PER_BATCH * PAGE_SIZE;
       for (let at = 0; at < source.size; at += step) {
         const plain = await source.read(at, Math.min(step, source.size - at));
         crc = zlib.crc32(plain, crc);
-        await output.write(plain, 0, plain.length, at).catch((err) => { throw fromSystem(err, dst, 'write'); });
+        await writeFully(output, plain, at)
+          .catch((err) => { throw fromSystem(err, dst, 'write'); });
       }
     }
     await output.sync().catch((err) => { throw fromSystem(err, dst, 'sync'); });

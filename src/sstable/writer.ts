@@ -18,6 +18,7 @@ import { fromSystem, TdeError } from '../errors';
 const IN_FLIGHT = 2;
 import { CompressionInfo, NEVER_UNCOMPRESSED, serializeCompressionInfo } from './compression-info';
 import { serializeCrcDb } from './crc-db';
+import { writevFully } from '../util/files';
 import { checkId, componentPath, featuresOf, SSTableId, VersionFeatures } from './descriptor';
 
 export interface DataWriterOptions {
@@ -269,8 +270,7 @@ export class SSTableDataWriter {
     }
 
     try {
-      // writev takes at most IOV_MAX (1024) buffers per call on Linux.
-      for (let i = 0; i < pieces.length; i += 1024) await fd.writev(pieces.slice(i, i + 1024));
+      await writevFully(fd, pieces);
     } catch (err) {
       throw fromSystem(err, this.dataFile, 'write');
     }

@@ -1,7 +1,7 @@
 /** Small file-system helpers for writes that must survive a crash. */
 import * as fs from 'node:fs';
 
-import { fromSystem } from '../errors';
+import { ErrorCodeName, fromSystem, TdeError } from '../errors';
 
 /** fsync a directory so that entries created, renamed or removed in it survive a crash. */
 export function syncDirectory(dir: string): void {
@@ -16,13 +16,66 @@ export function syncDirectory(dir: string): void {
   }
 }
 
+/*
+ * A write may store fewer bytes than asked and still succeed: when the disk fills up or the file
+ * reaches the process's size limit (ulimit -f), write(2) stores what fits and only the next call
+ * fails. The helpers below carry on after a short write, so that the cause is reported as an
+ * error instead of a file silently cut short.
+ */
+
+/** A write that stored nothing without an error: not expected, but never loop on it. */
+function stalled(): NodeJS.ErrnoException {
+  return Object.assign(new Error('the write stored no bytes'), { code: 'EIO' });
+}
+
+/** fs.writeSync until every byte of `data` is written, at the file's position. */
+export function writeFullySync(fd: number, data: Uint8Array): void {
+  for (let at = 0; at < data.length;) {
+    const n = fs.writeSync(fd, data, at, data.length - at);
+    if (n <= 0) throw stalled();
+    at += n;
+  }
+}
+
+/** handle.write until every byte is written, from `position` on (or the file's position). */
+export async function writeFully(handle: fs.promises.FileHandle, data: Uint8Array,
+  position?: number): Promise<void> {
+  for (let at = 0; at < data.length;) {
+    const { bytesWritten } = await handle.write(data, at, data.length - at,
+      position === undefined ? undefined : position + at);
+    if (bytesWritten <= 0) throw stalled();
+    at += bytesWritten;
+  }
+}
+
+/**
+ * handle.writev until every buffer is written, from `position` on (or the file's position),
+ * at most IOV_MAX (1024) buffers per call.
+ */
+export async function writevFully(handle: fs.promises.FileHandle, buffers: Uint8Array[],
+  position?: number): Promise<void> {
+  let rest = buffers.filter((b) => b.length > 0);
+  let at = position;
+  while (rest.length > 0) {
+    const group = rest.slice(0, 1024);
+    let { bytesWritten } = await handle.writev(group, at);
+    if (bytesWritten <= 0) throw stalled();
+    if (at !== undefined) at += bytesWritten;
+    // Drop what was written: whole buffers, then the written part of the next one.
+    let i = 0;
+    while (i < group.length && bytesWritten >= group[i].length) bytesWritten -= group[i++].length;
+    rest = rest.slice(i);
+    if (bytesWritten > 0) rest[0] = rest[0].subarray(bytesWritten);
+  }
+}
+
 /** Writes a whole file and fsyncs it. The caller syncs the directory, once for a set of files. */
 export function writeFileDurably(file: string, data: string | Uint8Array, mode = 0o644): void {
   let fd: number | undefined;
   try {
     fd = fs.openSync(file, 'wx', 0o600);
     fs.fchmodSync(fd, mode);
-    fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+    writeFullySync(fd, typeof data === 'string' ? Buffer.from(data) : data);
     fs.fsyncSync(fd);
   } catch (err) {
     throw fromSystem(err, file, 'write');
@@ -44,5 +97,33 @@ export function matchOwner(files: string[], reference: fs.Stats): void {
     } catch {
       // see above
     }
+  }
+}
+
+/**
+ * Reads a file that must be a regular file of at most `maxBytes`: a path naming a FIFO or device
+ * (or a file far too big for what it should be) is refused with `code` instead of blocking the
+ * read or filling memory. `what` names the file in messages ("config file").
+ */
+export function readRegularFile(file: string, maxBytes: number, code: ErrorCodeName,
+  what: string): Buffer {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (err) {
+    throw fromSystem(err, file, `read ${what}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new TdeError(code, `${what} ${file} is not a regular file`, { file });
+    if (st.size > maxBytes) {
+      throw new TdeError(code, `${what} ${file} is ${st.size} bytes, more than a ${what} can ` +
+        `plausibly be (at most ${maxBytes})`, { file });
+    }
+    return fs.readFileSync(fd);
+  } catch (err) {
+    throw fromSystem(err, file, `read ${what}`);
+  } finally {
+    fs.closeSync(fd);
   }
 }

@@ -14,8 +14,22 @@ export function looksLikeKey(value: string): boolean {
   return classes >= 2;
 }
 
-/** `"value"`, or a note in its place when it looks like a key. */
+/**
+ * `"value"` for a string (or a note in its place when it looks like a key), the value itself for
+ * a number, boolean or null, and only the kind of anything else: a map or list given where a
+ * word was expected may hold passwords, or (through YAML aliases) itself.
+ */
 export function quote(value: unknown): string {
-  if (typeof value === 'string' && looksLikeKey(value)) return '(a value that looks like key material, not shown)';
-  return JSON.stringify(value);
+  if (typeof value === 'string') {
+    return looksLikeKey(value)
+      ? '(a value that looks like key material, not shown)'
+      : JSON.stringify(value);
+  }
+  const t = typeof value;
+  if (value === null || t === 'number' || t === 'boolean' || t === 'bigint') {
+    return String(value);
+  }
+  if (Array.isArray(value)) return 'a list';
+  if (Buffer.isBuffer(value) || value instanceof Uint8Array) return 'binary data';
+  return typeof value === 'object' ? 'a map' : `a value of type ${typeof value}`;
 }

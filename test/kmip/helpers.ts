@@ -14,6 +14,11 @@ export interface KmipServer {
   dir: string;
   port: number;
   certs: string;
+  /** The server's SQLite database (another server started with it serves the same keys). */
+  database: string;
+  /** Kills the server process at once (no shutdown), keeping its files. */
+  kill(): void;
+  /** Kills it and removes its directory. */
   stop(): void;
 }
 
@@ -30,16 +35,20 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function startKmipServer(certsFrom?: string): Promise<KmipServer> {
+export async function startKmipServer(certsFrom?: string, database?: string): Promise<KmipServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-kmip-'));
   // Servers that share certificates let one client fail over between them.
   if (certsFrom) fs.cpSync(certsFrom, path.join(dir, 'certs'), { recursive: true });
   const port = await freePort();
-  execFileSync(SCRIPT, ['start', dir, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  execFileSync(SCRIPT, ['start', dir, String(port), ...(database ? [database] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
   return {
     dir,
     port,
     certs: path.join(dir, 'certs'),
+    database: database ?? path.join(dir, 'pykmip.db'),
+    kill: () => {
+      execFileSync(SCRIPT, ['stop', dir]);
+    },
     stop: () => {
       execFileSync(SCRIPT, ['stop', dir]);
       fs.rmSync(dir, { recursive: true, force: true });

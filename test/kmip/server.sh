@@ -2,7 +2,9 @@
 # A throwaway PyKMIP server on 127.0.0.1 for the integration tests, with its own PKI.
 #
 #   test/kmip/server.sh install        install python3-pykmip if missing (needs root)
-#   test/kmip/server.sh start DIR PORT start a server; prints KEY=VALUE lines, also in DIR/kmip.env
+#   test/kmip/server.sh start DIR PORT [DB]  start a server; prints KEY=VALUE lines, also in
+#                                      DIR/kmip.env; DB: another server's database to share
+#                                      (servers that share one serve the same keys)
 #   test/kmip/server.sh stop DIR       kill that server (it is throwaway: no graceful shutdown)
 #
 # DIR receives certs/ (CA, server and client certificates, key stores in PEM, JKS and PKCS12),
@@ -67,7 +69,7 @@ pki() {
 }
 
 start() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 db=${3:-}
   mkdir -p "$dir/policies"
   dir=$(cd "$dir" && pwd)
   CERTS=$dir/certs
@@ -84,7 +86,7 @@ policy_path=$dir/policies
 enable_tls_client_auth=True
 tls_cipher_suites=TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256 TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384
 logging_level=INFO
-database_path=$dir/pykmip.db
+database_path=${db:-$dir/pykmip.db}
 CONF
   # setsid: the server and its helper processes form one group, which stop kills.
   PYTHONHASHSEED=0 setsid "$PY" -W ignore /usr/bin/pykmip-server -f "$dir/server.conf" -l "$dir/server.log" \
@@ -121,7 +123,7 @@ stop() {
 
 case "${1:-}" in
   install) install ;;
-  start) install; start "$2" "$3" ;;
+  start) install; start "$2" "$3" "${4:-}" ;;
   stop) stop "$2" ;;
-  *) echo "usage: $0 install | start DIR PORT | stop DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 install | start DIR PORT [DB] | stop DIR" >&2; exit 2 ;;
 esac

@@ -1,0 +1,221 @@
+/**
+ * A preload (`node --require test/crash-hook.js`) for crash tests: it counts the file-system
+ * operations that change something (create, write, sync, link, rename, remove, chmod, ...) on
+ * paths under one directory, and kills the process just before the N-th of them. Counting real
+ * operations reaches every phase of a rewrite, including moments no named crash point marks:
+ * between two writes of one file, between a file's write and its fsync, between two removals.
+ *
+ * The operations themselves are the real ones, unchanged; the hook only decides when to stop.
+ *
+ * Environment (the hook does nothing unless SSTABLE_TDE_FS_ROOT is set):
+ *   SSTABLE_TDE_FS_ROOT      count only operations on paths under this directory (and on file
+ *                            descriptors opened there); tsx's cache, temp files etc. are ignored
+ *   SSTABLE_TDE_FS_TRACE     append one line per counted operation: "N kind path"
+ *   SSTABLE_TDE_KILL_AT_OP   send SIGKILL to this process just before operation N (1-based)
+ *   SSTABLE_TDE_STOP_AT_OP   send SIGSTOP instead (the parent resumes it with SIGCONT)
+ *   SSTABLE_TDE_STOP_AT_MATCH  send SIGSTOP before the first operation whose "kind path" line
+ *                            matches this regular expression
+ *   SSTABLE_TDE_FAIL_AT_OP   make operation N fail, as a failing disk would, with the errno
+ *                            SSTABLE_TDE_FAIL_CODE (default EIO), without doing it
+ *
+ * Only calls made through Node's fs module are seen; file I/O done in native code is not.
+ */
+'use strict';
+
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const rootEnv = process.env.SSTABLE_TDE_FS_ROOT;
+if (rootEnv) install(path.resolve(rootEnv));
+
+function install(root) {
+  const traceFile = process.env.SSTABLE_TDE_FS_TRACE;
+  const killAt = Number(process.env.SSTABLE_TDE_KILL_AT_OP || 0);
+  const stopAt = Number(process.env.SSTABLE_TDE_STOP_AT_OP || 0);
+  const stopMatch = process.env.SSTABLE_TDE_STOP_AT_MATCH
+    ? new RegExp(process.env.SSTABLE_TDE_STOP_AT_MATCH)
+    : undefined;
+  let stopped = false;
+  const failAt = Number(process.env.SSTABLE_TDE_FAIL_AT_OP || 0);
+  const failCode = process.env.SSTABLE_TDE_FAIL_CODE || 'EIO';
+  const original = { appendFileSync: fs.appendFileSync };
+  /** Paths of descriptors opened under the root, by descriptor. */
+  const fds = new Map();
+  let count = 0;
+  /** Set while a counted call runs: calls it makes itself (rmSync's unlink) are not counted. */
+  let inside = false;
+
+  const under = (p) => {
+    if (typeof p !== 'string' && !Buffer.isBuffer(p) && !(p instanceof URL)) return false;
+    const abs = path.resolve(p instanceof URL ? p.pathname : String(p));
+    return abs === root || abs.startsWith(root + path.sep);
+  };
+
+  /** Counts an operation; returns the error it must fail with, if it is the one to fail. */
+  function step(kind, target) {
+    if (inside) return undefined;
+    count++;
+    const line = `${kind} ${path.relative(root, target) || '.'}`;
+    if (traceFile) original.appendFileSync(traceFile, `${count} ${line}\n`);
+    if (count === killAt) process.kill(process.pid, 'SIGKILL');
+    if (count === stopAt || (stopMatch && !stopped && stopMatch.test(line))) {
+      stopped = true;
+      process.kill(process.pid, 'SIGSTOP');
+    }
+    if (count !== failAt) return undefined;
+    const err = new Error(
+      `${failCode}: i/o error (injected by crash-hook.js), ${kind} '${target}'`,
+    );
+    return Object.assign(err, {
+      code: failCode,
+      errno: -(os.constants.errno[failCode] || 5),
+      syscall: kind,
+      path: target,
+    });
+  }
+  const failSync = (err) => {
+    if (err) throw err;
+  };
+
+  const nested = (call) => {
+    if (inside) return call();
+    inside = true;
+    try {
+      return call();
+    } finally {
+      inside = false;
+    }
+  };
+
+  const writes = (flags) => {
+    if (typeof flags === 'number') {
+      const c = fs.constants;
+      return (flags & (c.O_WRONLY | c.O_RDWR | c.O_CREAT | c.O_TRUNC | c.O_APPEND)) !== 0;
+    }
+    return typeof flags === 'string' && /[wax+]/.test(flags);
+  };
+
+  // Operations named by their first argument, a path (two-path ones by the second, the target).
+  const byPath = [
+    'writeFileSync',
+    'appendFileSync',
+    'rmSync',
+    'unlinkSync',
+    'rmdirSync',
+    'mkdirSync',
+    'chmodSync',
+    'chownSync',
+    'truncateSync',
+    'utimesSync',
+  ];
+  const byTarget = ['renameSync', 'linkSync', 'copyFileSync', 'symlinkSync'];
+  const byFd = [
+    'writeSync',
+    'writevSync',
+    'fsyncSync',
+    'fdatasyncSync',
+    'ftruncateSync',
+    'fchmodSync',
+    'fchownSync',
+    'futimesSync',
+  ];
+
+  for (const name of byPath) {
+    const fn = fs[name];
+    fs[name] = function (p, ...rest) {
+      if (!under(p)) return fn.call(this, p, ...rest);
+      failSync(step(name.replace(/Sync$/, ''), String(p)));
+      return nested(() => fn.call(this, p, ...rest));
+    };
+  }
+  for (const name of byTarget) {
+    const fn = fs[name];
+    fs[name] = function (from, to, ...rest) {
+      if (!under(to)) return fn.call(this, from, to, ...rest);
+      failSync(step(name.replace(/Sync$/, ''), String(to)));
+      return nested(() => fn.call(this, from, to, ...rest));
+    };
+  }
+  for (const name of byFd) {
+    const fn = fs[name];
+    fs[name] = function (fd, ...rest) {
+      if (!fds.has(fd)) return fn.call(this, fd, ...rest);
+      failSync(step(name.replace(/Sync$/, ''), fds.get(fd)));
+      return nested(() => fn.call(this, fd, ...rest));
+    };
+  }
+  const openSync = fs.openSync;
+  fs.openSync = function (p, flags, ...rest) {
+    const counted = under(p);
+    if (counted && writes(flags)) failSync(step('open-for-write', String(p)));
+    const fd = openSync.call(this, p, flags, ...rest);
+    if (counted) fds.set(fd, String(p));
+    return fd;
+  };
+  const closeSync = fs.closeSync;
+  fs.closeSync = function (fd) {
+    fds.delete(fd);
+    return closeSync.call(this, fd);
+  };
+
+  // Promise API: path operations, and the methods of file handles opened under the root.
+  const p = fs.promises;
+  for (const name of [
+    'writeFile',
+    'appendFile',
+    'rm',
+    'unlink',
+    'rmdir',
+    'mkdir',
+    'chmod',
+    'chown',
+    'truncate',
+  ]) {
+    const fn = p[name];
+    p[name] = function (target, ...rest) {
+      const err = under(target) ? step(name, String(target)) : undefined;
+      return err ? Promise.reject(err) : fn.call(this, target, ...rest);
+    };
+  }
+  for (const name of ['rename', 'link', 'copyFile', 'symlink']) {
+    const fn = p[name];
+    p[name] = function (from, to, ...rest) {
+      const err = under(to) ? step(name, String(to)) : undefined;
+      return err ? Promise.reject(err) : fn.call(this, from, to, ...rest);
+    };
+  }
+  const handlePaths = new WeakMap();
+  let patchedHandles = false;
+  const patchHandles = (proto) => {
+    patchedHandles = true;
+    for (const name of [
+      'write',
+      'writev',
+      'writeFile',
+      'appendFile',
+      'sync',
+      'datasync',
+      'truncate',
+      'chmod',
+      'chown',
+      'utimes',
+    ]) {
+      const fn = proto[name];
+      proto[name] = function (...args) {
+        const target = handlePaths.get(this);
+        const err = target !== undefined ? step(`handle.${name}`, target) : undefined;
+        return err ? Promise.reject(err) : fn.apply(this, args);
+      };
+    }
+  };
+  const open = p.open;
+  p.open = async function (target, flags, ...rest) {
+    const counted = under(target);
+    if (counted && writes(flags)) failSync(step('open-for-write', String(target)));
+    const handle = await open.call(this, target, flags, ...rest);
+    if (!patchedHandles) patchHandles(Object.getPrototypeOf(handle));
+    if (counted) handlePaths.set(handle, String(target));
+    return handle;
+  };
+}
