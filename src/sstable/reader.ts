@@ -52,7 +52,7 @@ interface ChunkGeometry {
 }
 
 /** Chunks read per batch: enough to keep every core busy, small enough to bound memory. */
-const BATCH_BYTES = 8 * 1024 * 1024;
+const BATCH_BYTES = 4 * 1024 * 1024;
 /** Regions at least this large have their checksums computed on the addon's thread pool. */
 const POOL_CHECKSUM_BYTES = 256 * 1024;
 const CRC32 = checksumFor('crc32');

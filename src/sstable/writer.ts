@@ -44,7 +44,7 @@ export interface WriteResult {
 /** Uncompressed tables: CRC.db slice size, as Cassandra writes it. */
 const CRC_CHUNK = 65536;
 /** Uncompressed bytes handed to the compressor at once. */
-const BATCH_BYTES = 8 * 1024 * 1024;
+const BATCH_BYTES = 4 * 1024 * 1024;
 
 export class SSTableDataWriter {
   private readonly features: VersionFeatures;
