@@ -4,7 +4,7 @@
       "target_name": "sstable_tde",
       "sources": [
         "native/addon.cc",
-        "native/aes_cbc_mb.cc",
+        "native/aes_ni.cc",
         "native/checksum.cc",
         "native/chunk_cipher.cc",
         "native/cipher_suite.cc",

@@ -11,7 +11,7 @@
 #include <mutex>
 #include <unordered_set>
 
-#include "aes_cbc_mb.h"
+#include "aes_ni.h"
 #include "checksum.h"
 #include "chunk_cipher.h"
 #include "cipher_suite.h"
@@ -550,15 +550,15 @@ Napi::Value JsCodecDecodeInto(const Napi::CallbackInfo& info) {
   return QueueJob(env, std::move(job), info[1], info[3], env.Undefined());
 }
 
-// setMultiBuffer(on): whether AES-CBC batches encrypt several chunks at once (aes_cbc_mb.h).
+// setMultiBuffer(on): whether AES-CBC batches encrypt several chunks at once (aes_ni.h).
 // Returns whether multi-buffer encryption is now in use (false where the CPU lacks AES-NI).
 Napi::Value JsSetMultiBuffer(const Napi::CallbackInfo& info) {
-  aesmb::SetEnabled(info[0].ToBoolean().Value());
-  return Napi::Boolean::New(info.Env(), aesmb::Available());
+  aesni::SetEnabled(info[0].ToBoolean().Value());
+  return Napi::Boolean::New(info.Env(), aesni::Available());
 }
 
 Napi::Value JsMultiBuffer(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), aesmb::Available());
+  return Napi::Boolean::New(info.Env(), aesni::Available());
 }
 
 // evpStreamSeconds(spec, key, chunkBytes, rounds, threads = 1): seconds `threads` threads take

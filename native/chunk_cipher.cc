@@ -76,15 +76,21 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
     return nullptr;
   }
 
-  // AES-CBC with a fresh IV per chunk can be encrypted many chunks at a time (aes_cbc_mb.h).
+  // AES-CBC with a fresh IV per chunk can be encrypted many chunks at a time, and AES-CTR
+  // without EVP's setup per chunk (aes_ni.h); ECB chunks skip that setup too.
   const std::string& name = spec.evp_name;
-  bool cbc = name == "AES-128-CBC" || name == "AES-192-CBC" || name == "AES-256-CBC";
-  if (cbc && spec.iv_length == 16 && spec.fixed_iv.empty() && aesmb::Available()) {
-    aesmb::RoundKeys expanded;
-    if (aesmb::ExpandKey(key, key_len, &expanded)) {
-      core->mb_keys_.reset(new SecureBytes(reinterpret_cast<const uint8_t*>(&expanded), sizeof expanded));
+  bool aes = name.rfind("AES-", 0) == 0;
+  int mode = EVP_CIPHER_get_mode(cipher);
+  if (mode == EVP_CIPH_ECB_MODE) core->mode_ = Mode::kEcb;
+  if (aes && mode == EVP_CIPH_CBC_MODE) core->mode_ = Mode::kCbc;
+  if (aes && mode == EVP_CIPH_CTR_MODE) core->mode_ = Mode::kCtr;
+  bool per_chunk_iv = spec.iv_length == 16 && spec.fixed_iv.empty();
+  if ((core->mode_ == Mode::kCbc || core->mode_ == Mode::kCtr) && per_chunk_iv && aesni::Available()) {
+    aesni::RoundKeys expanded;
+    if (aesni::ExpandKey(key, key_len, &expanded)) {
+      core->aes_keys_.reset(new SecureBytes(reinterpret_cast<const uint8_t*>(&expanded), sizeof expanded));
       OPENSSL_cleanse(&expanded, sizeof expanded);
-      if (!core->mb_keys_->valid()) core->mb_keys_.reset();
+      if (!core->aes_keys_->valid()) core->aes_keys_.reset();
     }
   }
 
@@ -144,6 +150,56 @@ Status ChunkCipherCore::Prepare(CipherContext* ctx, bool encrypt) const {
   if (EVP_CipherInit_ex2(c, nullptr, key_.data(), nullptr, enc, nullptr) != 1) {
     return EvpFailure("EVP_CipherInit_ex2 (key)");
   }
+  // ECB chunks are padded and unpadded here (EncryptEcb, DecryptEcb), so EVP keeps no state.
+  if (mode_ == Mode::kEcb) EVP_CIPHER_CTX_set_padding(c, 0);
+  return Status::Ok();
+}
+
+Status ChunkCipherCore::EncryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len, uint8_t* out,
+                                   size_t* written) const {
+  size_t whole = in_len / block_size_ * block_size_;
+  int n = 0;
+  if (whole > 0 && EVP_CipherUpdate(c, out, &n, in, static_cast<int>(whole)) != 1) {
+    return EvpFailure("EVP_CipherUpdate");
+  }
+  size_t done = static_cast<size_t>(n);
+  if (spec_.padding) {
+    // PKCS5: the rest of the chunk, then as many bytes as the block lacks, each that count.
+    uint8_t block[EVP_MAX_BLOCK_LENGTH];
+    size_t rest = in_len - whole;
+    std::memcpy(block, in + whole, rest);
+    std::memset(block + rest, static_cast<int>(block_size_ - rest), block_size_ - rest);
+    int m = 0;
+    bool ok = EVP_CipherUpdate(c, out + done, &m, block, static_cast<int>(block_size_)) == 1;
+    OPENSSL_cleanse(block, sizeof block);
+    if (!ok) return EvpFailure("EVP_CipherUpdate");
+    done += static_cast<size_t>(m);
+  }
+  *written = done;
+  return Status::Ok();
+}
+
+Status ChunkCipherCore::DecryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len, uint8_t* out,
+                                   size_t* written) const {
+  int n = 0;
+  if (in_len > 0 && EVP_CipherUpdate(c, out, &n, in, static_cast<int>(in_len)) != 1) {
+    return EvpFailure("EVP_CipherUpdate");
+  }
+  size_t len = static_cast<size_t>(n);
+  if (spec_.padding) {
+    // Every padding byte must say how many there are, from 1 to a whole block.
+    size_t pad = len > 0 ? out[len - 1] : 0;
+    bool valid = pad >= 1 && pad <= block_size_ && pad <= len;
+    for (size_t i = 1; valid && i <= pad; i++) valid = out[len - i] == pad;
+    if (!valid) {
+      OPENSSL_cleanse(out, len);
+      return Status::Error("ERR_TDE_DECRYPT_FAILED",
+                           "the chunk does not decrypt to valid padding: it was written with a "
+                           "different key, or its bytes were altered");
+    }
+    len -= pad;
+  }
+  *written = len;
   return Status::Ok();
 }
 
@@ -171,6 +227,19 @@ Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in
   Status checked = CheckEncrypt(in_len, out_cap);
   if (!checked.ok()) return checked;
   EVP_CIPHER_CTX* c = ctx->get();
+
+  if (mode_ == Mode::kEcb && spec_.tag_length == 0) return EncryptEcb(c, in, in_len, out, written);
+  const aesni::RoundKeys* ctr = mode_ == Mode::kCtr ? AesKeys() : nullptr;
+  if (ctr != nullptr) {
+    if (fresh_iv != nullptr) {
+      std::memcpy(out, fresh_iv, 16);
+    } else if (!RandomBytes(out, 16)) {
+      return EvpFailure("RAND_bytes");
+    }
+    aesni::CtrXor(*ctr, out, in, out + 16, in_len);
+    *written = 16 + in_len;
+    return Status::Ok();
+  }
 
   const uint8_t* iv = FixedIv();
   if (spec_.iv_length > 0) {
@@ -238,6 +307,14 @@ Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in
     return Status::Error("ERR_TDE_CIPHER_DESTROYED", "the cipher was destroyed; its key is gone");
   }
   EVP_CIPHER_CTX* c = ctx->get();
+
+  if (mode_ == Mode::kEcb && spec_.tag_length == 0) return DecryptEcb(c, in, in_len, out, written);
+  const aesni::RoundKeys* ctr = mode_ == Mode::kCtr ? AesKeys() : nullptr;
+  if (ctr != nullptr) {
+    aesni::CtrXor(*ctr, in, in + 16, out, body_len);
+    *written = body_len;
+    return Status::Ok();
+  }
 
   const uint8_t* iv = spec_.iv_length > 0 ? in : FixedIv();
   if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 0, nullptr) != 1) {

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <mutex>
 
-#include "aes_cbc_mb.h"
+#include "aes_ni.h"
 #include "cipher_suite.h"
 #include "thread_pool.h"
 
@@ -58,14 +58,14 @@ Status CompressForCipher(ChunkJob& job, size_t i, size_t* len) {
                   job.out_cap[i] - reserved, len);
 }
 
-// AES-CBC encoding on one thread: up to eight chunks in flight (aes_cbc_mb.h). Each chunk is
+// AES-CBC encoding on one thread: up to eight chunks in flight (aes_ni.h). Each chunk is
 // compressed as its lane takes it, and checksummed as soon as it is encrypted.
-class MultiBufferSource : public aesmb::JobSource {
+class MultiBufferSource : public aesni::JobSource {
  public:
   MultiBufferSource(ChunkJob* job, Progress* progress, const uint8_t* ivs)
       : job_(job), progress_(progress), ivs_(ivs) {}
 
-  bool Next(aesmb::Job* lane) override {
+  bool Next(aesni::Job* lane) override {
     ChunkJob& job = *job_;
     size_t n = job.in.size();
     for (;;) {
@@ -96,7 +96,7 @@ class MultiBufferSource : public aesmb::JobSource {
     }
   }
 
-  void Done(const aesmb::Job& lane) override {
+  void Done(const aesni::Job& lane) override {
     size_t i = lane.index;
     size_t stored = 16 + (lane.len / 16 + (lane.padding ? 1 : 0)) * 16;
     job_->written[i] = static_cast<uint32_t>(stored);
@@ -180,11 +180,11 @@ void ChunkJob::Run() {
   }
   Progress progress(&status);
 
-  const aesmb::RoundKeys* mb_keys = encode && core && aad.empty() ? core->MultiBufferKeys() : nullptr;
+  const aesni::RoundKeys* mb_keys = encode && core && aad.empty() ? core->MultiBufferKeys() : nullptr;
   if (mb_keys != nullptr) {
     ThreadPool::Instance().RunParallel(participants, [&] {
       MultiBufferSource source(this, &progress, ivs.data());
-      aesmb::EncryptCbc(*mb_keys, &source);
+      aesni::EncryptCbc(*mb_keys, &source);
     });
     OPENSSL_cleanse(ivs.data(), ivs.size());
     return;

@@ -102,7 +102,7 @@ export interface NativeBinding {
   setParallelism(threads: number): void;
   /**
    * Whether AES-CBC batches encrypt up to eight chunks at once per thread with AES-NI
-   * (native/aes_cbc_mb.h); false where the processor lacks AES-NI. On by default;
+   * (native/aes_ni.h); false where the processor lacks AES-NI. On by default;
    * SSTABLE_TDE_MULTIBUFFER=0 turns it off. Output is the same either way.
    */
   multiBuffer(): boolean;

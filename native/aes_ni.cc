@@ -1,4 +1,4 @@
-#include "aes_cbc_mb.h"
+#include "aes_ni.h"
 
 #include <openssl/crypto.h>
 
@@ -14,7 +14,7 @@
 #endif
 
 namespace tde {
-namespace aesmb {
+namespace aesni {
 
 namespace {
 
@@ -174,6 +174,51 @@ TDE_TARGET_AES void Run(const RoundKeys& keys, JobSource* source) {
   OPENSSL_cleanse(chain, sizeof chain);
 }
 
+// The counter block for `hi:lo` (a 128-bit big-endian number), as AESENC takes it.
+inline __m128i CounterBlock(uint64_t hi, uint64_t lo) {
+  return _mm_set_epi64x(static_cast<long long>(__builtin_bswap64(lo)),
+                        static_cast<long long>(__builtin_bswap64(hi)));
+}
+
+template <int N>
+TDE_TARGET_AES void CtrBlocks(const __m128i* rk, int rounds, uint64_t* hi, uint64_t* lo,
+                              const uint8_t* in, uint8_t* out) {
+  __m128i x[N];
+  for (int k = 0; k < N; k++) {
+    x[k] = _mm_xor_si128(CounterBlock(*hi, *lo), rk[0]);
+    if (++*lo == 0) ++*hi;
+  }
+  for (int r = 1; r < rounds; r++) {
+    const __m128i key = _mm_load_si128(rk + r);
+    for (int k = 0; k < N; k++) x[k] = _mm_aesenc_si128(x[k], key);
+  }
+  const __m128i last = _mm_load_si128(rk + rounds);
+  for (int k = 0; k < N; k++) {
+    __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 16 * k));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * k), _mm_xor_si128(p, _mm_aesenclast_si128(x[k], last)));
+  }
+}
+
+TDE_TARGET_AES void Ctr(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t len) {
+  const __m128i* rk = reinterpret_cast<const __m128i*>(keys.bytes);
+  uint64_t hi = 0;
+  uint64_t lo = 0;
+  for (int i = 0; i < 8; i++) {
+    hi = hi << 8 | iv[i];
+    lo = lo << 8 | iv[8 + i];
+  }
+  for (; len >= 128; in += 128, out += 128, len -= 128) CtrBlocks<8>(rk, keys.rounds, &hi, &lo, in, out);
+  for (; len >= 16; in += 16, out += 16, len -= 16) CtrBlocks<1>(rk, keys.rounds, &hi, &lo, in, out);
+  if (len > 0) {
+    // The last, partial block: through a block of scratch so nothing past `len` is touched.
+    alignas(16) uint8_t block[16] = {0};
+    std::memcpy(block, in, len);
+    CtrBlocks<1>(rk, keys.rounds, &hi, &lo, block, block);
+    std::memcpy(out, block, len);
+    OPENSSL_cleanse(block, sizeof block);
+  }
+}
+
 #endif  // TDE_AESNI
 
 }  // namespace
@@ -223,6 +268,18 @@ bool ExpandKey(const uint8_t* key, size_t key_len, RoundKeys* out) {
 #endif
 }
 
+void CtrXor(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t len) {
+#if TDE_AESNI
+  Ctr(keys, iv, in, out, len);
+#else
+  (void)keys;
+  (void)iv;
+  (void)in;
+  (void)out;
+  (void)len;
+#endif
+}
+
 void EncryptCbc(const RoundKeys& keys, JobSource* source) {
 #if TDE_AESNI
   Run(keys, source);
@@ -232,5 +289,5 @@ void EncryptCbc(const RoundKeys& keys, JobSource* source) {
 #endif
 }
 
-}  // namespace aesmb
+}  // namespace aesni
 }  // namespace tde
