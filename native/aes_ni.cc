@@ -219,6 +219,45 @@ TDE_TARGET_AES void Ctr(const RoundKeys& keys, const uint8_t* iv, const uint8_t*
   }
 }
 
+template <int N>
+TDE_TARGET_AES void CbcDecryptBlocks(const __m128i* dk, int rounds, __m128i* prev, const uint8_t* in,
+                                     uint8_t* out) {
+  __m128i c[N];
+  __m128i x[N];
+  for (int k = 0; k < N; k++) {
+    c[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 16 * k));
+    x[k] = _mm_xor_si128(c[k], dk[0]);
+  }
+  for (int r = 1; r < rounds; r++) {
+    const __m128i key = _mm_load_si128(dk + r);
+    for (int k = 0; k < N; k++) x[k] = _mm_aesdec_si128(x[k], key);
+  }
+  const __m128i last = _mm_load_si128(dk + rounds);
+  for (int k = 0; k < N; k++) {
+    __m128i p = _mm_xor_si128(_mm_aesdeclast_si128(x[k], last), k == 0 ? *prev : c[k - 1]);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * k), p);
+  }
+  *prev = c[N - 1];
+}
+
+TDE_TARGET_AES void CbcDecrypt(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, uint8_t* out,
+                               size_t len) {
+  const __m128i* dk = reinterpret_cast<const __m128i*>(inverse.bytes);
+  __m128i prev = _mm_loadu_si128(reinterpret_cast<const __m128i*>(iv));
+  for (; len >= 128; in += 128, out += 128, len -= 128) CbcDecryptBlocks<8>(dk, inverse.rounds, &prev, in, out);
+  for (; len >= 16; in += 16, out += 16, len -= 16) CbcDecryptBlocks<1>(dk, inverse.rounds, &prev, in, out);
+}
+
+TDE_TARGET_AES void Inverse(const RoundKeys& keys, RoundKeys* out) {
+  const __m128i* ek = reinterpret_cast<const __m128i*>(keys.bytes);
+  __m128i* dk = reinterpret_cast<__m128i*>(out->bytes);
+  int n = keys.rounds;
+  dk[0] = ek[n];
+  for (int i = 1; i < n; i++) dk[i] = _mm_aesimc_si128(ek[n - i]);
+  dk[n] = ek[0];
+  out->rounds = n;
+}
+
 #endif  // TDE_AESNI
 
 }  // namespace
@@ -265,6 +304,27 @@ bool ExpandKey(const uint8_t* key, size_t key_len, RoundKeys* out) {
   (void)key_len;
   (void)out;
   return false;
+#endif
+}
+
+void InverseKeys(const RoundKeys& keys, RoundKeys* out) {
+#if TDE_AESNI
+  Inverse(keys, out);
+#else
+  (void)keys;
+  (void)out;
+#endif
+}
+
+void DecryptCbc(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t len) {
+#if TDE_AESNI
+  CbcDecrypt(inverse, iv, in, out, len);
+#else
+  (void)inverse;
+  (void)iv;
+  (void)in;
+  (void)out;
+  (void)len;
 #endif
 }
 

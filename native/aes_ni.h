@@ -32,6 +32,9 @@ struct RoundKeys {
 // Expands a 16, 24 or 32-byte AES key. Requires Available(). Returns false for other lengths.
 bool ExpandKey(const uint8_t* key, size_t key_len, RoundKeys* out);
 
+// The round keys of the inverse cipher (for AESDEC), from an expanded key.
+void InverseKeys(const RoundKeys& keys, RoundKeys* out);
+
 // One chunk to encrypt: `len` bytes from `in`, CBC under `iv`, written to `out` (with PKCS5
 // padding: len / 16 + 1 blocks; without: len / 16 blocks, and len must be a multiple of 16).
 struct Job {
@@ -58,6 +61,11 @@ void EncryptCbc(const RoundKeys& keys, JobSource* source);
 // a 128-bit big-endian counter, one more for each 16-byte block. Encrypts and decrypts alike;
 // `out` may be `in`. Eight blocks are in flight at a time, and no setup is paid per call.
 void CtrXor(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t len);
+
+// AES-CBC decryption of `len` bytes (a multiple of 16) with the inverse keys: parallel within a
+// chunk, eight blocks at a time, and no setup per call. `out` may be `in`. Padding is the
+// caller's to check.
+void DecryptCbc(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t len);
 
 }  // namespace aesni
 }  // namespace tde

@@ -86,12 +86,13 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
   if (aes && mode == EVP_CIPH_CTR_MODE) core->mode_ = Mode::kCtr;
   bool per_chunk_iv = spec.iv_length == 16 && spec.fixed_iv.empty();
   if ((core->mode_ == Mode::kCbc || core->mode_ == Mode::kCtr) && per_chunk_iv && aesni::Available()) {
-    aesni::RoundKeys expanded;
-    if (aesni::ExpandKey(key, key_len, &expanded)) {
-      core->aes_keys_.reset(new SecureBytes(reinterpret_cast<const uint8_t*>(&expanded), sizeof expanded));
-      OPENSSL_cleanse(&expanded, sizeof expanded);
+    aesni::RoundKeys expanded[2];
+    if (aesni::ExpandKey(key, key_len, &expanded[0])) {
+      aesni::InverseKeys(expanded[0], &expanded[1]);
+      core->aes_keys_.reset(new SecureBytes(reinterpret_cast<const uint8_t*>(expanded), sizeof expanded));
       if (!core->aes_keys_->valid()) core->aes_keys_.reset();
     }
+    OPENSSL_cleanse(expanded, sizeof expanded);
   }
 
   // Prepare once now, so a key OpenSSL rejects (for example a variable-length key outside the
@@ -185,21 +186,25 @@ Status ChunkCipherCore::DecryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t 
   if (in_len > 0 && EVP_CipherUpdate(c, out, &n, in, static_cast<int>(in_len)) != 1) {
     return EvpFailure("EVP_CipherUpdate");
   }
-  size_t len = static_cast<size_t>(n);
-  if (spec_.padding) {
-    // Every padding byte must say how many there are, from 1 to a whole block.
-    size_t pad = len > 0 ? out[len - 1] : 0;
-    bool valid = pad >= 1 && pad <= block_size_ && pad <= len;
-    for (size_t i = 1; valid && i <= pad; i++) valid = out[len - i] == pad;
-    if (!valid) {
-      OPENSSL_cleanse(out, len);
-      return Status::Error("ERR_TDE_DECRYPT_FAILED",
-                           "the chunk does not decrypt to valid padding: it was written with a "
-                           "different key, or its bytes were altered");
-    }
-    len -= pad;
+  if (!spec_.padding) {
+    *written = static_cast<size_t>(n);
+    return Status::Ok();
   }
-  *written = len;
+  return Unpad(out, static_cast<size_t>(n), written);
+}
+
+Status ChunkCipherCore::Unpad(uint8_t* out, size_t len, size_t* written) const {
+  // Every padding byte must say how many there are, from 1 to a whole block.
+  size_t pad = len > 0 ? out[len - 1] : 0;
+  bool valid = pad >= 1 && pad <= block_size_ && pad <= len;
+  for (size_t i = 1; valid && i <= pad; i++) valid = out[len - i] == pad;
+  if (!valid) {
+    OPENSSL_cleanse(out, len);
+    return Status::Error("ERR_TDE_DECRYPT_FAILED",
+                         "the chunk does not decrypt to valid padding: it was written with a "
+                         "different key, or its bytes were altered");
+  }
+  *written = len - pad;
   return Status::Ok();
 }
 
@@ -314,6 +319,15 @@ Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in
     aesni::CtrXor(*ctr, in, in + 16, out, body_len);
     *written = body_len;
     return Status::Ok();
+  }
+  const aesni::RoundKeys* inverse = mode_ == Mode::kCbc ? AesKeys(true) : nullptr;
+  if (inverse != nullptr) {
+    aesni::DecryptCbc(*inverse, in, in + 16, out, body_len);
+    if (!spec_.padding) {
+      *written = body_len;
+      return Status::Ok();
+    }
+    return Unpad(out, body_len, written);
   }
 
   const uint8_t* iv = spec_.iv_length > 0 ? in : FixedIv();

@@ -96,9 +96,12 @@ class ChunkCipherCore {
   // aes_ni.h. Re-initialising EVP for every chunk costs as much as encrypting a 16 KiB chunk.
   Status EncryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len, uint8_t* out, size_t* written) const;
   Status DecryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len, uint8_t* out, size_t* written) const;
-  const aesni::RoundKeys* AesKeys() const {
+  // Checks and removes PKCS5 padding from `len` decrypted bytes at `out`.
+  Status Unpad(uint8_t* out, size_t len, size_t* written) const;
+  // The expanded key (aes_keys_ holds it, then the inverse cipher's keys), or null.
+  const aesni::RoundKeys* AesKeys(bool inverse = false) const {
     if (!aes_keys_ || aes_keys_->wiped() || !aesni::Available()) return nullptr;
-    return reinterpret_cast<const aesni::RoundKeys*>(aes_keys_->data());
+    return reinterpret_cast<const aesni::RoundKeys*>(aes_keys_->data()) + (inverse ? 1 : 0);
   }
 
   enum class Mode { kOther, kEcb, kCbc, kCtr };
@@ -108,7 +111,8 @@ class ChunkCipherCore {
   size_t block_size_;
   SecureBytes key_;
   Mode mode_ = Mode::kOther;
-  // AES-CBC and AES-CTR with per-chunk IVs, where the processor has AES-NI: the expanded key.
+  // AES-CBC and AES-CTR with per-chunk IVs, where the processor has AES-NI: the expanded key,
+  // then the inverse cipher's (two RoundKeys).
   std::unique_ptr<SecureBytes> aes_keys_;
 };
 

@@ -196,20 +196,23 @@ test('AES-CBC NoPadding batch: a chunk that is not whole blocks is named, whiche
 });
 
 /**
- * AES-CTR runs in native/aes_ni.cc and ECB pads and unpads in native/chunk_cipher.cc, both
- * outside OpenSSL's EVP: Node's crypto (OpenSSL EVP) must agree with them byte for byte.
+ * AES-CTR and CBC run in native/aes_ni.cc, and ECB pads and unpads in native/chunk_cipher.cc,
+ * outside OpenSSL's EVP: Node's crypto (OpenSSL EVP) must agree with them byte for byte, and each
+ * decrypts what the other encrypts.
  */
-test('AES-CTR and ECB chunks agree with Node\'s crypto for every length and key size', async (t) => {
+test('AES-CTR, ECB and CBC chunks agree with Node\'s crypto both ways, for every length and key size', async (t) => {
   await fc.assert(fc.asyncProperty(
-    fc.constantFrom('AES/CTR/NoPadding', 'AES/ECB/PKCS5Padding', 'AES/ECB/NoPadding'),
+    fc.constantFrom('AES/CTR/NoPadding', 'AES/ECB/PKCS5Padding', 'AES/ECB/NoPadding', 'AES/CBC/PKCS5Padding',
+      'AES/CBC/NoPadding'),
     fc.constantFrom(128, 192, 256),
     fc.uint8Array({ minLength: 32, maxLength: 32 }),
     fc.array(fc.integer({ min: 0, max: 1500 }), { minLength: 1, maxLength: 12 }),
     async (name, bits, keyBytes, lengths) => {
       const key = Buffer.from(keyBytes.subarray(0, bits / 8));
       const ecb = name.includes('ECB');
+      const mode = name.split('/')[1].toLowerCase();
       const chunks = lengths.map((n, i) => {
-        const len = name === 'AES/ECB/NoPadding' ? n - (n % 16) : n;
+        const len = name.endsWith('/NoPadding') && mode !== 'ctr' ? n - (n % 16) : n;
         return Buffer.alloc(len, (i * 37 + len) & 0xff);
       });
       const c = createChunkCipher({ cipher_algorithm: name, secret_key_strength: bits, key });
@@ -218,7 +221,7 @@ test('AES-CTR and ECB chunks agree with Node\'s crypto for every length and key 
         const dec = await c.decryptBatch(enc);
         return enc.every((e, i) => {
           const iv = ecb ? null : e.subarray(0, 16);
-          const node = crypto.createCipheriv(`aes-${bits}-${ecb ? 'ecb' : 'ctr'}`, key, iv);
+          const node = crypto.createCipheriv(`aes-${bits}-${mode}`, key, iv);
           node.setAutoPadding(name.endsWith('PKCS5Padding'));
           const expect = Buffer.concat([node.update(chunks[i]), node.final()]);
           return e.subarray(ecb ? 0 : 16).equals(expect) && dec[i].equals(chunks[i]);
