@@ -1,5 +1,6 @@
 #include "thread_pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <memory>
@@ -58,25 +59,27 @@ void ThreadPool::Loop() {
 }
 
 void ThreadPool::RunParallel(size_t participants, const std::function<void()>& body) {
+  // One copy runs on the calling thread: no hand-over to wait for.
   if (participants <= 1) {
     body();
     return;
   }
 
-  // Shared between the caller and the helpers. The caller waits for every helper it queued, so
-  // `body` outlives all uses; the state itself is shared because a helper signals after its run.
+  // Several run on the pool only, never on the calling thread: batches from several callers at
+  // once (a writer keeps two in flight) then share the pool's threads, one per core, instead of
+  // each adding its caller to them and the cores being oversubscribed.
   struct Join {
     std::mutex mutex;
     std::condition_variable done;
     size_t pending;
   };
   auto join = std::make_shared<Join>();
-  size_t helpers = std::min(participants - 1, threads_.size());
-  join->pending = helpers;
+  size_t copies = std::max<size_t>(1, std::min(participants, threads_.size()));
+  join->pending = copies;
 
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (size_t i = 0; i < helpers; i++) {
+    for (size_t i = 0; i < copies; i++) {
       queue_.emplace_back([join, &body] {
         body();
         std::lock_guard<std::mutex> l(join->mutex);
@@ -85,8 +88,6 @@ void ThreadPool::RunParallel(size_t participants, const std::function<void()>& b
     }
   }
   wake_.notify_all();
-
-  body();
 
   std::unique_lock<std::mutex> lock(join->mutex);
   join->done.wait(lock, [&] { return join->pending == 0; });

@@ -18,9 +18,9 @@ class ThreadPool {
   // (main thread and worker threads alike).
   static ThreadPool& Instance();
 
-  // Runs `body` on up to `participants` threads, the calling thread among them, and returns when
-  // every copy has returned. Each copy is expected to pull work from a shared counter, so a copy
-  // that starts late simply finds nothing left to do.
+  // Runs `body` on up to `participants` pool threads (one: on the calling thread) and returns
+  // when every copy has returned. Each copy is expected to pull work from a shared counter,
+  // so a copy that starts late simply finds nothing left to do.
   void RunParallel(size_t participants, const std::function<void()>& body);
 
   size_t size() const { return threads_.size(); }
