@@ -9,9 +9,9 @@
  *
  *   node bench/cipher.js [--quick] [--json FILE]      (--quick: AES at 64 KiB only)
  *
- * Batches are measured two at a time in flight on all cores, as a storage process keeps them
- * (one being encrypted while the next is gathered), and their memory is recycled once
- * "written", as the SSTable writer does.
+ * On all cores two batches are kept in flight, as a storage process keeps them (one being
+ * encrypted while the next is gathered), and their memory is recycled once "written", as the
+ * SSTable writer does.
  */
 'use strict';
 
@@ -114,9 +114,17 @@ async function run({ quick = false, log = () => {} } = {}) {
           if (mb !== undefined) native().setMultiBuffer(mb);
           native().setParallelism(threads);
           // One batch at a time on one thread; on all cores, two in flight (see above).
+          // One batch at a time on one thread; on all cores, a steady two in flight: each
+          // measured step waits for the oldest batch and starts the next, as a writer does.
           const one = () => cipher.encryptBatch(chunks, undefined, aads).then((out) => cipher.recycle(out));
           const depth = threads === 1 ? 1 : 2;
-          const mbps = (depth * bytes) / (await measure(() => Promise.all(Array.from({ length: depth }, one)), quick)) / 1e6;
+          const inflight = Array.from({ length: depth - 1 }, one);
+          const step = () => {
+            inflight.push(one());
+            return inflight.shift();
+          };
+          const mbps = bytes / (await measure(step, quick)) / 1e6;
+          await Promise.all(inflight);
           const t = targets(name, bits, size, threads, all);
           const label = `encrypt ${name} ${bits} ${size / 1024} KiB, ${threads} thread${threads > 1 ? 's' : ''}` +
             (mb === false ? ', multi-buffer off' : '');
