@@ -4,6 +4,7 @@
 #include <napi.h>
 #include <v8.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -202,11 +203,13 @@ void Gather(Napi::Env env, Napi::Value side, const char* what, std::vector<uint8
   ptrs->reserve(n);
   lens->reserve(n);
   for (size_t i = 0; i < n; i++) {
+    // Checked as a double before any conversion (NaN, negatives, fractions, infinities and
+    // offsets past the end fail here; the buffer's size is exact as a double), then the length
+    // against what lies after the offset, which cannot overflow as offset + length could.
     double at = offsets[i];
-    if (!(at >= 0) || at != static_cast<double>(static_cast<size_t>(at)) ||
-        static_cast<size_t>(at) + lengths[i] > data.size) {
-      ThrowContract(env, std::string(what) + ": a chunk lies outside its buffer");
-    }
+    bool inside = at >= 0 && at <= static_cast<double>(data.size) && at == std::floor(at) &&
+                  lengths[i] <= data.size - static_cast<size_t>(at);
+    if (!inside) ThrowContract(env, std::string(what) + ": a chunk lies outside its buffer");
     ptrs->push_back(data.data + static_cast<size_t>(at));
     lens->push_back(lengths[i]);
   }

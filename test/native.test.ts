@@ -154,3 +154,26 @@ test('checksum batches (CRC32 by carry-less multiplication, Adler-32) equal zlib
   }));
   t.is(framed.combined, zlib.crc32(expect));
 });
+
+test('chunk spans outside their buffer are refused before any thread reads them', async (t) => {
+  const data = Buffer.alloc(4096, 1);
+  const spans = (offset: number, length: number) =>
+    ({ data, offsets: new Float64Array([offset]), lengths: new Uint32Array([length]) });
+  // 2^64 - 2048 is a whole number that fits a size_t: offset + length wrapped past 2^64 to a
+  // pointer 2 KiB before the buffer, and the checksum read (or the decoder wrote) there.
+  const hostile: Array<[number, number]> = [
+    [2 ** 64 - 2048, 4096], [2 ** 64 - 4096, 4096], [2 ** 63, 1], [Infinity, 0], [-Infinity, 0],
+    [NaN, 0], [-1, 0], [1e300, 0], [0.5, 1], [4097, 0], [4096, 1], [1, 4096], [0, 0xffffffff],
+  ];
+  for (const [offset, length] of hostile) {
+    const what = `offset ${offset}, length ${length}`;
+    t.throws(() => native().checksumBatch('crc32', spans(offset, length), 0),
+      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /a chunk lies outside its buffer/ }, what);
+    t.throws(() => native().codecDecodeInto('None', [Buffer.alloc(8)], [8], spans(offset, length), false),
+      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /a chunk lies outside its buffer/ }, what);
+  }
+  // The edges that are inside still work: an empty chunk at the very end, the whole buffer.
+  const edge = await native().checksumBatch('crc32',
+    { data, offsets: new Float64Array([4096, 0, -0]), lengths: new Uint32Array([0, 4096, 1]) }, 0);
+  t.deepEqual([...edge.subarray(0, 3)], [0, zlib.crc32(data), zlib.crc32(data.subarray(0, 1))]);
+});
