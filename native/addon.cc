@@ -96,13 +96,21 @@ Bytes ViewOf(Napi::Env env, Napi::Value v, const char* what) {
 // one place the addon reaches into V8 directly (it is built against this Node's own headers).
 using Hold = std::shared_ptr<v8::BackingStore>;
 
-Hold HoldMemory(Napi::Value view) {
+// A resizable ArrayBuffer is another matter: shrinking it (ab.resize) takes its pages away in
+// place, held or not, and a pool thread writing there would crash the process. Such buffers
+// are refused; the caller can copy the bytes into a plain Buffer first.
+Hold HoldMemory(Napi::Env env, Napi::Value view, const char* what) {
   v8::Local<v8::Value> v;
   static_assert(sizeof(v) == sizeof(napi_value), "napi_value is a v8::Local<v8::Value>");
   napi_value raw = view;
   std::memcpy(static_cast<void*>(&v), &raw, sizeof(raw));
   if (!v->IsArrayBufferView()) return nullptr;
-  return v.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
+  Hold hold = v.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
+  if (hold && hold->IsResizableByUserJavaScript()) {
+    ThrowContract(env, std::string(what) + " lies in a resizable ArrayBuffer, which could shrink "
+                       "under the batch: copy it into a Buffer first (Buffer.from(view))");
+  }
+  return hold;
 }
 
 // Runs a ChunkJob on a libuv thread (which fans it out over the pool) and settles a promise with
@@ -184,7 +192,7 @@ void Gather(Napi::Env env, Napi::Value side, const char* what, std::vector<uint8
     for (uint32_t i = 0; i < n; i++) {
       Napi::Value v = array.Get(i);
       Bytes b = ViewOf(env, v, what);
-      holds->push_back(HoldMemory(v));
+      holds->push_back(HoldMemory(env, v, what));
       ptrs->push_back(b.data);
       lens->push_back(b.size);
     }
@@ -192,13 +200,18 @@ void Gather(Napi::Env env, Napi::Value side, const char* what, std::vector<uint8
   }
   if (!side.IsObject()) ThrowContract(env, std::string(what) + ": expected buffers[] or { data, offsets, lengths }");
   Napi::Object o = side.As<Napi::Object>();
+  // Every property is fetched before any memory is looked at: a getter runs JavaScript, which
+  // could detach or transfer what an earlier one returned while its elements are being read.
   Napi::Value data_v = o.Get("data");
+  Napi::Value offsets_v = o.Get("offsets");
+  Napi::Value lengths_v = o.Get("lengths");
   Bytes data = ViewOf(env, data_v, what);
-  holds->push_back(HoldMemory(data_v));
+  holds->push_back(HoldMemory(env, data_v, what));
   size_t n = 0;
   size_t n_lengths = 0;
-  const double* offsets = ElementsOf<double>(env, o.Get("offsets"), napi_float64_array, &n, "offsets");
-  const uint32_t* lengths = ElementsOf<uint32_t>(env, o.Get("lengths"), napi_uint32_array, &n_lengths, "lengths");
+  const double* offsets = ElementsOf<double>(env, offsets_v, napi_float64_array, &n, "offsets");
+  const uint32_t* lengths =
+      ElementsOf<uint32_t>(env, lengths_v, napi_uint32_array, &n_lengths, "lengths");
   if (n != n_lengths) ThrowContract(env, "offsets and lengths differ in length");
   ptrs->reserve(n);
   lens->reserve(n);

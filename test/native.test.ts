@@ -177,3 +177,43 @@ test('chunk spans outside their buffer are refused before any thread reads them'
     { data, offsets: new Float64Array([4096, 0, -0]), lengths: new Uint32Array([0, 4096, 1]) }, 0);
   t.deepEqual([...edge.subarray(0, 3)], [0, zlib.crc32(data), zlib.crc32(data.subarray(0, 1))]);
 });
+
+test('a spans getter that detaches what an earlier getter returned cannot make the addon read it',
+  (t) => {
+    const data = Buffer.alloc(1 << 16, 2);
+    const offsets = new Float64Array(1024);
+    const spans = {
+      data,
+      offsets,
+      get lengths() {
+        // Moves the offsets' memory away, as postMessage with a transfer list would.
+        structuredClone(offsets.buffer, { transfer: [offsets.buffer] });
+        return new Uint32Array(1024).fill(16);
+      },
+    };
+    t.throws(() => native().checksumBatch('crc32', spans, 0),
+      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /offsets and lengths differ in length/ });
+    t.is(offsets.length, 0, 'the offsets were detached before they were read');
+  });
+
+test('buffers in a resizable ArrayBuffer are refused by batches (a shrink would take their pages)',
+  async (t) => {
+    const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128,
+      key: crypto.randomBytes(16) });
+    const resizable = () => new ArrayBuffer(1 << 16, { maxByteLength: 1 << 20 } as never);
+    const input = new Uint8Array(resizable(), 0, 1000);
+    await t.throwsAsync(() => c.encryptBatch([input, new Uint8Array(input.buffer, 1000, 1000)]),
+      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /resizable ArrayBuffer.*copy it into a Buffer/ });
+    await t.throwsAsync(() => c.encryptBatch([input]), { code: 'ERR_TDE_INVALID_ARGUMENT' });
+    // Outputs, which the pool threads write: shrinking one mid-batch crashed the process.
+    const out = new Uint8Array(resizable());
+    t.throws(() => native().codecEncodeInto('LZ4', [Buffer.alloc(100)], [out], null),
+      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /each output lies in a resizable ArrayBuffer/ });
+    t.throws(() => native().checksumBatch('crc32',
+      { data: out, offsets: new Float64Array([0]), lengths: new Uint32Array([1]) }, 0),
+    { code: 'ERR_TDE_INVALID_ARGUMENT' });
+    // A copy works, and so do the one-off calls that finish before JavaScript runs again.
+    t.is((await c.encryptBatch([Buffer.from(input)]))[0].length, 16 + 1008);
+    t.is(c.decryptSync(c.encryptSync(input)).length, 1000);
+    c.destroy();
+  });
