@@ -78,7 +78,7 @@ TDE_TARGET_AES void Interleaved(const __m128i* rk, int rounds, const uint8_t* co
 TDE_TARGET_AES void EncryptLastBlock(const __m128i* rk, int rounds, __m128i chain,
                                      const uint8_t* rest, size_t rest_len, uint8_t* out) {
   alignas(16) uint8_t block[16];
-  std::memcpy(block, rest, rest_len);
+  if (rest_len > 0) std::memcpy(block, rest, rest_len);  // an empty chunk may have no memory
   std::memset(block + rest_len, static_cast<int>(16 - rest_len), 16 - rest_len);
   __m128i x = _mm_xor_si128(_mm_load_si128(reinterpret_cast<const __m128i*>(block)), chain);
   x = _mm_xor_si128(x, rk[0]);

@@ -168,7 +168,7 @@ Status ChunkCipherCore::EncryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t 
     // PKCS5: the rest of the chunk, then as many bytes as the block lacks, each that count.
     uint8_t block[EVP_MAX_BLOCK_LENGTH];
     size_t rest = in_len - whole;
-    std::memcpy(block, in + whole, rest);
+    if (rest > 0) std::memcpy(block, in + whole, rest);  // an empty input may have no memory
     std::memset(block + rest, static_cast<int>(block_size_ - rest), block_size_ - rest);
     int m = 0;
     bool ok = EVP_CipherUpdate(c, out + done, &m, block, static_cast<int>(block_size_)) == 1;

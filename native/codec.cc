@@ -151,10 +151,13 @@ Status Inflate(const uint8_t* in, size_t len, uint8_t* out, size_t expected) {
   } else if (zl->inflate_reset(&z.inflater) != Z_OK) {
     return Failed("inflateReset");
   }
+  // zlib refuses a null next_out even with no room asked for, and an empty Buffer may have no
+  // memory: an empty chunk would then read as corrupt.
+  Bytef none = 0;
   z.inflater.next_in = const_cast<Bytef*>(in);
   z.inflater.avail_in = static_cast<uInt>(len);
-  z.inflater.next_out = out;
-  z.inflater.avail_out = static_cast<uInt>(expected);
+  z.inflater.next_out = out != nullptr ? out : &none;
+  z.inflater.avail_out = out != nullptr ? static_cast<uInt>(expected) : 0;
   int ret = zl->inflate(&z.inflater, Z_FINISH);
   if (ret == Z_STREAM_END) {
     if (z.inflater.total_out != expected) {
@@ -229,7 +232,7 @@ Status Compress(CodecId codec, const uint8_t* in, size_t len, uint8_t* out, size
       return Status::Ok();
     }
     default:
-      std::memcpy(out, in, len);
+      if (len > 0) std::memcpy(out, in, len);  // an empty Buffer may have no memory at all
       *written = len;
       return Status::Ok();
   }
@@ -280,7 +283,7 @@ Status Uncompress(CodecId codec, const uint8_t* in, size_t len, uint8_t* out, si
         return Corrupt("chunk holds " + std::to_string(len) + " bytes where " + std::to_string(expected) +
                        " were expected");
       }
-      std::memcpy(out, in, len);
+      if (len > 0) std::memcpy(out, in, len);
       return Status::Ok();
   }
 }

@@ -217,3 +217,25 @@ test('buffers in a resizable ArrayBuffer are refused by batches (a shrink would 
     t.is(c.decryptSync(c.encryptSync(input)).length, 1000);
     c.destroy();
   });
+
+test('empty chunks in buffers with no memory behind them encode and decode', async (t) => {
+  // Buffer.alloc(0) has no memory at all: zlib refused such an output ("invalid stream", read as
+  // a corrupt chunk), and the copies of zero bytes from it were undefined behaviour.
+  const none = () => Buffer.alloc(0);
+  for (const codec of ['None', 'LZ4', 'Deflate', 'Snappy'] as const) {
+    if (!native().codecAvailable(codec)) continue;
+    const out = Buffer.alloc(native().codecBound(codec, 0));
+    const [n] = await native().codecEncodeInto(codec, [none()], [out], null);
+    const decoded = await native().codecDecodeInto(codec, [out.subarray(0, n)], [0], [none()], true);
+    t.deepEqual([...decoded], [0, 0], codec);
+  }
+  for (const cipher_algorithm of ['AES/CBC/PKCS5Padding', 'AES/ECB/PKCS5Padding', 'AES/CTR/NoPadding']) {
+    const c = createChunkCipher({ cipher_algorithm, secret_key_strength: 128, key: crypto.randomBytes(16) });
+    for (const codec of ['None', 'Deflate'] as const) {
+      const [chunk] = await c.encodeBatch(codec, [none()]);
+      t.deepEqual((await c.decodeBatch(codec, [chunk], [0]))[0], Buffer.alloc(0), cipher_algorithm);
+    }
+    t.is((await c.decrypt(await c.encrypt(none()))).length, 0);
+    c.destroy();
+  }
+});
