@@ -169,7 +169,8 @@ test('chunk spans outside their buffer are refused before any thread reads them'
     const what = `offset ${offset}, length ${length}`;
     t.throws(() => native().checksumBatch('crc32', spans(offset, length), 0),
       { code: 'ERR_TDE_INVALID_ARGUMENT', message: /a chunk lies outside its buffer/ }, what);
-    t.throws(() => native().codecDecodeInto('None', [Buffer.alloc(8)], [8], spans(offset, length), false),
+    t.throws(() => native().codecDecodeInto('None', [Buffer.alloc(8)], [8], spans(offset, length),
+      false),
       { code: 'ERR_TDE_INVALID_ARGUMENT', message: /a chunk lies outside its buffer/ }, what);
   }
   // The edges that are inside still work: an empty chunk at the very end, the whole buffer.
@@ -198,12 +199,15 @@ test('a spans getter that detaches what an earlier getter returned cannot make t
 
 test('buffers in a resizable ArrayBuffer are refused by batches (a shrink would take their pages)',
   async (t) => {
-    const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128,
-      key: crypto.randomBytes(16) });
+    const key = crypto.randomBytes(16);
+    const c = createChunkCipher({
+      cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key,
+    });
     const resizable = () => new ArrayBuffer(1 << 16, { maxByteLength: 1 << 20 } as never);
     const input = new Uint8Array(resizable(), 0, 1000);
     await t.throwsAsync(() => c.encryptBatch([input, new Uint8Array(input.buffer, 1000, 1000)]),
-      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /resizable ArrayBuffer.*copy it into a Buffer/ });
+      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /resizable ArrayBuffer.*copy it into a Buffer/ },
+    );
     await t.throwsAsync(() => c.encryptBatch([input]), { code: 'ERR_TDE_INVALID_ARGUMENT' });
     // Outputs, which the pool threads write: shrinking one mid-batch crashed the process.
     const out = new Uint8Array(resizable());
@@ -226,11 +230,14 @@ test('empty chunks in buffers with no memory behind them encode and decode', asy
     if (!native().codecAvailable(codec)) continue;
     const out = Buffer.alloc(native().codecBound(codec, 0));
     const [n] = await native().codecEncodeInto(codec, [none()], [out], null);
-    const decoded = await native().codecDecodeInto(codec, [out.subarray(0, n)], [0], [none()], true);
+    const decoded =
+      await native().codecDecodeInto(codec, [out.subarray(0, n)], [0], [none()], true);
     t.deepEqual([...decoded], [0, 0], codec);
   }
-  for (const cipher_algorithm of ['AES/CBC/PKCS5Padding', 'AES/ECB/PKCS5Padding', 'AES/CTR/NoPadding']) {
-    const c = createChunkCipher({ cipher_algorithm, secret_key_strength: 128, key: crypto.randomBytes(16) });
+  for (const cipher_algorithm of ['AES/CBC/PKCS5Padding', 'AES/ECB/PKCS5Padding',
+    'AES/CTR/NoPadding']) {
+    const key = crypto.randomBytes(16);
+    const c = createChunkCipher({ cipher_algorithm, secret_key_strength: 128, key });
     for (const codec of ['None', 'Deflate'] as const) {
       const [chunk] = await c.encodeBatch(codec, [none()]);
       t.deepEqual((await c.decodeBatch(codec, [chunk], [0]))[0], Buffer.alloc(0), cipher_algorithm);
