@@ -63,6 +63,14 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
                                                             std::to_string(cipher_iv) + "-byte IV");
     return nullptr;
   }
+  // Without either, every chunk would be encrypted under the same (all-zero) IV: for CBC equal
+  // chunk beginnings would show, and for CTR and GCM the keystream would repeat.
+  if (cipher_iv > 0 && spec.iv_length == 0 && spec.fixed_iv.empty()) {
+    *status = Status::Error("ERR_TDE_INVALID_ARGUMENT",
+                            spec.evp_name + " needs an IV: a fresh " + std::to_string(cipher_iv) +
+                                "-byte one per chunk (ivLength) or a fixed one (fixedIv)");
+    return nullptr;
+  }
   if (spec.iv_length != 0 && spec.iv_length != cipher_iv) {
     *status = Status::Error("ERR_TDE_INVALID_ARGUMENT",
                             spec.evp_name + " uses a " + std::to_string(cipher_iv) +

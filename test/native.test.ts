@@ -246,3 +246,21 @@ test('empty chunks in buffers with no memory behind them encode and decode', asy
     c.destroy();
   }
 });
+
+test('the addon refuses a cipher that would use one all-zero IV for every chunk', (t) => {
+  // TypeScript never asks for this (only ECB has no IV), but the addon's own check is what keeps
+  // a caller's slip from silently reusing a CTR or GCM keystream.
+  const spec = { padding: false, rc2KeyBits: 0, tagLength: 0, ivLength: 0 };
+  const make = (more: object, keyBytes = 16) =>
+    new (native().ChunkCipher)({ ...spec, evpName: '', ...more }, crypto.randomBytes(keyBytes));
+  for (const [evpName, tagLength, iv] of [['AES-128-CBC', 0, 16], ['AES-128-CTR', 0, 16],
+    ['AES-128-GCM', 16, 12], ['DES-EDE3-CBC', 0, 8]] as const) {
+    t.throws(() => make({ evpName, tagLength }, evpName.startsWith('DES') ? 24 : 16), {
+      code: 'ERR_TDE_INVALID_ARGUMENT',
+      message: new RegExp(`${evpName} needs an IV: a fresh ${iv}-byte one`),
+    });
+  }
+  // ECB takes none, and a fixed IV (commit log, hints) is one.
+  t.notThrows(() => make({ evpName: 'AES-128-ECB' }).destroy());
+  t.notThrows(() => make({ evpName: 'AES-128-CBC', fixedIv: Buffer.alloc(16, 1) }).destroy());
+});
