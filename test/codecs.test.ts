@@ -1,7 +1,7 @@
 /**
  * The chunk codecs: the addon's (system liblz4, libz, libsnappy) and the npm fallbacks. The
- * addon's write what Cassandra writes, byte for byte; each side reads the other's output; hostile
- * chunks give typed errors naming the chunk.
+ * addon's LZ4 and Deflate write what Cassandra writes, byte for byte; each side reads the other's
+ * output; hostile chunks give typed errors naming the chunk.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -18,7 +18,9 @@ import { upgradeSSTables } from '../src/rewrite/upgrade';
 import { parseSchema } from '../src/schema/cql';
 import { componentPath } from '../src/sstable/descriptor';
 import { inspectSSTable } from '../src/sstable/inspect';
-import { corpusTables, CORRUPT_TABLES, makeDataDir, makeKeySetup, onlySSTable } from './helpers';
+import {
+  corpusTables, CORRUPT_TABLES, makeDataDir, makeKeySetup, onlySSTable, readAll,
+} from './helpers';
 
 const GOOD = corpusTables().filter((t) => !CORRUPT_TABLES.has(t.table));
 const CODEC_OF: Record<string, CodecName> = { LZ4Compressor: 'LZ4', DeflateCompressor: 'Deflate', SnappyCompressor: 'Snappy' };
@@ -30,7 +32,9 @@ test('every corpus table encrypted and decrypted back comes out as the Data.db C
   createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
 
   // Each table's class and chunk length, and its files as Cassandra wrote them.
-  const before = new Map<string, { cls: string | undefined; kb: number; files: Map<string, Buffer> }>();
+  const before = new Map<string, {
+    cls: string | undefined; kb: number; files: Map<string, Buffer>; data: Buffer;
+  }>();
   for (const table of GOOD) {
     const files = onlySSTable(path.join(dataDir, table.keyspace, table.table));
     const s = inspectSSTable(files);
@@ -39,6 +43,7 @@ test('every corpus table encrypted and decrypted back comes out as the Data.db C
       kb: s.chunkLength / 1024,
       files: new Map(['Data.db', ...files.components.filter((c) => c.startsWith('Digest.'))]
         .map((c) => [c, fs.readFileSync(componentPath(files, c))])),
+      data: await readAll(files),
     });
   }
   const schema = (encrypt: boolean) => parseSchema(GOOD.map((table) => {
@@ -55,13 +60,20 @@ test('every corpus table encrypted and decrypted back comes out as the Data.db C
 
   let compared = 0;
   for (const table of GOOD) {
-    const { cls, files } = before.get(table.table)!;
+    const { cls, files, data } = before.get(table.table)!;
     const codec = cls ? CODEC_OF[cls] : undefined;
+    const after = onlySSTable(path.join(dataDir, table.keyspace, table.table));
+    t.true((await readAll(after)).equals(data), `${table.table}: uncompressed data`);
     if (codec && !native().codecAvailable(codec)) {
       t.log(`${table.table}: no system library for ${codec} here; the npm codec's bytes may differ`);
       continue;
     }
-    const after = onlySSTable(path.join(dataDir, table.keyspace, table.table));
+    if (codec === 'Snappy') {
+      // Snappy-java carries its own Snappy, and Snappy releases compress differently (Debian
+      // 12's libsnappy 1.1.9 writes the corpus chunk a byte shorter): the same data, other bytes.
+      t.log(`${table.table}: libsnappy's bytes may differ from the Snappy inside snappy-java`);
+      continue;
+    }
     for (const [component, bytes] of files) {
       t.true(fs.readFileSync(componentPath(after, component)).equals(bytes), `${table.table} ${component}`);
     }
