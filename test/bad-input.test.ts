@@ -2,6 +2,7 @@
  * Damaged files, wrong and missing keys: each gives a clear error naming the file and what to
  * do, a non-zero exit, and leaves the source SSTable exactly as it was.
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
@@ -9,6 +10,9 @@ import * as zlib from 'node:zlib';
 import test from 'ava';
 
 import { createKeyFile } from '../src/keys/key-file';
+import { parseCompressionInfo, serializeCompressionInfo } from '../src/sstable/compression-info';
+import { SSTableReader } from '../src/sstable/reader';
+import { SSTableDataWriter } from '../src/sstable/writer';
 import { cli, makeDataDir, makeKeySetup, onlySSTable, treeHashes } from './helpers';
 
 const ENCRYPT = `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 128};`;
@@ -100,6 +104,37 @@ test('an unknown compressor class in CompressionInfo.db is reported with the kno
   fs.writeFileSync(file, buf);
   await expectFailureLeavesSource(t, s, 'ERR_TDE_UNKNOWN_COMPRESSOR', [/EncryptingLZ9Compressor/, /did you mean "EncryptingLZ4Compressor"/]);
 });
+
+test('encrypted_components naming a path out of the table directory is refused, not opened',
+  async (t) => {
+    const s = await encryptedTable();
+    const file = path.join(s.dir, 'nb-2-big-CompressionInfo.db');
+    const info = parseCompressionInfo(fs.readFileSync(file), file, true);
+    t.is(info.options.encrypted_components, 'Index.db,Summary.db,Statistics.db');
+    // A FIFO outside the data directory: opening it for reading waits for a writer forever, so
+    // reaching it hung verify and upgradesstables (the ava timeout would fail this test).
+    const fifo = path.join(s.keys.dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const name = `x/../${path.relative(s.dir, fifo)}`;
+    info.options.encrypted_components = `Index.db,${name}`;
+    fs.writeFileSync(file, serializeCompressionInfo(info, true));
+    await expectFailureLeavesSource(t, s, 'ERR_TDE_CORRUPT_COMPRESSION_INFO', [
+      /nb-2-big-CompressionInfo\.db lists ".*fifo" in encrypted_components/,
+      /only Index\.db, Summary\.db, Statistics\.db may appear/, /restore the SSTable/,
+    ]);
+    // A name listed twice is refused too; the writer refuses to record either.
+    info.options.encrypted_components = 'Index.db,Index.db';
+    fs.writeFileSync(file, serializeCompressionInfo(info, true));
+    await t.throwsAsync(() => SSTableReader.open(s.files),
+      { code: 'ERR_TDE_CORRUPT_COMPRESSION_INFO', message: /"Index\.db" in encrypted_components twice/ });
+    const dir = fs.mkdtempSync(path.join(s.keys.dir, 'w-'));
+    const id = { dir, version: 'nb', generation: '1', format: 'big' as const };
+    const params = { enabled: false, chunkLength: 65536, codecOptions: {} };
+    const writer = await SSTableDataWriter.create({ id, params });
+    await t.throwsAsync(() => writer.finish({ encryptedComponents: ['../Index.db'] }),
+      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /may name only Index\.db, Summary\.db/ });
+    await writer.abort();
+  });
 
 test('the corpus table with a bad chunk checksum is reported by verify and refused by upgradesstables', async (t) => {
   const dataDir = makeDataDir((c) => c.table === 'lz4_invalid_checksums');

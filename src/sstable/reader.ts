@@ -8,7 +8,7 @@ import * as zlib from 'node:zlib';
 
 import { Checksum, checksumFor } from '../checksum';
 import { ENCRYPTED_COMPONENTS_OPTION, parseSSTableId, SSTABLE_ID_OPTION, SSTABLE_TAG_OPTION } from '../compression/binding';
-import { EncryptedComponent, PlainComponent } from './page-file';
+import { EncryptedComponent, PlainComponent, SENSITIVE_COMPONENTS } from './page-file';
 import { Compressor, createCompressor, DecodedChunks } from '../compression/compressor';
 import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
 import { ChunkLocator, ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
@@ -16,7 +16,9 @@ import { SlabPool } from '../util/slabs';
 import { KeyProvider } from '../keys/provider';
 import { CompressionInfo, parseCompressionInfo } from './compression-info';
 import { CrcInfo, parseCrcDb } from './crc-db';
-import { checkId, componentPath, displayName, featuresOf, SSTableId, VersionFeatures } from './descriptor';
+import {
+  checkId, componentPath, displayName, featuresOf, SSTableFormat, SSTableId, VersionFeatures,
+} from './descriptor';
 
 export interface OpenOptions {
   /** Needed when the SSTable is encrypted. */
@@ -167,6 +169,7 @@ export class SSTableReader {
       if (raw) {
         const info = parseCompressionInfo(raw, ciFile, features.hasMaxCompressedLength);
         checkOffsets(info, storedLength, ciFile, dataFile);
+        checkEncryptedComponents(info, id.format, ciFile);
         let params: CompressionParams;
         try {
           params = paramsFromCompressionInfo(info.className, info.options, info.chunkLength,
@@ -632,4 +635,21 @@ function checkOffsets(info: CompressionInfo, storedLength: number, ciFile: strin
     if (stored < 0) fail(`chunk ${i} at ${info.chunkOffsets[i]} runs past the end of Data.db (${storedLength} bytes)`);
     if (stored > maxStored) fail(`chunk ${i} would be ${stored} bytes, more than a ${info.chunkLength}-byte chunk can take`);
   }
+}
+
+/**
+ * The names in encrypted_components become file names, so only the format's index and metadata
+ * components may appear, each once: a name like `../x` would open a file outside the table.
+ */
+function checkEncryptedComponents(info: CompressionInfo, format: SSTableFormat, file: string): void {
+  const list = info.options[ENCRYPTED_COMPONENTS_OPTION];
+  const names = list ? list.split(',') : [];
+  const allowed = SENSITIVE_COMPONENTS[format];
+  names.forEach((name, i) => {
+    if (allowed.includes(name) && names.indexOf(name) === i) return;
+    const why = allowed.includes(name) ? ' twice' : `; only ${allowed.join(', ')} may appear`;
+    throw new TdeError('ERR_TDE_CORRUPT_COMPRESSION_INFO', `${file} lists ${JSON.stringify(name)} ` +
+      `in ${ENCRYPTED_COMPONENTS_OPTION}${why}: the file is damaged or was edited; restore the ` +
+      'SSTable from a backup', { file });
+  });
 }

@@ -19,7 +19,8 @@ const IN_FLIGHT = 2;
 import { CompressionInfo, NEVER_UNCOMPRESSED, serializeCompressionInfo } from './compression-info';
 import { serializeCrcDb } from './crc-db';
 import { writevFully } from '../util/files';
-import { checkId, componentPath, featuresOf, SSTableId, VersionFeatures } from './descriptor';
+import { checkId, componentPath, featuresOf, SSTableFormat, SSTableId, VersionFeatures } from './descriptor';
+import { SENSITIVE_COMPONENTS } from './page-file';
 
 export interface DataWriterOptions {
   /** The new SSTable: directory, version, generation and format. */
@@ -292,6 +293,7 @@ export class SSTableDataWriter {
   finish(options: { encryptedComponents?: string[] } = {}): Promise<WriteResult> {
     try {
       this.checkOpen('finish()');
+      checkComponentNames(this.options.id.format, options.encryptedComponents ?? []);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -386,5 +388,15 @@ export class SSTableDataWriter {
     await this.fd?.close().catch(() => {});
     this.fd = undefined;
     for (const f of this.created) await fs.promises.rm(f, { force: true });
+  }
+}
+
+/** Readers open what encrypted_components names, so only index and metadata components may go in. */
+function checkComponentNames(format: SSTableFormat, names: string[]): void {
+  const allowed = SENSITIVE_COMPONENTS[format];
+  const bad = names.find((name, i) => !allowed.includes(name) || names.indexOf(name) !== i);
+  if (bad !== undefined) {
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `finish(): encryptedComponents may name only ` +
+      `${allowed.join(', ')}, each once; got ${JSON.stringify(bad)}`);
   }
 }
