@@ -113,7 +113,6 @@ async function run({ quick = false, log = () => {} } = {}) {
           if (mb === false && threads !== 1) continue;
           if (mb !== undefined) native().setMultiBuffer(mb);
           native().setParallelism(threads);
-          // One batch at a time on one thread; on all cores, two in flight (see above).
           // One batch at a time on one thread; on all cores, a steady two in flight: each
           // measured step waits for the oldest batch and starts the next, as a writer does.
           const one = () => cipher.encryptBatch(chunks, undefined, aads).then((out) => cipher.recycle(out));
