@@ -17,7 +17,10 @@
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       "cflags_cc": ["-std=c++17", "-O3", "-Wall", "-Wextra", "-fvisibility=hidden"],
       "defines": ["NAPI_VERSION=8"],
-      "libraries": ["-ldl"]
+      "libraries": ["-ldl"],
+      # Never unmapped by dlclose: the pool's threads outlive the worker thread that loaded the
+      # addon, and a batch may still be running its code when that worker exits.
+      "ldflags": ["-Wl,-z,nodelete"]
     }
   ]
 }

@@ -2,6 +2,7 @@
 // for TypeScript in src/native.ts, the addon's one door.
 
 #include <napi.h>
+#include <uv.h>
 #include <v8.h>
 
 #include <cmath>
@@ -113,49 +114,156 @@ Hold HoldMemory(Napi::Env env, Napi::Value view, const char* what) {
   return hold;
 }
 
-// Runs a ChunkJob on a libuv thread (which fans it out over the pool) and settles a promise with
-// a Uint32Array: bytes written per chunk, then (when asked for) each chunk's checksum.
-class ChunkWorker : public Napi::AsyncWorker {
+// A batch in flight: its job, the JS objects and memory it uses, and the promise it settles.
+struct ChunkBatch;
+
+// Settles the promises of the batches the pool finishes, on the thread of the JS environment
+// that started them (the main thread or a worker's): pool threads hand each finished batch over
+// through a uv_async handle, so no thread of its own waits on a batch. One per environment. Once
+// the environment is torn down, a batch that finishes later is never settled and deliberately
+// leaked: its references belong to an environment that no longer exists.
+class Completions {
  public:
-  ChunkWorker(Napi::Env env, ChunkJob job, Napi::Array keep_alive, std::vector<Hold> holds)
-      : Napi::AsyncWorker(env, "sstable-tde:chunks"),
-        job_(std::move(job)),
-        holds_(std::move(holds)),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        keep_alive_(Napi::Persistent(keep_alive.As<Napi::Object>())) {}
+  static std::shared_ptr<Completions> For(Napi::Env env);
 
-  Napi::Promise Promise() { return deferred_.Promise(); }
+  ~Completions() = default;
 
-  void Execute() override { job_.Run(); }
+  // JS thread: a batch starts; the event loop stays alive until it is settled.
+  void Started();
 
-  void OnOK() override {
-    // Nothing may escape this callback: an exception here, for example while a worker thread is
-    // being terminated, would abort the whole process.
+  // Any thread: the batch is done (or stopped at a failure) and may be settled.
+  void Finished(ChunkBatch* batch);
+
+ private:
+  explicit Completions(napi_env env) : env_(env) {}
+  static void OnAsync(uv_async_t* handle);
+  static void Cleanup(void* arg);
+
+  napi_env env_;
+  uv_async_t* async_ = nullptr;
+  napi_async_context context_ = nullptr;
+  std::mutex mutex_;
+  std::vector<ChunkBatch*> finished_;
+  bool closed_ = false;
+  size_t outstanding_ = 0;  // JS thread only
+};
+
+struct ChunkBatch {
+  ChunkBatch(Napi::Env env, ChunkJob j, Napi::Array keep, std::vector<Hold> h,
+             std::shared_ptr<Completions> c)
+      : job(std::move(j)),
+        holds(std::move(h)),
+        deferred(Napi::Promise::Deferred::New(env)),
+        keep_alive(Napi::Persistent(keep.As<Napi::Object>())),
+        completions(std::move(c)) {}
+
+  // Settles the promise with a Uint32Array: bytes written per chunk, then (when asked for) each
+  // chunk's checksum; or rejects it with the first chunk's failure.
+  void Settle(Napi::Env env) {
+    // Nothing may escape: an exception here, for example while a worker thread is being
+    // terminated, would abort the whole process.
     try {
-      Napi::Env env = Env();
-      if (!job_.status.ok()) {
-        deferred_.Reject(MakeError(env, job_.status).Value());
+      if (!job.status.ok()) {
+        deferred.Reject(MakeError(env, job.status).Value());
         return;
       }
-      size_t n = job_.written.size();
-      Napi::Uint32Array out = Napi::Uint32Array::New(env, n + job_.sums.size());
-      for (size_t i = 0; i < n; i++) out[i] = job_.written[i];
-      for (size_t i = 0; i < job_.sums.size(); i++) out[n + i] = job_.sums[i];
-      deferred_.Resolve(out);
+      size_t n = job.written.size();
+      Napi::Uint32Array out = Napi::Uint32Array::New(env, n + job.sums.size());
+      for (size_t i = 0; i < n; i++) out[i] = job.written[i];
+      for (size_t i = 0; i < job.sums.size(); i++) out[n + i] = job.sums[i];
+      deferred.Resolve(out);
     } catch (const Napi::Error&) {
       // The environment is going away; there is no one left to tell.
     }
   }
 
-  void OnError(const Napi::Error&) override {}
-
- private:
-  ChunkJob job_;
-  std::vector<Hold> holds_;
-  Napi::Promise::Deferred deferred_;
+  ChunkJob job;
+  std::vector<Hold> holds;
+  Napi::Promise::Deferred deferred;
   // Holds the input and output buffers alive while pool threads use their memory.
-  Napi::ObjectReference keep_alive_;
+  Napi::ObjectReference keep_alive;
+  std::shared_ptr<Completions> completions;
 };
+
+// The environment's own reference to its Completions, dropped when the environment goes.
+struct EnvState {
+  std::shared_ptr<Completions> completions;
+};
+
+std::shared_ptr<Completions> Completions::For(Napi::Env env) {
+  EnvState* state = env.GetInstanceData<EnvState>();
+  if (state != nullptr) return state->completions;
+
+  std::shared_ptr<Completions> c(new Completions(env));
+  uv_loop_t* loop = nullptr;
+  napi_value name;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok ||
+      napi_create_string_utf8(env, "sstable-tde:chunks", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, nullptr, name, &c->context_) != napi_ok) {
+    throw Napi::Error::New(env, "sstable-tde: cannot set up batch completion on this thread");
+  }
+  c->async_ = new uv_async_t;
+  uv_async_init(loop, c->async_, OnAsync);
+  c->async_->data = c.get();
+  // Idle, the handle must not keep the process alive; Started() refs it while batches run.
+  uv_unref(reinterpret_cast<uv_handle_t*>(c->async_));
+  napi_add_env_cleanup_hook(env, Cleanup, c.get());
+  env.SetInstanceData(new EnvState{c});
+  return c;
+}
+
+void Completions::Started() {
+  if (outstanding_++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(async_));
+}
+
+void Completions::Finished(ChunkBatch* batch) {
+  // The lock keeps Cleanup from closing the handle between the check and the send.
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (closed_) return;
+  finished_.push_back(batch);
+  uv_async_send(async_);
+}
+
+void Completions::OnAsync(uv_async_t* handle) {
+  auto* self = static_cast<Completions*>(handle->data);
+  std::vector<ChunkBatch*> batches;
+  {
+    std::lock_guard<std::mutex> lock(self->mutex_);
+    batches.swap(self->finished_);
+  }
+  if (batches.empty()) return;
+
+  // A callback scope, as libuv callbacks into JS need: closing it runs the promise reactions.
+  Napi::Env env(self->env_);
+  Napi::HandleScope scope(env);
+  napi_value resource;
+  napi_callback_scope callback_scope = nullptr;
+  bool scoped = napi_create_object(env, &resource) == napi_ok &&
+                napi_open_callback_scope(env, resource, self->context_, &callback_scope) == napi_ok;
+  for (ChunkBatch* batch : batches) {
+    batch->Settle(env);
+    delete batch;
+  }
+  if (scoped) napi_close_callback_scope(env, callback_scope);
+
+  self->outstanding_ -= batches.size();
+  if (self->outstanding_ == 0) uv_unref(reinterpret_cast<uv_handle_t*>(self->async_));
+}
+
+void Completions::Cleanup(void* arg) {
+  auto* self = static_cast<Completions*>(arg);
+  {
+    std::lock_guard<std::mutex> lock(self->mutex_);
+    self->closed_ = true;
+    // Batches finished but not yet settled stay unsettled (see the class comment).
+    self->finished_.clear();
+  }
+  // No close callback, and the handle's memory is never freed: libuv finishes closing it after
+  // the cleanup hooks, when a worker's copy of this addon may already be unloaded, and a
+  // callback into it would jump into unmapped code.
+  uv_close(reinterpret_cast<uv_handle_t*>(self->async_), nullptr);
+  napi_async_destroy(self->env_, self->context_);
+}
 
 CodecId CodecOf(Napi::Env env, Napi::Value v) {
   CodecId codec;
@@ -254,9 +362,11 @@ Napi::Value QueueJob(Napi::Env env, ChunkJob job, Napi::Value inputs_v, Napi::Va
   keep.Set(0u, inputs_v);
   keep.Set(1u, outputs_v);
   if (with_aad) keep.Set(2u, aads_v);
-  auto* worker = new ChunkWorker(env, std::move(job), keep, std::move(holds));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
+  std::shared_ptr<Completions> completions = Completions::For(env);
+  auto* batch = new ChunkBatch(env, std::move(job), keep, std::move(holds), completions);
+  Napi::Promise promise = batch->deferred.Promise();
+  completions->Started();
+  batch->job.Start([batch] { batch->completions->Finished(batch); });
   return promise;
 }
 

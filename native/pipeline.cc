@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <mutex>
 
@@ -13,38 +14,74 @@
 
 namespace tde {
 
-namespace {
-
-// Below this much input per thread, waking another thread costs more than it saves.
-constexpr size_t kMinBytesPerThread = 32 * 1024;
-
-// Shared by the threads of one Run(): which chunk comes next, and the first failure.
+// Shared by the threads of one batch: which chunks are taken, and the first failure. Threads
+// take chunks in runs (see Cursor), so that on small chunks they do not contend for one counter.
 class Progress {
  public:
-  explicit Progress(Status* status) : status_(status) {}
+  Progress(Status* status, size_t n, size_t run) : status_(status), n_(n), run_(run) {}
 
-  // The next chunk index, or `n` once every chunk is taken or a chunk has failed.
-  size_t Next(size_t n) {
-    if (failed_.load(std::memory_order_relaxed)) return n;
-    size_t i = next_.fetch_add(1);
-    return i < n ? i : n;
+  // Takes the next run of chunks, [*begin, *end); false once every chunk is taken or one failed.
+  // Chunks not yet taken all lie past any failed one, so none of them needs doing.
+  bool Take(size_t* begin, size_t* end) {
+    if (failed_at_.load(std::memory_order_relaxed) != kNone) return false;
+    size_t i = next_.fetch_add(run_, std::memory_order_relaxed);
+    if (i >= n_) return false;
+    *begin = i;
+    *end = std::min(n_, i + run_);
+    return true;
   }
 
+  // Whether chunk i still needs doing: every chunk before the first failure does, so that the
+  // failure reported is the lowest-numbered one.
+  bool Wanted(size_t i) const { return i < failed_at_.load(std::memory_order_relaxed); }
+
+  // index -1: a failure of the batch as a whole, which stops every chunk.
   void Fail(Status st, int64_t index) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (status_->ok() || (index >= 0 && index < status_->index)) {
       *status_ = std::move(st);
       status_->index = index;
     }
-    failed_.store(true);
+    size_t at = index < 0 ? 0 : static_cast<size_t>(index);
+    if (at < failed_at_.load()) failed_at_.store(at);
   }
 
  private:
+  static constexpr size_t kNone = SIZE_MAX;
+
   Status* status_;
+  const size_t n_;
+  const size_t run_;
   std::atomic<size_t> next_{0};
-  std::atomic<bool> failed_{false};
+  std::atomic<size_t> failed_at_{kNone};
   std::mutex mutex_;
 };
+
+// One thread's walk through the chunks it takes from a Progress, a run at a time.
+class Cursor {
+ public:
+  explicit Cursor(Progress* progress) : progress_(progress) {}
+
+  // The next chunk index for this thread, or `n` when there is nothing left for it.
+  size_t Next(size_t n) {
+    if (at_ == end_ && !progress_->Take(&at_, &end_)) return n;
+    size_t i = at_++;
+    return progress_->Wanted(i) ? i : n;
+  }
+
+ private:
+  Progress* progress_;
+  size_t at_ = 0;
+  size_t end_ = 0;
+};
+
+namespace {
+
+// Below this much input per thread, waking another thread costs more than it saves.
+constexpr size_t kMinBytesPerThread = 32 * 1024;
+
+// How much a thread takes at a time, at most, when chunks are small.
+constexpr size_t kRunBytes = 64 * 1024;
 
 // Compresses chunk i into its output, after the space its IV takes, for encryption in place.
 // Returns the compressed length through `len`.
@@ -63,13 +100,13 @@ Status CompressForCipher(ChunkJob& job, size_t i, size_t* len) {
 class MultiBufferSource : public aesni::JobSource {
  public:
   MultiBufferSource(ChunkJob* job, Progress* progress, const uint8_t* ivs)
-      : job_(job), progress_(progress), ivs_(ivs) {}
+      : job_(job), progress_(progress), cursor_(progress), ivs_(ivs) {}
 
   bool Next(aesni::Job* lane) override {
     ChunkJob& job = *job_;
     size_t n = job.in.size();
     for (;;) {
-      size_t i = progress_->Next(n);
+      size_t i = cursor_.Next(n);
       if (i >= n) return false;
 
       const uint8_t* plain = job.in[i];
@@ -106,6 +143,7 @@ class MultiBufferSource : public aesni::JobSource {
  private:
   ChunkJob* job_;
   Progress* progress_;
+  Cursor cursor_;
   const uint8_t* ivs_;
 };
 
@@ -158,11 +196,14 @@ Status DecodeOne(ChunkJob& job, size_t i, CipherContext* ctx, std::vector<uint8_
 
 }  // namespace
 
-void ChunkJob::Run() {
+void ChunkJob::Start(std::function<void()> done) {
   size_t n = in.size();
   written.assign(n, 0);
   sums.assign(want_sums ? n : 0, 0);
-  if (n == 0) return;
+  if (n == 0) {
+    done();
+    return;
+  }
 
   size_t total = 0;
   for (size_t len : in_len) total += len;
@@ -171,51 +212,61 @@ void ChunkJob::Run() {
 
   // Every IV of the batch from one DRBG request (or a few: a request may be at most 64 KiB).
   size_t iv_len = encode && core ? core->spec().iv_length : 0;
-  std::vector<uint8_t> ivs(n * iv_len);
-  for (size_t at = 0; at < ivs.size(); at += 65536) {
-    if (!RandomBytes(ivs.data() + at, std::min<size_t>(65536, ivs.size() - at))) {
+  ivs_.assign(n * iv_len, 0);
+  for (size_t at = 0; at < ivs_.size(); at += 65536) {
+    if (!RandomBytes(ivs_.data() + at, std::min<size_t>(65536, ivs_.size() - at))) {
       status = Status::Error("ERR_TDE_CRYPTO_INTERNAL", "RAND_bytes failed: no IVs for the batch");
+      done();
       return;
     }
   }
-  Progress progress(&status);
+  // Runs of about 64 KiB, and at least four per thread, so that a thread's share stays even.
+  size_t run = std::max<size_t>(1, std::min(kRunBytes / std::max<size_t>(1, total / n),
+                                            n / (participants * 4)));
+  progress_ = std::make_shared<Progress>(&status, n, run);
+
+  ThreadPool::Instance().Post(participants, [this] { Body(); }, [this, done = std::move(done)] {
+    OPENSSL_cleanse(ivs_.data(), ivs_.size());
+    done();
+  });
+}
+
+void ChunkJob::Body() {
+  size_t n = in.size();
+  size_t iv_len = encode && core ? core->spec().iv_length : 0;
+  Progress& progress = *progress_;
 
   const aesni::RoundKeys* mb_keys = encode && core && aad.empty() ? core->MultiBufferKeys() : nullptr;
   if (mb_keys != nullptr) {
-    ThreadPool::Instance().RunParallel(participants, [&] {
-      MultiBufferSource source(this, &progress, ivs.data());
-      aesni::EncryptCbc(*mb_keys, &source);
-    });
-    OPENSSL_cleanse(ivs.data(), ivs.size());
+    MultiBufferSource source(this, &progress, ivs_.data());
+    aesni::EncryptCbc(*mb_keys, &source);
     return;
   }
 
-  ThreadPool::Instance().RunParallel(participants, [&] {
-    CipherContext ctx;
-    if (core) {
-      Status st = core->Prepare(&ctx, encode);
-      if (!st.ok()) {
-        progress.Fail(std::move(st), -1);
-        return;
-      }
+  CipherContext ctx;
+  if (core) {
+    Status st = core->Prepare(&ctx, encode);
+    if (!st.ok()) {
+      progress.Fail(std::move(st), -1);
+      return;
     }
-    std::vector<uint8_t> scratch;
-    for (size_t i = progress.Next(n); i < n; i = progress.Next(n)) {
-      size_t w = 0;
-      Status st = encode ? EncodeOne(*this, i, &ctx, iv_len > 0 ? ivs.data() + i * iv_len : nullptr, &w)
-                         : DecodeOne(*this, i, &ctx, &scratch, &w);
-      if (!st.ok()) {
-        progress.Fail(std::move(st), static_cast<int64_t>(i));
-        return;
-      }
-      written[i] = static_cast<uint32_t>(w);
-      if (want_sums) {
-        ChecksumKind kind = encode ? sum_kind : ChecksumKind::kCrc32;
-        sums[i] = Checksum(kind, Initial(kind), out[i], w);
-      }
+  }
+  std::vector<uint8_t> scratch;
+  Cursor cursor(&progress);
+  for (size_t i = cursor.Next(n); i < n; i = cursor.Next(n)) {
+    size_t w = 0;
+    Status st = encode ? EncodeOne(*this, i, &ctx, iv_len > 0 ? ivs_.data() + i * iv_len : nullptr, &w)
+                       : DecodeOne(*this, i, &ctx, &scratch, &w);
+    if (!st.ok()) {
+      progress.Fail(std::move(st), static_cast<int64_t>(i));
+      return;
     }
-  });
-  OPENSSL_cleanse(ivs.data(), ivs.size());
+    written[i] = static_cast<uint32_t>(w);
+    if (want_sums) {
+      ChecksumKind kind = encode ? sum_kind : ChecksumKind::kCrc32;
+      sums[i] = Checksum(kind, Initial(kind), out[i], w);
+    }
+  }
 }
 
 }  // namespace tde

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -15,6 +16,9 @@
 #include "errors.h"
 
 namespace tde {
+
+// Which chunk comes next and the first failure, shared by the threads of one batch.
+class Progress;
 
 struct ChunkJob {
   std::shared_ptr<ChunkCipherCore> core;  // null: no encryption step
@@ -43,8 +47,17 @@ struct ChunkJob {
   std::vector<uint32_t> sums;
   Status status;
 
-  // Safe to call off the JS thread. Stops early once a chunk fails.
-  void Run();
+  // Runs the batch on the thread pool and returns at once; `done` runs once, when every chunk is
+  // done or the batch has stopped at a failure: on a pool thread, or on the caller's thread when
+  // nothing was started (an empty batch, no IVs). The job must stay where it is, untouched,
+  // until then. Stops early once a chunk fails.
+  void Start(std::function<void()> done);
+
+ private:
+  void Body();
+
+  std::vector<uint8_t> ivs_;
+  std::shared_ptr<Progress> progress_;
 };
 
 }  // namespace tde

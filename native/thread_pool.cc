@@ -93,4 +93,32 @@ void ThreadPool::RunParallel(size_t participants, const std::function<void()>& b
   join->done.wait(lock, [&] { return join->pending == 0; });
 }
 
+void ThreadPool::Post(size_t participants, std::function<void()> body, std::function<void()> done) {
+  struct Shared {
+    std::function<void()> body;
+    std::function<void()> done;
+    std::atomic<size_t> pending;
+  };
+  size_t copies = std::max<size_t>(1, std::min(participants, threads_.size()));
+  auto shared = std::make_shared<Shared>();
+  shared->body = std::move(body);
+  shared->done = std::move(done);
+  shared->pending.store(copies);
+
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < copies; i++) {
+      queue_.emplace_back([shared] {
+        shared->body();
+        if (shared->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) shared->done();
+      });
+    }
+  }
+  if (copies == 1) {
+    wake_.notify_one();
+  } else {
+    wake_.notify_all();
+  }
+}
+
 }  // namespace tde

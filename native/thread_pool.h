@@ -23,6 +23,11 @@ class ThreadPool {
   // so a copy that starts late simply finds nothing left to do.
   void RunParallel(size_t participants, const std::function<void()>& body);
 
+  // Runs `body` on up to `participants` pool threads (at least one) without waiting for it, then
+  // `done` once, on the pool thread whose copy of `body` returns last. The caller's thread is
+  // free meanwhile: a batch costs it no thread of its own, only the hand-over.
+  void Post(size_t participants, std::function<void()> body, std::function<void()> done);
+
   size_t size() const { return threads_.size(); }
 
  private:

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -263,4 +264,69 @@ test('the addon refuses a cipher that would use one all-zero IV for every chunk'
   // ECB takes none, and a fixed IV (commit log, hints) is one.
   t.notThrows(() => make({ evpName: 'AES-128-ECB' }).destroy());
   t.notThrows(() => make({ evpName: 'AES-128-CBC', fixedIv: Buffer.alloc(16, 1) }).destroy());
+});
+
+test('of several bad chunks in a batch, the lowest-numbered is reported, however threads split it',
+  async (t) => {
+    const c = createChunkCipher({ cipher_algorithm: 'AES/ECB/PKCS5Padding', secret_key_strength: 128,
+      key: Buffer.alloc(16, 3) });
+    // Small chunks in one allocation: threads take them in runs of many, out of order.
+    const plain = Array.from({ length: 3000 }, (_, i) => Buffer.alloc(500, i));
+    const stored = await c.encryptBatch(plain);
+    const whole = Buffer.concat(stored);
+    let at = 0;
+    const chunks = stored.map((s) => whole.subarray(at, (at += s.length)));
+    for (const bad of [2990, 1801, 1800, 977]) chunks[bad] = chunks[bad].subarray(0, 15);
+    const before = native().parallelism();
+    for (const threads of [1, 2, 4]) {
+      native().setParallelism(threads);
+      const err = await t.throwsAsync(() => c.decryptBatch(chunks), { code: 'ERR_TDE_CHUNK_LENGTH' });
+      t.regex(err?.message ?? '', /chunk 977 of the batch/, `${threads} threads`);
+    }
+    native().setParallelism(before);
+    // The good chunks still decrypt to what was written.
+    t.deepEqual(await c.decryptBatch(chunks.slice(0, 977)), plain.slice(0, 977));
+    c.destroy();
+  });
+
+test('workers that load the addon alone and end mid-batch leave the process running', async (t) => {
+  // A process whose main thread never loads the addon: each worker brings its own copy, and it
+  // ends (terminated or by process.exit) while its batch is still on the pool's threads.
+  const worker = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { createChunkCipher } = require(workerData.dist);
+    const c = createChunkCipher({ cipher_algorithm: 'AES/ECB/PKCS5Padding', secret_key_strength: 128,
+      key: Buffer.alloc(16, 1) });
+    const chunks = Array.from({ length: 512 }, () => Buffer.alloc(1 << 17, 7));
+    c.encryptBatch(chunks).then((out) => parentPort.postMessage(out.length));
+    if (workerData.exit) process.exit(0);
+    parentPort.postMessage('queued');
+  `;
+  const main = `
+    const { Worker } = require('node:worker_threads');
+    (async () => {
+      for (let round = 0; round < 6; round++) {
+        const w = new Worker(${JSON.stringify(worker)}, { eval: true,
+          workerData: { dist: ${JSON.stringify(path.join(ROOT, 'dist'))}, exit: round % 2 === 1 } });
+        const first = new Promise((resolve) => w.once('message', resolve));
+        if (round % 2 === 0) {
+          await first;
+          await w.terminate();
+        } else {
+          await new Promise((resolve) => w.once('exit', resolve));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const last = new Worker(${JSON.stringify(worker)}, { eval: true,
+        workerData: { dist: ${JSON.stringify(path.join(ROOT, 'dist'))}, exit: false } });
+      const seen = [];
+      last.on('message', (m) => { seen.push(m); if (seen.length === 2) last.terminate(); });
+      await new Promise((resolve) => last.once('exit', resolve));
+      console.log(JSON.stringify(seen));
+    })();
+  `;
+  const r = spawnSync(process.execPath, ['-e', main], { encoding: 'utf8', timeout: 120_000 });
+  t.is(r.signal, null, r.stderr);
+  t.is(r.status, 0, r.stderr);
+  t.deepEqual(JSON.parse(r.stdout.trim()), ['queued', 512]);
 });
