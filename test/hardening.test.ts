@@ -149,6 +149,32 @@ test('a damaged lock file is reported as such, by upgradesstables and verify ali
   }
 });
 
+test('a damaged or foreign committed transaction log never removes the live SSTable',
+  async (t) => {
+    const dataDir = makeDataDir((c) => c.table === 'legacy_nb_simple');
+    const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_simple');
+    const before = treeHashes(dir);
+    const keys = makeKeySetup();
+    const schema = path.join(keys.dir, 's.cql');
+    fs.writeFileSync(schema, `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = ` +
+      `{'class': 'LZ4Compressor'};`);
+    // A prefix of every nb SSTable, and a new SSTable that is not there.
+    for (const remove of ['nb', 'nb-1-big']) {
+      const log = path.join(dir, 'sstable-tde-txn-nb-9-big.log');
+      fs.writeFileSync(log, `sstable-tde rewrite v1\nadd nb-9-big\nremove ${remove}\ncommit\n`);
+      const described = await cli('describe', '--data-dir', dataDir, '--json');
+      t.is(described.code, 0, described.stderr);
+      t.deepEqual(JSON.parse(described.stdout).map((d: { sstable: string }) => d.sstable),
+        ['legacy_tables/legacy_nb_simple/nb-1-big'], remove);
+      const up = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema,
+        '--config', keys.configFile);
+      t.is(up.code, 0, up.stdout + up.stderr);
+      t.regex(up.stdout, /recovered .*sstable-tde-txn-nb-9-big\.log: .*rolled back/);
+      t.regex(up.stdout, /unchanged +legacy_tables\/legacy_nb_simple\/nb-1-big/);
+      t.deepEqual(treeHashes(dir), before, 'the live SSTable is kept and the log removed');
+    }
+  });
+
 test('new files keep the source SSTable\'s permission bits (and owner, when run as root)', async (t) => {
   const s = await setup(['legacy_oa_simple']);
   const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_oa_simple');
