@@ -11,6 +11,7 @@ import test from 'ava';
 
 import { createKeyFile } from '../src/keys/key-file';
 import { parseCompressionInfo, serializeCompressionInfo } from '../src/sstable/compression-info';
+import { parseCrcDb } from '../src/sstable/crc-db';
 import { SSTableReader } from '../src/sstable/reader';
 import { SSTableDataWriter } from '../src/sstable/writer';
 import { cli, makeDataDir, makeKeySetup, onlySSTable, treeHashes } from './helpers';
@@ -92,6 +93,21 @@ test('a truncated CompressionInfo.db is reported with its file name', async (t) 
   const file = path.join(s.dir, 'nb-2-big-CompressionInfo.db');
   fs.truncateSync(file, fs.statSync(file).size - 5);
   await expectFailureLeavesSource(t, s, 'ERR_TDE_CORRUPT_COMPRESSION_INFO', [/nb-2-big-CompressionInfo\.db/, /truncated/]);
+});
+
+test('a CRC.db cut inside a checksum says so, never counting fractions of checksums', (t) => {
+  const whole = Buffer.alloc(4 + 6 * 4);
+  whole.writeInt32BE(65536, 0);
+  t.is(parseCrcDb(whole, 'x-CRC.db', 336016).checksums.length, 6);
+  for (const length of [6, 9, 4 + 6 * 4 - 1, 4 + 6 * 4 + 2]) {
+    const cut = Buffer.alloc(length);
+    cut.writeInt32BE(65536, 0);
+    const err = t.throws(() => parseCrcDb(cut, 'x-CRC.db', 336016),
+      { code: 'ERR_TDE_CORRUPT_CRC' });
+    t.regex(err!.message, new RegExp(`^x-CRC\\.db is damaged: its last checksum has ` +
+      `${(length - 4) % 4} of its 4 bytes \\(the file is ${length} bytes\\).* need 6 checksums`));
+    t.notRegex(err!.message, /\d\.\d+ checksums/);
+  }
 });
 
 test('an unknown compressor class in CompressionInfo.db is reported with the known ones', async (t) => {

@@ -1,11 +1,13 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import test from 'ava';
 
-import { createKeyFile } from '../src/keys/key-file';
-import { cli, cliProcess, makeDataDir, makeKeySetup, ROOT } from './helpers';
+import { createChunkCipher } from '../src/cipher/chunk-cipher';
+import { decryptValue } from '../src/config/secure-values';
+import { createKeyFile, readKeyFile } from '../src/keys/key-file';
+import { cli, cliProcess, cliWithInput, makeDataDir, makeKeySetup, ROOT } from './helpers';
 
 test('--help of every command shows examples and exits 0', async (t) => {
   for (const cmd of ['createsystemkey', 'upgradesstables', 'verify', 'describe']) {
@@ -70,3 +72,34 @@ test('the built command runs as a process with documented exit codes', async (t)
   const bin = path.join(ROOT, 'bin', 'sstable-tde.js');
   t.regex(execFileSync(process.execPath, [bin, '--version']).toString(), /^\d+\.\d+\.\d+/);
 });
+
+test('encryptconfigvalue refuses an empty value and keeps a character split between pipe reads',
+  async (t) => {
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+    for (const input of ['', '\n']) {
+      const r = cliWithInput(['encryptconfigvalue', '--config', keys.configFile], input);
+      t.is(r.code, 1, JSON.stringify(input));
+      t.regex(r.stderr, /ERR_TDE_INVALID_ARGUMENT.*value to encrypt is empty.*nothing was/);
+      t.is(r.stdout, '', 'no encrypted value is printed');
+    }
+
+    // "pä" then the rest: the two bytes of "ä" arrive in two reads of the pipe.
+    const value = Buffer.from('päss', 'utf8');
+    const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'),
+      'encryptconfigvalue', '--config', keys.configFile, '--json']);
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stdin.write(value.subarray(0, 2));
+    // It reads once it has named its key; give that read time to take the first part alone.
+    await new Promise((resolve) => child.stderr.once('data', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.stdin.end(Buffer.concat([value.subarray(2), Buffer.from('\n')]));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    t.is(code, 0);
+    const [entry] = readKeyFile(path.join(keys.dir, 'system_key'));
+    const cipher = createChunkCipher({ cipher_algorithm: entry.transformation,
+      secret_key_strength: entry.strength, key: entry.key });
+    t.is(decryptValue(cipher, JSON.parse(stdout).value), 'päss');
+    cipher.destroy();
+  });

@@ -19,7 +19,9 @@ import { configFromObject } from '../src/config/config';
 import { readJceksSecretKey } from '../src/config/jceks';
 import { createKeyFile } from '../src/keys/key-file';
 import { KeyProviders } from '../src/keys/provider';
-import { cli, FIXTURES, makeDataDir, onlySSTable, readAll, ROOT, tempDir } from './helpers';
+import {
+  cli, FIXTURES, makeDataDir, makeKeySetup, onlySSTable, readAll, ROOT, tempDir,
+} from './helpers';
 
 const CL = path.join(FIXTURES, 'commitlog');
 const STORE = path.join(CL, 'cassandra.keystore');
@@ -62,6 +64,16 @@ test('a wrong store password, a wrong key password and an unknown key alias each
   const alias = await cli('commitlog', 'verify', file, ...storeArgs);
   t.regex(alias.stdout, /\[ERR_TDE_KEY_NOT_FOUND\] key store .* has no secret key "testing:9" \(it holds testing:2, testing:1\)/);
 });
+
+test('a Cassandra segment verified with --config instead of its key store is told to use it',
+  async (t) => {
+    const keys = makeKeySetup();
+    const r = await cli('commitlog', 'verify', FULL, '--config', keys.configFile);
+    t.is(r.code, 1);
+    t.regex(r.stdout, /\[ERR_TDE_KEY_NOT_FOUND\] segment key "testing:1" is not a key file in/);
+    t.regex(r.stdout, /--keystore FILE --keystore-password PASSWORD/);
+    t.false(r.stdout.includes('createsystemkey'), 'a new key never decrypts an existing segment');
+  });
 
 test('a truncated segment stops at the cut and says so; a damaged block is told apart', async (t) => {
   const dir = tempDir('cl');

@@ -127,6 +127,54 @@ test('two runs started together on a stale lock: only one proceeds, every time',
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+test('a damaged lock file is reported as such, by upgradesstables and verify alike', async (t) => {
+  const dataDir = makeDataDir((c) => c.table === 'legacy_nb_simple');
+  const keys = makeKeySetup();
+  const schema = path.join(keys.dir, 's.cql');
+  fs.writeFileSync(schema, `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = ` +
+    `{'class': 'LZ4Compressor'};`);
+  const lock = path.join(dataDir, LOCK_NAME);
+  for (const text of ['null', '[1, 2]', 'garbage', '{"pid": -1, "host": "h"}', '{"pid": "7"}']) {
+    fs.writeFileSync(lock, text);
+    const err = t.throws(() => lockDataDirectory(dataDir, 'test'), { code: 'ERR_TDE_LOCKED' });
+    t.regex(err!.message, /is locked, but .*\.sstable-tde\.lock does not say by which process/,
+      text);
+    const up = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '-a',
+      '--config', keys.configFile);
+    t.is(up.code, 1);
+    t.regex(up.stderr, /\[ERR_TDE_LOCKED\].*remove .*\.sstable-tde\.lock/, text);
+    const verify = await cli('verify', '--data-dir', dataDir, '--config', keys.configFile);
+    t.is(verify.code, 0, verify.stderr);
+    t.is(fs.readFileSync(lock, 'utf8'), text, 'a lock is never removed unless its holder is gone');
+  }
+});
+
+test('a damaged or foreign committed transaction log never removes the live SSTable',
+  async (t) => {
+    const dataDir = makeDataDir((c) => c.table === 'legacy_nb_simple');
+    const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_simple');
+    const before = treeHashes(dir);
+    const keys = makeKeySetup();
+    const schema = path.join(keys.dir, 's.cql');
+    fs.writeFileSync(schema, `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = ` +
+      `{'class': 'LZ4Compressor'};`);
+    // A prefix of every nb SSTable, and a new SSTable that is not there.
+    for (const remove of ['nb', 'nb-1-big']) {
+      const log = path.join(dir, 'sstable-tde-txn-nb-9-big.log');
+      fs.writeFileSync(log, `sstable-tde rewrite v1\nadd nb-9-big\nremove ${remove}\ncommit\n`);
+      const described = await cli('describe', '--data-dir', dataDir, '--json');
+      t.is(described.code, 0, described.stderr);
+      t.deepEqual(JSON.parse(described.stdout).map((d: { sstable: string }) => d.sstable),
+        ['legacy_tables/legacy_nb_simple/nb-1-big'], remove);
+      const up = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema,
+        '--config', keys.configFile);
+      t.is(up.code, 0, up.stdout + up.stderr);
+      t.regex(up.stdout, /recovered .*sstable-tde-txn-nb-9-big\.log: .*rolled back/);
+      t.regex(up.stdout, /unchanged +legacy_tables\/legacy_nb_simple\/nb-1-big/);
+      t.deepEqual(treeHashes(dir), before, 'the live SSTable is kept and the log removed');
+    }
+  });
+
 test('new files keep the source SSTable\'s permission bits (and owner, when run as root)', async (t) => {
   const s = await setup(['legacy_oa_simple']);
   const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_oa_simple');

@@ -45,14 +45,17 @@ function promptHidden(prompt: string, io: Io): Promise<string> {
   });
 }
 
-/** The first line of standard input (without its line end). */
+/**
+ * The first line of standard input (without its line end). The bytes are decoded once, so a
+ * character split between two reads of the pipe stays whole.
+ */
 async function readLine(): Promise<string> {
-  let text = '';
+  const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) {
-    text += chunk.toString();
-    if (text.includes('\n')) break;
+    chunks.push(chunk as Buffer);
+    if ((chunk as Buffer).includes(0x0a)) break;
   }
-  return text.split(/\r?\n/)[0];
+  return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0];
 }
 
 export function encryptConfigValueCommand(io: Io, done: (code: number) => void): Command {
@@ -92,6 +95,12 @@ writes encrypted values.`);
           if (again !== value) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'the two entries differ; nothing was encrypted');
         } else {
           value = await readLine();
+        }
+        if (value === '') {
+          throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'the value to encrypt is empty ' +
+            '(standard input held no line, or an empty one); nothing was encrypted. Give the ' +
+            "value on one line, e.g. printf '%s\\n' \"$PASSWORD\" | sstable-tde " +
+            'encryptconfigvalue --config FILE');
         }
         const out = encryptValue(key.cipher, value);
         io.out(json ? JSON.stringify({ key: key.name, value: out }) : `Your encrypted value is: ${out}`);

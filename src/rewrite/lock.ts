@@ -40,12 +40,22 @@ function alive(pid: number): boolean {
   }
 }
 
+/** What a lock file says of its holder: only fields of the right type (the file may be damaged). */
 function parseHolder(text: string): Partial<Holder> {
+  let parsed: unknown;
   try {
-    return JSON.parse(text) as Holder;
+    parsed = JSON.parse(text);
   } catch {
     return {};
   }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return {};
+  const p = parsed as Record<string, unknown>;
+  const holder: Partial<Holder> = {};
+  if (typeof p.pid === 'number' && Number.isSafeInteger(p.pid) && p.pid > 0) holder.pid = p.pid;
+  for (const field of ['host', 'command', 'since'] as const) {
+    if (typeof p[field] === 'string') holder[field] = p[field];
+  }
+  return holder;
 }
 
 /** Whether a lock's content names a process that is certainly gone. */
@@ -184,10 +194,15 @@ export function lockDataDirectory(dataDir: string, command: string): DirectoryLo
       breakStale(file, seen);
       continue;
     }
+    if (holder.pid === undefined || holder.host === undefined) {
+      throw new TdeError('ERR_TDE_LOCKED', `data directory ${dataDir} is locked, but ${file} ` +
+        'does not say by which process (it is damaged, or not a lock sstable-tde wrote); if no ' +
+        `sstable-tde command is running on this data directory, remove ${file}`, { file });
+    }
     throw new TdeError(
       'ERR_TDE_LOCKED',
-      `data directory ${dataDir} is locked by process ${holder.pid ?? '?'} on host ` +
-        `${holder.host ?? '?'} (${holder.command ?? 'unknown command'}, since ${holder.since ?? '?'}); ` +
+      `data directory ${dataDir} is locked by process ${holder.pid} on host ` +
+        `${holder.host} (${holder.command ?? 'unknown command'}, since ${holder.since ?? '?'}); ` +
         `wait for it to finish, or if that process no longer runs, remove ${file}`,
       { file },
     );

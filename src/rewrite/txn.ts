@@ -21,6 +21,8 @@ import { syncDirectory, writeFullySync } from '../util/files';
 
 const HEADER = 'sstable-tde rewrite v1';
 const LOG = /^sstable-tde-txn-(.+)\.log$/;
+/** What `add` and `remove` name: one SSTable's prefix, never a part of several (`nb`). */
+const PREFIX = /^[a-z]{2}-[0-9a-z_]{1,64}-(big|bti)$/;
 
 export interface TxnState {
   file: string;
@@ -107,15 +109,22 @@ export function readTxns(dir: string): TxnState[] {
       // unreadable: treated as an uncommitted log with nothing known
     }
     const state: TxnState = { file, committed: false };
+    const prefix = (p: string | undefined) => (p !== undefined && PREFIX.test(p) ? p : undefined);
     if (lines[0] === HEADER) {
       for (const line of lines.slice(1)) {
-        if (line.startsWith('add ')) state.add = line.slice(4);
-        else if (line.startsWith('remove ')) state.remove = line.slice(7);
+        if (line.startsWith('add ')) state.add = prefix(line.slice(4));
+        else if (line.startsWith('remove ')) state.remove = prefix(line.slice(7));
         else if (line === 'commit') state.committed = Boolean(state.add && state.remove);
       }
     }
     // Fall back to the name for the added SSTable, which the log is named after.
-    state.add ??= LOG.exec(name)?.[1];
+    state.add ??= prefix(LOG.exec(name)?.[1]);
+    // A commit is only ever written once the new SSTable is complete, and nothing removes it
+    // while the log exists: a committed log whose new Data.db is missing is damaged or came from
+    // elsewhere, and must not remove the SSTable that is still the only copy of the data.
+    if (state.committed && !fs.existsSync(path.join(dir, `${state.add}-Data.db`))) {
+      state.committed = false;
+    }
     out.push(state);
   }
   return out;

@@ -18,6 +18,12 @@ export function parseCrcDb(buf: Buffer, file: string, dataLength: number): CrcIn
   const chunkLength = buf.readInt32BE(0);
   if (chunkLength <= 0 || chunkLength > 1 << 30) fail(`chunk size ${chunkLength} is not plausible`);
   const count = Math.ceil(dataLength / chunkLength);
+  const partial = (buf.length - 4) % 4;
+  if (partial !== 0) {
+    fail(`its last checksum has ${partial} of its 4 bytes (the file is ${buf.length} bytes): it ` +
+      `was cut short or has bytes added; ${dataLength} bytes of Data.db in ${chunkLength}-byte ` +
+      `slices need ${count} checksums`);
+  }
   if (buf.length !== 4 + count * 4) {
     fail(`it holds ${(buf.length - 4) / 4} checksums, but ${dataLength} bytes of Data.db in ` +
       `${chunkLength}-byte slices need ${count}`);
