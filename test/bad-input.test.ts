@@ -53,11 +53,14 @@ test('a wrong key is named as such, with the key file to restore', async (t) => 
   await expectFailureLeavesSource(t, s, 'ERR_TDE_WRONG_KEY', [/nb-2-big-Data\.db/, /restore the key file system_key/]);
 });
 
-test('a missing key file says how to create one or where to point system_key_directory', async (t) => {
-  const s = await encryptedTable();
-  fs.rmSync(path.join(s.keys.dir, 'system_key'));
-  await expectFailureLeavesSource(t, s, 'ERR_TDE_KEY_FILE', [/does not exist/, /createsystemkey/, /system_key_directory/]);
-});
+test('a missing key file says to restore it for existing data, or how to make one for new data',
+  async (t) => {
+    const s = await encryptedTable();
+    fs.rmSync(path.join(s.keys.dir, 'system_key'));
+    await expectFailureLeavesSource(t, s, 'ERR_TDE_KEY_FILE', [/does not exist/,
+      /already encrypted under it can be read only with that same file: restore it from a backup/,
+      /system_key_directory/, /To encrypt new data under a new key.*createsystemkey/]);
+  });
 
 test('a key file others can read is refused with the chmod that fixes it', async (t) => {
   const s = await encryptedTable();

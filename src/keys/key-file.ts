@@ -97,9 +97,11 @@ export function readKeyFile(file: string): KeyFileEntry[] {
     if (e.code === 'ENOENT') {
       throw new TdeError(
         'ERR_TDE_KEY_FILE',
-        `system key file ${shownPath(file)} does not exist; create it with "sstable-tde createsystemkey ` +
-          `CIPHER STRENGTH ${shownPath(path.basename(file))} -d ${shownPath(path.dirname(file))}", or set ` +
-          'system_key_directory (--config) to the directory that holds it',
+        `system key file ${shownPath(file)} does not exist. Data already encrypted under it can be ` +
+          'read only with that same file: restore it from a backup, or set system_key_directory ' +
+          '(--config) to the directory that holds it. To encrypt new data under a new key, create ' +
+          `it with "sstable-tde createsystemkey CIPHER STRENGTH ${shownPath(path.basename(file))} ` +
+          `-d ${shownPath(path.dirname(file))}"`,
         { file },
       );
     }
