@@ -25,9 +25,15 @@ const { cores, line, main, result } = require('./lib/common');
 
 const BATCH_BYTES = 4 * 1024 * 1024;
 const ALL_CIPHERS = [
-  ['AES/CBC/PKCS5Padding', 128], ['AES/CBC/PKCS5Padding', 256], ['AES/ECB/PKCS5Padding', 128],
-  ['AES/CTR/NoPadding', 128], ['AES/GCM/NoPadding', 128], ['AES/GCM/NoPadding', 256],
-  ['DES/CBC/PKCS5Padding', 56], ['DESede/CBC/PKCS5Padding', 168], ['Blowfish/CBC/PKCS5Padding', 128],
+  ['AES/CBC/PKCS5Padding', 128],
+  ['AES/CBC/PKCS5Padding', 256],
+  ['AES/ECB/PKCS5Padding', 128],
+  ['AES/CTR/NoPadding', 128],
+  ['AES/GCM/NoPadding', 128],
+  ['AES/GCM/NoPadding', 256],
+  ['DES/CBC/PKCS5Padding', 56],
+  ['DESede/CBC/PKCS5Padding', 168],
+  ['Blowfish/CBC/PKCS5Padding', 128],
   ['RC2/CBC/PKCS5Padding', 128],
 ];
 
@@ -67,12 +73,18 @@ function nodePerChunk(choice, key, chunks) {
 
 /** MB/s of `threads` OpenSSL streams at once (all of them together). */
 function opensslStreamMBps(choice, key, size, threads = 1) {
-  const spec = { evpName: choice.evpName, ivLength: choice.ivLength, padding: false, rc2KeyBits: choice.rc2KeyBits,
-    tagLength: choice.tagLength };
+  const spec = {
+    evpName: choice.evpName,
+    ivLength: choice.ivLength,
+    padding: false,
+    rc2KeyBits: choice.rc2KeyBits,
+    tagLength: choice.tagLength,
+  };
   const rounds = Math.max(1, Math.floor(BATCH_BYTES / size));
   native().evpStreamSeconds(spec, key, size, rounds, threads); // warm-up
   const times = [];
-  for (let i = 0; i < 5; i++) times.push(native().evpStreamSeconds(spec, key, size, rounds, threads));
+  for (let i = 0; i < 5; i++)
+    times.push(native().evpStreamSeconds(spec, key, size, rounds, threads));
   times.sort((a, b) => a - b);
   return (threads * size * rounds) / times[2] / 1e6;
 }
@@ -81,7 +93,8 @@ function opensslStreamMBps(choice, key, size, threads = 1) {
 function targets(name, bits, size, threads, all) {
   const t = {};
   if (name === 'AES/CBC/PKCS5Padding' && bits === 128 && threads === 1) t.openssl = 3;
-  if (name === 'AES/CBC/PKCS5Padding' && bits === 128 && size === 65536 && threads === all) t.node = 2;
+  if (name === 'AES/CBC/PKCS5Padding' && bits === 128 && size === 65536 && threads === all)
+    t.node = 2;
   if (/^AES\/(ECB|CTR|GCM)/.test(name) && threads === all) t.openssl = 0.85;
   return t;
 }
@@ -96,22 +109,33 @@ async function run({ quick = false, log = () => {} } = {}) {
   for (const [name, bits] of ciphers) {
     const choice = tde.resolveCipher(name, bits);
     const key = crypto.randomBytes(choice.keyLength);
-    const cipher = tde.createChunkCipher({ cipher_algorithm: name, secret_key_strength: bits, key });
+    const cipher = tde.createChunkCipher({
+      cipher_algorithm: name,
+      secret_key_strength: bits,
+      key,
+    });
     for (const size of sizes) {
       const count = Math.max(1, Math.floor(BATCH_BYTES / size));
       // Views of one allocation, as upgradesstables hands chunks over (cut from a decoded region
       // of the source): the addon then takes the whole batch in one hand-over.
       const region = crypto.randomBytes(size * count);
-      const chunks = Array.from({ length: count }, (_, i) => region.subarray(i * size, (i + 1) * size));
+      const chunks = Array.from({ length: count }, (_, i) =>
+        region.subarray(i * size, (i + 1) * size),
+      );
       const aadRegion = Buffer.alloc(46 * count);
-      const aads = choice.tagLength ? chunks.map((_, i) => aadRegion.subarray(46 * i, 46 * (i + 1))) : undefined;
+      const aads = choice.tagLength
+        ? chunks.map((_, i) => aadRegion.subarray(46 * i, 46 * (i + 1)))
+        : undefined;
       const bytes = size * count;
 
-      const node = nodeName(choice) ? bytes / (await measure(nodePerChunk(choice, key, chunks), quick)) / 1e6 : undefined;
+      const node = nodeName(choice)
+        ? bytes / (await measure(nodePerChunk(choice, key, chunks), quick)) / 1e6
+        : undefined;
       const stream = opensslStreamMBps(choice, key, size);
       // OpenSSL on every core at once, each thread its own stream: what the hardware gives.
       const streams = all > 1 ? opensslStreamMBps(choice, key, size, all) : stream;
-      const engines = name.startsWith('AES/CBC') && native().multiBuffer() ? [true, false] : [undefined];
+      const engines =
+        name.startsWith('AES/CBC') && native().multiBuffer() ? [true, false] : [undefined];
       for (const threads of [...new Set([1, all])]) {
         for (const mb of engines) {
           if (mb === false && threads !== 1) continue;
@@ -119,7 +143,8 @@ async function run({ quick = false, log = () => {} } = {}) {
           native().setParallelism(threads);
           // One batch at a time on one thread; on all cores, a steady two in flight: each
           // measured step waits for the oldest batch and starts the next, as a writer does.
-          const one = () => cipher.encryptBatch(chunks, undefined, aads).then((out) => cipher.recycle(out));
+          const one = () =>
+            cipher.encryptBatch(chunks, undefined, aads).then((out) => cipher.recycle(out));
           const depth = threads === 1 ? 1 : 2;
           const inflight = Array.from({ length: depth - 1 }, one);
           const step = () => {
@@ -129,16 +154,40 @@ async function run({ quick = false, log = () => {} } = {}) {
           const mbps = bytes / (await measure(step, quick)) / 1e6;
           await Promise.all(inflight);
           const t = targets(name, bits, size, threads, all);
-          const label = `encrypt ${name} ${bits} ${size / 1024} KiB, ${threads} thread${threads > 1 ? 's' : ''}` +
+          const label =
+            `encrypt ${name} ${bits} ${size / 1024} KiB, ${threads} thread${threads > 1 ? 's' : ''}` +
             (mb === false ? ', multi-buffer off' : '');
-          const c = result('cipher', label, mbps, { name: `OpenSSL single stream x${threads}`, mbps: stream * threads },
-            mb === false ? undefined : t.openssl, {
-              transformation: name, bits, chunkBytes: size, threads, multiBuffer: mb ?? null,
-              opensslConcurrent: threads > 1 ? { name: `OpenSSL, ${threads} streams at once`, mbps: Math.round(streams),
-                ratio: Math.round((mbps / streams) * 100) / 100 } : null,
-              node: node === undefined ? null : { name: 'Node createCipheriv per chunk', mbps: Math.round(node),
-                ratio: Math.round((mbps / node) * 100) / 100, ...(t.node ? { target: { ratio: t.node, met: mbps / node >= t.node } } : {}) },
-            });
+          const c = result(
+            'cipher',
+            label,
+            mbps,
+            { name: `OpenSSL single stream x${threads}`, mbps: stream * threads },
+            mb === false ? undefined : t.openssl,
+            {
+              transformation: name,
+              bits,
+              chunkBytes: size,
+              threads,
+              multiBuffer: mb ?? null,
+              opensslConcurrent:
+                threads > 1
+                  ? {
+                      name: `OpenSSL, ${threads} streams at once`,
+                      mbps: Math.round(streams),
+                      ratio: Math.round((mbps / streams) * 100) / 100,
+                    }
+                  : null,
+              node:
+                node === undefined
+                  ? null
+                  : {
+                      name: 'Node createCipheriv per chunk',
+                      mbps: Math.round(node),
+                      ratio: Math.round((mbps / node) * 100) / 100,
+                      ...(t.node ? { target: { ratio: t.node, met: mbps / node >= t.node } } : {}),
+                    },
+            },
+          );
           cases.push(c);
           log(line(c));
         }

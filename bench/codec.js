@@ -53,10 +53,15 @@ class PakoPool {
 
   compress(chunks) {
     const per = Math.ceil(chunks.length / this.workers.length);
-    return Promise.all(this.workers.map((w, k) => new Promise((resolve) => {
-      w.once('message', resolve);
-      w.postMessage(chunks.slice(k * per, (k + 1) * per));
-    }))).then((parts) => parts.flat());
+    return Promise.all(
+      this.workers.map(
+        (w, k) =>
+          new Promise((resolve) => {
+            w.once('message', resolve);
+            w.postMessage(chunks.slice(k * per, (k + 1) * per));
+          }),
+      ),
+    ).then((parts) => parts.flat());
   }
 
   close() {
@@ -68,7 +73,8 @@ async function run({ quick = false, log = () => {} } = {}) {
   const seconds = quick ? 0.4 : 1.5;
   const data = await period();
   const chunks = [];
-  for (let at = 0; chunks.length < BATCH; at = (at + CHUNK) % (data.length - CHUNK)) chunks.push(data.subarray(at, at + CHUNK));
+  for (let at = 0; chunks.length < BATCH; at = (at + CHUNK) % (data.length - CHUNK))
+    chunks.push(data.subarray(at, at + CHUNK));
   const lengths = chunks.map((c) => c.length);
   const bytes = CHUNK * BATCH;
   const where = (i) => ({ prefix: `chunk ${i}` });
@@ -103,18 +109,27 @@ async function run({ quick = false, log = () => {} } = {}) {
   };
 
   const plain = {};
-  for (const [cls, codec, lib] of [['LZ4Compressor', 'LZ4', 'liblz4'], ['DeflateCompressor', 'Deflate', 'libz'],
-    ['SnappyCompressor', 'Snappy', 'libsnappy']]) {
+  for (const [cls, codec, lib] of [
+    ['LZ4Compressor', 'LZ4', 'liblz4'],
+    ['DeflateCompressor', 'Deflate', 'libz'],
+    ['SnappyCompressor', 'Snappy', 'libsnappy'],
+  ]) {
     if (quick && cls === 'SnappyCompressor') continue;
     const compressor = await tde.compressorForTable({ class: cls, chunk_length_kb: 64 });
     const s = await speed(compressor);
     plain[cls] = s;
     const npm = await npmSpeed(CODECS[codec]);
-    const engine = native().codecAvailable(codec) && process.env.SSTABLE_TDE_NATIVE_CODECS !== '0' ? lib : 'npm';
+    const engine =
+      native().codecAvailable(codec) && process.env.SSTABLE_TDE_NATIVE_CODECS !== '0' ? lib : 'npm';
     const npmName = { LZ4: 'lz4-napi', Deflate: "Node's zlib", Snappy: 'snappy (npm)' }[codec];
-    for (const [dir, mbps, base] of [['write', s.write, npm.write], ['read', s.read, npm.read]]) {
-      const c = result('codec', `${dir} ${cls} (${engine}), ${s.ratio.toFixed(2)}:1`, mbps,
-        { name: `${dir} with ${npmName}`, mbps: base });
+    for (const [dir, mbps, base] of [
+      ['write', s.write, npm.write],
+      ['read', s.read, npm.read],
+    ]) {
+      const c = result('codec', `${dir} ${cls} (${engine}), ${s.ratio.toFixed(2)}:1`, mbps, {
+        name: `${dir} with ${npmName}`,
+        mbps: base,
+      });
       cases.push(c);
       log(line(c));
     }
@@ -122,22 +137,41 @@ async function run({ quick = false, log = () => {} } = {}) {
       const pool = new PakoPool(cores());
       const pako = await timeIt(async () => (await pool.compress(chunks), bytes), seconds);
       await pool.close();
-      const c = result('codec', `write Deflate in pako on ${cores()} worker threads`, pako,
-        { name: "write with Node's zlib", mbps: npm.write });
+      const c = result('codec', `write Deflate in pako on ${cores()} worker threads`, pako, {
+        name: "write with Node's zlib",
+        mbps: npm.write,
+      });
       cases.push(c);
       log(line(c));
     }
   }
 
-  for (const [cls, base] of [['EncryptingLZ4Compressor', 'LZ4Compressor'], ['EncryptingDeflateCompressor', 'DeflateCompressor'],
-    ['EncryptingSnappyCompressor', 'SnappyCompressor'], ['Encryptor', 'LZ4Compressor']]) {
+  for (const [cls, base] of [
+    ['EncryptingLZ4Compressor', 'LZ4Compressor'],
+    ['EncryptingDeflateCompressor', 'DeflateCompressor'],
+    ['EncryptingSnappyCompressor', 'SnappyCompressor'],
+    ['Encryptor', 'LZ4Compressor'],
+  ]) {
     if (!plain[base]) continue;
-    const compressor = await tde.compressorForTable({ class: cls, cipher_algorithm: 'AES/CBC/PKCS5Padding',
-      secret_key_strength: 128, chunk_length_kb: 64 }, { keys });
+    const compressor = await tde.compressorForTable(
+      {
+        class: cls,
+        cipher_algorithm: 'AES/CBC/PKCS5Padding',
+        secret_key_strength: 128,
+        chunk_length_kb: 64,
+      },
+      { keys },
+    );
     const s = await speed(compressor);
     compressor.close();
-    for (const [dir, mbps, b] of [['write', s.write, plain[base].write], ['read', s.read, plain[base].read]]) {
-      const c = result('codec', `${dir} ${cls} AES-128-CBC`, mbps, { name: `${dir} ${base}`, mbps: b });
+    for (const [dir, mbps, b] of [
+      ['write', s.write, plain[base].write],
+      ['read', s.read, plain[base].read],
+    ]) {
+      const c = result('codec', `${dir} ${cls} AES-128-CBC`, mbps, {
+        name: `${dir} ${base}`,
+        mbps: b,
+      });
       cases.push(c);
       log(line(c));
     }

@@ -21,14 +21,24 @@ const { line, main, result } = require('./lib/common');
 async function append(label, encryption, entrySize, syncBytes, total) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-bench-cl-'));
   // Realistic entries: partly repetitive, as serialized mutations are.
-  const entries = Array.from({ length: 256 }, (_, i) => Buffer.concat([
-    Buffer.from(`ks.table partition-${i} clustering `.repeat(Math.ceil(entrySize / 64))).subarray(0, entrySize / 2),
-    crypto.randomBytes(entrySize / 2),
-  ]));
+  const entries = Array.from({ length: 256 }, (_, i) =>
+    Buffer.concat([
+      Buffer.from(`ks.table partition-${i} clustering `.repeat(Math.ceil(entrySize / 64))).subarray(
+        0,
+        entrySize / 2,
+      ),
+      crypto.randomBytes(entrySize / 2),
+    ]),
+  );
   const times = [];
   for (let rep = 0; rep < 3; rep++) {
     const file = path.join(dir, `CommitLog-7-${rep}.log`);
-    const w = await SegmentWriter.create({ file, id: BigInt(rep + 1), encryption, blockLength: 65536 });
+    const w = await SegmentWriter.create({
+      file,
+      id: BigInt(rep + 1),
+      encryption,
+      blockLength: 65536,
+    });
     const start = process.hrtime.bigint();
     let sinceSync = 0;
     for (let done = 0, i = 0; done < total; i++) {
@@ -56,11 +66,29 @@ async function run({ quick = false, log = () => {} } = {}) {
   const enc = { transformation: 'AES/CBC/PKCS5Padding', key, keyAlias: 'bench' };
   const cases = [];
   log(`\n== commit log append: ${total >> 20} MiB per case\n`);
-  const shapes = quick ? [[256, 1 << 20]] : [[256, 1 << 20], [1024, 1 << 20], [256, 8 << 20]];
+  const shapes = quick
+    ? [[256, 1 << 20]]
+    : [
+        [256, 1 << 20],
+        [1024, 1 << 20],
+        [256, 8 << 20],
+      ];
   for (const [entrySize, syncBytes] of shapes) {
     const what = `${entrySize} B entries, sync every ${syncBytes >> 20} MiB`;
-    const plain = await append(`commit log append, plain, ${what}`, undefined, entrySize, syncBytes, total);
-    const encrypted = await append(`commit log append, AES/CBC/PKCS5Padding, ${what}`, enc, entrySize, syncBytes, total);
+    const plain = await append(
+      `commit log append, plain, ${what}`,
+      undefined,
+      entrySize,
+      syncBytes,
+      total,
+    );
+    const encrypted = await append(
+      `commit log append, AES/CBC/PKCS5Padding, ${what}`,
+      enc,
+      entrySize,
+      syncBytes,
+      total,
+    );
     const c = result('commitlog', encrypted.name, encrypted.mbps, plain);
     cases.push(c);
     log(line(c));

@@ -40,9 +40,14 @@ function config(dir, port, cacheMillis) {
     kmip_hosts: {
       bench: {
         hosts: `127.0.0.1:${port}`,
-        keystore_path: path.join(certs, 'client.p12'), keystore_type: 'PKCS12', keystore_password: 'storepass',
-        truststore_path: path.join(certs, 'trust-openssl.pfx'), truststore_type: 'PKCS12', truststore_password: 'storepass',
-        key_cache_millis: cacheMillis, timeout: 5000,
+        keystore_path: path.join(certs, 'client.p12'),
+        keystore_type: 'PKCS12',
+        keystore_password: 'storepass',
+        truststore_path: path.join(certs, 'trust-openssl.pfx'),
+        truststore_type: 'PKCS12',
+        truststore_password: 'storepass',
+        key_cache_millis: cacheMillis,
+        timeout: 5000,
       },
     },
   });
@@ -63,8 +68,13 @@ async function rate(fn, seconds) {
 
 function kase(name, opsPerSecond, baseline) {
   return {
-    suite: 'kmip', name, mbps: null, opsPerSecond: round(opsPerSecond, 1),
-    baseline: baseline ? { name: baseline.name, opsPerSecond: round(baseline.opsPerSecond, 1) } : null,
+    suite: 'kmip',
+    name,
+    mbps: null,
+    opsPerSecond: round(opsPerSecond, 1),
+    baseline: baseline
+      ? { name: baseline.name, opsPerSecond: round(baseline.opsPerSecond, 1) }
+      : null,
     ratio: baseline ? round(opsPerSecond / baseline.opsPerSecond, 2) : null,
   };
 }
@@ -77,13 +87,24 @@ async function run({ quick = false, log = () => {} } = {}) {
     execFileSync(SCRIPT, ['install'], { stdio: ['ignore', 'ignore', 'pipe'] });
     execFileSync(SCRIPT, ['start', dir, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
-    log(`\n== KMIP: skipped, no PyKMIP server could start here (${String(err.stderr || err.message).trim().split('\n')[0]})\n`);
+    log(
+      `\n== KMIP: skipped, no PyKMIP server could start here (${
+        String(err.stderr || err.message)
+          .trim()
+          .split('\n')[0]
+      })\n`,
+    );
     fs.rmSync(dir, { recursive: true, force: true });
     return [];
   }
   log('\n== KMIP key fetch from a local PyKMIP server (loopback, TLS)\n');
   const choice = tde.resolveCipher('AES/CBC/PKCS5Padding', 256);
-  const settings = { cipherAlgorithm: choice.name, strength: 256, keyProvider: 'KmipKeyProviderFactory', kmipHost: 'bench' };
+  const settings = {
+    cipherAlgorithm: choice.name,
+    strength: 256,
+    keyProvider: 'KmipKeyProviderFactory',
+    kmipHost: 'bench',
+  };
   const cases = [];
   try {
     // A key to fetch: the provider makes one (Locate finds none at first).
@@ -93,7 +114,10 @@ async function run({ quick = false, log = () => {} } = {}) {
     const byId = { ...settings, kmipKeyId: id };
 
     const uncached = new tde.KeyProviders(config(dir, port, 0));
-    const miss = { name: 'KMIP key fetch, cache miss', opsPerSecond: await rate(() => uncached.keyFor(byId, choice), seconds) };
+    const miss = {
+      name: 'KMIP key fetch, cache miss',
+      opsPerSecond: await rate(() => uncached.keyFor(byId, choice), seconds),
+    };
     uncached.close();
     const cached = new tde.KeyProviders(config(dir, port, 600000));
     const hit = await rate(() => cached.keyFor(byId, choice), quick ? 0.2 : 1);
@@ -108,8 +132,11 @@ async function run({ quick = false, log = () => {} } = {}) {
     cases.push(kase('KMIP key fetch, cache hit', hit, miss));
     cases.push(kase('KMIP key fetch, new connection (TLS handshake)', cold, miss));
     for (const c of cases) {
-      log(`${c.name.padEnd(60)} ${c.opsPerSecond.toFixed(0).padStart(9)} /s` +
-        (c.baseline ? `  ${c.ratio}x ${c.baseline.name}` : '') + '\n');
+      log(
+        `${c.name.padEnd(60)} ${c.opsPerSecond.toFixed(0).padStart(9)} /s` +
+          (c.baseline ? `  ${c.ratio}x ${c.baseline.name}` : '') +
+          '\n',
+      );
     }
   } finally {
     execFileSync(SCRIPT, ['stop', dir]);

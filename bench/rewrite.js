@@ -53,7 +53,9 @@ function stage(pristine, name) {
 function child(childArgs, { oneCore = false } = {}) {
   const cmd = oneCore ? 'taskset' : process.execPath;
   const argv = oneCore ? ['-c', '0', process.execPath, CHILD, ...childArgs] : [CHILD, ...childArgs];
-  const env = oneCore ? { ...process.env, SSTABLE_TDE_THREADS: '1', UV_THREADPOOL_SIZE: '1' } : process.env;
+  const env = oneCore
+    ? { ...process.env, SSTABLE_TDE_THREADS: '1', UV_THREADPOOL_SIZE: '1' }
+    : process.env;
   const out = execFileSync(cmd, argv, { env, encoding: 'utf8', maxBuffer: 1 << 20 });
   return JSON.parse(out.trim().split('\n').pop());
 }
@@ -66,24 +68,33 @@ function schemaFile(name, compression) {
 
 async function run({ quick = false, args = [], log = () => {} } = {}) {
   const arg = (name) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
-  const sizes = (arg('--sizes') ?? (quick ? '64' : '64,512,4096')).split(',').map((s) => Number(s) * MiB);
+  const sizes = (arg('--sizes') ?? (quick ? '64' : '64,512,4096'))
+    .split(',')
+    .map((s) => Number(s) * MiB);
   fs.mkdirSync(work, { recursive: true });
   fs.rmSync(keyDir, { recursive: true, force: true });
   fs.mkdirSync(keyDir, { mode: 0o700 });
   tde.createKeyFile(keyDir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
   const plainSchema = schemaFile('lz4', "{'class': 'LZ4Compressor', 'chunk_length_kb': 64}");
-  const encSchema = schemaFile('enc', "{'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': " +
-    "'AES/CBC/PKCS5Padding', 'secret_key_strength': 128, 'chunk_length_kb': 64}");
+  const encSchema = schemaFile(
+    'enc',
+    "{'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': " +
+      "'AES/CBC/PKCS5Padding', 'secret_key_strength': 128, 'chunk_length_kb': 64}",
+  );
   const oneCore = hasTaskset();
   const cases = [];
-  log(`\n== offline rewrite: ${cores()} cores${oneCore ? '' : ' (no taskset: no 1-core baseline)'}\n`);
+  log(
+    `\n== offline rewrite: ${cores()} cores${oneCore ? '' : ' (no taskset: no 1-core baseline)'}\n`,
+  );
 
   try {
     for (const size of sizes) {
       const label = size >= 1024 * MiB ? `${size / 1024 / MiB} GiB` : `${size / MiB} MiB`;
       const pristine = await makeSSTable(path.join(work, 'pristine'), size);
       const stored = fs.statSync(path.join(pristine, 'nb-1-big-Data.db')).size;
-      log(`   ${label}: ${(size / stored).toFixed(2)}:1 under LZ4, Data.db ${(stored / MiB).toFixed(0)} MiB\n`);
+      log(
+        `   ${label}: ${(size / stored).toFixed(2)}:1 under LZ4, Data.db ${(stored / MiB).toFixed(0)} MiB\n`,
+      );
 
       // Each case runs `reps` times on fresh hard links, after `sync` so that no earlier run's
       // writeback competes with it; the median time counts, and the highest peak memory.
@@ -99,13 +110,22 @@ async function run({ quick = false, args = [], log = () => {} } = {}) {
         }
         return { ...summarize(runs), dir };
       };
-      const verify = (dir) => summarize(Array.from({ length: reps }, () => child(['verify', dir, keyDir])));
+      const verify = (dir) =>
+        summarize(Array.from({ length: reps }, () => child(['verify', dir, keyDir])));
       const summarize = (runs) => {
         const seconds = runs.map((r) => r.seconds).sort((a, b) => a - b)[runs.length >> 1];
-        return { mbps: size / seconds / 1e6, seconds, maxRssMiB: Math.max(...runs.map((r) => r.maxRssMiB)) };
+        return {
+          mbps: size / seconds / 1e6,
+          seconds,
+          maxRssMiB: Math.max(...runs.map((r) => r.maxRssMiB)),
+        };
       };
-      const extra = (m) => ({ bytes: size, seconds: Math.round(m.seconds * 1000) / 1000,
-        maxRssMiB: Math.round(m.maxRssMiB * 10) / 10, runs: reps });
+      const extra = (m) => ({
+        bytes: size,
+        seconds: Math.round(m.seconds * 1000) / 1000,
+        maxRssMiB: Math.round(m.maxRssMiB * 10) / 10,
+        runs: reps,
+      });
 
       const plain = rewrite(plainSchema);
       const verifyPlain = verify(plain.dir);
@@ -119,10 +139,16 @@ async function run({ quick = false, args = [], log = () => {} } = {}) {
       // The work alone (no file written), on every core and on one; and the file system alone:
       // as many bytes as the encrypted Data.db written to a new file, then fsync.
       const source = stage(pristine, 'compute');
-      const times = (verb, opts) => summarize(Array.from({ length: reps }, () => {
-        spawnSync('sync');
-        return child(verb === 'compute' ? ['compute', source, keyDir] : ['write', source, String(stored)], opts);
-      }));
+      const times = (verb, opts) =>
+        summarize(
+          Array.from({ length: reps }, () => {
+            spawnSync('sync');
+            return child(
+              verb === 'compute' ? ['compute', source, keyDir] : ['write', source, String(stored)],
+              opts,
+            );
+          }),
+        );
       const busy = times('compute');
       const workOne = oneCore ? times('compute', { oneCore: true }) : undefined;
       const io = times('write');
@@ -132,28 +158,78 @@ async function run({ quick = false, args = [], log = () => {} } = {}) {
       const oneName = `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC, 1 core, ${label}`;
       const group = [
         result('rewrite', plainName, plain.mbps, null, undefined, extra(plain)),
-        result('rewrite', `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC, ${label}`, enc.mbps,
-          { name: plainName, mbps: plain.mbps }, 0.9, {
+        result(
+          'rewrite',
+          `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC, ${label}`,
+          enc.mbps,
+          { name: plainName, mbps: plain.mbps },
+          0.9,
+          {
             ...extra(enc),
-            ...(size >= 4096 * MiB ? { memoryTarget: { maxRssMiB: 200, met: enc.maxRssMiB < 200 } } : {}),
-          }),
+            ...(size >= 4096 * MiB
+              ? { memoryTarget: { maxRssMiB: 200, met: enc.maxRssMiB < 200 } }
+              : {}),
+          },
+        ),
       ];
       if (one) {
         group.push(result('rewrite', oneName, one.mbps, null, undefined, extra(one)));
-        group.push(result('rewrite', `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC, all cores vs 1, ${label}`, enc.mbps,
-          { name: oneName, mbps: one.mbps }, 1.7, extra(enc)));
+        group.push(
+          result(
+            'rewrite',
+            `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC, all cores vs 1, ${label}`,
+            enc.mbps,
+            { name: oneName, mbps: one.mbps },
+            1.7,
+            extra(enc),
+          ),
+        );
       }
       const ioName = `file system: ${(stored / MiB).toFixed(0)} MiB to a new file + fsync (as MB/s of data), ${label}`;
       group.push(result('rewrite', ioName, io.mbps, null, undefined, extra(io)));
-      group.push(result('rewrite', `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC against the file system alone, ${label}`,
-        enc.mbps, { name: ioName, mbps: io.mbps }, undefined, extra(enc)));
+      group.push(
+        result(
+          'rewrite',
+          `rewrite LZ4 -> EncryptingLZ4 AES-128-CBC against the file system alone, ${label}`,
+          enc.mbps,
+          { name: ioName, mbps: io.mbps },
+          undefined,
+          extra(enc),
+        ),
+      );
       const workName = `rewrite work without file writes, 1 core, ${label}`;
-      if (workOne) group.push(result('rewrite', workName, workOne.mbps, null, undefined, extra(workOne)));
-      group.push(result('rewrite', `rewrite work without file writes, all cores, ${label}`, busy.mbps,
-        workOne ? { name: workName, mbps: workOne.mbps } : null, workOne ? 1.7 : undefined, extra(busy)));
-      group.push(result('rewrite', `verify LZ4, ${label}`, verifyPlain.mbps, null, undefined, extra(verifyPlain)));
-      group.push(result('rewrite', `verify EncryptingLZ4 AES-128-CBC, ${label}`, verifyEnc.mbps,
-        { name: `verify LZ4, ${label}`, mbps: verifyPlain.mbps }, undefined, extra(verifyEnc)));
+      if (workOne)
+        group.push(result('rewrite', workName, workOne.mbps, null, undefined, extra(workOne)));
+      group.push(
+        result(
+          'rewrite',
+          `rewrite work without file writes, all cores, ${label}`,
+          busy.mbps,
+          workOne ? { name: workName, mbps: workOne.mbps } : null,
+          workOne ? 1.7 : undefined,
+          extra(busy),
+        ),
+      );
+      group.push(
+        result(
+          'rewrite',
+          `verify LZ4, ${label}`,
+          verifyPlain.mbps,
+          null,
+          undefined,
+          extra(verifyPlain),
+        ),
+      );
+      group.push(
+        result(
+          'rewrite',
+          `verify EncryptingLZ4 AES-128-CBC, ${label}`,
+          verifyEnc.mbps,
+          { name: `verify LZ4, ${label}`, mbps: verifyPlain.mbps },
+          undefined,
+          extra(verifyEnc),
+        ),
+      );
       for (const c of group) {
         cases.push(c);
         log(line(c).replace(/\n$/, `  peak ${c.maxRssMiB.toFixed(0)} MiB\n`));

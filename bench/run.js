@@ -28,7 +28,7 @@ function markdown(doc) {
     `# sstable-tde benchmarks${doc.quick ? ' (quick)' : ''}`,
     '',
     `${doc.date}; ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.platform}.`,
-    'Every baseline was measured in the same run. Targets are the project\'s, as ratios.',
+    "Every baseline was measured in the same run. Targets are the project's, as ratios.",
     '',
   ];
   for (const suite of Object.keys(SUITES)) {
@@ -36,23 +36,36 @@ function markdown(doc) {
     if (cases.length === 0) continue;
     const ops = cases[0].mbps === null;
     out.push(`## ${suite}`, '');
-    out.push(`| case | ${ops ? 'per second' : 'MB/s'} | baseline | ${ops ? 'per second' : 'MB/s'} | ratio | target |`);
+    out.push(
+      `| case | ${ops ? 'per second' : 'MB/s'} | baseline | ${ops ? 'per second' : 'MB/s'} | ratio | target |`,
+    );
     out.push('|---|---:|---|---:|---:|---|');
     for (const c of cases) {
       const v = ops ? c.opsPerSecond : c.mbps;
       const b = c.baseline ? (ops ? c.baseline.opsPerSecond : c.baseline.mbps) : undefined;
       const targets = [];
       if (c.target) targets.push(`${c.target.ratio}x: ${c.target.met ? 'met' : '**not met**'}`);
-      if (c.memoryTarget) targets.push(`< ${c.memoryTarget.maxRssMiB} MiB peak (${c.maxRssMiB}): ${c.memoryTarget.met ? 'met' : '**not met**'}`);
-      out.push(`| ${c.name} | ${Math.round(v)} | ${c.baseline?.name ?? ''} | ${b === undefined ? '' : Math.round(b)} | ` +
-        `${c.ratio === null ? '' : c.ratio.toFixed(2)} | ${targets.join('; ')} |`);
+      if (c.memoryTarget)
+        targets.push(
+          `< ${c.memoryTarget.maxRssMiB} MiB peak (${c.maxRssMiB}): ${c.memoryTarget.met ? 'met' : '**not met**'}`,
+        );
+      out.push(
+        `| ${c.name} | ${Math.round(v)} | ${c.baseline?.name ?? ''} | ${b === undefined ? '' : Math.round(b)} | ` +
+          `${c.ratio === null ? '' : c.ratio.toFixed(2)} | ${targets.join('; ')} |`,
+      );
       if (c.node) {
-        const t = c.node.target ? `${c.node.target.ratio}x: ${c.node.target.met ? 'met' : '**not met**'}` : '';
-        out.push(`| ${c.name} | ${Math.round(v)} | ${c.node.name} | ${c.node.mbps} | ${c.node.ratio.toFixed(2)} | ${t} |`);
+        const t = c.node.target
+          ? `${c.node.target.ratio}x: ${c.node.target.met ? 'met' : '**not met**'}`
+          : '';
+        out.push(
+          `| ${c.name} | ${Math.round(v)} | ${c.node.name} | ${c.node.mbps} | ${c.node.ratio.toFixed(2)} | ${t} |`,
+        );
       }
       if (c.opensslConcurrent) {
         const o = c.opensslConcurrent;
-        out.push(`| ${c.name} | ${Math.round(v)} | ${o.name} | ${o.mbps} | ${o.ratio.toFixed(2)} | |`);
+        out.push(
+          `| ${c.name} | ${Math.round(v)} | ${o.name} | ${o.mbps} | ${o.ratio.toFixed(2)} | |`,
+        );
       }
     }
     out.push('');
@@ -64,8 +77,12 @@ function markdown(doc) {
 async function chart(doc) {
   const values = doc.cases
     .filter((c) => c.suite === 'cipher' && c.multiBuffer !== false)
-    .map((c) => ({ cipher: `${c.transformation} ${c.bits}`, chunk: `${c.chunkBytes / 1024} KiB`,
-      threads: `${c.threads} thread${c.threads > 1 ? 's' : ''}`, mbps: c.mbps }));
+    .map((c) => ({
+      cipher: `${c.transformation} ${c.bits}`,
+      chunk: `${c.chunkBytes / 1024} KiB`,
+      threads: `${c.threads} thread${c.threads > 1 ? 's' : ''}`,
+      mbps: c.mbps,
+    }));
   if (values.length === 0) return undefined;
   const vega = await import('vega');
   const vl = await import('vega-lite');
@@ -79,10 +96,25 @@ async function chart(doc) {
       height: 260,
       mark: { type: 'line', point: true },
       encoding: {
-        x: { field: 'chunk', type: 'ordinal', sort: ['4 KiB', '16 KiB', '64 KiB'], title: 'chunk size',
-          axis: { labelAngle: 0 } },
-        y: { field: 'mbps', type: 'quantitative', scale: { type: 'log' }, title: 'MB/s (log scale)' },
-        color: { field: 'cipher', type: 'nominal', title: 'transformation', legend: { labelLimit: 400 } },
+        x: {
+          field: 'chunk',
+          type: 'ordinal',
+          sort: ['4 KiB', '16 KiB', '64 KiB'],
+          title: 'chunk size',
+          axis: { labelAngle: 0 },
+        },
+        y: {
+          field: 'mbps',
+          type: 'quantitative',
+          scale: { type: 'log' },
+          title: 'MB/s (log scale)',
+        },
+        color: {
+          field: 'cipher',
+          type: 'nominal',
+          title: 'transformation',
+          legend: { labelLimit: 400 },
+        },
       },
     },
   };
@@ -93,15 +125,24 @@ async function chart(doc) {
 async function main() {
   const args = process.argv.slice(2);
   const quick = args.includes('--quick');
-  const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : Object.keys(SUITES);
+  const only = args.includes('--only')
+    ? args[args.indexOf('--only') + 1].split(',')
+    : Object.keys(SUITES);
   const log = (s) => process.stdout.write(s);
   const started = Date.now();
   const cases = [];
   for (const name of only) {
-    if (!SUITES[name]) throw new Error(`no suite "${name}"; the suites are ${Object.keys(SUITES).join(', ')}`);
+    if (!SUITES[name])
+      throw new Error(`no suite "${name}"; the suites are ${Object.keys(SUITES).join(', ')}`);
     cases.push(...(await SUITES[name].run({ quick, args, log })));
   }
-  const doc = { machine: machine(), date: new Date().toISOString(), quick, seconds: Math.round((Date.now() - started) / 1000), cases };
+  const doc = {
+    machine: machine(),
+    date: new Date().toISOString(),
+    quick,
+    seconds: Math.round((Date.now() - started) / 1000),
+    cases,
+  };
 
   const dir = path.join(__dirname, 'results');
   fs.mkdirSync(dir, { recursive: true });
@@ -110,7 +151,9 @@ async function main() {
   fs.writeFileSync(`${base}.md`, markdown(doc) + '\n');
   const svg = await chart(doc);
   if (svg) fs.writeFileSync(`${base}-cipher.svg`, svg);
-  log(`\nresults: ${path.relative(process.cwd(), base)}.json, .md${svg ? ', -cipher.svg' : ''} (${doc.seconds} s)\n`);
+  log(
+    `\nresults: ${path.relative(process.cwd(), base)}.json, .md${svg ? ', -cipher.svg' : ''} (${doc.seconds} s)\n`,
+  );
   process.stdout.write(JSON.stringify(doc) + '\n');
 }
 

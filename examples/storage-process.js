@@ -77,9 +77,11 @@ async function flush(plugin, dir, generation, rows, tableOptions) {
   for (let at = 0; at < data.length; at += 8192) await writer.write(data.subarray(at, at + 8192));
   await writer.writeComponent('Index.db', index);
   const result = await writer.finish();
-  console.log(`flushed ${rows.size} partitions to nb-${generation}-big (${result.dataLength} ` +
-    `bytes of data, ${result.chunkCount} chunks, encrypted with ${key}): ` +
-    result.components.join(', '));
+  console.log(
+    `flushed ${rows.size} partitions to nb-${generation}-big (${result.dataLength} ` +
+      `bytes of data, ${result.chunkCount} chunks, encrypted with ${key}): ` +
+      result.components.join(', '),
+  );
   return id;
 }
 
@@ -88,10 +90,15 @@ async function readBack(plugin, id, rows, sample) {
   const reader = await plugin.openReader(id);
   try {
     const indexFile = await reader.openComponent('Index.db');
-    const index = new Map((await indexFile.readAll()).toString().split('\n').map((line) => {
-      const [key, position, length] = line.split('\t');
-      return [key, { position: Number(position), length: Number(length) }];
-    }));
+    const index = new Map(
+      (await indexFile.readAll())
+        .toString()
+        .split('\n')
+        .map((line) => {
+          const [key, position, length] = line.split('\t');
+          return [key, { position: Number(position), length: Number(length) }];
+        }),
+    );
     await indexFile.close();
     const keys = [...rows.keys()].sort();
     let matched = 0;
@@ -100,8 +107,9 @@ async function readBack(plugin, id, rows, sample) {
       const at = index.get(key);
       const partition = decodePartition(await reader.read(at.position, at.length));
       if (partition.key !== key || partition.value !== rows.get(key)) {
-        throw new Error(`nb-${id.generation}: partition ${key} read back differs from what was ` +
-          'written');
+        throw new Error(
+          `nb-${id.generation}: partition ${key} read back differs from what was ` + 'written',
+        );
       }
       matched++;
     }
@@ -126,8 +134,12 @@ async function main() {
   };
   if (args.kmip) {
     config = args.config;
-    tableOptions = { ...tableOptions, key_provider: 'KmipKeyProviderFactory', kmip_host: args.kmip,
-      key_namespace: 'storage-process-example' };
+    tableOptions = {
+      ...tableOptions,
+      key_provider: 'KmipKeyProviderFactory',
+      kmip_host: args.kmip,
+      key_namespace: 'storage-process-example',
+    };
   } else {
     const keys = path.join(dir, 'keys');
     tde.createKeyFile(keys, 'system_key', 'AES/CBC/PKCS5Padding', 128);

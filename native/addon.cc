@@ -9,9 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <vector>
 #include <mutex>
 #include <unordered_set>
+#include <vector>
 
 #include "aes_ni.h"
 #include "checksum.h"
@@ -108,8 +108,9 @@ Hold HoldMemory(Napi::Env env, Napi::Value view, const char* what) {
   if (!v->IsArrayBufferView()) return nullptr;
   Hold hold = v.As<v8::ArrayBufferView>()->Buffer()->GetBackingStore();
   if (hold && hold->IsResizableByUserJavaScript()) {
-    ThrowContract(env, std::string(what) + " lies in a resizable ArrayBuffer, which could shrink "
-                       "under the batch: copy it into a Buffer first (Buffer.from(view))");
+    ThrowContract(env, std::string(what) +
+                           " lies in a resizable ArrayBuffer, which could shrink "
+                           "under the batch: copy it into a Buffer first (Buffer.from(view))");
   }
   return hold;
 }
@@ -276,10 +277,12 @@ CodecId CodecOf(Napi::Env env, Napi::Value v) {
 
 // A typed array's elements, read in place.
 template <typename T>
-const T* ElementsOf(Napi::Env env, Napi::Value v, napi_typedarray_type want, size_t* count, const char* what) {
+const T* ElementsOf(Napi::Env env, Napi::Value v, napi_typedarray_type want, size_t* count,
+                    const char* what) {
   napi_typedarray_type type;
   void* data = nullptr;
-  if (!v.IsTypedArray() || napi_get_typedarray_info(env, v, &type, count, &data, nullptr, nullptr) != napi_ok ||
+  if (!v.IsTypedArray() ||
+      napi_get_typedarray_info(env, v, &type, count, &data, nullptr, nullptr) != napi_ok ||
       type != want) {
     ThrowContract(env, std::string(what) + " has the wrong type");
   }
@@ -306,7 +309,8 @@ void Gather(Napi::Env env, Napi::Value side, const char* what, std::vector<uint8
     }
     return;
   }
-  if (!side.IsObject()) ThrowContract(env, std::string(what) + ": expected buffers[] or { data, offsets, lengths }");
+  if (!side.IsObject())
+    ThrowContract(env, std::string(what) + ": expected buffers[] or { data, offsets, lengths }");
   Napi::Object o = side.As<Napi::Object>();
   // Every property is fetched before any memory is looked at: a getter runs JavaScript, which
   // could detach or transfer what an earlier one returned while its elements are being read.
@@ -348,7 +352,8 @@ Napi::Value QueueJob(Napi::Env env, ChunkJob job, Napi::Value inputs_v, Napi::Va
   job.in.assign(in.begin(), in.end());
   size_t n = job.in.size();
   if (job.out.size() != n) ThrowContract(env, "inputs and outputs differ in length");
-  if (!job.expected.empty() && job.expected.size() != n) ThrowContract(env, "inputs and lengths differ in length");
+  if (!job.expected.empty() && job.expected.size() != n)
+    ThrowContract(env, "inputs and lengths differ in length");
   bool with_aad = !aads_v.IsUndefined() && !aads_v.IsNull();
   if (with_aad) {
     std::vector<uint8_t*> aad;
@@ -382,7 +387,8 @@ std::vector<size_t> LengthsOf(Napi::Env env, Napi::Value v) {
   std::vector<size_t> out(n);
   for (uint32_t i = 0; i < n; i++) {
     double d = o.Get(i).As<Napi::Number>().DoubleValue();
-    if (!(d >= 0 && d <= 2147483647.0)) ThrowContract(env, "each length must be from 0 to 2^31 - 1");
+    if (!(d >= 0 && d <= 2147483647.0))
+      ThrowContract(env, "each length must be from 0 to 2^31 - 1");
     out[i] = static_cast<size_t>(d);
   }
   return out;
@@ -392,7 +398,8 @@ std::vector<size_t> LengthsOf(Napi::Env env, Napi::Value v) {
 void SumsOf(Napi::Env env, Napi::Value v, ChunkJob* job) {
   if (v.IsNull() || v.IsUndefined()) return;
   std::string name = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
-  if (name != "crc32" && name != "adler32") ThrowContract(env, "checksum kind must be \"crc32\" or \"adler32\"");
+  if (name != "crc32" && name != "adler32")
+    ThrowContract(env, "checksum kind must be \"crc32\" or \"adler32\"");
   job->want_sums = true;
   job->sum_kind = name == "crc32" ? ChecksumKind::kCrc32 : ChecksumKind::kAdler32;
 }
@@ -493,7 +500,8 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
     Napi::Env env = info.Env();
     CodecId codec = CodecOf(env, info[0]);
     size_t n = static_cast<size_t>(info[1].As<Napi::Number>().Int64Value());
-    return Napi::Number::New(env, static_cast<double>(Live(env)->EncryptedLength(CompressBound(codec, n))));
+    return Napi::Number::New(
+        env, static_cast<double>(Live(env)->EncryptedLength(CompressBound(codec, n))));
   }
 
   // encryptSync(input, output): number of bytes written. For small one-off values (config
@@ -702,8 +710,9 @@ Napi::Value JsEvpStreamSeconds(const Napi::CallbackInfo& info) {
   double seconds = 0;
   size_t threads = info.Length() > 4 ? info[4].As<Napi::Number>().Uint32Value() : 1;
   if (threads == 0 || threads > 256) ThrowContract(env, "threads must be from 1 to 256");
-  Status st = StreamBenchParallel(spec, key.data, key.size, info[2].As<Napi::Number>().Uint32Value(),
-                                  info[3].As<Napi::Number>().Uint32Value(), threads, &seconds);
+  Status st =
+      StreamBenchParallel(spec, key.data, key.size, info[2].As<Napi::Number>().Uint32Value(),
+                          info[3].As<Napi::Number>().Uint32Value(), threads, &seconds);
   if (!st.ok()) throw MakeError(env, st);
   return Napi::Number::New(env, seconds);
 }
@@ -741,6 +750,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace tde
 
-static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return tde::Init(env, exports); }
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  return tde::Init(env, exports);
+}
 
 NODE_API_MODULE(sstable_tde, InitModule)

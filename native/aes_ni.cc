@@ -105,14 +105,30 @@ TDE_TARGET_AES void Step(const __m128i* rk, int rounds, Lane* lanes, __m128i* ch
     out[k] = lanes[k].out;
   }
   switch (active) {
-    case 1: Interleaved<1>(rk, rounds, in, out, chain, blocks); break;
-    case 2: Interleaved<2>(rk, rounds, in, out, chain, blocks); break;
-    case 3: Interleaved<3>(rk, rounds, in, out, chain, blocks); break;
-    case 4: Interleaved<4>(rk, rounds, in, out, chain, blocks); break;
-    case 5: Interleaved<5>(rk, rounds, in, out, chain, blocks); break;
-    case 6: Interleaved<6>(rk, rounds, in, out, chain, blocks); break;
-    case 7: Interleaved<7>(rk, rounds, in, out, chain, blocks); break;
-    default: Interleaved<8>(rk, rounds, in, out, chain, blocks); break;
+    case 1:
+      Interleaved<1>(rk, rounds, in, out, chain, blocks);
+      break;
+    case 2:
+      Interleaved<2>(rk, rounds, in, out, chain, blocks);
+      break;
+    case 3:
+      Interleaved<3>(rk, rounds, in, out, chain, blocks);
+      break;
+    case 4:
+      Interleaved<4>(rk, rounds, in, out, chain, blocks);
+      break;
+    case 5:
+      Interleaved<5>(rk, rounds, in, out, chain, blocks);
+      break;
+    case 6:
+      Interleaved<6>(rk, rounds, in, out, chain, blocks);
+      break;
+    case 7:
+      Interleaved<7>(rk, rounds, in, out, chain, blocks);
+      break;
+    default:
+      Interleaved<8>(rk, rounds, in, out, chain, blocks);
+      break;
   }
   for (int k = 0; k < active; k++) {
     lanes[k].in += blocks * 16;
@@ -132,7 +148,8 @@ TDE_TARGET_AES void Run(const RoundKeys& keys, JobSource* source) {
   auto finish = [&](const Lane& lane, __m128i last) {
     const Job& job = lane.job;
     size_t whole = job.len / 16 * 16;
-    if (job.padding) EncryptLastBlock(rk, keys.rounds, last, job.in + whole, job.len - whole, job.out + whole);
+    if (job.padding)
+      EncryptLastBlock(rk, keys.rounds, last, job.in + whole, job.len - whole, job.out + whole);
     source->Done(job);
   };
 
@@ -195,11 +212,13 @@ TDE_TARGET_AES void CtrBlocks(const __m128i* rk, int rounds, uint64_t* hi, uint6
   const __m128i last = _mm_load_si128(rk + rounds);
   for (int k = 0; k < N; k++) {
     __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 16 * k));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * k), _mm_xor_si128(p, _mm_aesenclast_si128(x[k], last)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * k),
+                     _mm_xor_si128(p, _mm_aesenclast_si128(x[k], last)));
   }
 }
 
-TDE_TARGET_AES void Ctr(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t len) {
+TDE_TARGET_AES void Ctr(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t* out,
+                        size_t len) {
   const __m128i* rk = reinterpret_cast<const __m128i*>(keys.bytes);
   uint64_t hi = 0;
   uint64_t lo = 0;
@@ -207,8 +226,10 @@ TDE_TARGET_AES void Ctr(const RoundKeys& keys, const uint8_t* iv, const uint8_t*
     hi = hi << 8 | iv[i];
     lo = lo << 8 | iv[8 + i];
   }
-  for (; len >= 128; in += 128, out += 128, len -= 128) CtrBlocks<8>(rk, keys.rounds, &hi, &lo, in, out);
-  for (; len >= 16; in += 16, out += 16, len -= 16) CtrBlocks<1>(rk, keys.rounds, &hi, &lo, in, out);
+  for (; len >= 128; in += 128, out += 128, len -= 128)
+    CtrBlocks<8>(rk, keys.rounds, &hi, &lo, in, out);
+  for (; len >= 16; in += 16, out += 16, len -= 16)
+    CtrBlocks<1>(rk, keys.rounds, &hi, &lo, in, out);
   if (len > 0) {
     // The last, partial block: through a block of scratch so nothing past `len` is touched.
     alignas(16) uint8_t block[16] = {0};
@@ -220,8 +241,8 @@ TDE_TARGET_AES void Ctr(const RoundKeys& keys, const uint8_t* iv, const uint8_t*
 }
 
 template <int N>
-TDE_TARGET_AES void CbcDecryptBlocks(const __m128i* dk, int rounds, __m128i* prev, const uint8_t* in,
-                                     uint8_t* out) {
+TDE_TARGET_AES void CbcDecryptBlocks(const __m128i* dk, int rounds, __m128i* prev,
+                                     const uint8_t* in, uint8_t* out) {
   __m128i c[N];
   __m128i x[N];
   for (int k = 0; k < N; k++) {
@@ -240,12 +261,14 @@ TDE_TARGET_AES void CbcDecryptBlocks(const __m128i* dk, int rounds, __m128i* pre
   *prev = c[N - 1];
 }
 
-TDE_TARGET_AES void CbcDecrypt(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, uint8_t* out,
-                               size_t len) {
+TDE_TARGET_AES void CbcDecrypt(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in,
+                               uint8_t* out, size_t len) {
   const __m128i* dk = reinterpret_cast<const __m128i*>(inverse.bytes);
   __m128i prev = _mm_loadu_si128(reinterpret_cast<const __m128i*>(iv));
-  for (; len >= 128; in += 128, out += 128, len -= 128) CbcDecryptBlocks<8>(dk, inverse.rounds, &prev, in, out);
-  for (; len >= 16; in += 16, out += 16, len -= 16) CbcDecryptBlocks<1>(dk, inverse.rounds, &prev, in, out);
+  for (; len >= 128; in += 128, out += 128, len -= 128)
+    CbcDecryptBlocks<8>(dk, inverse.rounds, &prev, in, out);
+  for (; len >= 16; in += 16, out += 16, len -= 16)
+    CbcDecryptBlocks<1>(dk, inverse.rounds, &prev, in, out);
 }
 
 TDE_TARGET_AES void Inverse(const RoundKeys& keys, RoundKeys* out) {
@@ -316,7 +339,8 @@ void InverseKeys(const RoundKeys& keys, RoundKeys* out) {
 #endif
 }
 
-void DecryptCbc(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t len) {
+void DecryptCbc(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, uint8_t* out,
+                size_t len) {
 #if TDE_AESNI
   CbcDecrypt(inverse, iv, in, out, len);
 #else

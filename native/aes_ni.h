@@ -65,7 +65,8 @@ void CtrXor(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t
 // AES-CBC decryption of `len` bytes (a multiple of 16) with the inverse keys: parallel within a
 // chunk, eight blocks at a time, and no setup per call. `out` may be `in`. Padding is the
 // caller's to check.
-void DecryptCbc(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t len);
+void DecryptCbc(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, uint8_t* out,
+                size_t len);
 
 }  // namespace aesni
 }  // namespace tde

@@ -159,7 +159,8 @@ void ChecksumJob::Run() {
       p.sum = Checksum(kind, Initial(kind), in[p.buffer] + p.offset, p.length);
     }
   };
-  size_t participants = std::min({Parallelism(), pieces.size(), std::max<size_t>(1, total / kPiece)});
+  size_t participants =
+      std::min({Parallelism(), pieces.size(), std::max<size_t>(1, total / kPiece)});
   ThreadPool::Instance().RunParallel(participants, body);
 
   // Pieces are in buffer order, so each buffer's sum and the running total are plain folds.

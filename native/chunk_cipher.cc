@@ -22,7 +22,8 @@ Status EvpFailure(const char* call) {
 Status ChunkCipherCore::AddAad(EVP_CIPHER_CTX* c, Span aad) const {
   if (spec_.tag_length == 0) {
     if (aad.data != nullptr) {
-      return Status::Error("ERR_TDE_INVALID_ARGUMENT", spec_.evp_name + " takes no additional data");
+      return Status::Error("ERR_TDE_INVALID_ARGUMENT",
+                           spec_.evp_name + " takes no additional data");
     }
     return Status::Ok();
   }
@@ -37,9 +38,8 @@ Status ChunkCipherCore::AddAad(EVP_CIPHER_CTX* c, Span aad) const {
   return Status::Ok();
 }
 
-std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
-                                                         const uint8_t* key, size_t key_len,
-                                                         Status* status) {
+std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec, const uint8_t* key,
+                                                         size_t key_len, Status* status) {
   const EVP_CIPHER* cipher = FetchCipher(spec.evp_name, status);
   if (cipher == nullptr) return nullptr;
 
@@ -59,8 +59,8 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
     return nullptr;
   }
   if (!spec.fixed_iv.empty() && (spec.iv_length != 0 || spec.fixed_iv.size() != cipher_iv)) {
-    *status = Status::Error("ERR_TDE_INVALID_ARGUMENT", spec.evp_name + " takes a " +
-                                                            std::to_string(cipher_iv) + "-byte IV");
+    *status = Status::Error("ERR_TDE_INVALID_ARGUMENT",
+                            spec.evp_name + " takes a " + std::to_string(cipher_iv) + "-byte IV");
     return nullptr;
   }
   // Without either, every chunk would be encrypted under the same (all-zero) IV: for CBC equal
@@ -93,11 +93,13 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
   if (aes && mode == EVP_CIPH_CBC_MODE) core->mode_ = Mode::kCbc;
   if (aes && mode == EVP_CIPH_CTR_MODE) core->mode_ = Mode::kCtr;
   bool per_chunk_iv = spec.iv_length == 16 && spec.fixed_iv.empty();
-  if ((core->mode_ == Mode::kCbc || core->mode_ == Mode::kCtr) && per_chunk_iv && aesni::Available()) {
+  if ((core->mode_ == Mode::kCbc || core->mode_ == Mode::kCtr) && per_chunk_iv &&
+      aesni::Available()) {
     aesni::RoundKeys expanded[2];
     if (aesni::ExpandKey(key, key_len, &expanded[0])) {
       aesni::InverseKeys(expanded[0], &expanded[1]);
-      core->aes_keys_.reset(new SecureBytes(reinterpret_cast<const uint8_t*>(expanded), sizeof expanded));
+      core->aes_keys_.reset(
+          new SecureBytes(reinterpret_cast<const uint8_t*>(expanded), sizeof expanded));
       if (!core->aes_keys_->valid()) core->aes_keys_.reset();
     }
     OPENSSL_cleanse(expanded, sizeof expanded);
@@ -164,8 +166,8 @@ Status ChunkCipherCore::Prepare(CipherContext* ctx, bool encrypt) const {
   return Status::Ok();
 }
 
-Status ChunkCipherCore::EncryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len, uint8_t* out,
-                                   size_t* written) const {
+Status ChunkCipherCore::EncryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len,
+                                   uint8_t* out, size_t* written) const {
   size_t whole = in_len / block_size_ * block_size_;
   int n = 0;
   if (whole > 0 && EVP_CipherUpdate(c, out, &n, in, static_cast<int>(whole)) != 1) {
@@ -188,8 +190,8 @@ Status ChunkCipherCore::EncryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t 
   return Status::Ok();
 }
 
-Status ChunkCipherCore::DecryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len, uint8_t* out,
-                                   size_t* written) const {
+Status ChunkCipherCore::DecryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len,
+                                   uint8_t* out, size_t* written) const {
   int n = 0;
   if (in_len > 0 && EVP_CipherUpdate(c, out, &n, in, static_cast<int>(in_len)) != 1) {
     return EvpFailure("EVP_CipherUpdate");
@@ -302,16 +304,15 @@ Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in
   size_t body_len = in_len < overhead ? 0 : in_len - overhead;
   bool whole_blocks = block_size_ <= 1 || body_len % block_size_ == 0;
   if (in_len < overhead || !whole_blocks || (spec_.padding && block_size_ > 1 && body_len == 0)) {
-    return Status::Error("ERR_TDE_CHUNK_LENGTH",
-                         "an encrypted chunk of " + std::to_string(in_len) +
-                             " bytes cannot be valid: it must hold a " +
-                             std::to_string(spec_.iv_length) + "-byte IV" +
-                             (spec_.tag_length > 0
-                                  ? ", a " + std::to_string(spec_.tag_length) + "-byte tag"
+    return Status::Error(
+        "ERR_TDE_CHUNK_LENGTH",
+        "an encrypted chunk of " + std::to_string(in_len) +
+            " bytes cannot be valid: it must hold a " + std::to_string(spec_.iv_length) +
+            "-byte IV" +
+            (spec_.tag_length > 0 ? ", a " + std::to_string(spec_.tag_length) + "-byte tag"
                                   : std::string()) +
-                             (block_size_ > 1
-                                  ? " and whole " + std::to_string(block_size_) + "-byte blocks"
-                                  : std::string()));
+            (block_size_ > 1 ? " and whole " + std::to_string(block_size_) + "-byte blocks"
+                             : std::string()));
   }
   if (out_cap < body_len) {
     return Status::Error("ERR_TDE_INVALID_ARGUMENT", "output buffer too small for the chunk");

@@ -16,11 +16,11 @@ namespace tde {
 
 // What TypeScript decided about a cipher; the addon checks only what OpenSSL alone can know.
 struct CipherSpec {
-  std::string evp_name;  // OpenSSL name, e.g. "AES-128-CBC", "BF-ECB", "DES-EDE3-CBC"
-  size_t iv_length = 0;  // bytes of IV stored before each chunk's ciphertext; 0 for ECB
-  bool padding = true;   // PKCS5 padding (JCE's PKCS5Padding), else NoPadding
-  int rc2_key_bits = 0;  // RC2's effective key bits; 0 for other ciphers
-  size_t tag_length = 0; // AEAD (GCM) tag bytes stored after the ciphertext; 0 otherwise
+  std::string evp_name;   // OpenSSL name, e.g. "AES-128-CBC", "BF-ECB", "DES-EDE3-CBC"
+  size_t iv_length = 0;   // bytes of IV stored before each chunk's ciphertext; 0 for ECB
+  bool padding = true;    // PKCS5 padding (JCE's PKCS5Padding), else NoPadding
+  int rc2_key_bits = 0;   // RC2's effective key bits; 0 for other ciphers
+  size_t tag_length = 0;  // AEAD (GCM) tag bytes stored after the ciphertext; 0 otherwise
   // Cassandra's commit log and hints: one IV for every block of a file, kept in the file's
   // header rather than before each block. When set, iv_length must be 0 and this IV is used.
   std::string fixed_iv;
@@ -72,7 +72,9 @@ class ChunkCipherCore {
 
   // The expanded key for multi-buffer encryption (aes_ni.h), or null when this cipher cannot
   // use it: not AES-CBC with per-chunk IVs, no AES-NI, turned off, or destroyed.
-  const aesni::RoundKeys* MultiBufferKeys() const { return mode_ == Mode::kCbc ? AesKeys() : nullptr; }
+  const aesni::RoundKeys* MultiBufferKeys() const {
+    return mode_ == Mode::kCbc ? AesKeys() : nullptr;
+  }
 
   void Wipe() {
     key_.Wipe();
@@ -88,14 +90,17 @@ class ChunkCipherCore {
                   size_t key_len);
   Status AddAad(EVP_CIPHER_CTX* c, Span aad) const;
   const uint8_t* FixedIv() const {
-    return spec_.fixed_iv.empty() ? nullptr : reinterpret_cast<const uint8_t*>(spec_.fixed_iv.data());
+    return spec_.fixed_iv.empty() ? nullptr
+                                  : reinterpret_cast<const uint8_t*>(spec_.fixed_iv.data());
   }
 
   // ECB: chunks go through EVP without re-initialising it for each (ECB carries no state from
   // block to block) and the padding is added and checked here. CTR (AES, with AES-NI): through
   // aes_ni.h. Re-initialising EVP for every chunk costs as much as encrypting a 16 KiB chunk.
-  Status EncryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len, uint8_t* out, size_t* written) const;
-  Status DecryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len, uint8_t* out, size_t* written) const;
+  Status EncryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len, uint8_t* out,
+                    size_t* written) const;
+  Status DecryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t in_len, uint8_t* out,
+                    size_t* written) const;
   // Checks and removes PKCS5 padding from `len` decrypted bytes at `out`.
   Status Unpad(uint8_t* out, size_t len, size_t* written) const;
   // The expanded key (aes_keys_ holds it, then the inverse cipher's keys), or null.

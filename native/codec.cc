@@ -36,7 +36,8 @@ struct ZApi {
 
 struct SnappyApi {
   // snappy-c.h: 0 is SNAPPY_OK.
-  int (*compress)(const char* input, size_t input_length, char* compressed, size_t* compressed_length);
+  int (*compress)(const char* input, size_t input_length, char* compressed,
+                  size_t* compressed_length);
   int (*uncompress)(const char* compressed, size_t compressed_length, char* uncompressed,
                     size_t* uncompressed_length);
   size_t (*max_compressed_length)(size_t source_length);
@@ -54,7 +55,7 @@ bool Bind(void* lib, const char* name, Fn* fn) {
 void* Open(const char* name) { return dlopen(name, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND); }
 
 const Lz4Api* Lz4() {
-  static const Lz4Api* api = [] () -> const Lz4Api* {
+  static const Lz4Api* api = []() -> const Lz4Api* {
     void* lib = Open("liblz4.so.1");
     if (lib == nullptr) return nullptr;
     static Lz4Api a;
@@ -67,7 +68,7 @@ const Lz4Api* Lz4() {
 }
 
 const SnappyApi* Snappy() {
-  static const SnappyApi* api = [] () -> const SnappyApi* {
+  static const SnappyApi* api = []() -> const SnappyApi* {
     void* lib = Open("libsnappy.so.1");
     if (lib == nullptr) return nullptr;
     static SnappyApi a;
@@ -81,21 +82,24 @@ const SnappyApi* Snappy() {
 }
 
 const ZApi* Zlib() {
-  static const ZApi* api = [] () -> const ZApi* {
+  static const ZApi* api = []() -> const ZApi* {
     void* lib = Open("libz.so.1");
     if (lib == nullptr) return nullptr;
     static ZApi a;
-    bool ok = Bind(lib, "deflateInit_", &a.deflate_init) && Bind(lib, "deflate", &a.deflate) &&
-              Bind(lib, "deflateReset", &a.deflate_reset) && Bind(lib, "deflateEnd", &a.deflate_end) &&
-              Bind(lib, "inflateInit_", &a.inflate_init) && Bind(lib, "inflate", &a.inflate) &&
-              Bind(lib, "inflateReset", &a.inflate_reset) && Bind(lib, "inflateEnd", &a.inflate_end) &&
-              Bind(lib, "compressBound", &a.compress_bound);
+    bool ok =
+        Bind(lib, "deflateInit_", &a.deflate_init) && Bind(lib, "deflate", &a.deflate) &&
+        Bind(lib, "deflateReset", &a.deflate_reset) && Bind(lib, "deflateEnd", &a.deflate_end) &&
+        Bind(lib, "inflateInit_", &a.inflate_init) && Bind(lib, "inflate", &a.inflate) &&
+        Bind(lib, "inflateReset", &a.inflate_reset) && Bind(lib, "inflateEnd", &a.inflate_end) &&
+        Bind(lib, "compressBound", &a.compress_bound);
     return ok ? &a : nullptr;
   }();
   return api;
 }
 
-Status Corrupt(std::string message) { return Status::Error("ERR_TDE_CORRUPT_CHUNK", std::move(message)); }
+Status Corrupt(std::string message) {
+  return Status::Error("ERR_TDE_CORRUPT_CHUNK", std::move(message));
+}
 
 Status Failed(const char* what) {
   return Status::Error("ERR_TDE_CRYPTO_INTERNAL", std::string(what) + " failed");
@@ -123,8 +127,8 @@ Status Deflate(const uint8_t* in, size_t len, uint8_t* out, size_t cap, size_t* 
   ZStreams& z = Streams();
   const ZApi* zl = Zlib();
   if (!z.deflate_ready) {
-    if (zl->deflate_init(&z.deflater, Z_DEFAULT_COMPRESSION, ZLIB_VERSION, static_cast<int>(sizeof(z_stream))) !=
-        Z_OK) {
+    if (zl->deflate_init(&z.deflater, Z_DEFAULT_COMPRESSION, ZLIB_VERSION,
+                         static_cast<int>(sizeof(z_stream))) != Z_OK) {
       return Failed("deflateInit");
     }
     z.deflate_ready = true;
@@ -169,7 +173,7 @@ Status Inflate(const uint8_t* in, size_t len, uint8_t* out, size_t expected) {
   if (ret == Z_BUF_ERROR && z.inflater.avail_out == 0) {
     return Corrupt("zlib stream decodes to more than " + std::to_string(expected) + " bytes");
   }
-  const char* why = ret == Z_BUF_ERROR ? "unexpected end of stream"
+  const char* why = ret == Z_BUF_ERROR          ? "unexpected end of stream"
                     : z.inflater.msg != nullptr ? z.inflater.msg
                                                 : "invalid stream";
   return Corrupt(std::string("zlib stream does not decode (") + why + ")");
@@ -178,29 +182,42 @@ Status Inflate(const uint8_t* in, size_t len, uint8_t* out, size_t expected) {
 }  // namespace
 
 bool ParseCodec(const std::string& name, CodecId* out) {
-  if (name == "None") *out = CodecId::kNone;
-  else if (name == "LZ4") *out = CodecId::kLz4;
-  else if (name == "Deflate") *out = CodecId::kDeflate;
-  else if (name == "Snappy") *out = CodecId::kSnappy;
-  else return false;
+  if (name == "None")
+    *out = CodecId::kNone;
+  else if (name == "LZ4")
+    *out = CodecId::kLz4;
+  else if (name == "Deflate")
+    *out = CodecId::kDeflate;
+  else if (name == "Snappy")
+    *out = CodecId::kSnappy;
+  else
+    return false;
   return true;
 }
 
 bool CodecAvailable(CodecId codec) {
   switch (codec) {
-    case CodecId::kLz4: return Lz4() != nullptr;
-    case CodecId::kDeflate: return Zlib() != nullptr;
-    case CodecId::kSnappy: return Snappy() != nullptr;
-    default: return true;
+    case CodecId::kLz4:
+      return Lz4() != nullptr;
+    case CodecId::kDeflate:
+      return Zlib() != nullptr;
+    case CodecId::kSnappy:
+      return Snappy() != nullptr;
+    default:
+      return true;
   }
 }
 
 size_t CompressBound(CodecId codec, size_t len) {
   switch (codec) {
-    case CodecId::kLz4: return 4 + static_cast<size_t>(Lz4()->compress_bound(static_cast<int>(len)));
-    case CodecId::kDeflate: return Zlib()->compress_bound(static_cast<uLong>(len));
-    case CodecId::kSnappy: return Snappy()->max_compressed_length(len);
-    default: return len;
+    case CodecId::kLz4:
+      return 4 + static_cast<size_t>(Lz4()->compress_bound(static_cast<int>(len)));
+    case CodecId::kDeflate:
+      return Zlib()->compress_bound(static_cast<uLong>(len));
+    case CodecId::kSnappy:
+      return Snappy()->max_compressed_length(len);
+    default:
+      return len;
   }
 }
 
@@ -215,8 +232,9 @@ Status Compress(CodecId codec, const uint8_t* in, size_t len, uint8_t* out, size
       const uint8_t prefix[4] = {static_cast<uint8_t>(n), static_cast<uint8_t>(n >> 8),
                                  static_cast<uint8_t>(n >> 16), static_cast<uint8_t>(n >> 24)};
       std::memcpy(out, prefix, 4);
-      int body = Lz4()->compress_default(reinterpret_cast<const char*>(in), reinterpret_cast<char*>(out + 4),
-                                         static_cast<int>(len), static_cast<int>(cap - 4));
+      int body = Lz4()->compress_default(reinterpret_cast<const char*>(in),
+                                         reinterpret_cast<char*>(out + 4), static_cast<int>(len),
+                                         static_cast<int>(cap - 4));
       if (body <= 0) return Failed("LZ4_compress_default");
       *written = 4 + static_cast<size_t>(body);
       return Status::Ok();
@@ -225,7 +243,8 @@ Status Compress(CodecId codec, const uint8_t* in, size_t len, uint8_t* out, size
       return Deflate(in, len, out, cap, written);
     case CodecId::kSnappy: {
       size_t n = cap;
-      if (Snappy()->compress(reinterpret_cast<const char*>(in), len, reinterpret_cast<char*>(out), &n) != 0) {
+      if (Snappy()->compress(reinterpret_cast<const char*>(in), len, reinterpret_cast<char*>(out),
+                             &n) != 0) {
         return Failed("snappy_compress");
       }
       *written = n;
@@ -241,19 +260,22 @@ Status Compress(CodecId codec, const uint8_t* in, size_t len, uint8_t* out, size
 Status Uncompress(CodecId codec, const uint8_t* in, size_t len, uint8_t* out, size_t expected) {
   switch (codec) {
     case CodecId::kLz4: {
-      if (len < 4) return Corrupt("LZ4 chunk of " + std::to_string(len) + " bytes has no length prefix");
+      if (len < 4)
+        return Corrupt("LZ4 chunk of " + std::to_string(len) + " bytes has no length prefix");
       uint32_t claimed = static_cast<uint32_t>(in[0]) | static_cast<uint32_t>(in[1]) << 8 |
                          static_cast<uint32_t>(in[2]) << 16 | static_cast<uint32_t>(in[3]) << 24;
       if (claimed != expected) {
-        return Corrupt("LZ4 chunk claims " + std::to_string(claimed) + " uncompressed bytes where " +
-                       std::to_string(expected) + " were expected");
+        return Corrupt("LZ4 chunk claims " + std::to_string(claimed) +
+                       " uncompressed bytes where " + std::to_string(expected) + " were expected");
       }
       if (len - 4 > INT_MAX || expected > INT_MAX) return Corrupt("LZ4 chunk too large");
-      int n = Lz4()->decompress_safe(reinterpret_cast<const char*>(in + 4), reinterpret_cast<char*>(out),
-                                     static_cast<int>(len - 4), static_cast<int>(expected));
+      int n = Lz4()->decompress_safe(reinterpret_cast<const char*>(in + 4),
+                                     reinterpret_cast<char*>(out), static_cast<int>(len - 4),
+                                     static_cast<int>(expected));
       if (n < 0) return Corrupt("LZ4 block does not decode");
       if (static_cast<size_t>(n) != expected) {
-        return Corrupt("LZ4 block decodes to " + std::to_string(n) + " bytes, not " + std::to_string(expected));
+        return Corrupt("LZ4 block decodes to " + std::to_string(n) + " bytes, not " +
+                       std::to_string(expected));
       }
       return Status::Ok();
     }
@@ -266,22 +288,24 @@ Status Uncompress(CodecId codec, const uint8_t* in, size_t len, uint8_t* out, si
         return Corrupt("Snappy chunk has no valid length preamble");
       }
       if (claimed != expected) {
-        return Corrupt("Snappy chunk claims " + std::to_string(claimed) + " uncompressed bytes where " +
-                       std::to_string(expected) + " were expected");
+        return Corrupt("Snappy chunk claims " + std::to_string(claimed) +
+                       " uncompressed bytes where " + std::to_string(expected) + " were expected");
       }
       size_t n = expected;
-      if (Snappy()->uncompress(reinterpret_cast<const char*>(in), len, reinterpret_cast<char*>(out), &n) != 0) {
+      if (Snappy()->uncompress(reinterpret_cast<const char*>(in), len, reinterpret_cast<char*>(out),
+                               &n) != 0) {
         return Corrupt("Snappy block does not decode");
       }
       if (n != expected) {
-        return Corrupt("Snappy block decodes to " + std::to_string(n) + " bytes, not " + std::to_string(expected));
+        return Corrupt("Snappy block decodes to " + std::to_string(n) + " bytes, not " +
+                       std::to_string(expected));
       }
       return Status::Ok();
     }
     default:
       if (len != expected) {
-        return Corrupt("chunk holds " + std::to_string(len) + " bytes where " + std::to_string(expected) +
-                       " were expected");
+        return Corrupt("chunk holds " + std::to_string(len) + " bytes where " +
+                       std::to_string(expected) + " were expected");
       }
       if (len > 0) std::memcpy(out, in, len);
       return Status::Ok();

@@ -5,15 +5,15 @@
 #include <cstdint>
 #include <string>
 
-#define TDE_NATIVE_ERROR_CODES(X)                                                                 \
-  X(ERR_TDE_INVALID_ARGUMENT)   /* a caller broke the addon's contract (TS should prevent it) */  \
-  X(ERR_TDE_CIPHER_UNAVAILABLE) /* OpenSSL has no such cipher in the addon's library context */   \
-  X(ERR_TDE_KEY_LENGTH)         /* the cipher refused the key length */                            \
-  X(ERR_TDE_CIPHER_DESTROYED)   /* destroy() was called; the key is gone */                        \
-  X(ERR_TDE_CHUNK_LENGTH)       /* ciphertext shorter than its IV or not whole blocks */           \
-  X(ERR_TDE_DECRYPT_FAILED)     /* padding check failed: wrong key or altered chunk */             \
-  X(ERR_TDE_INTEGRITY)          /* GCM tag check failed: altered, moved or swapped chunk */        \
-  X(ERR_TDE_CORRUPT_CHUNK)      /* a chunk does not decompress to its expected length */           \
+#define TDE_NATIVE_ERROR_CODES(X)                                                                \
+  X(ERR_TDE_INVALID_ARGUMENT)   /* a caller broke the addon's contract (TS should prevent it) */ \
+  X(ERR_TDE_CIPHER_UNAVAILABLE) /* OpenSSL has no such cipher in the addon's library context */  \
+  X(ERR_TDE_KEY_LENGTH)         /* the cipher refused the key length */                          \
+  X(ERR_TDE_CIPHER_DESTROYED)   /* destroy() was called; the key is gone */                      \
+  X(ERR_TDE_CHUNK_LENGTH)       /* ciphertext shorter than its IV or not whole blocks */         \
+  X(ERR_TDE_DECRYPT_FAILED)     /* padding check failed: wrong key or altered chunk */           \
+  X(ERR_TDE_INTEGRITY)          /* GCM tag check failed: altered, moved or swapped chunk */      \
+  X(ERR_TDE_CORRUPT_CHUNK)      /* a chunk does not decompress to its expected length */         \
   X(ERR_TDE_CRYPTO_INTERNAL)    /* an EVP or codec library call failed for a reason it names */
 
 namespace tde {

@@ -137,7 +137,8 @@ class MultiBufferSource : public aesni::JobSource {
     size_t i = lane.index;
     size_t stored = 16 + (lane.len / 16 + (lane.padding ? 1 : 0)) * 16;
     job_->written[i] = static_cast<uint32_t>(stored);
-    if (job_->want_sums) job_->sums[i] = Checksum(job_->sum_kind, Initial(job_->sum_kind), job_->out[i], stored);
+    if (job_->want_sums)
+      job_->sums[i] = Checksum(job_->sum_kind, Initial(job_->sum_kind), job_->out[i], stored);
   }
 
  private:
@@ -149,11 +150,13 @@ class MultiBufferSource : public aesni::JobSource {
 
 // One chunk through every step, on the calling thread.
 Status EncodeOne(ChunkJob& job, size_t i, CipherContext* ctx, const uint8_t* iv, size_t* written) {
-  if (!job.core) return Compress(job.codec, job.in[i], job.in_len[i], job.out[i], job.out_cap[i], written);
+  if (!job.core)
+    return Compress(job.codec, job.in[i], job.in_len[i], job.out[i], job.out_cap[i], written);
 
   Span aad = job.aad.empty() ? Span() : job.aad[i];
   if (job.codec == CodecId::kNone) {
-    return job.core->Encrypt(ctx, job.in[i], job.in_len[i], aad, job.out[i], job.out_cap[i], written, iv);
+    return job.core->Encrypt(ctx, job.in[i], job.in_len[i], aad, job.out[i], job.out_cap[i],
+                             written, iv);
   }
   size_t len = 0;
   Status st = CompressForCipher(job, i, &len);
@@ -175,7 +178,8 @@ Status DecodeOne(ChunkJob& job, size_t i, CipherContext* ctx, std::vector<uint8_
 
   Span aad = job.aad.empty() ? Span() : job.aad[i];
   if (job.codec == CodecId::kNone) {
-    Status st = job.core->Decrypt(ctx, job.in[i], job.in_len[i], aad, job.out[i], job.out_cap[i], written);
+    Status st =
+        job.core->Decrypt(ctx, job.in[i], job.in_len[i], aad, job.out[i], job.out_cap[i], written);
     if (st.ok() && !job.expected.empty() && *written != expected) {
       return Status::Error("ERR_TDE_CORRUPT_CHUNK", "chunk holds " + std::to_string(*written) +
                                                         " bytes where " + std::to_string(expected) +
@@ -187,8 +191,8 @@ Status DecodeOne(ChunkJob& job, size_t i, CipherContext* ctx, std::vector<uint8_
   // Decrypted into this thread's scratch space, then decompressed into the output.
   if (scratch->size() < job.in_len[i]) scratch->resize(job.in_len[i]);
   size_t compressed = 0;
-  Status st = job.core->Decrypt(ctx, job.in[i], job.in_len[i], aad, scratch->data(), scratch->size(),
-                                &compressed);
+  Status st = job.core->Decrypt(ctx, job.in[i], job.in_len[i], aad, scratch->data(),
+                                scratch->size(), &compressed);
   if (!st.ok()) return st;
   *written = expected;
   return Uncompress(job.codec, scratch->data(), compressed, job.out[i], expected);
@@ -221,14 +225,16 @@ void ChunkJob::Start(std::function<void()> done) {
     }
   }
   // Runs of about 64 KiB, and at least four per thread, so that a thread's share stays even.
-  size_t run = std::max<size_t>(1, std::min(kRunBytes / std::max<size_t>(1, total / n),
-                                            n / (participants * 4)));
+  size_t run = std::max<size_t>(
+      1, std::min(kRunBytes / std::max<size_t>(1, total / n), n / (participants * 4)));
   progress_ = std::make_shared<Progress>(&status, n, run);
 
-  ThreadPool::Instance().Post(participants, [this] { Body(); }, [this, done = std::move(done)] {
-    OPENSSL_cleanse(ivs_.data(), ivs_.size());
-    done();
-  });
+  ThreadPool::Instance().Post(
+      participants, [this] { Body(); },
+      [this, done = std::move(done)] {
+        OPENSSL_cleanse(ivs_.data(), ivs_.size());
+        done();
+      });
 }
 
 void ChunkJob::Body() {
@@ -236,7 +242,8 @@ void ChunkJob::Body() {
   size_t iv_len = encode && core ? core->spec().iv_length : 0;
   Progress& progress = *progress_;
 
-  const aesni::RoundKeys* mb_keys = encode && core && aad.empty() ? core->MultiBufferKeys() : nullptr;
+  const aesni::RoundKeys* mb_keys =
+      encode && core && aad.empty() ? core->MultiBufferKeys() : nullptr;
   if (mb_keys != nullptr) {
     MultiBufferSource source(this, &progress, ivs_.data());
     aesni::EncryptCbc(*mb_keys, &source);
@@ -255,8 +262,9 @@ void ChunkJob::Body() {
   Cursor cursor(&progress);
   for (size_t i = cursor.Next(n); i < n; i = cursor.Next(n)) {
     size_t w = 0;
-    Status st = encode ? EncodeOne(*this, i, &ctx, iv_len > 0 ? ivs_.data() + i * iv_len : nullptr, &w)
-                       : DecodeOne(*this, i, &ctx, &scratch, &w);
+    Status st = encode
+                    ? EncodeOne(*this, i, &ctx, iv_len > 0 ? ivs_.data() + i * iv_len : nullptr, &w)
+                    : DecodeOne(*this, i, &ctx, &scratch, &w);
     if (!st.ok()) {
       progress.Fail(std::move(st), static_cast<int64_t>(i));
       return;

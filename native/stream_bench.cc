@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <functional>
 #include <chrono>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -14,8 +14,8 @@ namespace tde {
 namespace {
 
 // One stream; `start` is called once the memory is ready, just before the timed part.
-Status Stream(const CipherSpec& spec, const uint8_t* key, size_t key_len, size_t chunk, size_t rounds,
-              const std::function<void()>& start, double* seconds) {
+Status Stream(const CipherSpec& spec, const uint8_t* key, size_t key_len, size_t chunk,
+              size_t rounds, const std::function<void()>& start, double* seconds) {
   Status st;
   std::shared_ptr<ChunkCipherCore> core = ChunkCipherCore::Create(spec, key, key_len, &st);
   if (!core) return st;
@@ -51,7 +51,8 @@ Status Stream(const CipherSpec& spec, const uint8_t* key, size_t key_len, size_t
 
 Status StreamBench(const CipherSpec& spec, const uint8_t* key, size_t key_len, size_t chunk,
                    size_t rounds, double* seconds) {
-  return Stream(spec, key, key_len, chunk, rounds, [] {}, seconds);
+  return Stream(
+      spec, key, key_len, chunk, rounds, [] {}, seconds);
 }
 
 Status StreamBenchParallel(const CipherSpec& spec, const uint8_t* key, size_t key_len, size_t chunk,
@@ -65,7 +66,9 @@ Status StreamBenchParallel(const CipherSpec& spec, const uint8_t* key, size_t ke
     ready.fetch_add(1);
     while (ready.load() < threads) std::this_thread::yield();
   };
-  auto body = [&](size_t k) { results[k] = Stream(spec, key, key_len, chunk, rounds, start, &times[k]); };
+  auto body = [&](size_t k) {
+    results[k] = Stream(spec, key, key_len, chunk, rounds, start, &times[k]);
+  };
   std::vector<std::thread> pool;
   for (size_t k = 1; k < threads; k++) pool.emplace_back(body, k);
   body(0);

@@ -18,12 +18,22 @@ const args = process.argv.slice(2);
 const twice = args.includes('--twice');
 const rest = args.filter((a) => a !== '--twice');
 
-const r = spawnSync(process.execPath, [
-  path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs'),
-  'test/crash-ops.test.ts', '--timeout=10m', ...rest,
-], {
-  cwd: root,
-  stdio: 'inherit',
-  env: { ...process.env, SSTABLE_TDE_CRASH_OPS: 'all', SSTABLE_TDE_CRASH_TWICE: twice ? '1' : '0' },
-});
+const r = spawnSync(
+  process.execPath,
+  [
+    path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs'),
+    'test/crash-ops.test.ts',
+    '--timeout=10m',
+    ...rest,
+  ],
+  {
+    cwd: root,
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      SSTABLE_TDE_CRASH_OPS: 'all',
+      SSTABLE_TDE_CRASH_TWICE: twice ? '1' : '0',
+    },
+  },
+);
 process.exit(r.status ?? 1);

@@ -38,8 +38,16 @@ function sstableTde(...args) {
     process.stdout.write(out.split(work + path.sep).join(''));
     return 0;
   } catch (err) {
-    process.stdout.write(String(err.stdout || '').split(work + path.sep).join(''));
-    process.stdout.write(String(err.stderr || '').split(work + path.sep).join(''));
+    process.stdout.write(
+      String(err.stdout || '')
+        .split(work + path.sep)
+        .join(''),
+    );
+    process.stdout.write(
+      String(err.stderr || '')
+        .split(work + path.sep)
+        .join(''),
+    );
     return err.status;
   }
 }
@@ -64,8 +72,13 @@ function indexComponents() {
   const out = new Map();
   for (const t of tde.findTables(dataDir)) {
     const [files] = tde.liveSSTables(t.dir).sstables;
-    const parts = tde.SENSITIVE_COMPONENTS[files.format].filter((c) => files.components.includes(c));
-    out.set(`${t.keyspace}.${t.table}`, new Map(parts.map((c) => [c, fs.readFileSync(tde.componentPath(files, c))])));
+    const parts = tde.SENSITIVE_COMPONENTS[files.format].filter((c) =>
+      files.components.includes(c),
+    );
+    out.set(
+      `${t.keyspace}.${t.table}`,
+      new Map(parts.map((c) => [c, fs.readFileSync(tde.componentPath(files, c))])),
+    );
   }
   return out;
 }
@@ -73,7 +86,10 @@ function indexComponents() {
 async function main() {
   step(`Copy the bundled Cassandra SSTables into a data directory: ${work}/data`);
   const tables = [];
-  for (const format of fs.readdirSync(corpus).filter((f) => !f.includes('.')).sort()) {
+  for (const format of fs
+    .readdirSync(corpus)
+    .filter((f) => !f.includes('.'))
+    .sort()) {
     for (const keyspace of fs.readdirSync(path.join(corpus, format))) {
       for (const table of fs.readdirSync(path.join(corpus, format, keyspace))) {
         if (DAMAGED.has(table)) continue;
@@ -87,7 +103,9 @@ async function main() {
       }
     }
   }
-  process.stdout.write(`${tables.length} tables, formats ${[...new Set(tables.map((t) => t.format))].join(', ')}\n`);
+  process.stdout.write(
+    `${tables.length} tables, formats ${[...new Set(tables.map((t) => t.format))].join(', ')}\n`,
+  );
   const config = tde.configFromObject({ system_key_directory: keyDir });
   const original = await uncompressedData(config);
   const originalIndexes = indexComponents();
@@ -96,18 +114,39 @@ async function main() {
   const dseYaml = path.join(work, 'dse.yaml');
   fs.writeFileSync(dseYaml, 'system_key_directory: keys\n');
   process.stdout.write('dse.yaml: system_key_directory: keys\n');
-  if (sstableTde('createsystemkey', 'AES/CBC/PKCS5Padding', '128', '-d', keyDir) !== 0) process.exit(1);
+  if (sstableTde('createsystemkey', 'AES/CBC/PKCS5Padding', '128', '-d', keyDir) !== 0)
+    process.exit(1);
 
-  step('Ask for encryption: ALTER TABLE ... WITH compression = EncryptingLZ4Compressor, AES/CBC/PKCS5Padding 128');
-  const schema = (compression) => tables
-    .map((t) => `ALTER TABLE ${t.keyspace}.${t.table} WITH compression = ${compression};`).join('\n') + '\n';
+  step(
+    'Ask for encryption: ALTER TABLE ... WITH compression = EncryptingLZ4Compressor, AES/CBC/PKCS5Padding 128',
+  );
+  const schema = (compression) =>
+    tables
+      .map((t) => `ALTER TABLE ${t.keyspace}.${t.table} WITH compression = ${compression};`)
+      .join('\n') + '\n';
   const encrypt = path.join(work, 'encrypt.cql');
-  fs.writeFileSync(encrypt, schema("{'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': " +
-    "'AES/CBC/PKCS5Padding', 'secret_key_strength': 128, 'system_key_file': 'system_key', 'chunk_length_kb': 64}"));
+  fs.writeFileSync(
+    encrypt,
+    schema(
+      "{'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': " +
+        "'AES/CBC/PKCS5Padding', 'secret_key_strength': 128, 'system_key_file': 'system_key', 'chunk_length_kb': 64}",
+    ),
+  );
   process.stdout.write(fs.readFileSync(encrypt, 'utf8').split('\n')[0] + '\n...\n');
 
   step('Encrypt: rewrite every SSTable offline');
-  if (sstableTde('upgradesstables', '--data-dir', dataDir, '--schema', encrypt, '--config', dseYaml) !== 0) process.exit(1);
+  if (
+    sstableTde(
+      'upgradesstables',
+      '--data-dir',
+      dataDir,
+      '--schema',
+      encrypt,
+      '--config',
+      dseYaml,
+    ) !== 0
+  )
+    process.exit(1);
 
   step('Verify every chunk, checksum and digest, decrypting with the key');
   if (sstableTde('verify', '--data-dir', dataDir, '--config', dseYaml) !== 0) process.exit(1);
@@ -118,7 +157,18 @@ async function main() {
   step('Decrypt back to LZ4Compressor');
   const decrypt = path.join(work, 'decrypt.cql');
   fs.writeFileSync(decrypt, schema("{'class': 'LZ4Compressor'}"));
-  if (sstableTde('upgradesstables', '--data-dir', dataDir, '--schema', decrypt, '--config', dseYaml) !== 0) process.exit(1);
+  if (
+    sstableTde(
+      'upgradesstables',
+      '--data-dir',
+      dataDir,
+      '--schema',
+      decrypt,
+      '--config',
+      dseYaml,
+    ) !== 0
+  )
+    process.exit(1);
   if (sstableTde('verify', '--data-dir', dataDir, '--config', dseYaml) !== 0) process.exit(1);
 
   step('Compare the uncompressed data with the original, table by table');
@@ -128,21 +178,26 @@ async function main() {
     if (after.get(name)?.equals(data)) same++;
     else process.stdout.write(`DIFFERENT: ${name}\n`);
   }
-  process.stdout.write(`${same} of ${original.size} tables byte-identical to the original after encrypt and decrypt\n`);
+  process.stdout.write(
+    `${same} of ${original.size} tables byte-identical to the original after encrypt and decrypt\n`,
+  );
   let sameIndexes = 0;
   for (const [name, components] of indexComponents()) {
     const before = originalIndexes.get(name);
     if ([...components].every(([c, bytes]) => before.get(c)?.equals(bytes))) sameIndexes++;
     else process.stdout.write(`DIFFERENT index or metadata: ${name}\n`);
   }
-  process.stdout.write(`${sameIndexes} of ${original.size} tables with Index/Summary/Partitions/Rows/Statistics ` +
-    'byte-identical too (they were encrypted page by page in between)\n');
+  process.stdout.write(
+    `${sameIndexes} of ${original.size} tables with Index/Summary/Partitions/Rows/Statistics ` +
+      'byte-identical too (they were encrypted page by page in between)\n',
+  );
 
   step('A deliberately damaged corpus table is reported, not rewritten');
   const damaged = path.join(work, 'damaged');
   const src = path.join(corpus, 'me', 'test_ks', 'lz4_invalid_checksums');
   fs.mkdirSync(path.join(damaged, 'test_ks', 'lz4_invalid_checksums'), { recursive: true });
-  for (const f of fs.readdirSync(src)) fs.copyFileSync(path.join(src, f), path.join(damaged, 'test_ks', 'lz4_invalid_checksums', f));
+  for (const f of fs.readdirSync(src))
+    fs.copyFileSync(path.join(src, f), path.join(damaged, 'test_ks', 'lz4_invalid_checksums', f));
   sstableTde('verify', '--data-dir', damaged, '--config', dseYaml);
 
   if (process.argv.includes('--keep')) process.stdout.write(`\nwork directory kept: ${work}\n`);

@@ -18,8 +18,14 @@ const root = path.join(__dirname, '..');
 const args = process.argv.slice(2);
 const scale = args.length > 0 && /^\d+(\.\d+)?$/.test(args[0]) ? args.shift() : '100';
 
-const r = spawnSync(process.execPath, [
-  path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs'),
-  'test/fuzz.test.ts', '--timeout=60m', ...args,
-], { cwd: root, stdio: 'inherit', env: { ...process.env, FUZZ_SCALE: scale } });
+const r = spawnSync(
+  process.execPath,
+  [
+    path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs'),
+    'test/fuzz.test.ts',
+    '--timeout=60m',
+    ...args,
+  ],
+  { cwd: root, stdio: 'inherit', env: { ...process.env, FUZZ_SCALE: scale } },
+);
 process.exit(r.status ?? 1);

@@ -24,10 +24,19 @@ export interface Checksum {
    * computed on the addon's thread pool: the event loop only waits. The buffers must stay
    * unchanged until it settles.
    */
-  batch(buffers: Uint8Array[], previous?: number, framed?: boolean): Promise<{ sums: Uint32Array; combined: number }>;
+  batch(
+    buffers: Uint8Array[],
+    previous?: number,
+    framed?: boolean,
+  ): Promise<{ sums: Uint32Array; combined: number }>;
 }
 
-async function batchOf(type: ChecksumType, buffers: Uint8Array[], previous: number, framed = false) {
+async function batchOf(
+  type: ChecksumType,
+  buffers: Uint8Array[],
+  previous: number,
+  framed = false,
+) {
   const out = await native().checksumBatch(type, asSpans(buffers), previous, framed);
   return { sums: out.subarray(0, buffers.length), combined: out[buffers.length] };
 }

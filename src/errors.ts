@@ -179,7 +179,8 @@ export function fromSystem(err: unknown, file: string, doing: string): TdeError 
   const advice: Record<string, string> = {
     ENOENT: 'the file does not exist',
     EACCES: 'permission denied: check the owner and mode of the file and its directory',
-    EPERM: 'operation not permitted: check the owner and mode of the file and its directory, and ' +
+    EPERM:
+      'operation not permitted: check the owner and mode of the file and its directory, and ' +
       'that it is not immutable (lsattr)',
     ENOSPC: 'the disk is full: free space and run the command again',
     EDQUOT: 'the disk quota is exhausted: free space and run the command again',
@@ -191,6 +192,10 @@ export function fromSystem(err: unknown, file: string, doing: string): TdeError 
   };
   const what = (e && e.code && advice[e.code]) || (e && e.message) || String(err);
   const full = e && (e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'EFBIG');
-  return new TdeError(full ? 'ERR_TDE_DISK_FULL' : 'ERR_TDE_IO', `cannot ${doing} ${file}: ${what}`,
-    { file }, err);
+  return new TdeError(
+    full ? 'ERR_TDE_DISK_FULL' : 'ERR_TDE_IO',
+    `cannot ${doing} ${file}: ${what}`,
+    { file },
+    err,
+  );
 }

@@ -6,7 +6,11 @@
  */
 export { ChunkCipher, createChunkCipher } from './cipher/chunk-cipher';
 export type { ChunkCipherOptions } from './cipher/chunk-cipher';
-export { parseTransformation, resolveCipher, supportedTransformations } from './cipher/transformation';
+export {
+  parseTransformation,
+  resolveCipher,
+  supportedTransformations,
+} from './cipher/transformation';
 export type { CipherChoice, Transformation } from './cipher/transformation';
 
 export { compressorForTable, createCompressor } from './compression/compressor';
@@ -43,7 +47,11 @@ export type { SSTableResult, UpgradeEvent, UpgradeOptions, UpgradeReport } from 
 export { verifyDataDirectory } from './tools/verify';
 export { describeDataDirectory } from './tools/describe';
 export { openDataDirectory } from './tools/open-data-dir';
-export type { DiskFailurePolicy, OpenedDataDirectory, OpenDataDirectoryOptions } from './tools/open-data-dir';
+export type {
+  DiskFailurePolicy,
+  OpenedDataDirectory,
+  OpenDataDirectoryOptions,
+} from './tools/open-data-dir';
 export { EncryptedComponent, PlainComponent, SENSITIVE_COMPONENTS } from './sstable/page-file';
 export { readSegment, SegmentWriter } from './commitlog/segment';
 export { HintsWriter, readHintsFile, hintsFileNames } from './commitlog/hints';

@@ -34,9 +34,17 @@ export interface NativeChunkCipher {
    * ciphers only, and then required) is each chunk's additional authenticated data. The arrays
    * are held, not copied: leave them (and their buffers) unchanged until the promise settles.
    */
-  encryptInto(inputs: NativeChunks, outputs: NativeChunks, aads?: NativeChunks): Promise<Uint32Array>;
+  encryptInto(
+    inputs: NativeChunks,
+    outputs: NativeChunks,
+    aads?: NativeChunks,
+  ): Promise<Uint32Array>;
   /** As encryptInto, but each output must hold `inputs[i].length - ivLength - tagLength` bytes. */
-  decryptInto(inputs: NativeChunks, outputs: NativeChunks, aads?: NativeChunks): Promise<Uint32Array>;
+  decryptInto(
+    inputs: NativeChunks,
+    outputs: NativeChunks,
+    aads?: NativeChunks,
+  ): Promise<Uint32Array>;
   /** One chunk on the calling thread; returns bytes written. */
   encryptSync(input: Uint8Array, output: Uint8Array, aad?: Uint8Array): number;
   decryptSync(input: Uint8Array, output: Uint8Array, aad?: Uint8Array): number;
@@ -45,11 +53,22 @@ export interface NativeChunkCipher {
   /** Wipes the key (at once, or when the last running batch ends). Further calls fail. */
   destroy(): void;
   /** codecEncodeInto, then encryption of each chunk in place, in one pass per chunk. */
-  encodeInto(codec: NativeCodecName, inputs: NativeChunks, outputs: NativeChunks, aads: NativeChunks | null,
-    sums: SumKind | null): Promise<Uint32Array>;
+  encodeInto(
+    codec: NativeCodecName,
+    inputs: NativeChunks,
+    outputs: NativeChunks,
+    aads: NativeChunks | null,
+    sums: SumKind | null,
+  ): Promise<Uint32Array>;
   /** Decryption, then codecDecodeInto, in one pass per chunk. */
-  decodeInto(codec: NativeCodecName, inputs: NativeChunks, plainLengths: Uint32Array | number[], outputs: NativeChunks,
-    aads: NativeChunks | null, crc: boolean): Promise<Uint32Array>;
+  decodeInto(
+    codec: NativeCodecName,
+    inputs: NativeChunks,
+    plainLengths: Uint32Array | number[],
+    outputs: NativeChunks,
+    aads: NativeChunks | null,
+    crc: boolean,
+  ): Promise<Uint32Array>;
   /** The most bytes encodeInto writes for a chunk of `plainLength` bytes. */
   encodedLength(codec: NativeCodecName, plainLength: number): number;
 }
@@ -58,7 +77,8 @@ export interface NativeChunkCipher {
  * A batch's chunks: an array of buffers, or one buffer with where each chunk lies in it (one
  * hand-over instead of one per chunk; see util/slabs.ts asSpans).
  */
-export type NativeChunks = Uint8Array[] | { data: Uint8Array; offsets: Float64Array; lengths: Uint32Array };
+export type NativeChunks =
+  Uint8Array[] | { data: Uint8Array; offsets: Float64Array; lengths: Uint32Array };
 
 /** The codecs the addon can run: Cassandra's chunk framings (native/codec.h). */
 export type NativeCodecName = 'None' | 'LZ4' | 'Deflate' | 'Snappy';
@@ -74,15 +94,24 @@ export interface NativeBinding {
    * chunk, then each output's checksum when `sums` names a kind. The arrays and buffers must
    * stay unchanged until it settles.
    */
-  codecEncodeInto(codec: NativeCodecName, inputs: NativeChunks, outputs: NativeChunks,
-    sums: SumKind | null): Promise<Uint32Array>;
+  codecEncodeInto(
+    codec: NativeCodecName,
+    inputs: NativeChunks,
+    outputs: NativeChunks,
+    sums: SumKind | null,
+  ): Promise<Uint32Array>;
   /**
    * Decompresses each input into its output, which must come to exactly `plainLengths[i]`
    * bytes (ERR_TDE_CORRUPT_CHUNK with `index` otherwise). With `crc`, the result holds each
    * plain chunk's CRC32 after the written lengths.
    */
-  codecDecodeInto(codec: NativeCodecName, inputs: NativeChunks, plainLengths: Uint32Array | number[],
-    outputs: NativeChunks, crc: boolean): Promise<Uint32Array>;
+  codecDecodeInto(
+    codec: NativeCodecName,
+    inputs: NativeChunks,
+    plainLengths: Uint32Array | number[],
+    outputs: NativeChunks,
+    crc: boolean,
+  ): Promise<Uint32Array>;
   ChunkCipher: new (spec: NativeCipherSpec, key: Uint8Array) => NativeChunkCipher;
   /** Adler-32 of `data`, continuing from `initial` (1 to start). */
   adler32(data: Uint8Array, initial?: number): number;
@@ -94,7 +123,12 @@ export interface NativeBinding {
    * checksum as 4 big-endian bytes (Data.db's chunk framing). The buffers must stay unchanged
    * until it settles.
    */
-  checksumBatch(kind: 'crc32' | 'adler32', buffers: NativeChunks, initial: number, framed?: boolean): Promise<Uint32Array>;
+  checksumBatch(
+    kind: 'crc32' | 'adler32',
+    buffers: NativeChunks,
+    initial: number,
+    framed?: boolean,
+  ): Promise<Uint32Array>;
   /** Whether OpenSSL, in the addon's private library context, can provide this cipher. */
   cipherAvailable(evpName: string): boolean;
   /** How many threads a batch may use (default: the number of cores). */
@@ -115,7 +149,13 @@ export interface NativeBinding {
    * `chunkBytes * rounds` bytes each as one continuous stream through the same EVP cipher (no
    * per-chunk IV or re-init), all at once.
    */
-  evpStreamSeconds(spec: NativeCipherSpec, key: Uint8Array, chunkBytes: number, rounds: number, threads?: number): number;
+  evpStreamSeconds(
+    spec: NativeCipherSpec,
+    key: Uint8Array,
+    chunkBytes: number,
+    rounds: number,
+    threads?: number,
+  ): number;
 }
 
 let binding: NativeBinding | undefined;

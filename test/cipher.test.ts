@@ -17,11 +17,17 @@ interface Vector {
   ciphertext: string;
 }
 
-const vectors: Vector[] = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'jce-vectors.json'), 'utf8'));
+const vectors: Vector[] = JSON.parse(
+  fs.readFileSync(path.join(FIXTURES, 'jce-vectors.json'), 'utf8'),
+);
 const hex = (s: string) => Buffer.from(s, 'hex');
 
 function cipherFor(v: Vector) {
-  return createChunkCipher({ cipher_algorithm: v.transformation, secret_key_strength: v.secret_key_strength, key: hex(v.key) });
+  return createChunkCipher({
+    cipher_algorithm: v.transformation,
+    secret_key_strength: v.secret_key_strength,
+    key: hex(v.key),
+  });
 }
 
 test('every JCE vector decrypts to its plaintext from the DSE layout [IV][ciphertext]', async (t) => {
@@ -30,7 +36,11 @@ test('every JCE vector decrypts to its plaintext from the DSE layout [IV][cipher
     const c = cipherFor(v);
     const stored = Buffer.concat([v.iv ? hex(v.iv) : Buffer.alloc(0), hex(v.ciphertext)]);
     const [plain] = await c.decryptBatch([stored]);
-    t.is(plain.toString('hex'), v.plaintext, `${v.transformation} ${v.secret_key_strength} (${v.plaintext.length / 2} bytes)`);
+    t.is(
+      plain.toString('hex'),
+      v.plaintext,
+      `${v.transformation} ${v.secret_key_strength} (${v.plaintext.length / 2} bytes)`,
+    );
     c.destroy();
   }
 });
@@ -47,7 +57,9 @@ test('every ECB JCE vector encrypts to exactly its ciphertext', async (t) => {
 });
 
 test('CBC encryption chains as JCE does: the first block is E(key, P0 xor IV) under the same cipher in ECB', async (t) => {
-  const cbc = vectors.filter((v) => v.iv !== null && v.plaintext.length >= 32 && v.transformation.endsWith('PKCS5Padding'));
+  const cbc = vectors.filter(
+    (v) => v.iv !== null && v.plaintext.length >= 32 && v.transformation.endsWith('PKCS5Padding'),
+  );
   t.true(cbc.length > 20);
   for (const v of cbc) {
     const c = cipherFor(v);
@@ -61,17 +73,25 @@ test('CBC encryption chains as JCE does: the first block is E(key, P0 xor IV) un
       secret_key_strength: v.secret_key_strength,
       key: hex(v.key),
     });
-    t.is(ecb.encryptSync(xored).toString('hex'), stored.subarray(block, 2 * block).toString('hex'), v.transformation);
+    t.is(
+      ecb.encryptSync(xored).toString('hex'),
+      stored.subarray(block, 2 * block).toString('hex'),
+      v.transformation,
+    );
     t.is((await c.decrypt(stored)).toString('hex'), v.plaintext);
     c.destroy();
     ecb.destroy();
   }
 });
 
-test('AES/CBC/PKCS5Padding chunks are [16-byte random IV][ciphertext] that Node\'s crypto decrypts', async (t) => {
+test("AES/CBC/PKCS5Padding chunks are [16-byte random IV][ciphertext] that Node's crypto decrypts", async (t) => {
   for (const bits of [128, 192, 256]) {
     const key = crypto.randomBytes(bits / 8);
-    const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: bits, key });
+    const c = createChunkCipher({
+      cipher_algorithm: 'AES/CBC/PKCS5Padding',
+      secret_key_strength: bits,
+      key,
+    });
     const chunks = [0, 1, 15, 16, 17, 4096, 65536].map((n) => crypto.randomBytes(n));
     const out = await c.encryptBatch(chunks);
     out.forEach((o, i) => {
@@ -84,7 +104,11 @@ test('AES/CBC/PKCS5Padding chunks are [16-byte random IV][ciphertext] that Node\
 });
 
 test('each chunk gets a fresh IV: the same plaintext twice gives different chunks', async (t) => {
-  const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key: crypto.randomBytes(16) });
+  const c = createChunkCipher({
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 128,
+    key: crypto.randomBytes(16),
+  });
   const same = Buffer.alloc(1000, 1);
   const [a, b] = await c.encryptBatch([same, same]);
   t.false(a.subarray(0, 16).equals(b.subarray(0, 16)));
@@ -92,9 +116,13 @@ test('each chunk gets a fresh IV: the same plaintext twice gives different chunk
   c.destroy();
 });
 
-test('AES/ECB/PKCS5Padding has no IV and matches Node\'s aes-ecb', async (t) => {
+test("AES/ECB/PKCS5Padding has no IV and matches Node's aes-ecb", async (t) => {
   const key = crypto.randomBytes(16);
-  const c = createChunkCipher({ cipher_algorithm: 'AES/ECB/PKCS5Padding', secret_key_strength: 128, key });
+  const c = createChunkCipher({
+    cipher_algorithm: 'AES/ECB/PKCS5Padding',
+    secret_key_strength: 128,
+    key,
+  });
   const data = crypto.randomBytes(1000);
   const e = crypto.createCipheriv('aes-128-ecb', key, null);
   t.true((await c.encrypt(data)).equals(Buffer.concat([e.update(data), e.final()])));
@@ -103,8 +131,16 @@ test('AES/ECB/PKCS5Padding has no IV and matches Node\'s aes-ecb', async (t) => 
 });
 
 test('decrypting with the wrong key fails with ERR_TDE_DECRYPT_FAILED naming the chunk', async (t) => {
-  const a = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key: Buffer.alloc(16, 1) });
-  const b = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key: Buffer.alloc(16, 2) });
+  const a = createChunkCipher({
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 128,
+    key: Buffer.alloc(16, 1),
+  });
+  const b = createChunkCipher({
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 128,
+    key: Buffer.alloc(16, 2),
+  });
   // Find a ciphertext whose wrong-key decryption has invalid padding (255 in 256 do).
   const chunks = await a.encryptBatch(Array.from({ length: 8 }, (_, i) => Buffer.alloc(100, i)));
   const err = await t.throwsAsync(() => b.decryptBatch(chunks), { code: 'ERR_TDE_DECRYPT_FAILED' });
@@ -113,12 +149,23 @@ test('decrypting with the wrong key fails with ERR_TDE_DECRYPT_FAILED naming the
 });
 
 test('ciphertext that is not whole blocks fails with ERR_TDE_CHUNK_LENGTH', async (t) => {
-  const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key: Buffer.alloc(16) });
+  const c = createChunkCipher({
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 128,
+    key: Buffer.alloc(16),
+  });
   await t.throwsAsync(() => c.decrypt(Buffer.alloc(16 + 15)), { code: 'ERR_TDE_CHUNK_LENGTH' });
   await t.throwsAsync(() => c.decrypt(Buffer.alloc(10)), { code: 'ERR_TDE_CHUNK_LENGTH' });
   await t.throwsAsync(() => c.decrypt(Buffer.alloc(16)), { code: 'ERR_TDE_CHUNK_LENGTH' });
-  const np = createChunkCipher({ cipher_algorithm: 'AES/ECB/NoPadding', secret_key_strength: 128, key: Buffer.alloc(16) });
-  await t.throwsAsync(() => np.encrypt(Buffer.alloc(17)), { code: 'ERR_TDE_CHUNK_LENGTH', message: /whole 16-byte blocks/ });
+  const np = createChunkCipher({
+    cipher_algorithm: 'AES/ECB/NoPadding',
+    secret_key_strength: 128,
+    key: Buffer.alloc(16),
+  });
+  await t.throwsAsync(() => np.encrypt(Buffer.alloc(17)), {
+    code: 'ERR_TDE_CHUNK_LENGTH',
+    message: /whole 16-byte blocks/,
+  });
 });
 
 test('transformation names are case-insensitive and a bare name means ECB with PKCS5 padding, as in JCE', (t) => {
@@ -129,17 +176,43 @@ test('transformation names are case-insensitive and a bare name means ECB with P
 });
 
 test('unknown transformations and strengths give errors that list what is accepted', (t) => {
-  t.throws(() => parseTransformation('AESX/CBC/PKCS5Padding'), { code: 'ERR_TDE_UNKNOWN_CIPHER', message: /AES, DES, DESede, Blowfish, RC2/ });
-  t.throws(() => parseTransformation('AES/GCMX/NoPadding'), { code: 'ERR_TDE_UNKNOWN_CIPHER', message: /ECB or CBC/ });
-  t.throws(() => parseTransformation('AES/CBC/PKCS7'), { code: 'ERR_TDE_UNKNOWN_CIPHER', message: /PKCS5Padding or NoPadding/ });
-  t.throws(() => resolveCipher('AES/CBC/PKCS5Padding', 100), { code: 'ERR_TDE_KEY_STRENGTH', message: /128, 192 or 256/ });
-  t.throws(() => resolveCipher('Blowfish', 30), { code: 'ERR_TDE_KEY_STRENGTH', message: /32 to 448/ });
-  t.throws(() => resolveCipher('AES/CBC/PKCS5Padding', 128, 8), { code: 'ERR_TDE_BAD_OPTION', message: /exactly 16 bytes/ });
+  t.throws(() => parseTransformation('AESX/CBC/PKCS5Padding'), {
+    code: 'ERR_TDE_UNKNOWN_CIPHER',
+    message: /AES, DES, DESede, Blowfish, RC2/,
+  });
+  t.throws(() => parseTransformation('AES/GCMX/NoPadding'), {
+    code: 'ERR_TDE_UNKNOWN_CIPHER',
+    message: /ECB or CBC/,
+  });
+  t.throws(() => parseTransformation('AES/CBC/PKCS7'), {
+    code: 'ERR_TDE_UNKNOWN_CIPHER',
+    message: /PKCS5Padding or NoPadding/,
+  });
+  t.throws(() => resolveCipher('AES/CBC/PKCS5Padding', 100), {
+    code: 'ERR_TDE_KEY_STRENGTH',
+    message: /128, 192 or 256/,
+  });
+  t.throws(() => resolveCipher('Blowfish', 30), {
+    code: 'ERR_TDE_KEY_STRENGTH',
+    message: /32 to 448/,
+  });
+  t.throws(() => resolveCipher('AES/CBC/PKCS5Padding', 128, 8), {
+    code: 'ERR_TDE_BAD_OPTION',
+    message: /exactly 16 bytes/,
+  });
 });
 
 test('a key of the wrong length is refused without echoing key bytes', (t) => {
   const key = Buffer.from('00112233445566778899aabbccddeeff00', 'hex');
-  const err = t.throws(() => createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key }), { code: 'ERR_TDE_KEY_LENGTH' });
+  const err = t.throws(
+    () =>
+      createChunkCipher({
+        cipher_algorithm: 'AES/CBC/PKCS5Padding',
+        secret_key_strength: 128,
+        key,
+      }),
+    { code: 'ERR_TDE_KEY_LENGTH' },
+  );
   t.false(err?.message.includes(key.toString('hex')) ?? true);
   t.false(err?.message.includes(key.toString('base64')) ?? true);
 });

@@ -33,7 +33,12 @@ test('a missing data directory is a failure (exit 1) that names it', async (t) =
   const r = await cli('describe', '--data-dir', '/nonexistent/data');
   t.is(r.code, 1);
   t.regex(r.stderr, /ERR_TDE_IO.*\/nonexistent\/data.*does not exist/);
-  const ks = await cli('describe', '--data-dir', makeDataDir((c) => c.table === 'legacy_me_simple'), 'nosuchks');
+  const ks = await cli(
+    'describe',
+    '--data-dir',
+    makeDataDir((c) => c.table === 'legacy_me_simple'),
+    'nosuchks',
+  );
   t.regex(ks.stderr, /keyspace nosuchks is not in .*found: legacy_tables/);
 });
 
@@ -44,12 +49,25 @@ test('no command prints key bytes: the key appears in no output, JSON or text', 
   const keyB64 = fs.readFileSync(path.join(keys.dir, 'system_key'), 'utf8').trim().split(':')[2];
   const keyHex = Buffer.from(keyB64, 'base64').toString('hex');
   const schema = path.join(keys.dir, 's.cql');
-  fs.writeFileSync(schema, `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`);
+  fs.writeFileSync(
+    schema,
+    `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
+  );
 
   const outputs: string[] = [];
   for (const json of [[], ['--json']]) {
     for (const args of [
-      ['upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', keys.configFile, '-a', ...json],
+      [
+        'upgradesstables',
+        '--data-dir',
+        dataDir,
+        '--schema',
+        schema,
+        '--config',
+        keys.configFile,
+        '-a',
+        ...json,
+      ],
       ['verify', '--data-dir', dataDir, '--config', keys.configFile, ...json],
       ['describe', '--data-dir', dataDir, ...json],
     ]) {
@@ -65,7 +83,12 @@ test('no command prints key bytes: the key appears in no output, JSON or text', 
 });
 
 test('the built command runs as a process with documented exit codes', async (t) => {
-  const ok = await cliProcess(['describe', '--data-dir', makeDataDir((c) => c.table === 'legacy_me_simple'), '--json']);
+  const ok = await cliProcess([
+    'describe',
+    '--data-dir',
+    makeDataDir((c) => c.table === 'legacy_me_simple'),
+    '--json',
+  ]);
   t.is(ok.code, 0);
   t.is(JSON.parse(ok.stdout)[0].compressor, 'LZ4Compressor');
   t.is((await cliProcess(['verify'])).code, 2);
@@ -73,33 +96,41 @@ test('the built command runs as a process with documented exit codes', async (t)
   t.regex(execFileSync(process.execPath, [bin, '--version']).toString(), /^\d+\.\d+\.\d+/);
 });
 
-test('encryptconfigvalue refuses an empty value and keeps a character split between pipe reads',
-  async (t) => {
-    const keys = makeKeySetup();
-    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
-    for (const input of ['', '\n']) {
-      const r = cliWithInput(['encryptconfigvalue', '--config', keys.configFile], input);
-      t.is(r.code, 1, JSON.stringify(input));
-      t.regex(r.stderr, /ERR_TDE_INVALID_ARGUMENT.*value to encrypt is empty.*nothing was/);
-      t.is(r.stdout, '', 'no encrypted value is printed');
-    }
+test('encryptconfigvalue refuses an empty value and keeps a character split between pipe reads', async (t) => {
+  const keys = makeKeySetup();
+  createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+  for (const input of ['', '\n']) {
+    const r = cliWithInput(['encryptconfigvalue', '--config', keys.configFile], input);
+    t.is(r.code, 1, JSON.stringify(input));
+    t.regex(r.stderr, /ERR_TDE_INVALID_ARGUMENT.*value to encrypt is empty.*nothing was/);
+    t.is(r.stdout, '', 'no encrypted value is printed');
+  }
 
-    // "pä" then the rest: the two bytes of "ä" arrive in two reads of the pipe.
-    const value = Buffer.from('päss', 'utf8');
-    const child = spawn(process.execPath, ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'),
-      'encryptconfigvalue', '--config', keys.configFile, '--json']);
-    let stdout = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stdin.write(value.subarray(0, 2));
-    // It reads once it has named its key; give that read time to take the first part alone.
-    await new Promise((resolve) => child.stderr.once('data', resolve));
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    child.stdin.end(Buffer.concat([value.subarray(2), Buffer.from('\n')]));
-    const code = await new Promise((resolve) => child.on('close', resolve));
-    t.is(code, 0);
-    const [entry] = readKeyFile(path.join(keys.dir, 'system_key'));
-    const cipher = createChunkCipher({ cipher_algorithm: entry.transformation,
-      secret_key_strength: entry.strength, key: entry.key });
-    t.is(decryptValue(cipher, JSON.parse(stdout).value), 'päss');
-    cipher.destroy();
+  // "pä" then the rest: the two bytes of "ä" arrive in two reads of the pipe.
+  const value = Buffer.from('päss', 'utf8');
+  const child = spawn(process.execPath, [
+    '--import=tsx',
+    path.join(ROOT, 'src/cli/run.ts'),
+    'encryptconfigvalue',
+    '--config',
+    keys.configFile,
+    '--json',
+  ]);
+  let stdout = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stdin.write(value.subarray(0, 2));
+  // It reads once it has named its key; give that read time to take the first part alone.
+  await new Promise((resolve) => child.stderr.once('data', resolve));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  child.stdin.end(Buffer.concat([value.subarray(2), Buffer.from('\n')]));
+  const code = await new Promise((resolve) => child.on('close', resolve));
+  t.is(code, 0);
+  const [entry] = readKeyFile(path.join(keys.dir, 'system_key'));
+  const cipher = createChunkCipher({
+    cipher_algorithm: entry.transformation,
+    secret_key_strength: entry.strength,
+    key: entry.key,
   });
+  t.is(decryptValue(cipher, JSON.parse(stdout).value), 'päss');
+  cipher.destroy();
+});

@@ -19,11 +19,20 @@ import { parseSchema } from '../src/schema/cql';
 import { componentPath } from '../src/sstable/descriptor';
 import { inspectSSTable } from '../src/sstable/inspect';
 import {
-  corpusTables, CORRUPT_TABLES, makeDataDir, makeKeySetup, onlySSTable, readAll,
+  corpusTables,
+  CORRUPT_TABLES,
+  makeDataDir,
+  makeKeySetup,
+  onlySSTable,
+  readAll,
 } from './helpers';
 
 const GOOD = corpusTables().filter((t) => !CORRUPT_TABLES.has(t.table));
-const CODEC_OF: Record<string, CodecName> = { LZ4Compressor: 'LZ4', DeflateCompressor: 'Deflate', SnappyCompressor: 'Snappy' };
+const CODEC_OF: Record<string, CodecName> = {
+  LZ4Compressor: 'LZ4',
+  DeflateCompressor: 'Deflate',
+  SnappyCompressor: 'Snappy',
+};
 const where = (i: number) => ({ prefix: `chunk ${i}`, context: { chunk: i } });
 
 test('every corpus table encrypted and decrypted back comes out as the Data.db Cassandra wrote', async (t) => {
@@ -32,28 +41,43 @@ test('every corpus table encrypted and decrypted back comes out as the Data.db C
   createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
 
   // Each table's class and chunk length, and its files as Cassandra wrote them.
-  const before = new Map<string, {
-    cls: string | undefined; kb: number; files: Map<string, Buffer>; data: Buffer;
-  }>();
+  const before = new Map<
+    string,
+    {
+      cls: string | undefined;
+      kb: number;
+      files: Map<string, Buffer>;
+      data: Buffer;
+    }
+  >();
   for (const table of GOOD) {
     const files = onlySSTable(path.join(dataDir, table.keyspace, table.table));
     const s = inspectSSTable(files);
     before.set(table.table, {
       cls: s.params.className,
       kb: s.chunkLength / 1024,
-      files: new Map(['Data.db', ...files.components.filter((c) => c.startsWith('Digest.'))]
-        .map((c) => [c, fs.readFileSync(componentPath(files, c))])),
+      files: new Map(
+        ['Data.db', ...files.components.filter((c) => c.startsWith('Digest.'))].map((c) => [
+          c,
+          fs.readFileSync(componentPath(files, c)),
+        ]),
+      ),
       data: await readAll(files),
     });
   }
-  const schema = (encrypt: boolean) => parseSchema(GOOD.map((table) => {
-    const { cls, kb } = before.get(table.table)!;
-    const codec = cls ? CODEC_OF[cls] : undefined;
-    const compression = encrypt
-      ? `{'class': 'Encrypting${codec ?? 'LZ4'}Compressor', 'chunk_length_kb': ${kb}}`
-      : cls ? `{'class': '${cls}', 'chunk_length_kb': ${kb}}` : `{'enabled': false}`;
-    return `ALTER TABLE ${table.keyspace}.${table.table} WITH compression = ${compression};`;
-  }).join('\n'));
+  const schema = (encrypt: boolean) =>
+    parseSchema(
+      GOOD.map((table) => {
+        const { cls, kb } = before.get(table.table)!;
+        const codec = cls ? CODEC_OF[cls] : undefined;
+        const compression = encrypt
+          ? `{'class': 'Encrypting${codec ?? 'LZ4'}Compressor', 'chunk_length_kb': ${kb}}`
+          : cls
+            ? `{'class': '${cls}', 'chunk_length_kb': ${kb}}`
+            : `{'enabled': false}`;
+        return `ALTER TABLE ${table.keyspace}.${table.table} WITH compression = ${compression};`;
+      }).join('\n'),
+    );
 
   t.is((await upgradeSSTables({ dataDir, config: keys.config, schema: schema(true) })).failed, 0);
   t.is((await upgradeSSTables({ dataDir, config: keys.config, schema: schema(false) })).failed, 0);
@@ -65,7 +89,9 @@ test('every corpus table encrypted and decrypted back comes out as the Data.db C
     const after = onlySSTable(path.join(dataDir, table.keyspace, table.table));
     t.true((await readAll(after)).equals(data), `${table.table}: uncompressed data`);
     if (codec && !native().codecAvailable(codec)) {
-      t.log(`${table.table}: no system library for ${codec} here; the npm codec's bytes may differ`);
+      t.log(
+        `${table.table}: no system library for ${codec} here; the npm codec's bytes may differ`,
+      );
       continue;
     }
     if (codec === 'Snappy') {
@@ -75,7 +101,10 @@ test('every corpus table encrypted and decrypted back comes out as the Data.db C
       continue;
     }
     for (const [component, bytes] of files) {
-      t.true(fs.readFileSync(componentPath(after, component)).equals(bytes), `${table.table} ${component}`);
+      t.true(
+        fs.readFileSync(componentPath(after, component)).equals(bytes),
+        `${table.table} ${component}`,
+      );
     }
     compared++;
   }
@@ -83,10 +112,13 @@ test('every corpus table encrypted and decrypted back comes out as the Data.db C
 });
 
 /** Chunks that compress some (text-like runs) and some not (random bytes), of many lengths. */
-const chunkArb = fc.record({ length: fc.integer({ min: 0, max: 70000 }), seed: fc.integer(), noise: fc.boolean() })
+const chunkArb = fc
+  .record({ length: fc.integer({ min: 0, max: 70000 }), seed: fc.integer(), noise: fc.boolean() })
   .map(({ length, seed, noise }) => {
     const b = noise ? crypto.randomBytes(length) : Buffer.alloc(length);
-    if (!noise) for (let i = 0; i < length; i++) b[i] = 'partition key, clustering, value '.charCodeAt((i + seed) % 33);
+    if (!noise)
+      for (let i = 0; i < length; i++)
+        b[i] = 'partition key, clustering, value '.charCodeAt((i + seed) % 33);
     return b;
   });
 
@@ -100,15 +132,18 @@ for (const name of ['LZ4', 'Deflate', 'Snappy'] as CodecName[]) {
     const ours = codecFor(name);
     t.true(ours.native);
     const theirs = CODECS[name];
-    await fc.assert(fc.asyncProperty(fc.array(chunkArb, { minLength: 1, maxLength: 12 }), async (chunks) => {
-      const lengths = chunks.map((c) => c.length);
-      const a = await ours.compress(chunks);
-      const b = await theirs.compress(chunks);
-      const fromOurs = await theirs.uncompress(a, lengths, where);
-      const fromTheirs = await ours.uncompress(b, lengths, where);
-      ours.recycle?.(a);
-      return chunks.every((c, i) => fromOurs[i].equals(c) && fromTheirs[i].equals(c));
-    }), { numRuns: 40 });
+    await fc.assert(
+      fc.asyncProperty(fc.array(chunkArb, { minLength: 1, maxLength: 12 }), async (chunks) => {
+        const lengths = chunks.map((c) => c.length);
+        const a = await ours.compress(chunks);
+        const b = await theirs.compress(chunks);
+        const fromOurs = await theirs.uncompress(a, lengths, where);
+        const fromTheirs = await ours.uncompress(b, lengths, where);
+        ours.recycle?.(a);
+        return chunks.every((c, i) => fromOurs[i].equals(c) && fromTheirs[i].equals(c));
+      }),
+      { numRuns: 40 },
+    );
     t.pass();
   });
 
@@ -124,20 +159,30 @@ for (const name of ['LZ4', 'Deflate', 'Snappy'] as CodecName[]) {
     ];
     for (const [what, chunk, length] of cases) {
       // Chunk 0 is fine: the error must name chunk 1.
-      const err = await t.throwsAsync(codec.uncompress([nothing, chunk], [0, length], where), undefined, what);
+      const err = await t.throwsAsync(
+        codec.uncompress([nothing, chunk], [0, length], where),
+        undefined,
+        what,
+      );
       if (err === undefined) continue;
       t.true(isTdeError(err, 'ERR_TDE_CORRUPT_CHUNK'), `${what}: ${err.message}`);
       t.regex(err.message, /^chunk 1: /, what);
     }
-    await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 2000 }), fc.integer({ min: 0, max: 1 << 20 }),
-      async (bytes, length) => {
-        try {
-          const [out] = await codec.uncompress([Buffer.from(bytes)], [length], where);
-          return out.length === length;
-        } catch (err) {
-          return isTdeError(err, 'ERR_TDE_CORRUPT_CHUNK');
-        }
-      }), { numRuns: 300 });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uint8Array({ maxLength: 2000 }),
+        fc.integer({ min: 0, max: 1 << 20 }),
+        async (bytes, length) => {
+          try {
+            const [out] = await codec.uncompress([Buffer.from(bytes)], [length], where);
+            return out.length === length;
+          } catch (err) {
+            return isTdeError(err, 'ERR_TDE_CORRUPT_CHUNK');
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
     t.pass();
   });
 }

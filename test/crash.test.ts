@@ -20,7 +20,10 @@ import { readToc } from '../src/sstable/toc';
 import { cli, cliProcess, makeDataDir, makeKeySetup, onlySSTable, readAll } from './helpers';
 
 const TABLES = ['legacy_nb_clust', 'legacy_me_clust'];
-const SCHEMA = TABLES.map((t) => `ALTER TABLE legacy_tables.${t} WITH compression = {'class': 'EncryptingLZ4Compressor', 'chunk_length_kb': 4};`).join('\n');
+const SCHEMA = TABLES.map(
+  (t) =>
+    `ALTER TABLE legacy_tables.${t} WITH compression = {'class': 'EncryptingLZ4Compressor', 'chunk_length_kb': 4};`,
+).join('\n');
 
 async function setup() {
   const dataDir = makeDataDir((c) => TABLES.includes(c.table));
@@ -29,14 +32,23 @@ async function setup() {
   const schema = path.join(keys.dir, 'schema.cql');
   fs.writeFileSync(schema, SCHEMA);
   const originals = new Map<string, Buffer>();
-  for (const t of TABLES) originals.set(t, await readAll(onlySSTable(path.join(dataDir, 'legacy_tables', t))));
+  for (const t of TABLES)
+    originals.set(t, await readAll(onlySSTable(path.join(dataDir, 'legacy_tables', t))));
   return { dataDir, keys, schema, originals };
 }
 
 for (const point of CRASH_POINTS) {
   test(`killed at "${point}": one complete SSTable per table, verify passes, a rerun finishes the job`, async (t) => {
     const s = await setup();
-    const args = ['upgradesstables', '--data-dir', s.dataDir, '--schema', s.schema, '--config', s.keys.configFile];
+    const args = [
+      'upgradesstables',
+      '--data-dir',
+      s.dataDir,
+      '--schema',
+      s.schema,
+      '--config',
+      s.keys.configFile,
+    ];
     const killed = await cliProcess(args, { SSTABLE_TDE_CRASH_AT: point });
     t.is(killed.signal, 'SIGKILL', `the process should have been killed: ${killed.stderr}`);
 
@@ -45,7 +57,8 @@ for (const point of CRASH_POINTS) {
       const live = liveSSTables(dir).sstables;
       t.is(live.length, 1, `${table}: live SSTables ${live.map((l) => l.generation)}`);
       const toc = readToc(path.join(dir, `${live[0].version}-${live[0].generation}-big-TOC.txt`));
-      for (const c of toc) t.true(live[0].components.includes(c), `${table}: ${c} listed in TOC but missing`);
+      for (const c of toc)
+        t.true(live[0].components.includes(c), `${table}: ${c} listed in TOC but missing`);
       t.true((await readAll(live[0], s.keys.config)).equals(s.originals.get(table)!));
     }
     const verify = await cli('verify', '--data-dir', s.dataDir, '--config', s.keys.configFile);
@@ -55,14 +68,22 @@ for (const point of CRASH_POINTS) {
     t.is(rerun.code, 0, rerun.stdout + rerun.stderr);
     for (const table of TABLES) {
       const dir = path.join(s.dataDir, 'legacy_tables', table);
-      t.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.log')), [], 'no transaction log is left');
+      t.deepEqual(
+        fs.readdirSync(dir).filter((f) => f.endsWith('.log')),
+        [],
+        'no transaction log is left',
+      );
       const [only, ...rest] = scanTableDirectory(dir).sstables;
       t.is(rest.length, 0, 'no debris is left');
       t.true(only.components.includes('CompressionInfo.db'));
       t.true((await readAll(only, s.keys.config)).equals(s.originals.get(table)!));
     }
     const described = await cli('describe', '--data-dir', s.dataDir, '--json');
-    t.true(JSON.parse(described.stdout).every((d: { compressor: string }) => d.compressor === 'EncryptingLZ4Compressor'));
+    t.true(
+      JSON.parse(described.stdout).every(
+        (d: { compressor: string }) => d.compressor === 'EncryptingLZ4Compressor',
+      ),
+    );
   });
 }
 
@@ -70,23 +91,62 @@ test('a second rewrite of the same data directory refuses, naming the holder of 
   const s = await setup();
   const lock = lockDataDirectory(s.dataDir, 'sstable-tde upgradesstables');
   try {
-    const r = await cli('upgradesstables', '--data-dir', s.dataDir, '--schema', s.schema, '--config', s.keys.configFile);
+    const r = await cli(
+      'upgradesstables',
+      '--data-dir',
+      s.dataDir,
+      '--schema',
+      s.schema,
+      '--config',
+      s.keys.configFile,
+    );
     t.is(r.code, 1);
     t.regex(r.stderr, new RegExp(`ERR_TDE_LOCKED.*process ${process.pid} on host`));
     t.regex(r.stderr, /sstable-tde upgradesstables, since/);
   } finally {
     lock.release();
   }
-  t.is((await cli('upgradesstables', '--data-dir', s.dataDir, '--schema', s.schema, '--config', s.keys.configFile)).code, 0);
+  t.is(
+    (
+      await cli(
+        'upgradesstables',
+        '--data-dir',
+        s.dataDir,
+        '--schema',
+        s.schema,
+        '--config',
+        s.keys.configFile,
+      )
+    ).code,
+    0,
+  );
 });
 
 test('a lock left by a killed run is taken over', async (t) => {
   const s = await setup();
-  const killed = await cliProcess(['upgradesstables', '--data-dir', s.dataDir, '--schema', s.schema, '--config', s.keys.configFile],
-    { SSTABLE_TDE_CRASH_AT: 'data-written' });
+  const killed = await cliProcess(
+    [
+      'upgradesstables',
+      '--data-dir',
+      s.dataDir,
+      '--schema',
+      s.schema,
+      '--config',
+      s.keys.configFile,
+    ],
+    { SSTABLE_TDE_CRASH_AT: 'data-written' },
+  );
   t.is(killed.signal, 'SIGKILL');
   t.true(fs.existsSync(path.join(s.dataDir, '.sstable-tde.lock')));
-  const r = await cli('upgradesstables', '--data-dir', s.dataDir, '--schema', s.schema, '--config', s.keys.configFile);
+  const r = await cli(
+    'upgradesstables',
+    '--data-dir',
+    s.dataDir,
+    '--schema',
+    s.schema,
+    '--config',
+    s.keys.configFile,
+  );
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /recovered .*rolled back/);
   t.false(fs.existsSync(path.join(s.dataDir, '.sstable-tde.lock')));

@@ -27,7 +27,12 @@ async function gcmTables() {
   const report = await upgradeSSTables({
     dataDir,
     config: keys.config,
-    schema: parseSchema(TABLES.map((t) => `ALTER TABLE legacy_tables.${t} WITH compression = {'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/GCM/NoPadding', 'secret_key_strength': 256, 'chunk_length_kb': 16};`).join('\n')),
+    schema: parseSchema(
+      TABLES.map(
+        (t) =>
+          `ALTER TABLE legacy_tables.${t} WITH compression = {'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/GCM/NoPadding', 'secret_key_strength': 256, 'chunk_length_kb': 16};`,
+      ).join('\n'),
+    ),
   });
   if (report.rewritten !== 2) throw new Error(JSON.stringify(report.results));
   const files = TABLES.map((t) => onlySSTable(path.join(dataDir, 'legacy_tables', t)));
@@ -40,7 +45,11 @@ function open(files: SSTableFiles) {
   const info = parseCompressionInfo(fs.readFileSync(ciFile), ciFile, true);
   const data = fs.readFileSync(componentPath(files, 'Data.db'));
   const chunks = info.chunkOffsets.map((o, i) =>
-    data.subarray(o, (i + 1 < info.chunkOffsets.length ? info.chunkOffsets[i + 1] : data.length) - 4));
+    data.subarray(
+      o,
+      (i + 1 < info.chunkOffsets.length ? info.chunkOffsets[i + 1] : data.length) - 4,
+    ),
+  );
   return { info, chunks };
 }
 
@@ -59,13 +68,28 @@ function save(files: SSTableFiles, info: ReturnType<typeof open>['info'], chunks
   const data = Buffer.concat(parts);
   fs.writeFileSync(componentPath(files, 'Data.db'), data);
   const dataLength = Math.min(info.dataLength, chunks.length * info.chunkLength);
-  fs.writeFileSync(componentPath(files, 'CompressionInfo.db'),
-    serializeCompressionInfo({ ...info, chunkOffsets: offsets, dataLength }, true));
+  fs.writeFileSync(
+    componentPath(files, 'CompressionInfo.db'),
+    serializeCompressionInfo({ ...info, chunkOffsets: offsets, dataLength }, true),
+  );
   fs.writeFileSync(componentPath(files, 'Digest.crc32'), String(zlib.crc32(data)));
 }
 
-async function expectIntegrityFailure(t: any, s: Awaited<ReturnType<typeof gcmTables>>, chunk: number | undefined) {
-  const v = await cli('verify', '--data-dir', s.dataDir, '--config', s.keys.configFile, '--json', 'legacy_tables', TABLES[0]);
+async function expectIntegrityFailure(
+  t: any,
+  s: Awaited<ReturnType<typeof gcmTables>>,
+  chunk: number | undefined,
+) {
+  const v = await cli(
+    'verify',
+    '--data-dir',
+    s.dataDir,
+    '--config',
+    s.keys.configFile,
+    '--json',
+    'legacy_tables',
+    TABLES[0],
+  );
   t.is(v.code, 1);
   const faults = JSON.parse(v.stdout).sstables[0].faults;
   t.true(faults.length >= 1);
@@ -76,16 +100,32 @@ async function expectIntegrityFailure(t: any, s: Awaited<ReturnType<typeof gcmTa
 
 test('GCM tables round-trip and verify; chunks are [12-byte nonce][ciphertext][16-byte tag]', async (t) => {
   const s = await gcmTables();
-  const original = await readAll(onlySSTable(path.join(makeDataDir((c) => c.table === TABLES[0]), 'legacy_tables', TABLES[0])));
+  const original = await readAll(
+    onlySSTable(
+      path.join(
+        makeDataDir((c) => c.table === TABLES[0]),
+        'legacy_tables',
+        TABLES[0],
+      ),
+    ),
+  );
   t.true((await readAll(s.files[0], s.keys.config)).equals(original));
   const { info, chunks } = open(s.files[0]);
   t.regex(info.options.sstable_id, /^[0-9a-f]{32}$/);
   t.is(info.options.cipher_algorithm, 'AES/GCM/NoPadding');
 
   // Independently: Node's crypto opens chunk 0 given the documented additional data.
-  const key = Buffer.from(fs.readFileSync(path.join(s.keys.dir, 'system_key'), 'utf8').trim().split(':')[2], 'base64');
-  const aad = Buffer.concat([Buffer.from('sstable-tde chunk v1\0', 'latin1'), Buffer.from(info.options.sstable_id, 'hex'),
-    Buffer.alloc(8), Buffer.from([chunks.length === 1 ? 1 : 0]), Buffer.from(info.options.key_check_value, 'hex')]);
+  const key = Buffer.from(
+    fs.readFileSync(path.join(s.keys.dir, 'system_key'), 'utf8').trim().split(':')[2],
+    'base64',
+  );
+  const aad = Buffer.concat([
+    Buffer.from('sstable-tde chunk v1\0', 'latin1'),
+    Buffer.from(info.options.sstable_id, 'hex'),
+    Buffer.alloc(8),
+    Buffer.from([chunks.length === 1 ? 1 : 0]),
+    Buffer.from(info.options.key_check_value, 'hex'),
+  ]);
   const c0 = chunks[0];
   const d = crypto.createDecipheriv('aes-256-gcm', key, c0.subarray(0, 12));
   d.setAAD(aad);
@@ -141,24 +181,53 @@ test('GCM: the last chunk is marked, so a cut end fails at the chunk level too (
 });
 
 test('ECB tables get a warning once per table, saying why', async (t) => {
-  const dataDir = makeDataDir((c) => c.table === 'legacy_me_clust' || c.table === 'legacy_me_simple');
+  const dataDir = makeDataDir(
+    (c) => c.table === 'legacy_me_clust' || c.table === 'legacy_me_simple',
+  );
   const keys = makeKeySetup();
   createKeyFile(keys.dir, 'system_key', 'AES/ECB/PKCS5Padding', 128);
   const schema = path.join(keys.dir, 's.cql');
-  fs.writeFileSync(schema, ['legacy_me_clust', 'legacy_me_simple'].map((tb) =>
-    `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor', 'cipher_algorithm': 'AES/ECB/PKCS5Padding'};`).join('\n'));
-  const r = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', keys.configFile);
+  fs.writeFileSync(
+    schema,
+    ['legacy_me_clust', 'legacy_me_simple']
+      .map(
+        (tb) =>
+          `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor', 'cipher_algorithm': 'AES/ECB/PKCS5Padding'};`,
+      )
+      .join('\n'),
+  );
+  const r = await cli(
+    'upgradesstables',
+    '--data-dir',
+    dataDir,
+    '--schema',
+    schema,
+    '--config',
+    keys.configFile,
+  );
   t.is(r.code, 0);
   const warnings = r.stderr.split('\n').filter((l) => l.includes('warning'));
   t.is(warnings.length, 2);
-  t.regex(warnings[0], /table legacy_tables\.legacy_me_clust: AES\/ECB\/PKCS5Padding encrypts equal 16-byte blocks to equal ciphertext/);
+  t.regex(
+    warnings[0],
+    /table legacy_tables\.legacy_me_clust: AES\/ECB\/PKCS5Padding encrypts equal 16-byte blocks to equal ciphertext/,
+  );
 });
 
 test('GCM: an SSTable emptied of every chunk, with CompressionInfo.db and Digest to match, fails its metadata tag', async (t) => {
   const s = await gcmTables();
   const { info } = open(s.files[0]);
   save(s.files[0], { ...info, dataLength: 0 }, []);
-  const v = await cli('verify', '--data-dir', s.dataDir, '--config', s.keys.configFile, '--json', 'legacy_tables', TABLES[0]);
+  const v = await cli(
+    'verify',
+    '--data-dir',
+    s.dataDir,
+    '--config',
+    s.keys.configFile,
+    '--json',
+    'legacy_tables',
+    TABLES[0],
+  );
   t.is(v.code, 1);
   const [fault] = JSON.parse(v.stdout).sstables[0].faults;
   t.is(fault.code, 'ERR_TDE_INTEGRITY');
@@ -169,11 +238,22 @@ test('GCM: rewriting the chunks as CTR under the same key (a downgrade) is refus
   const s = await gcmTables();
   const { info, chunks } = open(s.files[0]);
   // GCM is CTR with a tag: [nonce][ct][tag] becomes [nonce || counter 2][ct] under AES/CTR/NoPadding.
-  const asCtr = chunks.map((c) => Buffer.concat([c.subarray(0, 12), Buffer.from([0, 0, 0, 2]), c.subarray(12, c.length - 16)]));
+  const asCtr = chunks.map((c) =>
+    Buffer.concat([c.subarray(0, 12), Buffer.from([0, 0, 0, 2]), c.subarray(12, c.length - 16)]),
+  );
   const options = { ...info.options, cipher_algorithm: 'AES/CTR/NoPadding' };
   delete (options as Record<string, string>).sstable_tag;
   save(s.files[0], { ...info, options }, asCtr);
-  const v = await cli('verify', '--data-dir', s.dataDir, '--config', s.keys.configFile, '--json', 'legacy_tables', TABLES[0]);
+  const v = await cli(
+    'verify',
+    '--data-dir',
+    s.dataDir,
+    '--config',
+    s.keys.configFile,
+    '--json',
+    'legacy_tables',
+    TABLES[0],
+  );
   t.is(v.code, 1);
   const [fault] = JSON.parse(v.stdout).sstables[0].faults;
   t.is(fault.code, 'ERR_TDE_KEY_NOT_FOUND');

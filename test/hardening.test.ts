@@ -9,7 +9,16 @@ import test from 'ava';
 import { createKeyFile } from '../src/keys/key-file';
 import { lockDataDirectory, LOCK_NAME } from '../src/rewrite/lock';
 import { parseCompressionInfo, serializeCompressionInfo } from '../src/sstable/compression-info';
-import { cli, cliProcess, makeDataDir, makeKeySetup, onlySSTable, readAll, ROOT, treeHashes } from './helpers';
+import {
+  cli,
+  cliProcess,
+  makeDataDir,
+  makeKeySetup,
+  onlySSTable,
+  readAll,
+  ROOT,
+  treeHashes,
+} from './helpers';
 
 async function setup(tables: string[], key = 'AES/CBC/PKCS5Padding') {
   const dataDir = makeDataDir((c) => tables.includes(c.table));
@@ -26,13 +35,20 @@ async function setup(tables: string[], key = 'AES/CBC/PKCS5Padding') {
 
 test('whole chunks swapped in an unauthenticated SSTable: verify does not call the digest alone wrong, upgrade refuses', async (t) => {
   const s = await setup(['legacy_nb_clust']);
-  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'chunk_length_in_kb': 16};`);
+  const enc = s.schema(
+    `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'chunk_length_in_kb': 16};`,
+  );
   t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
   const files = onlySSTable(path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust'));
   const dataFile = path.join(files.dir, `nb-${files.generation}-big-Data.db`);
   const data = fs.readFileSync(dataFile);
   const n = 16400 + 16 + 4; // IV + padded 16 KiB + checksum: every full chunk has this size
-  const swapped = Buffer.concat([data.subarray(0, n), data.subarray(2 * n, 3 * n), data.subarray(n, 2 * n), data.subarray(3 * n)]);
+  const swapped = Buffer.concat([
+    data.subarray(0, n),
+    data.subarray(2 * n, 3 * n),
+    data.subarray(n, 2 * n),
+    data.subarray(3 * n),
+  ]);
   t.is(swapped.length, data.length);
   fs.writeFileSync(dataFile, swapped);
 
@@ -41,7 +57,9 @@ test('whole chunks swapped in an unauthenticated SSTable: verify does not call t
   t.regex(v.stdout, /whole chunks were reordered or replaced/);
   t.notRegex(v.stdout, /digest file alone is wrong/);
   const before = treeHashes(s.dataDir);
-  const dec = s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'LZ4Compressor'};`);
+  const dec = s.schema(
+    `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'LZ4Compressor'};`,
+  );
   const up = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', dec);
   t.is(up.code, 1);
   t.deepEqual(treeHashes(s.dataDir), before);
@@ -49,15 +67,24 @@ test('whole chunks swapped in an unauthenticated SSTable: verify does not call t
 
 test('schema tables with no directory in the data directory are MISSING and fail the run', async (t) => {
   const s = await setup(['legacy_nb_clust']);
-  const typo = s.schema(`ALTER TABLE legacy_tables.legacy_nb_clsut WITH compression = {'class': 'Encryptor'};`);
+  const typo = s.schema(
+    `ALTER TABLE legacy_tables.legacy_nb_clsut WITH compression = {'class': 'Encryptor'};`,
+  );
   const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', typo);
   t.is(r.code, 1);
   t.regex(r.stdout, /MISSING +legacy_tables\.legacy_nb_clsut: named in .* but has no directory/);
   // One level too high: the directory that holds the data directory.
   const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-parent-'));
   fs.renameSync(s.dataDir, path.join(parent, 'data'));
-  const tooHigh = await s.run('upgradesstables', '--data-dir', parent, '--schema',
-    s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`));
+  const tooHigh = await s.run(
+    'upgradesstables',
+    '--data-dir',
+    parent,
+    '--schema',
+    s.schema(
+      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
+    ),
+  );
   t.is(tooHigh.code, 1);
   t.regex(tooHigh.stdout, /MISSING/);
   fs.rmSync(parent, { recursive: true, force: true });
@@ -66,11 +93,26 @@ test('schema tables with no directory in the data directory are MISSING and fail
 test('schema typos are errors: unknown statements, a missing "=", duplicate options, an empty file', async (t) => {
   const s = await setup(['legacy_nb_clust']);
   const cases: [string, RegExp][] = [
-    [`ALTER TABEL legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`, /ALTER TABEL is not a statement.*did you mean "TABLE"/],
-    [`ALTR TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`, /"ALTR" does not start a CQL statement.*ALTER/],
-    [`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression {'class': 'Encryptor'};`, /expected a table option/],
-    [`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'class': 'LZ4Compressor'};`, /given twice/],
-    [`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': Encryptor};`, /expected a quoted value/],
+    [
+      `ALTER TABEL legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
+      /ALTER TABEL is not a statement.*did you mean "TABLE"/,
+    ],
+    [
+      `ALTR TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
+      /"ALTR" does not start a CQL statement.*ALTER/,
+    ],
+    [
+      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression {'class': 'Encryptor'};`,
+      /expected a table option/,
+    ],
+    [
+      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'class': 'LZ4Compressor'};`,
+      /given twice/,
+    ],
+    [
+      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': Encryptor};`,
+      /expected a quoted value/,
+    ],
     ['', /names no table/],
     ['-- only a comment\n', /names no table/],
   ];
@@ -84,9 +126,19 @@ test('schema typos are errors: unknown statements, a missing "=", duplicate opti
 test('symbolically linked table and keyspace directories are followed', async (t) => {
   const s = await setup(['legacy_nb_clust', 'legacy_me_simple']);
   const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-elsewhere-'));
-  fs.renameSync(path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple'), path.join(elsewhere, 'legacy_me_simple'));
-  fs.symlinkSync(path.join(elsewhere, 'legacy_me_simple'), path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple'));
-  const enc = s.schema(['legacy_nb_clust', 'legacy_me_simple'].map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor'};`).join('\n'));
+  fs.renameSync(
+    path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple'),
+    path.join(elsewhere, 'legacy_me_simple'),
+  );
+  fs.symlinkSync(
+    path.join(elsewhere, 'legacy_me_simple'),
+    path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple'),
+  );
+  const enc = s.schema(
+    ['legacy_nb_clust', 'legacy_me_simple']
+      .map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor'};`)
+      .join('\n'),
+  );
   const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc, '--json');
   t.is(r.code, 0, r.stdout);
   t.is(JSON.parse(r.stdout).rewritten, 2);
@@ -116,7 +168,10 @@ test('two runs started together on a stale lock: only one proceeds, every time',
     return { p, said, closed };
   };
   for (let i = 0; i < 15; i++) {
-    fs.writeFileSync(path.join(dir, LOCK_NAME), JSON.stringify({ pid: 999999, host: os.hostname(), command: 'dead', since: 'then' }));
+    fs.writeFileSync(
+      path.join(dir, LOCK_NAME),
+      JSON.stringify({ pid: 999999, host: os.hostname(), command: 'dead', since: 'then' }),
+    );
     const runs = [start(), start()];
     const results = await Promise.all(runs.map((r) => r.said));
     for (const r of runs) r.p.stdin.end();
@@ -131,16 +186,30 @@ test('a damaged lock file is reported as such, by upgradesstables and verify ali
   const dataDir = makeDataDir((c) => c.table === 'legacy_nb_simple');
   const keys = makeKeySetup();
   const schema = path.join(keys.dir, 's.cql');
-  fs.writeFileSync(schema, `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = ` +
-    `{'class': 'LZ4Compressor'};`);
+  fs.writeFileSync(
+    schema,
+    `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = ` +
+      `{'class': 'LZ4Compressor'};`,
+  );
   const lock = path.join(dataDir, LOCK_NAME);
   for (const text of ['null', '[1, 2]', 'garbage', '{"pid": -1, "host": "h"}', '{"pid": "7"}']) {
     fs.writeFileSync(lock, text);
     const err = t.throws(() => lockDataDirectory(dataDir, 'test'), { code: 'ERR_TDE_LOCKED' });
-    t.regex(err!.message, /is locked, but .*\.sstable-tde\.lock does not say by which process/,
-      text);
-    const up = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema, '-a',
-      '--config', keys.configFile);
+    t.regex(
+      err!.message,
+      /is locked, but .*\.sstable-tde\.lock does not say by which process/,
+      text,
+    );
+    const up = await cli(
+      'upgradesstables',
+      '--data-dir',
+      dataDir,
+      '--schema',
+      schema,
+      '-a',
+      '--config',
+      keys.configFile,
+    );
     t.is(up.code, 1);
     t.regex(up.stderr, /\[ERR_TDE_LOCKED\].*remove .*\.sstable-tde\.lock/, text);
     const verify = await cli('verify', '--data-dir', dataDir, '--config', keys.configFile);
@@ -149,40 +218,54 @@ test('a damaged lock file is reported as such, by upgradesstables and verify ali
   }
 });
 
-test('a damaged or foreign committed transaction log never removes the live SSTable',
-  async (t) => {
-    const dataDir = makeDataDir((c) => c.table === 'legacy_nb_simple');
-    const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_simple');
-    const before = treeHashes(dir);
-    const keys = makeKeySetup();
-    const schema = path.join(keys.dir, 's.cql');
-    fs.writeFileSync(schema, `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = ` +
-      `{'class': 'LZ4Compressor'};`);
-    // A prefix of every nb SSTable, and a new SSTable that is not there.
-    for (const remove of ['nb', 'nb-1-big']) {
-      const log = path.join(dir, 'sstable-tde-txn-nb-9-big.log');
-      fs.writeFileSync(log, `sstable-tde rewrite v1\nadd nb-9-big\nremove ${remove}\ncommit\n`);
-      const described = await cli('describe', '--data-dir', dataDir, '--json');
-      t.is(described.code, 0, described.stderr);
-      t.deepEqual(JSON.parse(described.stdout).map((d: { sstable: string }) => d.sstable),
-        ['legacy_tables/legacy_nb_simple/nb-1-big'], remove);
-      const up = await cli('upgradesstables', '--data-dir', dataDir, '--schema', schema,
-        '--config', keys.configFile);
-      t.is(up.code, 0, up.stdout + up.stderr);
-      t.regex(up.stdout, /recovered .*sstable-tde-txn-nb-9-big\.log: .*rolled back/);
-      t.regex(up.stdout, /unchanged +legacy_tables\/legacy_nb_simple\/nb-1-big/);
-      t.deepEqual(treeHashes(dir), before, 'the live SSTable is kept and the log removed');
-    }
-  });
+test('a damaged or foreign committed transaction log never removes the live SSTable', async (t) => {
+  const dataDir = makeDataDir((c) => c.table === 'legacy_nb_simple');
+  const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_simple');
+  const before = treeHashes(dir);
+  const keys = makeKeySetup();
+  const schema = path.join(keys.dir, 's.cql');
+  fs.writeFileSync(
+    schema,
+    `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = ` +
+      `{'class': 'LZ4Compressor'};`,
+  );
+  // A prefix of every nb SSTable, and a new SSTable that is not there.
+  for (const remove of ['nb', 'nb-1-big']) {
+    const log = path.join(dir, 'sstable-tde-txn-nb-9-big.log');
+    fs.writeFileSync(log, `sstable-tde rewrite v1\nadd nb-9-big\nremove ${remove}\ncommit\n`);
+    const described = await cli('describe', '--data-dir', dataDir, '--json');
+    t.is(described.code, 0, described.stderr);
+    t.deepEqual(
+      JSON.parse(described.stdout).map((d: { sstable: string }) => d.sstable),
+      ['legacy_tables/legacy_nb_simple/nb-1-big'],
+      remove,
+    );
+    const up = await cli(
+      'upgradesstables',
+      '--data-dir',
+      dataDir,
+      '--schema',
+      schema,
+      '--config',
+      keys.configFile,
+    );
+    t.is(up.code, 0, up.stdout + up.stderr);
+    t.regex(up.stdout, /recovered .*sstable-tde-txn-nb-9-big\.log: .*rolled back/);
+    t.regex(up.stdout, /unchanged +legacy_tables\/legacy_nb_simple\/nb-1-big/);
+    t.deepEqual(treeHashes(dir), before, 'the live SSTable is kept and the log removed');
+  }
+});
 
-test('new files keep the source SSTable\'s permission bits (and owner, when run as root)', async (t) => {
+test("new files keep the source SSTable's permission bits (and owner, when run as root)", async (t) => {
   const s = await setup(['legacy_oa_simple']);
   const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_oa_simple');
   for (const f of fs.readdirSync(dir)) {
     fs.chmodSync(path.join(dir, f), 0o600);
     if (process.getuid?.() === 0) fs.chownSync(path.join(dir, f), 65534, 65534);
   }
-  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`);
+  const enc = s.schema(
+    `ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`,
+  );
   t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
   const files = fs.readdirSync(dir);
   t.true(files.every((f) => f.startsWith('oa-2-big-')));
@@ -195,8 +278,11 @@ test('new files keep the source SSTable\'s permission bits (and owner, when run 
 
 test('a real dse.yaml with settings sstable-tde does not use is accepted; a misspelt one of its own is not', async (t) => {
   const s = await setup(['legacy_oa_simple']);
-  fs.writeFileSync(s.keys.configFile, `system_key_directory: ${s.keys.dir}\nmax_memory_to_lock_fraction: 0.20\n` +
-    'authentication_options:\n  enabled: false\nnode_health_options:\n  refresh_rate_ms: 60000\n');
+  fs.writeFileSync(
+    s.keys.configFile,
+    `system_key_directory: ${s.keys.dir}\nmax_memory_to_lock_fraction: 0.20\n` +
+      'authentication_options:\n  enabled: false\nnode_health_options:\n  refresh_rate_ms: 60000\n',
+  );
   t.is((await s.run('verify', '--data-dir', s.dataDir)).code, 0);
   fs.writeFileSync(s.keys.configFile, `system_key_dir: ${s.keys.dir}\n`);
   const r = await s.run('verify', '--data-dir', s.dataDir);
@@ -206,7 +292,9 @@ test('a real dse.yaml with settings sstable-tde does not use is accepted; a miss
 
 test('a key file replaced under the same name makes "unchanged" SSTables fail with ERR_TDE_WRONG_KEY', async (t) => {
   const s = await setup(['legacy_oa_simple']);
-  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`);
+  const enc = s.schema(
+    `ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`,
+  );
   t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
   fs.rmSync(path.join(s.keys.dir, 'system_key'));
   createKeyFile(s.keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
@@ -217,7 +305,9 @@ test('a key file replaced under the same name makes "unchanged" SSTables fail wi
 
 test('a FIFO in place of the key file is refused at once instead of blocking', async (t) => {
   const s = await setup(['legacy_oa_simple']);
-  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`);
+  const enc = s.schema(
+    `ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`,
+  );
   fs.rmSync(path.join(s.keys.dir, 'system_key'));
   const { execFileSync } = await import('node:child_process');
   execFileSync('mkfifo', ['-m', '600', path.join(s.keys.dir, 'system_key')]);
@@ -228,14 +318,21 @@ test('a FIFO in place of the key file is refused at once instead of blocking', a
 
 test('a damaged TOC.txt or a listed component that is missing is reported and never carried over', async (t) => {
   const s = await setup(['legacy_nb_clust', 'legacy_me_simple']);
-  fs.writeFileSync(path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust', 'nb-1-big-TOC.txt'), Buffer.alloc(92));
+  fs.writeFileSync(
+    path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust', 'nb-1-big-TOC.txt'),
+    Buffer.alloc(92),
+  );
   fs.rmSync(path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple', 'me-1-big-Index.db'));
   const v = await s.run('verify', '--data-dir', s.dataDir);
   t.is(v.code, 1);
   t.regex(v.stdout, /ERR_TDE_CORRUPT_TOC.*nb-1-big-TOC\.txt is damaged/);
   t.regex(v.stdout, /ERR_TDE_MISSING_COMPONENT.*lacks Index\.db, which its TOC\.txt lists/);
   const before = treeHashes(s.dataDir);
-  const enc = s.schema(['legacy_nb_clust', 'legacy_me_simple'].map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor'};`).join('\n'));
+  const enc = s.schema(
+    ['legacy_nb_clust', 'legacy_me_simple']
+      .map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor'};`)
+      .join('\n'),
+  );
   const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
   t.is(r.code, 1);
   t.regex(r.stdout, /0 rewritten.*2 failed/s);
@@ -244,10 +341,19 @@ test('a damaged TOC.txt or a listed component that is missing is reported and ne
 
 test('Ctrl-C rolls back the SSTable in progress, removes the lock and exits 130', async (t) => {
   const s = await setup(['legacy_nb_clust', 'legacy_me_clust']);
-  const enc = s.schema(['legacy_nb_clust', 'legacy_me_clust'].map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'EncryptingLZ4Compressor', 'chunk_length_kb': 4};`).join('\n'));
+  const enc = s.schema(
+    ['legacy_nb_clust', 'legacy_me_clust']
+      .map(
+        (tb) =>
+          `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'EncryptingLZ4Compressor', 'chunk_length_kb': 4};`,
+      )
+      .join('\n'),
+  );
   const before = treeHashes(s.dataDir);
-  const r = await cliProcess(['upgradesstables', '--data-dir', s.dataDir, '--schema', enc, '--config', s.keys.configFile],
-    { SSTABLE_TDE_INTERRUPT_AT: 'data-writing' });
+  const r = await cliProcess(
+    ['upgradesstables', '--data-dir', s.dataDir, '--schema', enc, '--config', s.keys.configFile],
+    { SSTABLE_TDE_INTERRUPT_AT: 'data-writing' },
+  );
   t.is(r.code, 130, r.stderr);
   t.regex(r.stderr, /SIGINT: rolling back/);
   t.deepEqual(treeHashes(s.dataDir), before, 'nothing changed, nothing left behind, lock removed');
@@ -255,17 +361,29 @@ test('Ctrl-C rolls back the SSTable in progress, removes the lock and exits 130'
 
 test('NoPadding with ECB or CBC is refused as a table option, with the padding to use instead', async (t) => {
   const s = await setup(['legacy_oa_simple']);
-  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema',
-    s.schema(`ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor', 'cipher_algorithm': 'AES/CBC/NoPadding'};`));
+  const r = await s.run(
+    'upgradesstables',
+    '--data-dir',
+    s.dataDir,
+    '--schema',
+    s.schema(
+      `ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor', 'cipher_algorithm': 'AES/CBC/NoPadding'};`,
+    ),
+  );
   t.is(r.code, 1);
-  t.regex(r.stderr + r.stdout, /AES\/CBC\/NoPadding cannot encrypt SSTable chunks.*use AES\/CBC\/PKCS5Padding/);
+  t.regex(
+    r.stderr + r.stdout,
+    /AES\/CBC\/NoPadding cannot encrypt SSTable chunks.*use AES\/CBC\/PKCS5Padding/,
+  );
 });
 
 test('the rewritten data is still identical after all this hardening (sanity)', async (t) => {
   const s = await setup(['legacy_da_clust']);
   const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_da_clust');
   const original = await readAll(onlySSTable(dir));
-  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_da_clust WITH compression = {'class': 'EncryptingDeflateCompressor'};`);
+  const enc = s.schema(
+    `ALTER TABLE legacy_tables.legacy_da_clust WITH compression = {'class': 'EncryptingDeflateCompressor'};`,
+  );
   t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
   t.true((await readAll(onlySSTable(dir), s.keys.config)).equals(original));
 });
@@ -273,12 +391,25 @@ test('the rewritten data is still identical after all this hardening (sanity)', 
 test('a table with a Cassandra transaction log of its own is refused until Cassandra settles it', async (t) => {
   const s = await setup(['legacy_nb_clust']);
   const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust');
-  fs.writeFileSync(path.join(dir, 'nb_txn_compaction_0d1e2f30-0000-11ee-8000-000000000000.log'), 'ADD:[...]\n');
+  fs.writeFileSync(
+    path.join(dir, 'nb_txn_compaction_0d1e2f30-0000-11ee-8000-000000000000.log'),
+    'ADD:[...]\n',
+  );
   const before = treeHashes(s.dataDir);
-  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema',
-    s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`));
+  const r = await s.run(
+    'upgradesstables',
+    '--data-dir',
+    s.dataDir,
+    '--schema',
+    s.schema(
+      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
+    ),
+  );
   t.is(r.code, 1);
-  t.regex(r.stdout, /Cassandra transaction log\(s\) nb_txn_compaction_.*start Cassandra once \(or run "sstableutil --cleanup"\)/);
+  t.regex(
+    r.stdout,
+    /Cassandra transaction log\(s\) nb_txn_compaction_.*start Cassandra once \(or run "sstableutil --cleanup"\)/,
+  );
   t.deepEqual(treeHashes(s.dataDir), before);
 });
 
@@ -286,16 +417,31 @@ test('encrypting a table that has snapshots or backups warns that they still hol
   const s = await setup(['legacy_me_simple']);
   const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple');
   fs.mkdirSync(path.join(dir, 'snapshots', 'before'), { recursive: true });
-  fs.copyFileSync(path.join(dir, 'me-1-big-Data.db'), path.join(dir, 'snapshots', 'before', 'me-1-big-Data.db'));
-  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema',
-    s.schema(`ALTER TABLE legacy_tables.legacy_me_simple WITH compression = {'class': 'Encryptor'};`));
+  fs.copyFileSync(
+    path.join(dir, 'me-1-big-Data.db'),
+    path.join(dir, 'snapshots', 'before', 'me-1-big-Data.db'),
+  );
+  const r = await s.run(
+    'upgradesstables',
+    '--data-dir',
+    s.dataDir,
+    '--schema',
+    s.schema(
+      `ALTER TABLE legacy_tables.legacy_me_simple WITH compression = {'class': 'Encryptor'};`,
+    ),
+  );
   t.is(r.code, 0);
-  t.regex(r.stderr, /warning: table legacy_tables\.legacy_me_simple: .*snapshots still hold copies .*nodetool clearsnapshot/);
+  t.regex(
+    r.stderr,
+    /warning: table legacy_tables\.legacy_me_simple: .*snapshots still hold copies .*nodetool clearsnapshot/,
+  );
 });
 
 test('an "unchanged" SSTable without a key check value (as DSE writes them) is tried with the key', async (t) => {
   const s = await setup(['legacy_nb_clust']);
-  const enc = s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`);
+  const enc = s.schema(
+    `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
+  );
   t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
   // Drop the fingerprint, as a DSE-written SSTable would lack it, then replace the key.
   const files = onlySSTable(path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust'));
@@ -315,7 +461,10 @@ test('verify and describe with nothing to look at say so and exit 1', async (t) 
   const tooDeep = path.join(s.dataDir, 'legacy_tables');
   const v = await s.run('verify', '--data-dir', tooDeep);
   t.is(v.code, 1);
-  t.regex(v.stderr, /found no SSTable under .*: is --data-dir the directory that holds the keyspace directories/);
+  t.regex(
+    v.stderr,
+    /found no SSTable under .*: is --data-dir the directory that holds the keyspace directories/,
+  );
   t.is((await cli('describe', '--data-dir', tooDeep)).code, 1);
   const bad = await cli('describe', '--data-dir', s.dataDir, '--config', '/nonexistent/dse.yaml');
   t.is(bad.code, 1);
@@ -325,8 +474,15 @@ test('verify and describe with nothing to look at say so and exit 1', async (t) 
 test('a value that looks like key material is never quoted back in an error', async (t) => {
   const s = await setup(['legacy_nb_clust']);
   const key = 'A5daL8yYBrYaikBkNUWO9A==';
-  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema',
-    s.schema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'cipher_algorithm': '${key}'};`));
+  const r = await s.run(
+    'upgradesstables',
+    '--data-dir',
+    s.dataDir,
+    '--schema',
+    s.schema(
+      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'cipher_algorithm': '${key}'};`,
+    ),
+  );
   t.is(r.code, 1);
   t.regex(r.stdout + r.stderr, /looks like key material, not shown/);
   t.false((r.stdout + r.stderr).includes(key));

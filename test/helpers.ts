@@ -26,7 +26,10 @@ export interface CorpusTable {
 
 export function corpusTables(): CorpusTable[] {
   const out: CorpusTable[] = [];
-  for (const format of fs.readdirSync(CORPUS).filter((f) => !f.includes('.')).sort()) {
+  for (const format of fs
+    .readdirSync(CORPUS)
+    .filter((f) => !f.includes('.'))
+    .sort()) {
     for (const keyspace of fs.readdirSync(path.join(CORPUS, format)).sort()) {
       for (const table of fs.readdirSync(path.join(CORPUS, format, keyspace)).sort()) {
         out.push({ format, keyspace, table, dir: path.join(CORPUS, format, keyspace, table) });
@@ -47,7 +50,9 @@ export function tempDir(label: string): string {
  * A data directory `DATA/<keyspace>/<table>/` holding writable copies of the chosen corpus
  * tables (default: all that are not deliberately corrupted).
  */
-export function makeDataDir(filter: (t: CorpusTable) => boolean = (t) => !CORRUPT_TABLES.has(t.table)): string {
+export function makeDataDir(
+  filter: (t: CorpusTable) => boolean = (t) => !CORRUPT_TABLES.has(t.table),
+): string {
   const root = tempDir('data');
   for (const t of corpusTables().filter(filter)) {
     const dest = path.join(root, t.keyspace, t.table);
@@ -97,23 +102,36 @@ export async function cli(...args: string[]): Promise<CliResult> {
 const execFileAsync = promisify(execFile);
 
 /** Runs the built CLI as a separate process (for exit codes and crash tests). */
-export async function cliProcess(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult & { signal?: string }> {
+export async function cliProcess(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<CliResult & { signal?: string }> {
   try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'), ...args], {
-      env: { ...process.env, ...env },
-      maxBuffer: 64 * 1024 * 1024,
-    });
+    const { stdout, stderr } = await execFileAsync(
+      process.execPath,
+      ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'), ...args],
+      {
+        env: { ...process.env, ...env },
+        maxBuffer: 64 * 1024 * 1024,
+      },
+    );
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; signal?: string; stdout: string; stderr: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, signal: e.signal ?? undefined, stdout: e.stdout, stderr: e.stderr };
+    return {
+      code: typeof e.code === 'number' ? e.code : -1,
+      signal: e.signal ?? undefined,
+      stdout: e.stdout,
+      stderr: e.stderr,
+    };
   }
 }
 
 /** The one SSTable in a table directory (fails the test if there is not exactly one). */
 export function onlySSTable(dir: string): SSTableFiles {
   const { sstables } = scanTableDirectory(dir);
-  if (sstables.length !== 1) throw new Error(`expected one SSTable in ${dir}, found ${sstables.length}`);
+  if (sstables.length !== 1)
+    throw new Error(`expected one SSTable in ${dir}, found ${sstables.length}`);
   return sstables[0];
 }
 
@@ -138,7 +156,8 @@ export function treeHashes(dir: string): Record<string, string> {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
       if (e.isDirectory()) walk(p);
-      else out[path.relative(dir, p)] = createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+      else
+        out[path.relative(dir, p)] = createHash('sha256').update(fs.readFileSync(p)).digest('hex');
     }
   };
   walk(dir);
@@ -158,6 +177,10 @@ export function trackTemp(dir: string): string {
 /** Runs the CLI as a process with `input` on its standard input (not a terminal). */
 export function cliWithInput(args: string[], input: string): CliResult {
   const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
-  const r = spawnSync(process.execPath, ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'), ...args], { input, encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    ['--import=tsx', path.join(ROOT, 'src/cli/run.ts'), ...args],
+    { input, encoding: 'utf8' },
+  );
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }

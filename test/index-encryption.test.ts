@@ -21,14 +21,27 @@ import { SSTableReader } from '../src/sstable/reader';
 import { describeDataDirectory } from '../src/tools/describe';
 import { openDataDirectory } from '../src/tools/open-data-dir';
 import { verifyDataDirectory } from '../src/tools/verify';
-import { cli, corpusTables, CORRUPT_TABLES, CorpusTable, makeDataDir, makeKeySetup, onlySSTable, readAll } from './helpers';
+import {
+  cli,
+  corpusTables,
+  CORRUPT_TABLES,
+  CorpusTable,
+  makeDataDir,
+  makeKeySetup,
+  onlySSTable,
+  readAll,
+} from './helpers';
 import { partitionKeys } from './partition-keys';
 
 const GOOD = corpusTables().filter((t) => !CORRUPT_TABLES.has(t.table));
 const FORMATS = [...new Set(GOOD.map((t) => t.format))];
 
 function schema(tables: CorpusTable[], compression: string): ReturnType<typeof parseSchema> {
-  return parseSchema(tables.map((t) => `ALTER TABLE ${t.keyspace}.${t.table} WITH compression = ${compression};`).join('\n'));
+  return parseSchema(
+    tables
+      .map((t) => `ALTER TABLE ${t.keyspace}.${t.table} WITH compression = ${compression};`)
+      .join('\n'),
+  );
 }
 
 const CBC = `{'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 128}`;
@@ -49,7 +62,10 @@ function keyNeedles(keys: Buffer[], plainFiles: Buffer[]): Buffer[] {
       for (let at = file.indexOf(serialized); at >= 0; at = file.indexOf(serialized, at + 1)) {
         const widen = Math.max(0, Math.ceil((12 - serialized.length) / 2));
         const start = Math.max(0, at - widen);
-        const needle = file.subarray(start, Math.min(file.length, Math.max(start + 12, at + serialized.length + widen)));
+        const needle = file.subarray(
+          start,
+          Math.min(file.length, Math.max(start + 12, at + serialized.length + widen)),
+        );
         needles.set(needle.toString('hex'), needle);
       }
     }
@@ -69,7 +85,10 @@ for (const format of FORMATS) {
     createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
 
     // The oracle: every key decoded from the plain SSTable, and where the plain files hold it.
-    const before = new Map<string, { files: Map<string, Buffer>; needles: Buffer[]; keys: Buffer[] }>();
+    const before = new Map<
+      string,
+      { files: Map<string, Buffer>; needles: Buffer[]; keys: Buffer[] }
+    >();
     for (const table of tables) {
       const plain = onlySSTable(path.join(dataDir, table.keyspace, table.table));
       const data = await readAll(plain);
@@ -77,11 +96,18 @@ for (const format of FORMATS) {
       const files = sstableFiles(plain);
       t.true(partitionKeysOf.length > 0, table.table);
       const needles = keyNeedles(partitionKeysOf, [...files.values(), data]);
-      t.true(needles.length >= partitionKeysOf.length, `${table.table}: every key found in the plain files`);
+      t.true(
+        needles.length >= partitionKeysOf.length,
+        `${table.table}: every key found in the plain files`,
+      );
       before.set(table.table, { files, needles, keys: partitionKeysOf });
     }
 
-    const encrypt = await upgradeSSTables({ dataDir, config: keys.config, schema: schema(tables, CBC) });
+    const encrypt = await upgradeSSTables({
+      dataDir,
+      config: keys.config,
+      schema: schema(tables, CBC),
+    });
     t.is(encrypt.failed, 0, JSON.stringify(encrypt.results.filter((r) => r.error)));
 
     for (const table of tables) {
@@ -90,9 +116,14 @@ for (const format of FORMATS) {
       const sensitive = SENSITIVE_COMPONENTS[enc.format].filter((c) => enc.components.includes(c));
       for (const [component, bytes] of sstableFiles(enc)) {
         for (const needle of needles) {
-          t.is(bytes.indexOf(needle), -1, `${table.table} ${component} holds ${needle.toString('hex')}`);
+          t.is(
+            bytes.indexOf(needle),
+            -1,
+            `${table.table} ${component} holds ${needle.toString('hex')}`,
+          );
         }
-        if (sensitive.includes(component)) t.is(bytes.length % PAGE_SIZE, 0, `${component} is whole pages`);
+        if (sensitive.includes(component))
+          t.is(bytes.length % PAGE_SIZE, 0, `${component} is whole pages`);
       }
 
       // Read back through the library: the same plain bytes, and ranges across page boundaries.
@@ -108,7 +139,11 @@ for (const format of FORMATS) {
             t.true((await c.readAll()).equals(original), `${table.table} ${component} reads back`);
             if (original.length > 5000) {
               t.true((await c.read(4000, 1000)).equals(original.subarray(4000, 5000)));
-              t.true((await c.read(original.length - 3, 3)).equals(original.subarray(original.length - 3)));
+              t.true(
+                (await c.read(original.length - 3, 3)).equals(
+                  original.subarray(original.length - 3),
+                ),
+              );
             }
           } finally {
             await c.close();
@@ -126,14 +161,22 @@ for (const format of FORMATS) {
     }
     t.is((await verifyDataDirectory({ dataDir, config: keys.config })).faults, 0);
 
-    const decrypt = await upgradeSSTables({ dataDir, config: keys.config, schema: schema(tables, `{'class': 'LZ4Compressor'}`) });
+    const decrypt = await upgradeSSTables({
+      dataDir,
+      config: keys.config,
+      schema: schema(tables, `{'class': 'LZ4Compressor'}`),
+    });
     t.is(decrypt.failed, 0, JSON.stringify(decrypt.results.filter((r) => r.error)));
     for (const table of tables) {
       const dec = onlySSTable(path.join(dataDir, table.keyspace, table.table));
       const { files } = before.get(table.table)!;
-      for (const component of SENSITIVE_COMPONENTS[dec.format].filter((c) => dec.components.includes(c))) {
-        t.true(fs.readFileSync(componentPath(dec, component)).equals(files.get(component)!),
-          `${table.table} ${component} is byte-identical after decryption`);
+      for (const component of SENSITIVE_COMPONENTS[dec.format].filter((c) =>
+        dec.components.includes(c),
+      )) {
+        t.true(
+          fs.readFileSync(componentPath(dec, component)).equals(files.get(component)!),
+          `${table.table} ${component} is byte-identical after decryption`,
+        );
       }
       t.true(fs.readFileSync(componentPath(dec, 'Filter.db')).equals(files.get('Filter.db')!));
     }
@@ -147,12 +190,25 @@ async function encryptedClust(compression = CBC, sharedKeys?: ReturnType<typeof 
   const dataDir = makeDataDir((c) => c.table === table.table);
   const keys = sharedKeys ?? makeKeySetup();
   if (!sharedKeys) {
-    createKeyFile(keys.dir, 'system_key', compression.includes('GCM') ? 'AES/GCM/NoPadding' : 'AES/CBC/PKCS5Padding',
-      compression.includes('GCM') ? 256 : 128);
+    createKeyFile(
+      keys.dir,
+      'system_key',
+      compression.includes('GCM') ? 'AES/GCM/NoPadding' : 'AES/CBC/PKCS5Padding',
+      compression.includes('GCM') ? 256 : 128,
+    );
   }
-  const report = await upgradeSSTables({ dataDir, config: keys.config, schema: schema([table], compression) });
+  const report = await upgradeSSTables({
+    dataDir,
+    config: keys.config,
+    schema: schema([table], compression),
+  });
   if (report.failed !== 0) throw new Error(JSON.stringify(report.results));
-  return { dataDir, keys, files: onlySSTable(path.join(dataDir, table.keyspace, table.table)), original: table };
+  return {
+    dataDir,
+    keys,
+    files: onlySSTable(path.join(dataDir, table.keyspace, table.table)),
+    original: table,
+  };
 }
 
 /** Rewrites page `n` of a component with a valid CRC32 over its (altered) contents. */
@@ -174,7 +230,10 @@ test('pages follow the DSE layout: ciphertext, zero fill, encrypted length, CRC3
     t.is(page.readUInt32BE(PAGE_SIZE - 4), zlib.crc32(page.subarray(0, PAGE_SIZE - 4)) >>> 0);
     // [16-byte IV][CBC ciphertext]: a whole number of AES blocks after the IV.
     t.is((length - 16) % 16, 0);
-    t.true(page.subarray(length, PAGE_SIZE - 8).every((b) => b === 0), `page ${n} is zero-filled`);
+    t.true(
+      page.subarray(length, PAGE_SIZE - 8).every((b) => b === 0),
+      `page ${n} is zero-filled`,
+    );
   }
 });
 
@@ -207,7 +266,9 @@ test('a damaged page is reported by verify and by reads, naming the file and the
 test('a page whose encrypted length is not whole cipher blocks is corrupt, with its CRC recomputed', async (t) => {
   const { keys, files } = await encryptedClust();
   const index = componentPath(files, 'Index.db');
-  resealPage(index, 3, (page) => { page.writeInt32BE(page.readInt32BE(PAGE_SIZE - 8) - 1, PAGE_SIZE - 8); });
+  resealPage(index, 3, (page) => {
+    page.writeInt32BE(page.readInt32BE(PAGE_SIZE - 8) - 1, PAGE_SIZE - 8);
+  });
   const reader = await SSTableReader.open(files, { keys: new KeyProviders(keys.config) });
   const c = await reader.openComponent('Index.db');
   const err = await t.throwsAsync(c.readAll());
@@ -241,15 +302,26 @@ test('GCM: Statistics.db pages moved in from another SSTable under the same key 
   // The same table encrypted twice under one key: only the SSTable binding tells them apart.
   const a = await encryptedClust(GCM);
   const b = (await encryptedClust(GCM, a.keys)).files;
-  t.not(fs.readFileSync(componentPath(a.files, 'CompressionInfo.db')).toString('latin1').match(/[0-9a-f]{32}/)?.[0],
-    fs.readFileSync(componentPath(b, 'CompressionInfo.db')).toString('latin1').match(/[0-9a-f]{32}/)?.[0]);
+  t.not(
+    fs
+      .readFileSync(componentPath(a.files, 'CompressionInfo.db'))
+      .toString('latin1')
+      .match(/[0-9a-f]{32}/)?.[0],
+    fs
+      .readFileSync(componentPath(b, 'CompressionInfo.db'))
+      .toString('latin1')
+      .match(/[0-9a-f]{32}/)?.[0],
+  );
   fs.copyFileSync(componentPath(a.files, 'Statistics.db'), componentPath(b, 'Statistics.db'));
 
   // Opening reads the last page (for the plain size), which is already refused.
   const reader = await SSTableReader.open(b, { keys: new KeyProviders(a.keys.config) });
   const err = await t.throwsAsync(reader.openComponent('Statistics.db'));
   t.is((err as any).code, 'ERR_TDE_INTEGRITY');
-  t.regex((err as Error).message, /Statistics\.db: page 1 at offset 4096: .*moved from another position, SSTable/);
+  t.regex(
+    (err as Error).message,
+    /Statistics\.db: page 1 at offset 4096: .*moved from another position, SSTable/,
+  );
   await reader.close();
 });
 
@@ -260,7 +332,10 @@ test('a truncated encrypted component is refused with its size, not read short',
   const reader = await SSTableReader.open(files, { keys: new KeyProviders(keys.config) });
   const err = await t.throwsAsync(reader.openComponent('Summary.db'));
   t.is((err as any).code, 'ERR_TDE_CORRUPT_CHUNK');
-  t.regex((err as Error).message, /Summary\.db is 4086 bytes, not a whole number of 4096-byte encrypted pages/);
+  t.regex(
+    (err as Error).message,
+    /Summary\.db is 4086 bytes, not a whole number of 4096-byte encrypted pages/,
+  );
   await reader.close();
 });
 
@@ -272,15 +347,20 @@ test('describe (CLI) lists the encrypted components of each SSTable', async (t) 
 });
 
 test('start-up: disk_failure_policy decides on an SSTable whose key is gone, and always names it', async (t) => {
-  const dataDir = makeDataDir((c) => c.table === 'legacy_oa_simple' || c.table === 'legacy_da_simple');
+  const dataDir = makeDataDir(
+    (c) => c.table === 'legacy_oa_simple' || c.table === 'legacy_da_simple',
+  );
   const keys = makeKeySetup();
   createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
   createKeyFile(keys.dir, 'other_key', 'AES/CBC/PKCS5Padding', 128);
   const oa = GOOD.find((g) => g.table === 'legacy_oa_simple')!;
   const da = GOOD.find((g) => g.table === 'legacy_da_simple')!;
   await upgradeSSTables({ dataDir, config: keys.config, schema: schema([oa], CBC) });
-  await upgradeSSTables({ dataDir, config: keys.config,
-    schema: schema([da], CBC.replace('}', `, 'system_key_file': 'other_key'}`)) });
+  await upgradeSSTables({
+    dataDir,
+    config: keys.config,
+    schema: schema([da], CBC.replace('}', `, 'system_key_file': 'other_key'}`)),
+  });
 
   const all = await openDataDirectory(dataDir, { config: keys.config });
   t.is(all.sstables.length, 2);
@@ -292,25 +372,36 @@ test('start-up: disk_failure_policy decides on an SSTable whose key is gone, and
   t.regex((stop as Error).message, /legacy_da_simple.*disk_failure_policy is stop.*other_key/s);
 
   const warnings: string[] = [];
-  const skipped = await openDataDirectory(dataDir, { config: keys.config, diskFailurePolicy: 'best_effort',
-    onWarning: (w) => warnings.push(`${w.action} ${w.sstable} ${w.code}`) });
+  const skipped = await openDataDirectory(dataDir, {
+    config: keys.config,
+    diskFailurePolicy: 'best_effort',
+    onWarning: (w) => warnings.push(`${w.action} ${w.sstable} ${w.code}`),
+  });
   t.is(skipped.sstables.length, 1);
   t.true(skipped.sstables[0].dir.endsWith('legacy_oa_simple'));
   t.is(skipped.unreadable.length, 1);
   t.is(warnings.length, 1);
   t.regex(warnings[0], /^skipped .*legacy_da_simple.* ERR_TDE_KEY_FILE$/);
 
-  const ignored = await openDataDirectory(dataDir, { config: keys.config, diskFailurePolicy: 'ignore',
-    onWarning: (w) => warnings.push(w.action) });
+  const ignored = await openDataDirectory(dataDir, {
+    config: keys.config,
+    diskFailurePolicy: 'ignore',
+    onWarning: (w) => warnings.push(w.action),
+  });
   t.is(ignored.sstables.length, 2);
   t.is(warnings.at(-1), 'ignored');
 
   // The setting of the same name in the config file, as in cassandra.yaml.
-  const fromFile = configFromObject({ system_key_directory: keys.dir, disk_failure_policy: 'best_effort' });
+  const fromFile = configFromObject({
+    system_key_directory: keys.dir,
+    disk_failure_policy: 'best_effort',
+  });
   t.is((await openDataDirectory(dataDir, { config: fromFile })).sstables.length, 1);
 
-  await t.throwsAsync(openDataDirectory(dataDir, { config: keys.config, diskFailurePolicy: 'skip' as any }),
-    { message: /disk_failure_policy "skip" is not one of/ });
+  await t.throwsAsync(
+    openDataDirectory(dataDir, { config: keys.config, diskFailurePolicy: 'skip' as any }),
+    { message: /disk_failure_policy "skip" is not one of/ },
+  );
 });
 
 test('start-up: an SSTable whose encrypted Partitions.db is damaged stops the start, naming the page', async (t) => {

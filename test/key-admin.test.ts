@@ -25,106 +25,192 @@ test.after.always(() => server?.stop());
 function setup(extra = '') {
   const dir = tempDir('admin');
   const config = path.join(dir, 'dse.yaml');
-  fs.writeFileSync(config, `system_key_directory: ${dir}\n${extra}kmip_hosts:\n${kmipYaml(server, 'kmip1')}`);
+  fs.writeFileSync(
+    config,
+    `system_key_directory: ${dir}\n${extra}kmip_hosts:\n${kmipYaml(server, 'kmip1')}`,
+  );
   return { dir, config };
 }
 
 const keyIdOf = (dir: string) => {
   const files = onlySSTable(dir);
-  return parseCompressionInfo(fs.readFileSync(componentPath(files, 'CompressionInfo.db')), 'ci', true).options.kmip_key_id;
+  return parseCompressionInfo(
+    fs.readFileSync(componentPath(files, 'CompressionInfo.db')),
+    'ci',
+    true,
+  ).options.kmip_key_id;
 };
 
-test.serial('lifecycle: create, encrypt, list, expire, revoke, rewrite with -a, destroy guarded by a backup', async (t) => {
-  const { dir, config } = setup();
-  const c = (...args: string[]) => cli(...args, '--config', config);
+test.serial(
+  'lifecycle: create, encrypt, list, expire, revoke, rewrite with -a, destroy guarded by a backup',
+  async (t) => {
+    const { dir, config } = setup();
+    const c = (...args: string[]) => cli(...args, '--config', config);
 
-  // 1. A key made up front for the namespace is the one the tables use.
-  const created = await c('createsystemkey', 'AES/CBC/PKCS5Padding', '256', '-k', 'kmip1', '-n', 'lifecycle');
-  t.is(created.code, 0, created.stderr);
-  const k1 = /^kmip:\/\/kmip1\/(\d+)$/.exec(created.stdout.trim())![1];
+    // 1. A key made up front for the namespace is the one the tables use.
+    const created = await c(
+      'createsystemkey',
+      'AES/CBC/PKCS5Padding',
+      '256',
+      '-k',
+      'kmip1',
+      '-n',
+      'lifecycle',
+    );
+    t.is(created.code, 0, created.stderr);
+    const k1 = /^kmip:\/\/kmip1\/(\d+)$/.exec(created.stdout.trim())![1];
 
-  const dataDir = makeDataDir((x) => x.table === 'legacy_nb_clust' || x.table === 'legacy_oa_clust');
-  const nb = path.join(dataDir, 'legacy_tables', 'legacy_nb_clust');
-  const oa = path.join(dataDir, 'legacy_tables', 'legacy_oa_clust');
-  const originals = [await readAll(onlySSTable(nb)), await readAll(onlySSTable(oa))];
-  const alter = (table: string) => `ALTER TABLE legacy_tables.${table} WITH compression = {'class': 'EncryptingLZ4Compressor', ` +
-    `'key_provider': 'KmipKeyProviderFactory', 'kmip_host': 'kmip1', 'key_namespace': 'lifecycle', ` +
-    `'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 256};\n`;
-  const nbOnly = path.join(dir, 'nb.cql');
-  const both = path.join(dir, 'both.cql');
-  fs.writeFileSync(nbOnly, alter('legacy_nb_clust'));
-  fs.writeFileSync(both, alter('legacy_nb_clust') + alter('legacy_oa_clust'));
-  t.is((await c('upgradesstables', '--data-dir', dataDir, '--schema', nbOnly, 'legacy_tables', 'legacy_nb_clust')).code, 0);
-  t.is(keyIdOf(nb), k1);
+    const dataDir = makeDataDir(
+      (x) => x.table === 'legacy_nb_clust' || x.table === 'legacy_oa_clust',
+    );
+    const nb = path.join(dataDir, 'legacy_tables', 'legacy_nb_clust');
+    const oa = path.join(dataDir, 'legacy_tables', 'legacy_oa_clust');
+    const originals = [await readAll(onlySSTable(nb)), await readAll(onlySSTable(oa))];
+    const alter = (table: string) =>
+      `ALTER TABLE legacy_tables.${table} WITH compression = {'class': 'EncryptingLZ4Compressor', ` +
+      `'key_provider': 'KmipKeyProviderFactory', 'kmip_host': 'kmip1', 'key_namespace': 'lifecycle', ` +
+      `'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 256};\n`;
+    const nbOnly = path.join(dir, 'nb.cql');
+    const both = path.join(dir, 'both.cql');
+    fs.writeFileSync(nbOnly, alter('legacy_nb_clust'));
+    fs.writeFileSync(both, alter('legacy_nb_clust') + alter('legacy_oa_clust'));
+    t.is(
+      (
+        await c(
+          'upgradesstables',
+          '--data-dir',
+          dataDir,
+          '--schema',
+          nbOnly,
+          'legacy_tables',
+          'legacy_nb_clust',
+        )
+      ).code,
+      0,
+    );
+    t.is(keyIdOf(nb), k1);
 
-  const listed = JSON.parse((await c('managekmip', 'list', 'kmip1', '--json')).stdout);
-  const row = listed.find((r: { id: string }) => r.id === k1);
-  t.like(row, { state: 'Active', namespace: 'lifecycle', cipher: 'AES/CBC/PKCS5Padding', protectStopDate: null });
-  const text = (await c('managekmip', 'list', 'kmip1')).stdout;
-  t.regex(text, /^ID +Name +Cipher +State +Activation Date +Creation Date +Protect Stop Date +Namespace/);
-  t.regex(text, new RegExp(`\\n${k1} .* Active +n/a +\\w{3} \\w{3} \\d\\d \\d\\d:\\d\\d:\\d\\d UTC \\d{4} +n/a +lifecycle`));
+    const listed = JSON.parse((await c('managekmip', 'list', 'kmip1', '--json')).stdout);
+    const row = listed.find((r: { id: string }) => r.id === k1);
+    t.like(row, {
+      state: 'Active',
+      namespace: 'lifecycle',
+      cipher: 'AES/CBC/PKCS5Padding',
+      protectStopDate: null,
+    });
+    const text = (await c('managekmip', 'list', 'kmip1')).stdout;
+    t.regex(
+      text,
+      /^ID +Name +Cipher +State +Activation Date +Creation Date +Protect Stop Date +Namespace/,
+    );
+    t.regex(
+      text,
+      new RegExp(
+        `\\n${k1} .* Active +n/a +\\w{3} \\w{3} \\d\\d \\d\\d:\\d\\d:\\d\\d UTC \\d{4} +n/a +lifecycle`,
+      ),
+    );
 
-  // A backup of the data as it is now, encrypted with k1.
-  const backup = tempDir('backup');
-  fs.cpSync(dataDir, backup, { recursive: true });
+    // A backup of the data as it is now, encrypted with k1.
+    const backup = tempDir('backup');
+    fs.cpSync(dataDir, backup, { recursive: true });
 
-  // 2. Expire k1: the next table written gets a new key; the old SSTable still reads.
-  const expired = await c('managekmip', 'expirekey', 'kmip1', k1);
-  t.is(expired.code, 0, expired.stderr);
-  t.regex(expired.stdout, /stops encrypting at .*still decrypts/);
-  const afterExpiry = JSON.parse((await c('managekmip', 'list', 'kmip1', '--json')).stdout).find((r: { id: string }) => r.id === k1);
-  t.truthy(afterExpiry.protectStopDate);
-  t.is((await c('upgradesstables', '--data-dir', dataDir, '--schema', both, 'legacy_tables', 'legacy_oa_clust')).code, 0);
-  const k2 = keyIdOf(oa);
-  t.not(k2, k1);
-  t.is(keyIdOf(nb), k1);
-  t.is((await c('verify', '--data-dir', dataDir)).code, 0);
+    // 2. Expire k1: the next table written gets a new key; the old SSTable still reads.
+    const expired = await c('managekmip', 'expirekey', 'kmip1', k1);
+    t.is(expired.code, 0, expired.stderr);
+    t.regex(expired.stdout, /stops encrypting at .*still decrypts/);
+    const afterExpiry = JSON.parse((await c('managekmip', 'list', 'kmip1', '--json')).stdout).find(
+      (r: { id: string }) => r.id === k1,
+    );
+    t.truthy(afterExpiry.protectStopDate);
+    t.is(
+      (
+        await c(
+          'upgradesstables',
+          '--data-dir',
+          dataDir,
+          '--schema',
+          both,
+          'legacy_tables',
+          'legacy_oa_clust',
+        )
+      ).code,
+      0,
+    );
+    const k2 = keyIdOf(oa);
+    t.not(k2, k1);
+    t.is(keyIdOf(nb), k1);
+    t.is((await c('verify', '--data-dir', dataDir)).code, 0);
 
-  // 3. Revoke k1 and rewrite everything with the key now in force.
-  t.is((await c('managekmip', 'revoke', 'kmip1', k1)).code, 0);
-  const rewrite = await c('upgradesstables', '--data-dir', dataDir, '--schema', both, '--include-all-sstables');
-  t.is(rewrite.code, 0, rewrite.stdout);
-  t.is(keyIdOf(nb), k2);
-  t.is(keyIdOf(oa), k2);
-  t.is((await c('verify', '--data-dir', dataDir)).code, 0);
+    // 3. Revoke k1 and rewrite everything with the key now in force.
+    t.is((await c('managekmip', 'revoke', 'kmip1', k1)).code, 0);
+    const rewrite = await c(
+      'upgradesstables',
+      '--data-dir',
+      dataDir,
+      '--schema',
+      both,
+      '--include-all-sstables',
+    );
+    t.is(rewrite.code, 0, rewrite.stdout);
+    t.is(keyIdOf(nb), k2);
+    t.is(keyIdOf(oa), k2);
+    t.is((await c('verify', '--data-dir', dataDir)).code, 0);
 
-  // 4. Destroy: refused while the backup still needs k1, then forced.
-  const refused = await c('managekmip', 'destroy', 'kmip1', k1, '--data-dir', backup);
-  t.is(refused.code, 1);
-  t.regex(refused.stderr, new RegExp(`ERR_TDE_KEY_IN_USE.*key ${k1} of kmip1 is still needed by 1 SSTable\\(s\\) under`));
-  t.regex(refused.stderr, /legacy_nb_clust\/nb-2-big-Data\.db/);
-  t.is((await c('managekmip', 'destroy', 'kmip1', k1, '--data-dir', backup, '--force')).code, 0);
+    // 4. Destroy: refused while the backup still needs k1, then forced.
+    const refused = await c('managekmip', 'destroy', 'kmip1', k1, '--data-dir', backup);
+    t.is(refused.code, 1);
+    t.regex(
+      refused.stderr,
+      new RegExp(
+        `ERR_TDE_KEY_IN_USE.*key ${k1} of kmip1 is still needed by 1 SSTable\\(s\\) under`,
+      ),
+    );
+    t.regex(refused.stderr, /legacy_nb_clust\/nb-2-big-Data\.db/);
+    t.is((await c('managekmip', 'destroy', 'kmip1', k1, '--data-dir', backup, '--force')).code, 0);
 
-  const v = await c('verify', '--data-dir', backup, '--json');
-  t.is(v.code, 1);
-  const fault = JSON.parse(v.stdout).sstables.find((s: { sstable: string }) => s.sstable.includes('legacy_nb_clust')).faults[0];
-  t.is(fault.code, 'ERR_TDE_KEY_NOT_FOUND');
-  t.regex(fault.message, new RegExp(`KMIP key ${k1} of group kmip1`));
-  t.is((await c('verify', '--data-dir', dataDir)).code, 0);
-  t.true((await readAll(onlySSTable(nb), readConfig(config))).equals(originals[0]));
-});
+    const v = await c('verify', '--data-dir', backup, '--json');
+    t.is(v.code, 1);
+    const fault = JSON.parse(v.stdout).sstables.find((s: { sstable: string }) =>
+      s.sstable.includes('legacy_nb_clust'),
+    ).faults[0];
+    t.is(fault.code, 'ERR_TDE_KEY_NOT_FOUND');
+    t.regex(fault.message, new RegExp(`KMIP key ${k1} of group kmip1`));
+    t.is((await c('verify', '--data-dir', dataDir)).code, 0);
+    t.true((await readAll(onlySSTable(nb), readConfig(config))).equals(originals[0]));
+  },
+);
 
 test('destroy refuses a key that is still active, and says how to proceed', async (t) => {
   const { config } = setup();
-  const url = (await cli('createsystemkey', 'AES/ECB/PKCS5Padding', '128', '-k', 'kmip1', '--config', config)).stdout.trim();
+  const url = (
+    await cli('createsystemkey', 'AES/ECB/PKCS5Padding', '128', '-k', 'kmip1', '--config', config)
+  ).stdout.trim();
   const id = url.split('/').pop()!;
   const r = await cli('managekmip', 'destroy', 'kmip1', id, '--config', config);
   t.is(r.code, 1);
-  t.regex(r.stderr, new RegExp(`key ${id} of kmip1 is Active, not revoked: revoke it first \\("sstable-tde managekmip revoke kmip1 ${id}"\\)`));
+  t.regex(
+    r.stderr,
+    new RegExp(
+      `key ${id} of kmip1 is Active, not revoked: revoke it first \\("sstable-tde managekmip revoke kmip1 ${id}"\\)`,
+    ),
+  );
 });
 
 test('managekmip errors: unknown group, unknown key, bad date', async (t) => {
   const { config } = setup();
   const g = await cli('managekmip', 'list', 'kmip2', '--config', config);
   t.is(g.code, 1);
-  t.regex(g.stderr, /KMIP group "kmip2" is not defined in kmip_hosts .*did you mean "kmip1".*\(defined: kmip1\)/);
+  t.regex(
+    g.stderr,
+    /KMIP group "kmip2" is not defined in kmip_hosts .*did you mean "kmip1".*\(defined: kmip1\)/,
+  );
   const k = await cli('managekmip', 'revoke', 'kmip1', '999999', '--config', config);
   t.regex(k.stderr, /ItemNotFound/);
   const d = await cli('managekmip', 'expirekey', 'kmip1', '1', 'next tuesday', '--config', config);
   t.regex(d.stderr, /"next tuesday" is not a date and time/);
 });
 
-test('encryptconfigvalue with a local key: DSE\'s format, and loadConfig decrypts dse.yaml and cassandra.yaml', async (t) => {
+test("encryptconfigvalue with a local key: DSE's format, and loadConfig decrypts dse.yaml and cassandra.yaml", async (t) => {
   const { dir, config } = setup();
   createKeyFile(dir, 'system_key', 'AES/ECB/PKCS5Padding', 128);
   const enc = (value: string) => {
@@ -134,35 +220,59 @@ test('encryptconfigvalue with a local key: DSE\'s format, and loadConfig decrypt
     return /Your encrypted value is: (\S+)/.exec(r.stdout)![1];
   };
   const ldap = enc('s3cret-ldap');
-  t.regex(ldap, /^[A-Za-z0-9+/]{22}==$/, 'one ECB block, no IV: 24 base64 characters like the DSE example');
+  t.regex(
+    ldap,
+    /^[A-Za-z0-9+/]{22}==$/,
+    'one ECB block, no IV: 24 base64 characters like the DSE example',
+  );
   const ks = enc('keystore-pw');
   const ts = enc('truststore-pw');
 
-  fs.appendFileSync(config, `config_encryption_active: true\nldap_options:\n  search_password: ${ldap}\n  truststore_password: ${enc('ldap-ts')}\n`);
-  fs.writeFileSync(path.join(dir, 'cassandra.yaml'), `server_encryption_options:\n  keystore_password: ${ks}\n  truststore_password: ${ts}\n` +
-    'client_encryption_options:\n  keystore_password: plain-text-password\n');
+  fs.appendFileSync(
+    config,
+    `config_encryption_active: true\nldap_options:\n  search_password: ${ldap}\n  truststore_password: ${enc('ldap-ts')}\n`,
+  );
+  fs.writeFileSync(
+    path.join(dir, 'cassandra.yaml'),
+    `server_encryption_options:\n  keystore_password: ${ks}\n  truststore_password: ${ts}\n` +
+      'client_encryption_options:\n  keystore_password: plain-text-password\n',
+  );
   const err = await t.throwsAsync(() => loadConfig(config), { code: 'ERR_TDE_CONFIG' });
-  t.regex(err!.message, /not encrypted with system_key.*\n  - .*cassandra\.yaml: client_encryption_options\.keystore_password/);
+  t.regex(
+    err!.message,
+    /not encrypted with system_key.*\n  - .*cassandra\.yaml: client_encryption_options\.keystore_password/,
+  );
   t.false(err!.message.includes('plain-text-password'));
 
-  fs.writeFileSync(path.join(dir, 'cassandra.yaml'), `server_encryption_options:\n  keystore_password: ${ks}\n  truststore_password: ${ts}\n`);
+  fs.writeFileSync(
+    path.join(dir, 'cassandra.yaml'),
+    `server_encryption_options:\n  keystore_password: ${ks}\n  truststore_password: ${ts}\n`,
+  );
   const loaded = await loadConfig(config);
   t.is((loaded.values.ldap_options as Record<string, string>).search_password, 's3cret-ldap');
-  t.is((loaded.cassandra!.server_encryption_options as Record<string, string>).truststore_password, 'truststore-pw');
+  t.is(
+    (loaded.cassandra!.server_encryption_options as Record<string, string>).truststore_password,
+    'truststore-pw',
+  );
   // The KMIP store passwords stay plain even with encryption active.
   t.is(loaded.kmipHosts.get('kmip1')!.keystorePassword, 'storepass');
 });
 
 test('encryptconfigvalue with a KMIP system key (kmip://GROUP/ID), as the DSE guide configures it', async (t) => {
   const { dir, config } = setup();
-  const url = (await cli('createsystemkey', 'AES/CBC/PKCS5Padding', '128', '-k', 'kmip1', '--config', config)).stdout.trim();
+  const url = (
+    await cli('createsystemkey', 'AES/CBC/PKCS5Padding', '128', '-k', 'kmip1', '--config', config)
+  ).stdout.trim();
   fs.appendFileSync(config, `config_encryption_key_name: ${url}\n`);
   const r = cliWithInput(['encryptconfigvalue', '--config', config, '--json'], 'bind-password\n');
   t.is(r.code, 0, r.stderr);
   const { value, key } = JSON.parse(r.stdout);
   t.is(key, url);
   t.is(Buffer.from(value, 'base64').length, 16 + 16, 'CBC: a 16-byte IV, then one block');
-  fs.appendFileSync(config, `config_encryption_active: true\nldap_options:\n  search_password: ${value}\n`);
+  fs.appendFileSync(
+    config,
+    `config_encryption_active: true\nldap_options:\n  search_password: ${value}\n`,
+  );
   const loaded = await loadConfig(config);
   t.is((loaded.values.ldap_options as Record<string, string>).search_password, 'bind-password');
   t.truthy(dir);
@@ -174,7 +284,12 @@ test('config changes are picked up without a restart', async (t) => {
   const watch = watchConfig(config, (c) => c && seen.push(c.systemKeyDirectory), 50);
   try {
     await new Promise((r) => setTimeout(r, 100));
-    fs.writeFileSync(config, fs.readFileSync(config, 'utf8').replace(/^system_key_directory: .*$/m, 'system_key_directory: /elsewhere'));
+    fs.writeFileSync(
+      config,
+      fs
+        .readFileSync(config, 'utf8')
+        .replace(/^system_key_directory: .*$/m, 'system_key_directory: /elsewhere'),
+    );
     for (let i = 0; i < 40 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
     t.deepEqual(seen, ['/elsewhere']);
   } finally {

@@ -27,7 +27,11 @@ test('createsystemkey writes one DSE key line, mode 0600, and refuses to overwri
 
 test('createsystemkey takes a name and every cipher, and the key file reads back', async (t) => {
   const dir = tempDir('keys');
-  for (const [cipher, bits, len] of [['DESede/CBC/PKCS5Padding', '112', 24], ['Blowfish', '448', 56], ['RC2/ECB/NoPadding', '40', 5]] as const) {
+  for (const [cipher, bits, len] of [
+    ['DESede/CBC/PKCS5Padding', '112', 24],
+    ['Blowfish', '448', 56],
+    ['RC2/ECB/NoPadding', '40', 5],
+  ] as const) {
     const name = `k_${bits}`;
     const r = await cli('createsystemkey', cipher, bits, name, '-d', dir, '--json');
     t.is(r.code, 0, r.stderr);
@@ -52,11 +56,20 @@ test('createsystemkey rejects an unknown cipher or strength with usage-friendly 
 
 test('a damaged key file line is reported with its line number and never quotes a field', (t) => {
   const secret = 'c2VjcmV0c2VjcmV0c2VjcmV0';
-  t.throws(() => parseKeyFile(`AES/CBC/PKCS5Padding:128:${secret}\n`, 'kf'), { code: 'ERR_TDE_KEY_FILE', message: /line 1 of key file kf: the key has 18 bytes, but AES 128-bit keys have 16/ });
-  const err = t.throws(() => parseKeyFile(`AES/CBC/PKCS5Padding:128\n`, 'kf'), { code: 'ERR_TDE_KEY_FILE' });
+  t.throws(() => parseKeyFile(`AES/CBC/PKCS5Padding:128:${secret}\n`, 'kf'), {
+    code: 'ERR_TDE_KEY_FILE',
+    message: /line 1 of key file kf: the key has 18 bytes, but AES 128-bit keys have 16/,
+  });
+  const err = t.throws(() => parseKeyFile(`AES/CBC/PKCS5Padding:128\n`, 'kf'), {
+    code: 'ERR_TDE_KEY_FILE',
+  });
   t.regex(err!.message, /ALG\/MODE\/PADDING:BITS:BASE64KEY/);
   // Fields in the wrong order put the key where the cipher or strength belongs: never echo it.
-  for (const line of [`AES/CBC/PKCS5Padding:${secret}:128`, `${secret}:AES/CBC/PKCS5Padding:128`, `AES/CBC/PKCS5Padding:129:${secret}`]) {
+  for (const line of [
+    `AES/CBC/PKCS5Padding:${secret}:128`,
+    `${secret}:AES/CBC/PKCS5Padding:128`,
+    `AES/CBC/PKCS5Padding:129:${secret}`,
+  ]) {
     const leak = t.throws(() => parseKeyFile(line, 'kf'), { code: 'ERR_TDE_KEY_FILE' });
     t.false(leak!.message.includes(secret), leak!.message);
   }
@@ -66,7 +79,10 @@ test('a key file that is a symbolic link or world-readable is refused', (t) => {
   const dir = tempDir('keys');
   const { file } = createKeyFile(dir, 'real', 'AES/CBC/PKCS5Padding', 128);
   fs.symlinkSync(file, path.join(dir, 'link'));
-  t.throws(() => readKeyFile(path.join(dir, 'link')), { code: 'ERR_TDE_KEY_FILE', message: /symbolic link/ });
+  t.throws(() => readKeyFile(path.join(dir, 'link')), {
+    code: 'ERR_TDE_KEY_FILE',
+    message: /symbolic link/,
+  });
   fs.chmodSync(file, 0o604);
   t.throws(() => readKeyFile(file), { message: /chmod 600/ });
 });
@@ -78,7 +94,10 @@ test('config: relative system_key_directory resolves beside the file; unknown se
   t.is(readConfig(file).systemKeyDirectory, path.join(dir, 'keys'));
   fs.writeFileSync(file, 'system_key_directry: keys\nconfig_encryption_active: maybe\n');
   const err = t.throws(() => readConfig(file), { code: 'ERR_TDE_CONFIG' });
-  t.regex(err!.message, /unknown setting "system_key_directry" \(did you mean "system_key_directory"\?\)/);
+  t.regex(
+    err!.message,
+    /unknown setting "system_key_directry" \(did you mean "system_key_directory"\?\)/,
+  );
   t.regex(err!.message, /config_encryption_active must be true or false/);
   fs.writeFileSync(file, 'system_key_directory: [unclosed\n');
   t.throws(() => readConfig(file), { message: /not valid YAML/ });

@@ -20,45 +20,71 @@ const pem = (name: string) => fs.readFileSync(path.join(server.certs, name), 'ut
 
 for (const version of [undefined, { major: 1, minor: 2 }, { major: 1, minor: 0 }]) {
   const label = version ? `KMIP ${version.major}.${version.minor}` : 'the negotiated version';
-  test.serial(`create, activate, get, locate, get attributes, revoke and destroy work at ${label}`, async (t) => {
-    const client = new KmipClient(groupFor(server, { version }));
-    try {
-      const name = `test-key-${label}-${Date.now()}`;
-      const id = await client.createSymmetricKey({
-        algorithm: 'AES', length: 256, name, attributes: [{ name: 'ObjectGroup', type: 'TextString', value: `group-${label}` }],
-      });
-      t.deepEqual(client.version, version ?? { major: 2, minor: 0 });
-      await client.activate(id);
-      const key = await client.getKey(id);
-      t.is(key.length, 32);
+  test.serial(
+    `create, activate, get, locate, get attributes, revoke and destroy work at ${label}`,
+    async (t) => {
+      const client = new KmipClient(groupFor(server, { version }));
+      try {
+        const name = `test-key-${label}-${Date.now()}`;
+        const id = await client.createSymmetricKey({
+          algorithm: 'AES',
+          length: 256,
+          name,
+          attributes: [{ name: 'ObjectGroup', type: 'TextString', value: `group-${label}` }],
+        });
+        t.deepEqual(client.version, version ?? { major: 2, minor: 0 });
+        await client.activate(id);
+        const key = await client.getKey(id);
+        t.is(key.length, 32);
 
-      t.deepEqual(await client.locate([{ name: 'ObjectGroup', type: 'TextString', value: `group-${label}` }]), [id]);
-      t.true((await client.locate([{ name: 'State', type: 'Enumeration', value: 'Active' }])).includes(id));
-      const attrs = await client.getAttributes(id);
-      t.is(attrs.find((a) => a.name === 'State')?.value, 'Active');
-      t.is(attrs.find((a) => a.name === 'CryptographicAlgorithm')?.value, 'AES');
-      t.is(attrs.find((a) => a.name === 'CryptographicLength')?.value, 256);
+        t.deepEqual(
+          await client.locate([
+            { name: 'ObjectGroup', type: 'TextString', value: `group-${label}` },
+          ]),
+          [id],
+        );
+        t.true(
+          (await client.locate([{ name: 'State', type: 'Enumeration', value: 'Active' }])).includes(
+            id,
+          ),
+        );
+        const attrs = await client.getAttributes(id);
+        t.is(attrs.find((a) => a.name === 'State')?.value, 'Active');
+        t.is(attrs.find((a) => a.name === 'CryptographicAlgorithm')?.value, 'AES');
+        t.is(attrs.find((a) => a.name === 'CryptographicLength')?.value, 256);
 
-      await client.revoke(id);
-      t.false((await client.locate([{ name: 'State', type: 'Enumeration', value: 'Active' }])).includes(id));
-      t.true((await client.getKey(id)).equals(key), 'a revoked key still decrypts');
-      await client.destroy(id);
-      const err = await t.throwsAsync(() => client.getKey(id));
-      t.true(err instanceof KmipError);
-      t.is((err as KmipError).reason, 'ItemNotFound');
-      t.regex(err!.message, new RegExp(`KMIP Get \\(get key ${id}\\) failed: ItemNotFound \\("Could not locate object: ${id}"\\)`));
-      t.true(client.requests > 0);
-    } finally {
-      client.close();
-    }
-  });
+        await client.revoke(id);
+        t.false(
+          (await client.locate([{ name: 'State', type: 'Enumeration', value: 'Active' }])).includes(
+            id,
+          ),
+        );
+        t.true((await client.getKey(id)).equals(key), 'a revoked key still decrypts');
+        await client.destroy(id);
+        const err = await t.throwsAsync(() => client.getKey(id));
+        t.true(err instanceof KmipError);
+        t.is((err as KmipError).reason, 'ItemNotFound');
+        t.regex(
+          err!.message,
+          new RegExp(
+            `KMIP Get \\(get key ${id}\\) failed: ItemNotFound \\("Could not locate object: ${id}"\\)`,
+          ),
+        );
+        t.true(client.requests > 0);
+      } finally {
+        client.close();
+      }
+    },
+  );
 }
 
-test('Query lists the server\'s operations', async (t) => {
+test("Query lists the server's operations", async (t) => {
   const client = new KmipClient(groupFor(server));
   try {
     const payload = await client.query(['QueryOperations']);
-    const ops = (payload.value as { tag: string; value: unknown }[]).filter((c) => c.tag === 'Operation').map((c) => c.value);
+    const ops = (payload.value as { tag: string; value: unknown }[])
+      .filter((c) => c.tag === 'Operation')
+      .map((c) => c.value);
     t.true(ops.includes('Create') && ops.includes('Locate') && ops.includes('Destroy'));
   } finally {
     client.close();
@@ -96,12 +122,24 @@ test('a dropped connection is reopened once on the same host', async (t) => {
 test('when every host fails, one error lists each host with its cause', async (t) => {
   const [a, b] = [await freePort(), await freePort()];
   const client = new KmipClient(groupFor(server, {}, [a, b]));
-  const err = await t.throwsAsync(() => client.createSymmetricKey({ algorithm: 'AES', length: 128 }), { code: 'ERR_TDE_KMIP_UNAVAILABLE' });
-  t.regex(err!.message, new RegExp(`no host of KMIP group test could create key AES-128:\\n  - 127\\.0\\.0\\.1:${a}: connection refused.*\\n  - 127\\.0\\.0\\.1:${b}: connection refused`));
+  const err = await t.throwsAsync(
+    () => client.createSymmetricKey({ algorithm: 'AES', length: 128 }),
+    { code: 'ERR_TDE_KMIP_UNAVAILABLE' },
+  );
+  t.regex(
+    err!.message,
+    new RegExp(
+      `no host of KMIP group test could create key AES-128:\\n  - 127\\.0\\.0\\.1:${a}: connection refused.*\\n  - 127\\.0\\.0\\.1:${b}: connection refused`,
+    ),
+  );
   client.close();
 });
 
-async function failureOf(t: any, overrides: Parameters<typeof groupFor>[1], ports?: number[]): Promise<string> {
+async function failureOf(
+  t: any,
+  overrides: Parameters<typeof groupFor>[1],
+  ports?: number[],
+): Promise<string> {
   const client = new KmipClient(groupFor(server, overrides, ports));
   try {
     const err = await t.throwsAsync(() => client.locate([]), { code: 'ERR_TDE_KMIP_UNAVAILABLE' });
@@ -113,16 +151,40 @@ async function failureOf(t: any, overrides: Parameters<typeof groupFor>[1], port
 
 test('TLS faults each give their own message', async (t) => {
   const base = groupFor(server).tls;
-  t.regex(await failureOf(t, { tls: { ca: base.ca } }), /requires a client certificate and none is configured/);
-  t.regex(await failureOf(t, { tls: { ...base, ca: [pem('other-ca.crt')] } }), /server certificate is not trusted.*truststore_path/);
-  t.regex(await failureOf(t, { tls: { ...base, cert: [pem('stranger.crt')], key: pem('stranger.key') } }), /server rejected the client certificate/);
-  t.regex(await failureOf(t, { tls: { ...base, protocol: 'TLSv1.3' } }), /share no TLS version or cipher suite: this client speaks only TLSv1.3 \(protocol setting\).*TLSv1.2 only/);
-  t.regex(await failureOf(t, { tls: { ...base, protocol: 'TLSv1.2', ciphers: ['ECDHE-RSA-AES128-GCM-SHA256'] } }), /share no TLS version or cipher suite: .*offers only the cipher suites ECDHE-RSA-AES128-GCM-SHA256 \(cipher_suites\)/);
-  t.regex(await failureOf(t, { tls: { ...base, cert: [pem('client-noeku.crt')], key: pem('client-noeku.key') } }), /not the client certificate for KMIP.*clientAuth/);
+  t.regex(
+    await failureOf(t, { tls: { ca: base.ca } }),
+    /requires a client certificate and none is configured/,
+  );
+  t.regex(
+    await failureOf(t, { tls: { ...base, ca: [pem('other-ca.crt')] } }),
+    /server certificate is not trusted.*truststore_path/,
+  );
+  t.regex(
+    await failureOf(t, { tls: { ...base, cert: [pem('stranger.crt')], key: pem('stranger.key') } }),
+    /server rejected the client certificate/,
+  );
+  t.regex(
+    await failureOf(t, { tls: { ...base, protocol: 'TLSv1.3' } }),
+    /share no TLS version or cipher suite: this client speaks only TLSv1.3 \(protocol setting\).*TLSv1.2 only/,
+  );
+  t.regex(
+    await failureOf(t, {
+      tls: { ...base, protocol: 'TLSv1.2', ciphers: ['ECDHE-RSA-AES128-GCM-SHA256'] },
+    }),
+    /share no TLS version or cipher suite: .*offers only the cipher suites ECDHE-RSA-AES128-GCM-SHA256 \(cipher_suites\)/,
+  );
+  t.regex(
+    await failureOf(t, {
+      tls: { ...base, cert: [pem('client-noeku.crt')], key: pem('client-noeku.key') },
+    }),
+    /not the client certificate for KMIP.*clientAuth/,
+  );
 });
 
 /** A TLS server on loopback that behaves badly in the way `onSocket` says. */
-async function badServer(onSocket: (s: tls.TLSSocket) => void): Promise<{ port: number; close(): void }> {
+async function badServer(
+  onSocket: (s: tls.TLSSocket) => void,
+): Promise<{ port: number; close(): void }> {
   const srv = tls.createServer({ cert: pem('server.crt'), key: pem('server.key') }, onSocket);
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   return { port: (srv.address() as net.AddressInfo).port, close: () => srv.close() };
@@ -131,7 +193,10 @@ async function badServer(onSocket: (s: tls.TLSSocket) => void): Promise<{ port: 
 test('a server that closes the stream after 0 bytes is blamed on trust, as the DSE guide says', async (t) => {
   const bad = await badServer((s) => s.destroy());
   try {
-    t.regex(await failureOf(t, {}, [bad.port]), /closed the stream after 0 bytes: it most likely does not trust the client certificate/);
+    t.regex(
+      await failureOf(t, {}, [bad.port]),
+      /closed the stream after 0 bytes: it most likely does not trust the client certificate/,
+    );
   } finally {
     bad.close();
   }
@@ -143,8 +208,14 @@ test('a server that never answers is given up on after the timeout setting', asy
   const tcp = net.createServer(() => {});
   await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
   try {
-    t.regex(await failureOf(t, { timeoutMs: 300 }, [silent.port]), /no answer within 300 ms \(timeout setting\)/);
-    t.regex(await failureOf(t, { timeoutMs: 300 }, [(tcp.address() as net.AddressInfo).port]), /timed out after 300 ms connecting/);
+    t.regex(
+      await failureOf(t, { timeoutMs: 300 }, [silent.port]),
+      /no answer within 300 ms \(timeout setting\)/,
+    );
+    t.regex(
+      await failureOf(t, { timeoutMs: 300 }, [(tcp.address() as net.AddressInfo).port]),
+      /timed out after 300 ms connecting/,
+    );
   } finally {
     sockets.forEach((s) => s.destroy());
     silent.close();
@@ -153,9 +224,14 @@ test('a server that never answers is given up on after the timeout setting', asy
 });
 
 test('a server that answers garbage is reported as not speaking KMIP', async (t) => {
-  const bad = await badServer((s) => s.on('data', () => s.write(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'))));
+  const bad = await badServer((s) =>
+    s.on('data', () => s.write(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'))),
+  );
   try {
-    t.regex(await failureOf(t, {}, [bad.port]), /not a KMIP response \(first bytes 485454502f312e31\): is this port a KMIP server\?/);
+    t.regex(
+      await failureOf(t, {}, [bad.port]),
+      /not a KMIP response \(first bytes 485454502f312e31\): is this port a KMIP server\?/,
+    );
   } finally {
     bad.close();
   }
@@ -166,12 +242,32 @@ test('Locate by name, and Add/Modify Attribute requests reach the server (PyKMIP
   try {
     const name = `named-${Date.now()}`;
     const id = await client.createSymmetricKey({ algorithm: 'AES', length: 128, name });
-    t.deepEqual(await client.locate([{ name: 'Name', type: 'Structure', value: [
-      { tag: 'NameValue', type: 'TextString', value: name }, { tag: 'NameType', type: 'Enumeration', value: 'UninterpretedTextString' }] }]), [id]);
-    const psd = { name: 'ProtectStopDate', type: 'DateTime' as const, value: BigInt(Math.floor(Date.now() / 1000) + 3600) };
+    t.deepEqual(
+      await client.locate([
+        {
+          name: 'Name',
+          type: 'Structure',
+          value: [
+            { tag: 'NameValue', type: 'TextString', value: name },
+            { tag: 'NameType', type: 'Enumeration', value: 'UninterpretedTextString' },
+          ],
+        },
+      ]),
+      [id],
+    );
+    const psd = {
+      name: 'ProtectStopDate',
+      type: 'DateTime' as const,
+      value: BigInt(Math.floor(Date.now() / 1000) + 3600),
+    };
     // PyKMIP 0.10 stores neither date; what matters here is that its answer reaches the caller intact.
-    const modify = await t.throwsAsync(() => client.modifyAttribute(id, psd), { code: 'ERR_TDE_KMIP_OPERATION' });
-    t.regex(modify!.message, /KMIP ModifyAttribute \(change ProtectStopDate of key \d+\) failed: InvalidField \("The 'Protect Stop Date' attribute is not set/);
+    const modify = await t.throwsAsync(() => client.modifyAttribute(id, psd), {
+      code: 'ERR_TDE_KMIP_OPERATION',
+    });
+    t.regex(
+      modify!.message,
+      /KMIP ModifyAttribute \(change ProtectStopDate of key \d+\) failed: InvalidField \("The 'Protect Stop Date' attribute is not set/,
+    );
   } finally {
     client.close();
   }

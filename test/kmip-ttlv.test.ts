@@ -14,7 +14,9 @@ interface Vector {
   hex: string;
   notes: string;
 }
-const vectors: Vector[] = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'kmip-ttlv-vectors.json'), 'utf8'));
+const vectors: Vector[] = JSON.parse(
+  fs.readFileSync(path.join(FIXTURES, 'kmip-ttlv-vectors.json'), 'utf8'),
+);
 const hex = (h: string) => Buffer.from(h, 'hex');
 
 /** Every tag and enumeration name in a tree, in order. */
@@ -33,7 +35,7 @@ test('every corpus vector decodes and encodes back to the same bytes', (t) => {
   }
 });
 
-test('decoded trees name tags and enumerations as the vectors\' notes do', (t) => {
+test("decoded trees name tags and enumerations as the vectors' notes do", (t) => {
   for (const v of vectors) {
     const decoded = /^Decoded: (.*?)(?: – |$)/s.exec(v.notes)?.[1] ?? '';
     const words = new Set(decoded.match(/[A-Za-z][A-Za-z0-9]*/g) ?? []);
@@ -41,8 +43,12 @@ test('decoded trees name tags and enumerations as the vectors\' notes do', (t) =
     // Each name we give that the note also uses must be spelt the same; and the note's
     // structure names must all appear in our tree.
     const structures = [...decoded.matchAll(/(?:^|\(|, )([A-Z][A-Za-z0-9]*)\(/g)].map((m) => m[1]);
-    for (const s of structures) t.true(ours.includes(s), `${v.name}: ${s} not in ${ours.join(' ')}`);
-    t.true(ours.some((n) => words.has(n)), v.name);
+    for (const s of structures)
+      t.true(ours.includes(s), `${v.name}: ${s} not in ${ours.join(' ')}`);
+    t.true(
+      ours.some((n) => words.has(n)),
+      v.name,
+    );
   }
 });
 
@@ -56,7 +62,7 @@ test('a Create request reads as KMIP names, with values of the right types', (t)
   t.regex(flat, /"tag":"AttributeName","type":"TextString","value":"Cryptographic Algorithm"/);
 });
 
-test('the specification\'s primitive examples decode to their documented values', (t) => {
+test("the specification's primitive examples decode to their documented values", (t) => {
   const cases: [string, unknown][] = [
     ['42002002000000040000000800000000', 8],
     ['420020030000000801B69B4BA5749200', 123456789000000000n],
@@ -107,12 +113,16 @@ test('hostile bytes give ERR_TDE_TTLV with the offset, never a crash or a large 
     t.regex(err!.message, /at byte \d+/);
   }
   // A length of 4 GiB on a 12-byte input: refused before anything is allocated.
-  t.throws(() => ttlv.decode(hex('42002008FFFFFFFF00000000')), { code: 'ERR_TDE_TTLV', message: /declares 4294967295/ });
+  t.throws(() => ttlv.decode(hex('42002008FFFFFFFF00000000')), {
+    code: 'ERR_TDE_TTLV',
+    message: /declares 4294967295/,
+  });
 });
 
 test(`structures nested deeper than ${MAX_DEPTH} are refused`, (t) => {
   let item: TtlvItem = { tag: 'Attribute', type: 'Structure', value: [] };
-  for (let i = 0; i < MAX_DEPTH + 2; i++) item = { tag: 'Attribute', type: 'Structure', value: [item] };
+  for (let i = 0; i < MAX_DEPTH + 2; i++)
+    item = { tag: 'Attribute', type: 'Structure', value: [item] };
   t.throws(() => ttlv.encode(item), { message: /nested deeper/ });
   // Hand-built bytes of the same nesting.
   let bytes = Buffer.alloc(0);
@@ -125,45 +135,94 @@ test(`structures nested deeper than ${MAX_DEPTH} are refused`, (t) => {
 });
 
 const leaf: fc.Arbitrary<TtlvItem> = fc.oneof(
-  fc.record({ tag: fc.constantFrom('UniqueIdentifier', 'NameValue', 0x540010), type: fc.constant('TextString' as const), value: fc.string() }),
-  fc.record({ tag: fc.constant('CryptographicLength'), type: fc.constant('Integer' as const), value: fc.integer({ min: -0x80000000, max: 0x7fffffff }) }),
-  fc.record({ tag: fc.constant('KeyMaterial'), type: fc.constant('ByteString' as const), value: fc.uint8Array({ maxLength: 40 }).map((a) => Buffer.from(a)) }),
-  fc.record({ tag: fc.constant('InitialDate'), type: fc.constant('DateTime' as const), value: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }) }),
-  fc.record({ tag: fc.constant('Modulus'), type: fc.constant('BigInteger' as const), value: fc.bigInt({ min: -(2n ** 200n), max: 2n ** 200n }) }),
-  fc.record({ tag: fc.constant('Sensitive'), type: fc.constant('Boolean' as const), value: fc.boolean() }),
-  fc.record({ tag: fc.constant('State'), type: fc.constant('Enumeration' as const), value: fc.constantFrom('Active', 'PreActive', 'Destroyed', 0x80000001) }),
-  fc.record({ tag: fc.constant('LeaseTime'), type: fc.constant('Interval' as const), value: fc.nat({ max: 0xffffffff }) }),
+  fc.record({
+    tag: fc.constantFrom('UniqueIdentifier', 'NameValue', 0x540010),
+    type: fc.constant('TextString' as const),
+    value: fc.string(),
+  }),
+  fc.record({
+    tag: fc.constant('CryptographicLength'),
+    type: fc.constant('Integer' as const),
+    value: fc.integer({ min: -0x80000000, max: 0x7fffffff }),
+  }),
+  fc.record({
+    tag: fc.constant('KeyMaterial'),
+    type: fc.constant('ByteString' as const),
+    value: fc.uint8Array({ maxLength: 40 }).map((a) => Buffer.from(a)),
+  }),
+  fc.record({
+    tag: fc.constant('InitialDate'),
+    type: fc.constant('DateTime' as const),
+    value: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+  }),
+  fc.record({
+    tag: fc.constant('Modulus'),
+    type: fc.constant('BigInteger' as const),
+    value: fc.bigInt({ min: -(2n ** 200n), max: 2n ** 200n }),
+  }),
+  fc.record({
+    tag: fc.constant('Sensitive'),
+    type: fc.constant('Boolean' as const),
+    value: fc.boolean(),
+  }),
+  fc.record({
+    tag: fc.constant('State'),
+    type: fc.constant('Enumeration' as const),
+    value: fc.constantFrom('Active', 'PreActive', 'Destroyed', 0x80000001),
+  }),
+  fc.record({
+    tag: fc.constant('LeaseTime'),
+    type: fc.constant('Interval' as const),
+    value: fc.nat({ max: 0xffffffff }),
+  }),
 );
 const tree: fc.Arbitrary<TtlvItem> = fc.letrec((tie) => ({
-  node: fc.oneof({ depthSize: 'small' }, leaf, fc.record({
-    tag: fc.constantFrom('Attribute', 'TemplateAttribute', 0x540100),
-    type: fc.constant('Structure' as const),
-    value: fc.array(tie('node'), { maxLength: 4 }),
-  })),
+  node: fc.oneof(
+    { depthSize: 'small' },
+    leaf,
+    fc.record({
+      tag: fc.constantFrom('Attribute', 'TemplateAttribute', 0x540100),
+      type: fc.constant('Structure' as const),
+      value: fc.array(tie('node'), { maxLength: 4 }),
+    }),
+  ),
 })).node as fc.Arbitrary<TtlvItem>;
 
 test('property: decode(encode(tree)) gives the tree back', (t) => {
-  fc.assert(fc.property(tree, (item) => {
-    t.deepEqual(ttlv.decode(ttlv.encode(item)), item);
-  }), { numRuns: 300 });
+  fc.assert(
+    fc.property(tree, (item) => {
+      t.deepEqual(ttlv.decode(ttlv.encode(item)), item);
+    }),
+    { numRuns: 300 },
+  );
   t.pass();
 });
 
 test('property: random and mutated bytes decode or fail with ERR_TDE_TTLV, nothing else', (t) => {
   const samples = vectors.map((v) => hex(v.hex));
-  const mutated = fc.tuple(fc.constantFrom(...samples), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.nat())
+  const mutated = fc
+    .tuple(fc.constantFrom(...samples), fc.nat(), fc.integer({ min: 0, max: 255 }), fc.nat())
     .map(([b, at, byte, cut]) => {
       const c = Buffer.from(b);
       c[at % c.length] = byte;
       return c.subarray(0, cut % (c.length + 1));
     });
-  fc.assert(fc.property(fc.oneof(mutated, fc.uint8Array({ maxLength: 200 }).map((a) => Buffer.from(a))), (bytes) => {
-    try {
-      ttlv.encode(ttlv.decode(bytes));
-      return true;
-    } catch (err) {
-      return (err as { code?: string }).code === 'ERR_TDE_TTLV';
-    }
-  }), { numRuns: 2000 });
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        mutated,
+        fc.uint8Array({ maxLength: 200 }).map((a) => Buffer.from(a)),
+      ),
+      (bytes) => {
+        try {
+          ttlv.encode(ttlv.decode(bytes));
+          return true;
+        } catch (err) {
+          return (err as { code?: string }).code === 'ERR_TDE_TTLV';
+        }
+      },
+    ),
+    { numRuns: 2000 },
+  );
   t.pass();
 });

@@ -20,7 +20,7 @@ test('error codes declared in native/errors.h are exactly those TypeScript lists
   t.deepEqual(native().errorCodes(), [...NATIVE_ERROR_CODES]);
 });
 
-test('legacy ciphers come from the addon\'s private library context, leaving Node\'s crypto unchanged', (t) => {
+test("legacy ciphers come from the addon's private library context, leaving Node's crypto unchanged", (t) => {
   for (const name of ['BF-CBC', 'RC2-CBC', 'DES-CBC', 'DES-EDE3-CBC']) {
     t.true(native().cipherAvailable(name), name);
   }
@@ -34,7 +34,11 @@ test('an unknown OpenSSL cipher name is reported as unavailable, not a crash', (
 });
 
 test('destroy() makes every later call fail with ERR_TDE_CIPHER_DESTROYED', async (t) => {
-  const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key: crypto.randomBytes(16) });
+  const c = createChunkCipher({
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 128,
+    key: crypto.randomBytes(16),
+  });
   await c.encrypt(Buffer.from('x'));
   c.destroy();
   t.true(c.destroyed);
@@ -44,7 +48,11 @@ test('destroy() makes every later call fail with ERR_TDE_CIPHER_DESTROYED', asyn
 
 test('destroy() during a running batch lets the batch finish with correct output', async (t) => {
   const key = crypto.randomBytes(16);
-  const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key });
+  const c = createChunkCipher({
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 128,
+    key,
+  });
   const chunks = Array.from({ length: 64 }, () => crypto.randomBytes(65536));
   const pending = c.encryptBatch(chunks);
   c.destroy();
@@ -54,7 +62,11 @@ test('destroy() during a running batch lets the batch finish with correct output
 });
 
 test('a batch runs off the event loop: timers fire while a large batch is encrypting', async (t) => {
-  const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 256, key: crypto.randomBytes(32) });
+  const c = createChunkCipher({
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 256,
+    key: crypto.randomBytes(32),
+  });
   const chunks = Array.from({ length: 512 }, () => Buffer.alloc(65536, 7));
   let ticks = 0;
   const timer = setInterval(() => ticks++, 1);
@@ -75,11 +87,19 @@ test('the addon loads and encrypts in worker threads, several at once', async (t
     const c = createChunkCipher({ cipher_algorithm: 'AES/ECB/PKCS5Padding', secret_key_strength: 128, key: Buffer.alloc(16, workerData.n) });
     c.encryptBatch([Buffer.from('hello')]).then((out) => { c.destroy(); parentPort.postMessage(out[0].toString('hex')); });
   `;
-  const results = await Promise.all([1, 2, 3].map((n) => new Promise<string>((resolve, reject) => {
-    const w = new Worker(script, { eval: true, workerData: { n, src: path.join(ROOT, 'src/index.ts') } });
-    w.once('message', resolve);
-    w.once('error', reject);
-  })));
+  const results = await Promise.all(
+    [1, 2, 3].map(
+      (n) =>
+        new Promise<string>((resolve, reject) => {
+          const w = new Worker(script, {
+            eval: true,
+            workerData: { n, src: path.join(ROOT, 'src/index.ts') },
+          });
+          w.once('message', resolve);
+          w.once('error', reject);
+        }),
+    ),
+  );
   for (const [i, hex] of results.entries()) {
     const e = crypto.createCipheriv('aes-128-ecb', Buffer.alloc(16, i + 1), null);
     t.is(hex, Buffer.concat([e.update('hello'), e.final()]).toString('hex'));
@@ -91,11 +111,18 @@ test('adler32 matches the reference values', (t) => {
   t.is(native().adler32(Buffer.alloc(0)), 1);
   // Long input exercises the deferred modulo; split input must continue exactly.
   const big = crypto.randomBytes(100000);
-  t.is(native().adler32(big.subarray(50000), native().adler32(big.subarray(0, 50000))), native().adler32(big));
+  t.is(
+    native().adler32(big.subarray(50000), native().adler32(big.subarray(0, 50000))),
+    native().adler32(big),
+  );
 });
 
 test('buffers transferred away while their batch runs do not crash the process; the batch completes', async (t) => {
-  const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key: crypto.randomBytes(16) });
+  const c = createChunkCipher({
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 128,
+    key: crypto.randomBytes(16),
+  });
   const chunks = Array.from({ length: 32 }, () => Buffer.from(crypto.randomBytes(1 << 20)));
   const pending = c.encryptBatch(chunks);
   const moved = structuredClone(chunks[3].buffer, { transfer: [chunks[3].buffer] });
@@ -120,17 +147,37 @@ test('a worker thread terminated while its batch runs does not bring the process
     parentPort.postMessage('queued');
   `;
   for (let round = 0; round < 5; round++) {
-    const w = new Worker(script, { eval: true, workerData: { src: path.join(ROOT, 'src/index.ts') } });
+    const w = new Worker(script, {
+      eval: true,
+      workerData: { src: path.join(ROOT, 'src/index.ts') },
+    });
     await new Promise((resolve) => w.once('message', resolve));
     await w.terminate();
   }
   t.pass('still alive after five terminated workers');
 });
 
-test('checksum batches (CRC32 by carry-less multiplication, Adler-32) equal zlib\'s, for any length and alignment', async (t) => {
+test("checksum batches (CRC32 by carry-less multiplication, Adler-32) equal zlib's, for any length and alignment", async (t) => {
   const crc = checksumFor('crc32');
   const adler = checksumFor('adler32');
-  const lengths = [0, 1, 15, 16, 63, 64, 127, 128, 129, 255, 1000, 4096, 65536, 65537, (1 << 20) + 3, (3 << 20) + 17];
+  const lengths = [
+    0,
+    1,
+    15,
+    16,
+    63,
+    64,
+    127,
+    128,
+    129,
+    255,
+    1000,
+    4096,
+    65536,
+    65537,
+    (1 << 20) + 3,
+    (3 << 20) + 17,
+  ];
   for (const len of lengths) {
     for (const offset of [0, 1, 7]) {
       const b = crypto.randomBytes(len + offset).subarray(offset);
@@ -140,7 +187,10 @@ test('checksum batches (CRC32 by carry-less multiplication, Adler-32) equal zlib
       t.is(r.sums[1], zlib.crc32(b.subarray(0, len >> 1)));
       // (Node's zlib.crc32 gives 0 for a zero-length buffer with no memory behind it, whatever
       // the starting value; a CRC over nothing is the starting value.)
-      t.is(r.combined, len === 0 ? start : zlib.crc32(b.subarray(0, len >> 1), zlib.crc32(b, start)));
+      t.is(
+        r.combined,
+        len === 0 ? start : zlib.crc32(b.subarray(0, len >> 1), zlib.crc32(b, start)),
+      );
       const a = await adler.batch([b], 1);
       t.is(a.sums[0], native().adler32(b), `adler32 of ${len} bytes`);
     }
@@ -148,80 +198,115 @@ test('checksum batches (CRC32 by carry-less multiplication, Adler-32) equal zlib
   // Framed: each buffer followed by its checksum, big-endian, as Data.db stores chunks.
   const chunks = [crypto.randomBytes(5000), crypto.randomBytes(300)];
   const framed = await crc.batch(chunks, 0, true);
-  const expect = Buffer.concat(chunks.flatMap((c) => {
-    const s = Buffer.alloc(4);
-    s.writeUInt32BE(zlib.crc32(c));
-    return [c, s];
-  }));
+  const expect = Buffer.concat(
+    chunks.flatMap((c) => {
+      const s = Buffer.alloc(4);
+      s.writeUInt32BE(zlib.crc32(c));
+      return [c, s];
+    }),
+  );
   t.is(framed.combined, zlib.crc32(expect));
 });
 
 test('chunk spans outside their buffer are refused before any thread reads them', async (t) => {
   const data = Buffer.alloc(4096, 1);
-  const spans = (offset: number, length: number) =>
-    ({ data, offsets: new Float64Array([offset]), lengths: new Uint32Array([length]) });
+  const spans = (offset: number, length: number) => ({
+    data,
+    offsets: new Float64Array([offset]),
+    lengths: new Uint32Array([length]),
+  });
   // 2^64 - 2048 is a whole number that fits a size_t: offset + length wrapped past 2^64 to a
   // pointer 2 KiB before the buffer, and the checksum read (or the decoder wrote) there.
   const hostile: Array<[number, number]> = [
-    [2 ** 64 - 2048, 4096], [2 ** 64 - 4096, 4096], [2 ** 63, 1], [Infinity, 0], [-Infinity, 0],
-    [NaN, 0], [-1, 0], [1e300, 0], [0.5, 1], [4097, 0], [4096, 1], [1, 4096], [0, 0xffffffff],
+    [2 ** 64 - 2048, 4096],
+    [2 ** 64 - 4096, 4096],
+    [2 ** 63, 1],
+    [Infinity, 0],
+    [-Infinity, 0],
+    [NaN, 0],
+    [-1, 0],
+    [1e300, 0],
+    [0.5, 1],
+    [4097, 0],
+    [4096, 1],
+    [1, 4096],
+    [0, 0xffffffff],
   ];
   for (const [offset, length] of hostile) {
     const what = `offset ${offset}, length ${length}`;
-    t.throws(() => native().checksumBatch('crc32', spans(offset, length), 0),
-      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /a chunk lies outside its buffer/ }, what);
-    t.throws(() => native().codecDecodeInto('None', [Buffer.alloc(8)], [8], spans(offset, length),
-      false),
-      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /a chunk lies outside its buffer/ }, what);
+    t.throws(
+      () => native().checksumBatch('crc32', spans(offset, length), 0),
+      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /a chunk lies outside its buffer/ },
+      what,
+    );
+    t.throws(
+      () => native().codecDecodeInto('None', [Buffer.alloc(8)], [8], spans(offset, length), false),
+      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /a chunk lies outside its buffer/ },
+      what,
+    );
   }
   // The edges that are inside still work: an empty chunk at the very end, the whole buffer.
-  const edge = await native().checksumBatch('crc32',
-    { data, offsets: new Float64Array([4096, 0, -0]), lengths: new Uint32Array([0, 4096, 1]) }, 0);
+  const edge = await native().checksumBatch(
+    'crc32',
+    { data, offsets: new Float64Array([4096, 0, -0]), lengths: new Uint32Array([0, 4096, 1]) },
+    0,
+  );
   t.deepEqual([...edge.subarray(0, 3)], [0, zlib.crc32(data), zlib.crc32(data.subarray(0, 1))]);
 });
 
-test('a spans getter that detaches what an earlier getter returned cannot make the addon read it',
-  (t) => {
-    const data = Buffer.alloc(1 << 16, 2);
-    const offsets = new Float64Array(1024);
-    const spans = {
-      data,
-      offsets,
-      get lengths() {
-        // Moves the offsets' memory away, as postMessage with a transfer list would.
-        structuredClone(offsets.buffer, { transfer: [offsets.buffer] });
-        return new Uint32Array(1024).fill(16);
-      },
-    };
-    t.throws(() => native().checksumBatch('crc32', spans, 0),
-      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /offsets and lengths differ in length/ });
-    t.is(offsets.length, 0, 'the offsets were detached before they were read');
+test('a spans getter that detaches what an earlier getter returned cannot make the addon read it', (t) => {
+  const data = Buffer.alloc(1 << 16, 2);
+  const offsets = new Float64Array(1024);
+  const spans = {
+    data,
+    offsets,
+    get lengths() {
+      // Moves the offsets' memory away, as postMessage with a transfer list would.
+      structuredClone(offsets.buffer, { transfer: [offsets.buffer] });
+      return new Uint32Array(1024).fill(16);
+    },
+  };
+  t.throws(() => native().checksumBatch('crc32', spans, 0), {
+    code: 'ERR_TDE_INVALID_ARGUMENT',
+    message: /offsets and lengths differ in length/,
   });
+  t.is(offsets.length, 0, 'the offsets were detached before they were read');
+});
 
-test('buffers in a resizable ArrayBuffer are refused by batches (a shrink would take their pages)',
-  async (t) => {
-    const key = crypto.randomBytes(16);
-    const c = createChunkCipher({
-      cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key,
-    });
-    const resizable = () => new ArrayBuffer(1 << 16, { maxByteLength: 1 << 20 } as never);
-    const input = new Uint8Array(resizable(), 0, 1000);
-    await t.throwsAsync(() => c.encryptBatch([input, new Uint8Array(input.buffer, 1000, 1000)]),
-      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /resizable ArrayBuffer.*copy it into a Buffer/ },
-    );
-    await t.throwsAsync(() => c.encryptBatch([input]), { code: 'ERR_TDE_INVALID_ARGUMENT' });
-    // Outputs, which the pool threads write: shrinking one mid-batch crashed the process.
-    const out = new Uint8Array(resizable());
-    t.throws(() => native().codecEncodeInto('LZ4', [Buffer.alloc(100)], [out], null),
-      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /each output lies in a resizable ArrayBuffer/ });
-    t.throws(() => native().checksumBatch('crc32',
-      { data: out, offsets: new Float64Array([0]), lengths: new Uint32Array([1]) }, 0),
-    { code: 'ERR_TDE_INVALID_ARGUMENT' });
-    // A copy works, and so do the one-off calls that finish before JavaScript runs again.
-    t.is((await c.encryptBatch([Buffer.from(input)]))[0].length, 16 + 1008);
-    t.is(c.decryptSync(c.encryptSync(input)).length, 1000);
-    c.destroy();
+test('buffers in a resizable ArrayBuffer are refused by batches (a shrink would take their pages)', async (t) => {
+  const key = crypto.randomBytes(16);
+  const c = createChunkCipher({
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 128,
+    key,
   });
+  const resizable = () => new ArrayBuffer(1 << 16, { maxByteLength: 1 << 20 } as never);
+  const input = new Uint8Array(resizable(), 0, 1000);
+  await t.throwsAsync(() => c.encryptBatch([input, new Uint8Array(input.buffer, 1000, 1000)]), {
+    code: 'ERR_TDE_INVALID_ARGUMENT',
+    message: /resizable ArrayBuffer.*copy it into a Buffer/,
+  });
+  await t.throwsAsync(() => c.encryptBatch([input]), { code: 'ERR_TDE_INVALID_ARGUMENT' });
+  // Outputs, which the pool threads write: shrinking one mid-batch crashed the process.
+  const out = new Uint8Array(resizable());
+  t.throws(() => native().codecEncodeInto('LZ4', [Buffer.alloc(100)], [out], null), {
+    code: 'ERR_TDE_INVALID_ARGUMENT',
+    message: /each output lies in a resizable ArrayBuffer/,
+  });
+  t.throws(
+    () =>
+      native().checksumBatch(
+        'crc32',
+        { data: out, offsets: new Float64Array([0]), lengths: new Uint32Array([1]) },
+        0,
+      ),
+    { code: 'ERR_TDE_INVALID_ARGUMENT' },
+  );
+  // A copy works, and so do the one-off calls that finish before JavaScript runs again.
+  t.is((await c.encryptBatch([Buffer.from(input)]))[0].length, 16 + 1008);
+  t.is(c.decryptSync(c.encryptSync(input)).length, 1000);
+  c.destroy();
+});
 
 test('empty chunks in buffers with no memory behind them encode and decode', async (t) => {
   // Buffer.alloc(0) has no memory at all: zlib refused such an output ("invalid stream", read as
@@ -231,12 +316,20 @@ test('empty chunks in buffers with no memory behind them encode and decode', asy
     if (!native().codecAvailable(codec)) continue;
     const out = Buffer.alloc(native().codecBound(codec, 0));
     const [n] = await native().codecEncodeInto(codec, [none()], [out], null);
-    const decoded =
-      await native().codecDecodeInto(codec, [out.subarray(0, n)], [0], [none()], true);
+    const decoded = await native().codecDecodeInto(
+      codec,
+      [out.subarray(0, n)],
+      [0],
+      [none()],
+      true,
+    );
     t.deepEqual([...decoded], [0, 0], codec);
   }
-  for (const cipher_algorithm of ['AES/CBC/PKCS5Padding', 'AES/ECB/PKCS5Padding',
-    'AES/CTR/NoPadding']) {
+  for (const cipher_algorithm of [
+    'AES/CBC/PKCS5Padding',
+    'AES/ECB/PKCS5Padding',
+    'AES/CTR/NoPadding',
+  ]) {
     const key = crypto.randomBytes(16);
     const c = createChunkCipher({ cipher_algorithm, secret_key_strength: 128, key });
     for (const codec of ['None', 'Deflate'] as const) {
@@ -254,8 +347,12 @@ test('the addon refuses a cipher that would use one all-zero IV for every chunk'
   const spec = { padding: false, rc2KeyBits: 0, tagLength: 0, ivLength: 0 };
   const make = (more: object, keyBytes = 16) =>
     new (native().ChunkCipher)({ ...spec, evpName: '', ...more }, crypto.randomBytes(keyBytes));
-  for (const [evpName, tagLength, iv] of [['AES-128-CBC', 0, 16], ['AES-128-CTR', 0, 16],
-    ['AES-128-GCM', 16, 12], ['DES-EDE3-CBC', 0, 8]] as const) {
+  for (const [evpName, tagLength, iv] of [
+    ['AES-128-CBC', 0, 16],
+    ['AES-128-CTR', 0, 16],
+    ['AES-128-GCM', 16, 12],
+    ['DES-EDE3-CBC', 0, 8],
+  ] as const) {
     t.throws(() => make({ evpName, tagLength }, evpName.startsWith('DES') ? 24 : 16), {
       code: 'ERR_TDE_INVALID_ARGUMENT',
       message: new RegExp(`${evpName} needs an IV: a fresh ${iv}-byte one`),
@@ -266,28 +363,30 @@ test('the addon refuses a cipher that would use one all-zero IV for every chunk'
   t.notThrows(() => make({ evpName: 'AES-128-CBC', fixedIv: Buffer.alloc(16, 1) }).destroy());
 });
 
-test('of several bad chunks in a batch, the lowest-numbered is reported, however threads split it',
-  async (t) => {
-    const c = createChunkCipher({ cipher_algorithm: 'AES/ECB/PKCS5Padding', secret_key_strength: 128,
-      key: Buffer.alloc(16, 3) });
-    // Small chunks in one allocation: threads take them in runs of many, out of order.
-    const plain = Array.from({ length: 3000 }, (_, i) => Buffer.alloc(500, i));
-    const stored = await c.encryptBatch(plain);
-    const whole = Buffer.concat(stored);
-    let at = 0;
-    const chunks = stored.map((s) => whole.subarray(at, (at += s.length)));
-    for (const bad of [2990, 1801, 1800, 977]) chunks[bad] = chunks[bad].subarray(0, 15);
-    const before = native().parallelism();
-    for (const threads of [1, 2, 4]) {
-      native().setParallelism(threads);
-      const err = await t.throwsAsync(() => c.decryptBatch(chunks), { code: 'ERR_TDE_CHUNK_LENGTH' });
-      t.regex(err?.message ?? '', /chunk 977 of the batch/, `${threads} threads`);
-    }
-    native().setParallelism(before);
-    // The good chunks still decrypt to what was written.
-    t.deepEqual(await c.decryptBatch(chunks.slice(0, 977)), plain.slice(0, 977));
-    c.destroy();
+test('of several bad chunks in a batch, the lowest-numbered is reported, however threads split it', async (t) => {
+  const c = createChunkCipher({
+    cipher_algorithm: 'AES/ECB/PKCS5Padding',
+    secret_key_strength: 128,
+    key: Buffer.alloc(16, 3),
   });
+  // Small chunks in one allocation: threads take them in runs of many, out of order.
+  const plain = Array.from({ length: 3000 }, (_, i) => Buffer.alloc(500, i));
+  const stored = await c.encryptBatch(plain);
+  const whole = Buffer.concat(stored);
+  let at = 0;
+  const chunks = stored.map((s) => whole.subarray(at, (at += s.length)));
+  for (const bad of [2990, 1801, 1800, 977]) chunks[bad] = chunks[bad].subarray(0, 15);
+  const before = native().parallelism();
+  for (const threads of [1, 2, 4]) {
+    native().setParallelism(threads);
+    const err = await t.throwsAsync(() => c.decryptBatch(chunks), { code: 'ERR_TDE_CHUNK_LENGTH' });
+    t.regex(err?.message ?? '', /chunk 977 of the batch/, `${threads} threads`);
+  }
+  native().setParallelism(before);
+  // The good chunks still decrypt to what was written.
+  t.deepEqual(await c.decryptBatch(chunks.slice(0, 977)), plain.slice(0, 977));
+  c.destroy();
+});
 
 test('workers that load the addon alone and end mid-batch leave the process running', async (t) => {
   // A process whose main thread never loads the addon: each worker brings its own copy, and it

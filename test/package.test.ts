@@ -11,13 +11,23 @@ const SNIPPET = (load: string) => `
 `;
 
 test('the package main works with require()', (t) => {
-  const out = execFileSync(process.execPath, ['-e', SNIPPET("const m = require('sstable-tde');")], { cwd: ROOT }).toString();
+  const out = execFileSync(process.execPath, ['-e', SNIPPET("const m = require('sstable-tde');")], {
+    cwd: ROOT,
+  }).toString();
   t.is(out.trim(), 'hello function function');
 });
 
 test('the package main works with import, named exports included', (t) => {
-  const out = execFileSync(process.execPath, ['--input-type=module', '-e',
-    SNIPPET("import * as m from 'sstable-tde'; import { createChunkCipher } from 'sstable-tde'; if (typeof createChunkCipher !== 'function') throw new Error('no named export');")],
-  { cwd: ROOT }).toString();
+  const out = execFileSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      SNIPPET(
+        "import * as m from 'sstable-tde'; import { createChunkCipher } from 'sstable-tde'; if (typeof createChunkCipher !== 'function') throw new Error('no named export');",
+      ),
+    ],
+    { cwd: ROOT },
+  ).toString();
   t.is(out.trim(), 'hello function function');
 });

@@ -56,7 +56,9 @@ function readBits(buf: Buffer, base: number, bitOffset: number, bits: number): n
 }
 
 function signedAt(buf: Buffer, at: number, bytes: number): number {
-  return Number(BigInt.asIntN(bytes * 8, BigInt(`0x${buf.subarray(at, at + bytes).toString('hex') || '0'}`)));
+  return Number(
+    BigInt.asIntN(bytes * 8, BigInt(`0x${buf.subarray(at, at + bytes).toString('hex') || '0'}`)),
+  );
 }
 
 /** Every payload position (idxpos) reachable from the trie node at `node`. */
@@ -97,7 +99,8 @@ function triePayloads(f: Buffer, node: number, out: number[]): void {
 }
 
 function keyAt(buf: Buffer, at: number, file: string): Buffer {
-  if (at < 0 || at + 2 > buf.length) throw new Error(`${file}: partition key position ${at} out of range`);
+  if (at < 0 || at + 2 > buf.length)
+    throw new Error(`${file}: partition key position ${at} out of range`);
   return buf.subarray(at + 2, at + 2 + buf.readUInt16BE(at));
 }
 
@@ -114,9 +117,13 @@ export function btiKeys(files: SSTableFiles, data: Buffer): Buffer[] {
 
   const positions: number[] = [];
   triePayloads(partitions, root, positions);
-  const keys = positions.map((p) => (p >= 0 ? keyAt(rows, p, 'Rows.db') : keyAt(data, ~p, 'Data.db')));
+  const keys = positions.map((p) =>
+    p >= 0 ? keyAt(rows, p, 'Rows.db') : keyAt(data, ~p, 'Data.db'),
+  );
   if (keys.length !== keyCount) {
-    throw new Error(`${partitionsFile}: the trie has ${keys.length} keys, its footer says ${keyCount}`);
+    throw new Error(
+      `${partitionsFile}: the trie has ${keys.length} keys, its footer says ${keyCount}`,
+    );
   }
   return keys;
 }

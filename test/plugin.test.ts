@@ -31,8 +31,11 @@ type Id = { dir: string; version: string; generation: string; format: 'big' };
 
 /** Rows of a pretend memtable, serialized: compressible, and different for each seed. */
 function memtable(rows: number, seed: number): Buffer {
-  return Buffer.concat(Array.from({ length: rows }, (_, i) =>
-    Buffer.from(`partition-${seed}-${i}|name=${'n'.repeat(i % 40)}|value=${i * 7919 + seed};`)));
+  return Buffer.concat(
+    Array.from({ length: rows }, (_, i) =>
+      Buffer.from(`partition-${seed}-${i}|name=${'n'.repeat(i % 40)}|value=${i * 7919 + seed};`),
+    ),
+  );
 }
 
 const SRC = path.join(ROOT, 'src/index.ts');
@@ -49,8 +52,13 @@ function keyDir(): { dir: string; config: Record<string, unknown> } {
   return { dir, config: { system_key_directory: dir } };
 }
 
-async function flush(plugin: TdePlugin, dir: string, generation: string, data: Buffer,
-  options: Record<string, unknown> = CBC): Promise<Id> {
+async function flush(
+  plugin: TdePlugin,
+  dir: string,
+  generation: string,
+  data: Buffer,
+  options: Record<string, unknown> = CBC,
+): Promise<Id> {
   const id = { dir, version: 'nb', generation, format: 'big' as const };
   const w = await plugin.createWriter(id, options);
   for (let at = 0; at < data.length; at += 1000) await w.write(data.subarray(at, at + 1000));
@@ -59,8 +67,7 @@ async function flush(plugin: TdePlugin, dir: string, generation: string, data: B
   return id;
 }
 
-test('a flush is written encrypted, read back by position, and every step is counted',
-  async (t) => {
+test('a flush is written encrypted, read back by position, and every step is counted', async (t) => {
   const keys = keyDir();
   const plugin = await openPlugin({ config: keys.config });
   const fetched: KeyFetchedEvent[] = [];
@@ -80,11 +87,19 @@ test('a flush is written encrypted, read back by position, and every step is cou
     t.is(m.encrypted.bytes, data.length + 'index of 1: partition-0 at 0'.length);
     t.is(m.encrypted.pages, 1);
     t.is(m.keys.fetches, 1);
-    t.deepEqual(fetched.map((e) => [e.source, e.key]), [['local', 'system_key']]);
+    t.deepEqual(
+      fetched.map((e) => [e.source, e.key]),
+      [['local', 'system_key']],
+    );
 
     const reader = await plugin.openReader(id);
     try {
-      for (const [pos, len] of [[0, 20], [4090, 12], [30000, 5000], [data.length - 3, 3]]) {
+      for (const [pos, len] of [
+        [0, 20],
+        [4090, 12],
+        [30000, 5000],
+        [data.length - 3, 3],
+      ]) {
         const bytes = await reader.read(pos, len);
         t.true(bytes.equals(data.subarray(pos, pos + len)), `read(${pos}, ${len})`);
       }
@@ -108,8 +123,7 @@ test('a flush is written encrypted, read back by position, and every step is cou
   }
 });
 
-test('rotateKey with local keys: a new key file, new SSTables use it, old ones keep reading',
-  async (t) => {
+test('rotateKey with local keys: a new key file, new SSTables use it, old ones keep reading', async (t) => {
   const keys = keyDir();
   const plugin = await openPlugin({ config: keys.config });
   try {
@@ -123,16 +137,21 @@ test('rotateKey with local keys: a new key file, new SSTables use it, old ones k
     t.is(r.key, 'system_key-2');
     t.is(r.previous, 'system_key');
     t.is(r.tableOptions.system_key_file, 'system_key-2');
-    t.deepEqual(rotated.map((e) => [e.source, e.previous, e.key]),
-      [['local', 'system_key', 'system_key-2']]);
-    t.is((fs.statSync(path.join(keys.dir, 'system_key-2')).mode & 0o777), 0o600);
+    t.deepEqual(
+      rotated.map((e) => [e.source, e.previous, e.key]),
+      [['local', 'system_key', 'system_key-2']],
+    );
+    t.is(fs.statSync(path.join(keys.dir, 'system_key-2')).mode & 0o777, 0o600);
     const again = await plugin.rotateKey(r.tableOptions);
     t.is(again.key, 'system_key-3', 'a second rotation takes the next name');
 
     const fresh = memtable(500, 3);
     const second = await flush(plugin, dir, '2', fresh, r.tableOptions);
     t.is(compressionInfo(dir, 2).options.system_key_file, 'system_key-2');
-    for (const [id, data] of [[first, old], [second, fresh]] as const) {
+    for (const [id, data] of [
+      [first, old],
+      [second, fresh],
+    ] as const) {
       const reader = await plugin.openReader(id);
       t.true((await reader.read(0, data.length)).equals(data));
       await reader.close();
@@ -143,8 +162,7 @@ test('rotateKey with local keys: a new key file, new SSTables use it, old ones k
   }
 });
 
-test('an altered GCM chunk is one integrity failure, reported with its file and chunk',
-  async (t) => {
+test('an altered GCM chunk is one integrity failure, reported with its file and chunk', async (t) => {
   const keys = keyDir();
   const plugin = await openPlugin({ config: keys.config });
   const seen: IntegrityFailureEvent[] = [];
@@ -166,7 +184,10 @@ test('an altered GCM chunk is one integrity failure, reported with its file and 
     const reader = await plugin.openReader(id);
     const report = await reader.verify();
     await reader.close();
-    t.deepEqual(report.faults.map((f) => [f.code, f.chunk]), [['ERR_TDE_INTEGRITY', 1]]);
+    t.deepEqual(
+      report.faults.map((f) => [f.code, f.chunk]),
+      [['ERR_TDE_INTEGRITY', 1]],
+    );
     // verify retried the batch chunk by chunk: still one failure.
     t.is(plugin.metrics().integrityFailures, 1);
     t.is(seen.length, 1);
@@ -179,27 +200,33 @@ test('an altered GCM chunk is one integrity failure, reported with its file and 
   }
 });
 
-test('close() is idempotent, aborts unfinished writers and wipes keys; the plugin then refuses ' +
-  'work', async (t) => {
-  const keys = keyDir();
-  const plugin = await openPlugin({ config: keys.config });
-  const dir = tempDir('plugin-close');
-  const compressor = await plugin.compressorFor(CBC);
-  const id: Id = { dir, version: 'nb', generation: '9', format: 'big' };
-  const writer = await plugin.createWriter(id, CBC);
-  await writer.write(memtable(100, 5));
-  const done = plugin.close();
-  t.is(plugin.close(), done, 'the same promise');
-  await done;
-  t.true(plugin.closed);
+test(
+  'close() is idempotent, aborts unfinished writers and wipes keys; the plugin then refuses ' +
+    'work',
+  async (t) => {
+    const keys = keyDir();
+    const plugin = await openPlugin({ config: keys.config });
+    const dir = tempDir('plugin-close');
+    const compressor = await plugin.compressorFor(CBC);
+    const id: Id = { dir, version: 'nb', generation: '9', format: 'big' };
+    const writer = await plugin.createWriter(id, CBC);
+    await writer.write(memtable(100, 5));
+    const done = plugin.close();
+    t.is(plugin.close(), done, 'the same promise');
+    await done;
+    t.true(plugin.closed);
 
-  t.deepEqual(fs.readdirSync(dir), [], 'the unfinished SSTable was removed');
-  await t.throwsAsync(() => compressor.compressBatch([Buffer.from('late')]),
-    { code: 'ERR_TDE_CIPHER_DESTROYED' });
-  await t.throwsAsync(() => plugin.compressorFor(CBC),
-    { code: 'ERR_TDE_CLOSED', message: /open a new one/ });
-  await t.throwsAsync(() => plugin.openReader(id), { code: 'ERR_TDE_CLOSED' });
-});
+    t.deepEqual(fs.readdirSync(dir), [], 'the unfinished SSTable was removed');
+    await t.throwsAsync(() => compressor.compressBatch([Buffer.from('late')]), {
+      code: 'ERR_TDE_CIPHER_DESTROYED',
+    });
+    await t.throwsAsync(() => plugin.compressorFor(CBC), {
+      code: 'ERR_TDE_CLOSED',
+      message: /open a new one/,
+    });
+    await t.throwsAsync(() => plugin.openReader(id), { code: 'ERR_TDE_CLOSED' });
+  },
+);
 
 test('close() waits for calls in flight, then closes what they made', async (t) => {
   const plugin = await openPlugin({ config: keyDir().config });
@@ -208,18 +235,20 @@ test('close() waits for calls in flight, then closes what they made', async (t) 
   const writing = plugin.createWriter({ dir, version: 'nb', generation: '1', format: 'big' }, CBC);
   await plugin.close();
   const compressor = await compressing;
-  await t.throwsAsync(() => compressor.compressBatch([Buffer.from('late')]),
-    { code: 'ERR_TDE_CIPHER_DESTROYED' });
+  await t.throwsAsync(() => compressor.compressBatch([Buffer.from('late')]), {
+    code: 'ERR_TDE_CIPHER_DESTROYED',
+  });
   const writer = await writing;
   await t.throwsAsync(() => writer.write(Buffer.from('late')), { message: /after abort\(\)/ });
   t.deepEqual(fs.readdirSync(dir), [], 'the writer was aborted by the shutdown');
 });
 
-test('commit log segments and hints through the plugin are encrypted, readable, and counted',
-  async (t) => {
+test('commit log segments and hints through the plugin are encrypted, readable, and counted', async (t) => {
   const keys = keyDir();
   const systemInfo = {
-    enabled: true, cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128,
+    enabled: true,
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 128,
   };
   const config = { ...keys.config, system_info_encryption: systemInfo };
   const plugin = await openPlugin({ config });
@@ -227,8 +256,9 @@ test('commit log segments and hints through the plugin are encrypted, readable, 
   const resolve = async (alias: string) => readKeyFile(path.join(keys.dir, alias))[0].key;
   try {
     const segment = await plugin.commitLogWriter(path.join(dir, 'CommitLog-7-1.log'), 1n);
-    const entries = Array.from({ length: 50 },
-      (_, i) => Buffer.from(`mutation ${i} ${'x'.repeat(i)}`));
+    const entries = Array.from({ length: 50 }, (_, i) =>
+      Buffer.from(`mutation ${i} ${'x'.repeat(i)}`),
+    );
     for (const e of entries.slice(0, 30)) segment.append(e);
     t.is(segment.pendingEntries().length, 30);
     await segment.sync();
@@ -261,30 +291,42 @@ test('commit log segments and hints through the plugin are encrypted, readable, 
 });
 
 test('openPlugin validates its options and the config, and names what is wrong', async (t) => {
-  await t.throwsAsync(() => openPlugin({} as never),
-    { code: 'ERR_TDE_INVALID_ARGUMENT', message: /needs \{ config \}/ });
-  await t.throwsAsync(() => openPlugin({ config: {}, keyStatePollMillis: -5 }),
-    { code: 'ERR_TDE_CONFIG', message: /keyStatePollMillis/ });
-  await t.throwsAsync(() => openPlugin({ config: {}, onKeyRevoked: 'ignore' as never }),
-    { code: 'ERR_TDE_CONFIG', message: /"stop" or "warn"/ });
-  await t.throwsAsync(() => openPlugin({ config: { system_key_dir: '/x' } }),
-    { code: 'ERR_TDE_CONFIG', message: /did you mean "system_key_directory"/ });
+  await t.throwsAsync(() => openPlugin({} as never), {
+    code: 'ERR_TDE_INVALID_ARGUMENT',
+    message: /needs \{ config \}/,
+  });
+  await t.throwsAsync(() => openPlugin({ config: {}, keyStatePollMillis: -5 }), {
+    code: 'ERR_TDE_CONFIG',
+    message: /keyStatePollMillis/,
+  });
+  await t.throwsAsync(() => openPlugin({ config: {}, onKeyRevoked: 'ignore' as never }), {
+    code: 'ERR_TDE_CONFIG',
+    message: /"stop" or "warn"/,
+  });
+  await t.throwsAsync(() => openPlugin({ config: { system_key_dir: '/x' } }), {
+    code: 'ERR_TDE_CONFIG',
+    message: /did you mean "system_key_directory"/,
+  });
   // system_info_encryption's key is loaded at start: a missing key file stops it.
   const { dir } = makeKeySetup();
-  const err = await t.throwsAsync(() => openPlugin({
-    config: {
-      system_key_directory: dir,
-      system_info_encryption: { enabled: true, system_key_file: 'nope' },
-    },
-  }));
+  const err = await t.throwsAsync(() =>
+    openPlugin({
+      config: {
+        system_key_directory: dir,
+        system_info_encryption: { enabled: true, system_key_file: 'nope' },
+      },
+    }),
+  );
   t.regex(err!.message, /^cannot start: system_info_encryption's key cannot be loaded: .*nope/);
 });
 
-test('two plugins in one process and one in each of two worker threads work apart and close ' +
-  'cleanly', async (t) => {
-  const a = keyDir();
-  const b = keyDir();
-  const script = `
+test(
+  'two plugins in one process and one in each of two worker threads work apart and close ' +
+    'cleanly',
+  async (t) => {
+    const a = keyDir();
+    const b = keyDir();
+    const script = `
     require('tsx/cjs');
     const { parentPort, workerData } = require('node:worker_threads');
     const { openPlugin } = require(workerData.src);
@@ -303,40 +345,43 @@ test('two plugins in one process and one in each of two worker threads work apar
       parentPort.postMessage({ same: back.equals(data), chunks: m.encrypted.chunks });
     })().catch((err) => parentPort.postMessage({ error: err.code + ': ' + err.message }));
   `;
-  const workers = [1, 2].map((fill) => {
-    const dir = tempDir('plugin-worker');
-    const workerData = { src: SRC, keys: a.dir, dir, options: CBC, fill };
-    const w = new Worker(script, { eval: true, workerData });
-    type Result = { same?: boolean; chunks?: number; error?: string };
-    return once(w, 'message').then(([msg]) => msg as Result);
-  });
+    const workers = [1, 2].map((fill) => {
+      const dir = tempDir('plugin-worker');
+      const workerData = { src: SRC, keys: a.dir, dir, options: CBC, fill };
+      const w = new Worker(script, { eval: true, workerData });
+      type Result = { same?: boolean; chunks?: number; error?: string };
+      return once(w, 'message').then(([msg]) => msg as Result);
+    });
 
-  const [p, q] = await Promise.all([a, b].map((k) => openPlugin({ config: k.config })));
-  const dir = tempDir('plugin-two');
-  const data = memtable(800, 6);
-  const idP = await flush(p, dir, '1', data);
-  const idQ = await flush(q, dir, '2', data);
-  // Each plugin has its own key directory: q cannot read p's SSTable (its key file differs).
-  await t.throwsAsync(() => q.openReader(idP), { code: 'ERR_TDE_WRONG_KEY' });
-  const reader = await p.openReader(idP);
-  t.true((await reader.read(0, data.length)).equals(data));
-  await reader.close();
-  t.is(p.metrics().encrypted.chunks, Math.ceil(data.length / 4096));
-  t.is(q.metrics().encrypted.chunks, Math.ceil(data.length / 4096), 'counters are per plugin');
-  await Promise.all([p.close(), q.close()]);
-  t.truthy(idQ);
+    const [p, q] = await Promise.all([a, b].map((k) => openPlugin({ config: k.config })));
+    const dir = tempDir('plugin-two');
+    const data = memtable(800, 6);
+    const idP = await flush(p, dir, '1', data);
+    const idQ = await flush(q, dir, '2', data);
+    // Each plugin has its own key directory: q cannot read p's SSTable (its key file differs).
+    await t.throwsAsync(() => q.openReader(idP), { code: 'ERR_TDE_WRONG_KEY' });
+    const reader = await p.openReader(idP);
+    t.true((await reader.read(0, data.length)).equals(data));
+    await reader.close();
+    t.is(p.metrics().encrypted.chunks, Math.ceil(data.length / 4096));
+    t.is(q.metrics().encrypted.chunks, Math.ceil(data.length / 4096), 'counters are per plugin');
+    await Promise.all([p.close(), q.close()]);
+    t.truthy(idQ);
 
-  for (const result of await Promise.all(workers)) {
-    t.is(result.error, undefined);
-    t.true(result.same);
-    t.is(result.chunks, Math.ceil(50000 / 4096));
-  }
-});
+    for (const result of await Promise.all(workers)) {
+      t.is(result.error, undefined);
+      t.true(result.same);
+      t.is(result.chunks, Math.ceil(50000 / 4096));
+    }
+  },
+);
 
-test('a worker thread terminated with its plugin open and a flush running does not bring the ' +
-  'process down', async (t) => {
-  const a = keyDir();
-  const script = `
+test(
+  'a worker thread terminated with its plugin open and a flush running does not bring the ' +
+    'process down',
+  async (t) => {
+    const a = keyDir();
+    const script = `
     require('tsx/cjs');
     const { parentPort, workerData } = require('node:worker_threads');
     const { openPlugin } = require(workerData.src);
@@ -348,26 +393,30 @@ test('a worker thread terminated with its plugin open and a flush running does n
       parentPort.postMessage('writing');
     })();
   `;
-  for (let round = 0; round < 3; round++) {
-    const workerData = { src: SRC, keys: a.dir, dir: tempDir('plugin-term'), options: CBC };
-    const w = new Worker(script, { eval: true, workerData });
-    await once(w, 'message');
-    await w.terminate();
-  }
-  // The main thread still encrypts.
-  const plugin = await openPlugin({ config: a.config });
-  const c = await plugin.compressorFor(CBC);
-  t.is((await c.compressBatch([crypto.randomBytes(100)])).length, 1);
-  await plugin.close();
-});
+    for (let round = 0; round < 3; round++) {
+      const workerData = { src: SRC, keys: a.dir, dir: tempDir('plugin-term'), options: CBC };
+      const w = new Worker(script, { eval: true, workerData });
+      await once(w, 'message');
+      await w.terminate();
+    }
+    // The main thread still encrypts.
+    const plugin = await openPlugin({ config: a.config });
+    const c = await plugin.compressorFor(CBC);
+    t.is((await c.compressBatch([crypto.randomBytes(100)])).length, 1);
+    await plugin.close();
+  },
+);
 
 test('verify --metrics prints the counters; with --json they are in the report', async (t) => {
   const dataDir = makeDataDir((c) => c.table === 'legacy_nb_simple');
   const keys = makeKeySetup();
   createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
   const schema = path.join(tempDir('schema'), 'schema.cql');
-  fs.writeFileSync(schema, 'ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = ' +
-    "{'class': 'EncryptingLZ4Compressor'};");
+  fs.writeFileSync(
+    schema,
+    'ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = ' +
+      "{'class': 'EncryptingLZ4Compressor'};",
+  );
   const common = ['--data-dir', dataDir, '--config', keys.configFile, '--metrics'];
   const up = await cli('upgradesstables', '--schema', schema, ...common);
   t.is(up.code, 0, up.stderr);

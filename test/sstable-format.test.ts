@@ -5,7 +5,12 @@ import test from 'ava';
 
 import { parseCompressionInfo, serializeCompressionInfo } from '../src/sstable/compression-info';
 import { parseCrcDb, serializeCrcDb } from '../src/sstable/crc-db';
-import { componentPath, featuresOf, parseComponentName, scanTableDirectory } from '../src/sstable/descriptor';
+import {
+  componentPath,
+  featuresOf,
+  parseComponentName,
+  scanTableDirectory,
+} from '../src/sstable/descriptor';
 import { SSTableReader } from '../src/sstable/reader';
 import { corpusTables, CORRUPT_TABLES, readAll } from './helpers';
 
@@ -33,9 +38,18 @@ const EXPECTED: Record<string, { chunks?: number; dataLength: number; checksum: 
 };
 
 test('component file names parse for every corpus format and BIG/BTI', (t) => {
-  t.deepEqual(parseComponentName('nb-1-big-Data.db'), { version: 'nb', generation: '1', format: 'big', component: 'Data.db' });
-  t.deepEqual(parseComponentName('da-3gmd_0ov4_1pqn41sapc2pqsr1hn-bti-Partitions.db'),
-    { version: 'da', generation: '3gmd_0ov4_1pqn41sapc2pqsr1hn', format: 'bti', component: 'Partitions.db' });
+  t.deepEqual(parseComponentName('nb-1-big-Data.db'), {
+    version: 'nb',
+    generation: '1',
+    format: 'big',
+    component: 'Data.db',
+  });
+  t.deepEqual(parseComponentName('da-3gmd_0ov4_1pqn41sapc2pqsr1hn-bti-Partitions.db'), {
+    version: 'da',
+    generation: '3gmd_0ov4_1pqn41sapc2pqsr1hn',
+    format: 'bti',
+    component: 'Partitions.db',
+  });
   t.is(parseComponentName('sstable-tde-txn-nb-2-big.log'), undefined);
   t.is(featuresOf({ version: 'la', format: 'big' }).checksum, 'adler32');
   t.true(featuresOf({ version: 'na', format: 'big' }).hasMaxCompressedLength);
@@ -55,7 +69,10 @@ test('every corpus CompressionInfo.db parses and serializes back to the same byt
     t.is(info.chunkOffsets.length, EXPECTED[table.table].chunks, table.table);
     t.is(info.dataLength, EXPECTED[table.table].dataLength, table.table);
     if (features.hasMaxCompressedLength) t.is(info.maxCompressedLength, 0x7fffffff);
-    t.true(serializeCompressionInfo(info, features.hasMaxCompressedLength).equals(raw), table.table);
+    t.true(
+      serializeCompressionInfo(info, features.hasMaxCompressedLength).equals(raw),
+      table.table,
+    );
     n++;
   }
   t.is(n, 17);
@@ -77,7 +94,9 @@ test('a truncated CompressionInfo.db is refused with ERR_TDE_CORRUPT_COMPRESSION
   const file = path.join(table.dir, 'nb-1-big-CompressionInfo.db');
   const raw = fs.readFileSync(file);
   for (const cut of [0, 1, 10, 30, raw.length - 1]) {
-    const err = t.throws(() => parseCompressionInfo(raw.subarray(0, cut), file, true), { code: 'ERR_TDE_CORRUPT_COMPRESSION_INFO' });
+    const err = t.throws(() => parseCompressionInfo(raw.subarray(0, cut), file, true), {
+      code: 'ERR_TDE_CORRUPT_COMPRESSION_INFO',
+    });
     t.true(err?.message.includes(file));
   }
 });
@@ -92,7 +111,9 @@ test('CompressionInfo.db with impossible values is refused before anything is al
   t.throws(() => parseCompressionInfo(zeroChunk, 'x', true), { message: /chunk length 0/ });
   const hugeCount = Buffer.from(raw);
   hugeCount.writeInt32BE(0x7fffffff, at + 4 + 4 + 8);
-  t.throws(() => parseCompressionInfo(hugeCount, 'x', true), { code: 'ERR_TDE_CORRUPT_COMPRESSION_INFO' });
+  t.throws(() => parseCompressionInfo(hugeCount, 'x', true), {
+    code: 'ERR_TDE_CORRUPT_COMPRESSION_INFO',
+  });
   const negativeLength = Buffer.from(raw);
   negativeLength.writeBigInt64BE(-5n, at + 8);
   t.throws(() => parseCompressionInfo(negativeLength, 'x', true), { message: /out of range/ });
@@ -143,7 +164,13 @@ test('lz4_invalid_checksums: chunk 2 is reported with its index and offset, and 
   const reader = await SSTableReader.open(files);
   try {
     const report = await reader.verify('Digest.crc32');
-    t.deepEqual(report.faults.map((f) => [f.code, f.chunk]), [['ERR_TDE_CHUNK_CHECKSUM', 2], ['ERR_TDE_DIGEST_MISMATCH', undefined]]);
+    t.deepEqual(
+      report.faults.map((f) => [f.code, f.chunk]),
+      [
+        ['ERR_TDE_CHUNK_CHECKSUM', 2],
+        ['ERR_TDE_DIGEST_MISMATCH', undefined],
+      ],
+    );
     t.is(report.faults[0].offset, reader.compressionInfo!.chunkOffsets[2]);
     t.regex(report.faults[0].message, /chunk 2 at offset \d+/);
     await t.throwsAsync(() => reader.readChunks(2, 1), { code: 'ERR_TDE_CHUNK_CHECKSUM' });

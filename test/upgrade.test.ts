@@ -10,35 +10,58 @@ import { parseSchema } from '../src/schema/cql';
 import { scanTableDirectory } from '../src/sstable/descriptor';
 import { describeDataDirectory } from '../src/tools/describe';
 import { verifyDataDirectory } from '../src/tools/verify';
-import { corpusTables, CORRUPT_TABLES, makeDataDir, makeKeySetup, onlySSTable, readAll } from './helpers';
+import {
+  corpusTables,
+  CORRUPT_TABLES,
+  makeDataDir,
+  makeKeySetup,
+  onlySSTable,
+  readAll,
+} from './helpers';
 
 const GOOD = corpusTables().filter((t) => !CORRUPT_TABLES.has(t.table));
 
 /** Uncompressed data of every good corpus table, read from the fixtures. */
 async function originals(): Promise<Map<string, Buffer>> {
   const out = new Map<string, Buffer>();
-  for (const t of GOOD) out.set(`${t.keyspace}.${t.table}`, await readAll(scanTableDirectory(t.dir).sstables[0]));
+  for (const t of GOOD)
+    out.set(`${t.keyspace}.${t.table}`, await readAll(scanTableDirectory(t.dir).sstables[0]));
   return out;
 }
 
 function schemaFor(compression: string): string {
-  return GOOD.map((t) => `ALTER TABLE ${t.keyspace}.${t.table} WITH compression = ${compression};`).join('\n');
+  return GOOD.map(
+    (t) => `ALTER TABLE ${t.keyspace}.${t.table} WITH compression = ${compression};`,
+  ).join('\n');
 }
 
-async function checkStage(t: any, dataDir: string, config: ReturnType<typeof configFromObject>,
-  expected: Map<string, Buffer>, wantClass: string | null) {
+async function checkStage(
+  t: any,
+  dataDir: string,
+  config: ReturnType<typeof configFromObject>,
+  expected: Map<string, Buffer>,
+  wantClass: string | null,
+) {
   const verify = await verifyDataDirectory({ dataDir, config });
   t.is(verify.faults, 0, JSON.stringify(verify.sstables.flatMap((s) => s.faults)));
   t.is(verify.sstables.length, GOOD.length);
   for (const table of GOOD) {
     const files = onlySSTable(path.join(dataDir, table.keyspace, table.table));
     const data = await readAll(files, config);
-    t.true(data.equals(expected.get(`${table.keyspace}.${table.table}`)!), `${table.table} data differs`);
+    t.true(
+      data.equals(expected.get(`${table.keyspace}.${table.table}`)!),
+      `${table.table} data differs`,
+    );
   }
   for (const d of describeDataDirectory(dataDir)) t.is(d.compressor, wantClass, d.sstable);
 }
 
-for (const cls of ['EncryptingLZ4Compressor', 'Encryptor', 'EncryptingDeflateCompressor', 'EncryptingSnappyCompressor']) {
+for (const cls of [
+  'EncryptingLZ4Compressor',
+  'Encryptor',
+  'EncryptingDeflateCompressor',
+  'EncryptingSnappyCompressor',
+]) {
   test(`every corpus table: original -> ${cls} AES/CBC/PKCS5Padding 128 -> LZ4Compressor keeps the data byte for byte`, async (t) => {
     const expected = await originals();
     const dataDir = makeDataDir();
@@ -48,7 +71,11 @@ for (const cls of ['EncryptingLZ4Compressor', 'Encryptor', 'EncryptingDeflateCom
     const encrypt = await upgradeSSTables({
       dataDir,
       config: keys.config,
-      schema: parseSchema(schemaFor(`{'class': '${cls}', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 128}`)),
+      schema: parseSchema(
+        schemaFor(
+          `{'class': '${cls}', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 128}`,
+        ),
+      ),
     });
     t.is(encrypt.failed, 0, JSON.stringify(encrypt.results.filter((r) => r.error)));
     t.is(encrypt.rewritten, GOOD.length);
@@ -83,7 +110,9 @@ test('encrypted Data.db holds no plaintext: a string from the data is gone after
   const report = await upgradeSSTables({
     dataDir,
     config: keys.config,
-    schema: parseSchema(`ALTER TABLE test_ks.pk_types_uncompressed WITH compression = {'class': 'Encryptor', 'cipher_algorithm': 'AES/ECB/PKCS5Padding', 'secret_key_strength': 256};`),
+    schema: parseSchema(
+      `ALTER TABLE test_ks.pk_types_uncompressed WITH compression = {'class': 'Encryptor', 'cipher_algorithm': 'AES/ECB/PKCS5Padding', 'secret_key_strength': 256};`,
+    ),
   });
   t.is(report.rewritten, 1);
   const after = fs.readFileSync(path.join(dir, 'mc-2-big-Data.db'));
@@ -92,16 +121,24 @@ test('encrypted Data.db holds no plaintext: a string from the data is gone after
 });
 
 test('tables already as their schema asks are left alone, and -a rewrites them anyway', async (t) => {
-  const dataDir = makeDataDir((c) => c.table === 'legacy_nb_clust' || c.table === 'legacy_me_simple');
+  const dataDir = makeDataDir(
+    (c) => c.table === 'legacy_nb_clust' || c.table === 'legacy_me_simple',
+  );
   const keys = makeKeySetup();
   const schema = parseSchema(`
     CREATE TABLE legacy_tables.legacy_nb_clust (k int PRIMARY KEY) WITH compression = {'class': 'LZ4Compressor', 'chunk_length_in_kb': '16'};
     CREATE TABLE legacy_tables.legacy_me_simple (k int PRIMARY KEY);`);
   const first = await upgradeSSTables({ dataDir, config: keys.config, schema });
-  t.deepEqual(first.results.map((r) => r.status), ['unchanged', 'unchanged']);
+  t.deepEqual(
+    first.results.map((r) => r.status),
+    ['unchanged', 'unchanged'],
+  );
 
   const all = await upgradeSSTables({ dataDir, config: keys.config, schema, includeAll: true });
-  t.deepEqual(all.results.map((r) => r.status), ['rewritten', 'rewritten']);
+  t.deepEqual(
+    all.results.map((r) => r.status),
+    ['rewritten', 'rewritten'],
+  );
   t.is(onlySSTable(path.join(dataDir, 'legacy_tables', 'legacy_nb_clust')).generation, '2');
 });
 
@@ -114,7 +151,9 @@ test('chunk_length_kb may differ from the source: 16 KiB LZ4 becomes 4 KiB encry
   const report = await upgradeSSTables({
     dataDir,
     config: keys.config,
-    schema: parseSchema(`ALTER TABLE legacy_tables.legacy_oa_clust WITH compression = {'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 192, 'system_key_file': 'k2', 'chunk_length_kb': 4};`),
+    schema: parseSchema(
+      `ALTER TABLE legacy_tables.legacy_oa_clust WITH compression = {'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 192, 'system_key_file': 'k2', 'chunk_length_kb': 4};`,
+    ),
   });
   t.is(report.rewritten, 1);
   const [d] = describeDataDirectory(dataDir);
@@ -130,10 +169,19 @@ test('rekeying: a table moved to a new key file is rewritten from the old key to
   createKeyFile(keys.dir, 'new_key', 'AES/CBC/PKCS5Padding', 128);
   const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_clust');
   const original = await readAll(onlySSTable(dir));
-  const alter = (key: string) => parseSchema(`ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'EncryptingLZ4Compressor', 'system_key_file': '${key}'};`);
+  const alter = (key: string) =>
+    parseSchema(
+      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'EncryptingLZ4Compressor', 'system_key_file': '${key}'};`,
+    );
 
-  t.is((await upgradeSSTables({ dataDir, config: keys.config, schema: alter('old_key') })).rewritten, 1);
-  t.is((await upgradeSSTables({ dataDir, config: keys.config, schema: alter('new_key') })).rewritten, 1);
+  t.is(
+    (await upgradeSSTables({ dataDir, config: keys.config, schema: alter('old_key') })).rewritten,
+    1,
+  );
+  t.is(
+    (await upgradeSSTables({ dataDir, config: keys.config, schema: alter('new_key') })).rewritten,
+    1,
+  );
   // The old key file is no longer needed: move it away and read with the new key only.
   fs.renameSync(path.join(keys.dir, 'old_key'), path.join(keys.dir, 'old_key.bak'));
   t.true((await readAll(onlySSTable(dir), keys.config)).equals(original));

@@ -46,7 +46,9 @@ function round(x, digits) {
 
 /** One line of a suite's table. */
 function line(c) {
-  const base = c.baseline ? `${c.ratio.toFixed(2).padStart(6)}x ${c.baseline.name} (${c.baseline.mbps.toFixed(0)} MB/s)` : '';
+  const base = c.baseline
+    ? `${c.ratio.toFixed(2).padStart(6)}x ${c.baseline.name} (${c.baseline.mbps.toFixed(0)} MB/s)`
+    : '';
   const target = c.target ? `  target ${c.target.ratio}x: ${c.target.met ? 'met' : 'NOT met'}` : '';
   return `${c.name.padEnd(60)} ${c.mbps.toFixed(0).padStart(7)} MB/s  ${base}${target}\n`;
 }
@@ -56,7 +58,8 @@ function main(suite) {
   const args = process.argv.slice(2);
   const quick = args.includes('--quick');
   const json = args.includes('--json') ? args[args.indexOf('--json') + 1] : undefined;
-  suite.run({ quick, args, log: (s) => process.stdout.write(s) })
+  suite
+    .run({ quick, args, log: (s) => process.stdout.write(s) })
     .then((cases) => {
       const doc = { machine: machine(), date: new Date().toISOString(), quick, cases };
       if (json) fs.writeFileSync(json, JSON.stringify(doc, null, 2) + '\n');

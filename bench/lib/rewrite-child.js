@@ -21,8 +21,15 @@ async function compute(dataDir, config) {
   const [table] = tde.findTables(dataDir);
   const [files] = tde.liveSSTables(table.dir).sstables;
   const reader = await tde.SSTableReader.open(files, { keys });
-  const compressor = await tde.compressorForTable({ class: 'EncryptingLZ4Compressor',
-    cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, chunk_length_kb: 64 }, { keys });
+  const compressor = await tde.compressorForTable(
+    {
+      class: 'EncryptingLZ4Compressor',
+      cipher_algorithm: 'AES/CBC/PKCS5Padding',
+      secret_key_strength: 128,
+      chunk_length_kb: 64,
+    },
+    { keys },
+  );
   const crc = checksumFor('crc32');
   let bytes = 0;
   let digest = 0;
@@ -50,7 +57,8 @@ async function write(dataDir, bytes) {
   const file = path.join(dataDir, 'io-ceiling');
   const piece = Buffer.alloc(8 << 20, 0x5a);
   const fd = await fs.promises.open(file, 'w');
-  for (let at = 0; at < bytes; at += piece.length) await fd.write(piece, 0, Math.min(piece.length, bytes - at), at);
+  for (let at = 0; at < bytes; at += piece.length)
+    await fd.write(piece, 0, Math.min(piece.length, bytes - at), at);
   await fd.sync();
   await fd.close();
   fs.rmSync(file);
@@ -65,9 +73,17 @@ async function main() {
   let bytes = 0;
   if (verb === 'upgrade') {
     const schema = tde.parseSchema(fs.readFileSync(a, 'utf8'));
-    const report = await tde.upgradeSSTables({ dataDir, config, schema, includeAll: true,
-      onEvent: (e) => { if (e.type === 'progress') bytes = e.bytes; } });
-    if (report.failed !== 0 || report.rewritten !== 1) throw new Error(JSON.stringify(report.results));
+    const report = await tde.upgradeSSTables({
+      dataDir,
+      config,
+      schema,
+      includeAll: true,
+      onEvent: (e) => {
+        if (e.type === 'progress') bytes = e.bytes;
+      },
+    });
+    if (report.failed !== 0 || report.rewritten !== 1)
+      throw new Error(JSON.stringify(report.results));
   } else if (verb === 'verify') {
     const report = await tde.verifyDataDirectory({ dataDir, config });
     if (report.faults !== 0) throw new Error(JSON.stringify(report));

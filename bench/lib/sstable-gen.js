@@ -20,7 +20,10 @@ const TEMPLATE = path.join(CORPUS, 'nb', 'legacy_tables', 'legacy_nb_clust');
 
 function corpusTables() {
   const out = [];
-  for (const format of fs.readdirSync(CORPUS).filter((f) => !f.includes('.')).sort()) {
+  for (const format of fs
+    .readdirSync(CORPUS)
+    .filter((f) => !f.includes('.'))
+    .sort()) {
     for (const ks of fs.readdirSync(path.join(CORPUS, format))) {
       for (const table of fs.readdirSync(path.join(CORPUS, format, ks))) {
         if (!DAMAGED.has(table)) out.push(path.join(CORPUS, format, ks, table));
@@ -42,8 +45,16 @@ async function period() {
   }
   keys.close();
   const p = Buffer.concat(plain);
-  const segment = fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'commitlog', '3.4-encrypted',
-    'CommitLog-6-1480001790338.log'));
+  const segment = fs.readFileSync(
+    path.join(
+      ROOT,
+      'test',
+      'fixtures',
+      'commitlog',
+      '3.4-encrypted',
+      'CommitLog-6-1480001790338.log',
+    ),
+  );
   return Buffer.concat([p, segment.subarray(0, Math.min(segment.length, p.length))]);
 }
 
@@ -71,9 +82,19 @@ async function makeSSTable(dataDir, bytes) {
   for (const c of ['Index.db', 'Summary.db', 'Statistics.db', 'Filter.db']) {
     fs.copyFileSync(path.join(TEMPLATE, `nb-1-big-${c}`), path.join(table, `nb-1-big-${c}`));
   }
-  fs.writeFileSync(path.join(table, 'nb-1-big-TOC.txt'),
-    ['CompressionInfo.db', 'Data.db', 'Digest.crc32', 'Filter.db', 'Index.db', 'Statistics.db', 'Summary.db',
-      'TOC.txt'].join('\n') + '\n');
+  fs.writeFileSync(
+    path.join(table, 'nb-1-big-TOC.txt'),
+    [
+      'CompressionInfo.db',
+      'Data.db',
+      'Digest.crc32',
+      'Filter.db',
+      'Index.db',
+      'Statistics.db',
+      'Summary.db',
+      'TOC.txt',
+    ].join('\n') + '\n',
+  );
   fs.writeFileSync(marker, `${bytes} v2`);
   return table;
 }

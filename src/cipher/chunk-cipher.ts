@@ -78,17 +78,26 @@ export class ChunkCipher {
 
   private checkAad(chunks: Uint8Array[], aad: Uint8Array[] | undefined): void {
     if (this.aead && (!aad || aad.length !== chunks.length)) {
-      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${this.choice.name} authenticates each chunk ` +
-        'with additional data: pass one aad buffer per chunk');
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        `${this.choice.name} authenticates each chunk ` +
+          'with additional data: pass one aad buffer per chunk',
+      );
     }
     if (!this.aead && aad) {
-      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${this.choice.name} takes no additional data`);
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        `${this.choice.name} takes no additional data`,
+      );
     }
   }
 
   private live(): NativeChunkCipher {
     if (!this.handle) {
-      throw new TdeError('ERR_TDE_CIPHER_DESTROYED', 'this chunk cipher was destroyed; make a new one');
+      throw new TdeError(
+        'ERR_TDE_CIPHER_DESTROYED',
+        'this chunk cipher was destroyed; make a new one',
+      );
     }
     return this.handle;
   }
@@ -106,7 +115,11 @@ export class ChunkCipher {
    * Encrypts many chunks in one call, spread over the addon's threads. The results share one
    * allocation, so keeping any of them keeps the whole batch's memory alive.
    */
-  async encryptBatch(chunks: Uint8Array[], where: ChunkLocator = byIndex, aad?: Uint8Array[]): Promise<Buffer[]> {
+  async encryptBatch(
+    chunks: Uint8Array[],
+    where: ChunkLocator = byIndex,
+    aad?: Uint8Array[],
+  ): Promise<Buffer[]> {
     const handle = this.live();
     this.checkAad(chunks, aad);
     const sizes = new Uint32Array(chunks.length);
@@ -121,11 +134,16 @@ export class ChunkCipher {
   }
 
   /** Decrypts many chunks in one call; each must be `[IV][ciphertext]` as encrypt wrote it. */
-  async decryptBatch(chunks: Uint8Array[], where: ChunkLocator = byIndex, aad?: Uint8Array[]): Promise<Buffer[]> {
+  async decryptBatch(
+    chunks: Uint8Array[],
+    where: ChunkLocator = byIndex,
+    aad?: Uint8Array[],
+  ): Promise<Buffer[]> {
     const handle = this.live();
     this.checkAad(chunks, aad);
     const sizes = new Uint32Array(chunks.length);
-    for (let i = 0; i < chunks.length; i++) sizes[i] = Math.max(0, chunks[i].length - this.overhead);
+    for (let i = 0; i < chunks.length; i++)
+      sizes[i] = Math.max(0, chunks[i].length - this.overhead);
     const out = this.slabs.carveSpans(sizes);
     try {
       const written = await handle.decryptInto(asSpans(chunks), out, aad && asSpans(aad));
@@ -181,15 +199,25 @@ export class ChunkCipher {
    * Compresses with `codec` (natively: see native().codecAvailable) and encrypts each chunk in
    * one pass on the addon's threads. Same results as compressing, then {@link encryptBatch}.
    */
-  async encodeBatch(codec: NativeCodecName, chunks: Uint8Array[], where: ChunkLocator = byIndex,
-    aad?: Uint8Array[]): Promise<Buffer[]> {
+  async encodeBatch(
+    codec: NativeCodecName,
+    chunks: Uint8Array[],
+    where: ChunkLocator = byIndex,
+    aad?: Uint8Array[],
+  ): Promise<Buffer[]> {
     const handle = this.live();
     this.checkAad(chunks, aad);
     const sizes = new Uint32Array(chunks.length);
     for (let i = 0; i < chunks.length; i++) sizes[i] = this.encodedLength(codec, chunks[i].length);
     const out = this.slabs.carveSpans(sizes);
     try {
-      const written = await handle.encodeInto(codec, asSpans(chunks), out, aad ? asSpans(aad) : null, null);
+      const written = await handle.encodeInto(
+        codec,
+        asSpans(chunks),
+        out,
+        aad ? asSpans(aad) : null,
+        null,
+      );
       return viewsOf(out, written);
     } catch (err) {
       throw fromNative(err, locate(where));
@@ -201,18 +229,32 @@ export class ChunkCipher {
    * The results are the caller's to keep, or to give back through {@link recycle} when done.
    * With `crc`, the result's `crcs` holds each plain chunk's CRC32, computed in the same pass.
    */
-  async decodeBatch(codec: NativeCodecName, chunks: Uint8Array[], lengths: number[],
-    where: ChunkLocator = byIndex, aad?: Uint8Array[], options: { crc?: boolean } = {}): Promise<Buffer[] & { crcs?: Uint32Array }> {
+  async decodeBatch(
+    codec: NativeCodecName,
+    chunks: Uint8Array[],
+    lengths: number[],
+    where: ChunkLocator = byIndex,
+    aad?: Uint8Array[],
+    options: { crc?: boolean } = {},
+  ): Promise<Buffer[] & { crcs?: Uint32Array }> {
     const handle = this.live();
     this.checkAad(chunks, aad);
     // Without a codec, decryption writes its padding too before it is cut off.
     const sizes = Uint32Array.from(lengths);
-    if (codec === 'None') for (let i = 0; i < sizes.length; i++) sizes[i] = Math.max(sizes[i], chunks[i].length - this.overhead);
+    if (codec === 'None')
+      for (let i = 0; i < sizes.length; i++)
+        sizes[i] = Math.max(sizes[i], chunks[i].length - this.overhead);
     const spans = this.decoded.carveSpans(sizes);
     let result: Uint32Array;
     try {
-      result = await handle.decodeInto(codec, asSpans(chunks), Uint32Array.from(lengths), spans,
-        aad ? asSpans(aad) : null, options.crc === true);
+      result = await handle.decodeInto(
+        codec,
+        asSpans(chunks),
+        Uint32Array.from(lengths),
+        spans,
+        aad ? asSpans(aad) : null,
+        options.crc === true,
+      );
     } catch (err) {
       throw fromNative(err, locate(where));
     }
@@ -244,12 +286,22 @@ export function createChunkCipher(options: ChunkCipherOptions): ChunkCipher {
     throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'createChunkCipher needs an options object');
   }
   if (!(options.key instanceof Uint8Array)) {
-    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'key must be a Buffer or Uint8Array of raw key bytes');
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      'key must be a Buffer or Uint8Array of raw key bytes',
+    );
   }
-  const resolved = resolveCipher(options.cipher_algorithm, options.secret_key_strength, options.iv_length);
+  const resolved = resolveCipher(
+    options.cipher_algorithm,
+    options.secret_key_strength,
+    options.iv_length,
+  );
   if (options.fixed_iv !== undefined && resolved.ivLength !== options.fixed_iv.length) {
-    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${resolved.name} takes a ${resolved.ivLength}-byte IV, ` +
-      `not ${options.fixed_iv.length} bytes`);
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      `${resolved.name} takes a ${resolved.ivLength}-byte IV, ` +
+        `not ${options.fixed_iv.length} bytes`,
+    );
   }
   // With a fixed IV nothing is stored before each chunk.
   const choice = options.fixed_iv !== undefined ? { ...resolved, ivLength: 0 } : resolved;
@@ -268,7 +320,9 @@ export function createChunkCipher(options: ChunkCipherOptions): ChunkCipher {
     );
     return new ChunkCipher(choice, handle);
   } catch (err) {
-    throw fromNative(err, () => ({ prefix: `cannot set up ${choice.name} (${choice.strength} bits)` }));
+    throw fromNative(err, () => ({
+      prefix: `cannot set up ${choice.name} (${choice.strength} bits)`,
+    }));
   } finally {
     // normalizeKey may have made a private copy (DESede 112); wipe it. The caller's buffer is theirs.
     if (key.buffer !== options.key.buffer) key.fill(0);

@@ -147,8 +147,11 @@ export function parseTransformation(text: string): Transformation {
     );
   }
   if (STREAM_IV[mode] !== undefined && info.name !== 'AES') {
-    throw new TdeError('ERR_TDE_UNKNOWN_CIPHER', `${mode} mode is offered for AES only, not ${info.name}; ` +
-      `use ${info.name}/CBC/PKCS5Padding or AES/${mode}/NoPadding`);
+    throw new TdeError(
+      'ERR_TDE_UNKNOWN_CIPHER',
+      `${mode} mode is offered for AES only, not ${info.name}; ` +
+        `use ${info.name}/CBC/PKCS5Padding or AES/${mode}/NoPadding`,
+    );
   }
   const padding = parts.length === 3 ? PADDINGS[parts[2].toLowerCase()] : 'PKCS5Padding';
   if (!padding) {
@@ -158,7 +161,10 @@ export function parseTransformation(text: string): Transformation {
     );
   }
   if (STREAM_IV[mode] !== undefined && padding !== 'NoPadding') {
-    throw new TdeError('ERR_TDE_UNKNOWN_CIPHER', `AES/${mode} takes no padding: write AES/${mode}/NoPadding`);
+    throw new TdeError(
+      'ERR_TDE_UNKNOWN_CIPHER',
+      `AES/${mode} takes no padding: write AES/${mode}/NoPadding`,
+    );
   }
 
   return {
@@ -182,9 +188,14 @@ export function resolveCipher(
   const t = parseTransformation(transformation);
   const info = ALGORITHMS[t.algorithm.toLowerCase()];
 
-  const text = typeof strength === 'string' ? strength.trim()
-    : typeof strength === 'number' ? String(strength) : '';
-  const bits = typeof strength === 'number' ? strength : /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  const text =
+    typeof strength === 'string'
+      ? strength.trim()
+      : typeof strength === 'number'
+        ? String(strength)
+        : '';
+  const bits =
+    typeof strength === 'number' ? strength : /^\d{1,5}$/.test(text) ? Number(text) : NaN;
   const keyLength = Number.isInteger(bits) ? info.keyBytes(bits) : undefined;
   if (keyLength === undefined) {
     throw new TdeError(

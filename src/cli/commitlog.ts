@@ -5,7 +5,15 @@ import { configResolver, keyStoreResolver } from '../commitlog/keys';
 import { readSegment, SegmentKeyResolver, SegmentReport } from '../commitlog/segment';
 import { isTdeError } from '../errors';
 import { KeyProviders } from '../keys/provider';
-import { addConfigOption, configFrom, EXIT_FAILURE, EXIT_OK, Io, plural, reportError } from './common';
+import {
+  addConfigOption,
+  configFrom,
+  EXIT_FAILURE,
+  EXIT_OK,
+  Io,
+  plural,
+  reportError,
+} from './common';
 
 interface Options {
   keystore?: string;
@@ -19,15 +27,22 @@ interface Options {
 export function commitLogCommand(io: Io, done: (code: number) => void): Command {
   const cmd = new Command('commitlog').description('encrypted commit log segments');
   const verify = new Command('verify')
-    .description('read encrypted commit log segments through: decrypt, decompress, check every checksum')
+    .description(
+      'read encrypted commit log segments through: decrypt, decompress, check every checksum',
+    )
     .argument('<segments...>', 'CommitLog-*.log files')
-    .option('--keystore <file>', 'the JCEKS key store Cassandra wrote the segments with (transparent_data_encryption_options)')
+    .option(
+      '--keystore <file>',
+      'the JCEKS key store Cassandra wrote the segments with (transparent_data_encryption_options)',
+    )
     .option('--keystore-password <password>', 'its keystore_password')
     .option('--key-password <password>', 'its key_password (default: the keystore password)')
     .option('--store-type <type>', 'store_type (JCEKS)', 'JCEKS')
     .option('--json', 'print a JSON report');
   addConfigOption(verify);
-  verify.addHelpText('after', `
+  verify.addHelpText(
+    'after',
+    `
 Examples:
   sstable-tde commitlog verify /var/lib/cassandra/commitlog/CommitLog-7-*.log \\
       --keystore conf/.keystore --keystore-password cassandra
@@ -35,7 +50,8 @@ Examples:
 
 Segments written by sstable-tde (system_info_encryption) name their key by key file or
 kmip://GROUP/ID and need --config instead of a key store. Exits 1 if any segment could not be
-read to its end; the report says where each stopped and why.`);
+read to its end; the report says where each stopped and why.`,
+  );
 
   verify.action(async (segments: string[], opts: Options) => {
     const json = Boolean(opts.json);
@@ -48,14 +64,21 @@ read to its end; the report says where each stopped and why.`);
           done(2);
           return;
         }
-        resolve = keyStoreResolver({ file: opts.keystore, password: opts.keystorePassword, keyPassword: opts.keyPassword, type: opts.storeType });
+        resolve = keyStoreResolver({
+          file: opts.keystore,
+          password: opts.keystorePassword,
+          keyPassword: opts.keyPassword,
+          type: opts.storeType,
+        });
       } else {
         const config = configFrom(opts);
         keys = new KeyProviders(config);
         resolve = configResolver(config, keys);
       }
 
-      const reports: (SegmentReport | { file: string; error: { code: string; message: string } })[] = [];
+      const reports: (
+        SegmentReport | { file: string; error: { code: string; message: string } }
+      )[] = [];
       let failed = 0;
       for (const file of segments) {
         try {
@@ -63,14 +86,17 @@ read to its end; the report says where each stopped and why.`);
           reports.push(r);
           if (!r.complete) failed++;
           if (!json) {
-            const what = `${plural(r.sections, 'section')}, ${plural(r.blocks, 'block')}, ${plural(r.entries, 'entry', 'entries')}, ` +
+            const what =
+              `${plural(r.sections, 'section')}, ${plural(r.blocks, 'block')}, ${plural(r.entries, 'entry', 'entries')}, ` +
               `${r.dataBytes} bytes of data in ${r.storedBytes} bytes${r.cipher ? ` (${r.cipher}, key ${r.keyAlias})` : ''}`;
             if (r.complete) io.out(`ok     ${file}: ${what}`);
             else {
               io.out(`FAULT  ${file}: ${what}, then stopped`);
               const code = r.stoppedAt?.code;
-              io.out(`         [${code}] at byte ${r.stoppedAt?.offset}: ${r.stoppedAt?.reason}; ` +
-                'everything before it was read and checked');
+              io.out(
+                `         [${code}] at byte ${r.stoppedAt?.offset}: ${r.stoppedAt?.reason}; ` +
+                  'everything before it was read and checked',
+              );
             }
           }
         } catch (err) {

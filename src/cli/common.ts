@@ -34,9 +34,12 @@ export function addConfigOption(cmd: Command): Command {
 
 /** `--metrics`: count keys, KMIP round trips and chunks during the run, and print them. */
 export function addMetricsOption(cmd: Command): Command {
-  return cmd.option('--metrics', 'count keys fetched, KMIP requests and latency, chunks and ' +
-    'bytes encrypted and decrypted, integrity failures; print them on stderr (with --json, in ' +
-    'the report)');
+  return cmd.option(
+    '--metrics',
+    'count keys fetched, KMIP requests and latency, chunks and ' +
+      'bytes encrypted and decrypted, integrity failures; print them on stderr (with --json, in ' +
+      'the report)',
+  );
 }
 
 /** A counter for the run when --metrics was given. */
@@ -60,7 +63,8 @@ export function reportError(io: Io, err: unknown, json: boolean): number {
   const code = isTdeError(err) ? err.code : 'ERR_TDE_INTERNAL';
   const message = err instanceof Error ? err.message : String(err);
   io.err(`sstable-tde: error [${code}]: ${message}`);
-  if (!isTdeError(err) && err instanceof Error && err.stack && process.env.SSTABLE_TDE_DEBUG) io.err(err.stack);
+  if (!isTdeError(err) && err instanceof Error && err.stack && process.env.SSTABLE_TDE_DEBUG)
+    io.err(err.stack);
   if (json) io.out(JSON.stringify({ error: { code, message } }));
   return EXIT_FAILURE;
 }

@@ -60,17 +60,22 @@ async function readLine(): Promise<string> {
 
 export function encryptConfigValueCommand(io: Io, done: (code: number) => void): Command {
   const cmd = new Command('encryptconfigvalue')
-    .description('encrypt a configuration value (a password) with the system key, for dse.yaml or cassandra.yaml')
+    .description(
+      'encrypt a configuration value (a password) with the system key, for dse.yaml or cassandra.yaml',
+    )
     .option('--json', 'print the result as JSON');
   addConfigOption(cmd);
-  cmd.addHelpText('after', `
+  cmd.addHelpText(
+    'after',
+    `
 Examples:
   sstable-tde encryptconfigvalue --config dse.yaml
   printf '%s\\n' "$PASSWORD" | sstable-tde encryptconfigvalue --config dse.yaml
 
 The key is config_encryption_key_name (default ${DEFAULT_CONFIG_KEY_NAME}): a key file in
 system_key_directory, or kmip://GROUP/KEY_ID. The output is base64 of [IV][ciphertext], as DSE
-writes encrypted values.`);
+writes encrypted values.`,
+  );
 
   cmd.action(async (opts: { config?: string; json?: boolean }) => {
     const json = Boolean(opts.json);
@@ -92,18 +97,27 @@ writes encrypted values.`);
         if (process.stdin.isTTY) {
           value = await promptHidden('Enter value to encrypt: ', io);
           const again = await promptHidden('Enter again to confirm: ', io);
-          if (again !== value) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'the two entries differ; nothing was encrypted');
+          if (again !== value)
+            throw new TdeError(
+              'ERR_TDE_INVALID_ARGUMENT',
+              'the two entries differ; nothing was encrypted',
+            );
         } else {
           value = await readLine();
         }
         if (value === '') {
-          throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'the value to encrypt is empty ' +
-            '(standard input held no line, or an empty one); nothing was encrypted. Give the ' +
-            "value on one line, e.g. printf '%s\\n' \"$PASSWORD\" | sstable-tde " +
-            'encryptconfigvalue --config FILE');
+          throw new TdeError(
+            'ERR_TDE_INVALID_ARGUMENT',
+            'the value to encrypt is empty ' +
+              '(standard input held no line, or an empty one); nothing was encrypted. Give the ' +
+              'value on one line, e.g. printf \'%s\\n\' "$PASSWORD" | sstable-tde ' +
+              'encryptconfigvalue --config FILE',
+          );
         }
         const out = encryptValue(key.cipher, value);
-        io.out(json ? JSON.stringify({ key: key.name, value: out }) : `Your encrypted value is: ${out}`);
+        io.out(
+          json ? JSON.stringify({ key: key.name, value: out }) : `Your encrypted value is: ${out}`,
+        );
       } finally {
         key.cipher.destroy();
       }

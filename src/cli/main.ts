@@ -31,14 +31,24 @@ export async function run(argv: string[], io: Io = processIo()): Promise<number>
     .exitOverride();
   // Every command, nested ones included, reports through `io` and returns instead of exiting.
   const setUp = (cmd: Command) => {
-    cmd.exitOverride().showHelpAfterError('(run with --help for usage)').configureOutput({
-      writeOut: (s) => io.out(s.trimEnd()),
-      writeErr: (s) => io.err(s.trimEnd()),
-    });
+    cmd
+      .exitOverride()
+      .showHelpAfterError('(run with --help for usage)')
+      .configureOutput({
+        writeOut: (s) => io.out(s.trimEnd()),
+        writeErr: (s) => io.err(s.trimEnd()),
+      });
     cmd.commands.forEach(setUp);
   };
-  for (const make of [createSystemKeyCommand, upgradeSSTablesCommand, verifyCommand, describeCommand,
-    encryptConfigValueCommand, manageKmipCommand, commitLogCommand]) {
+  for (const make of [
+    createSystemKeyCommand,
+    upgradeSSTablesCommand,
+    verifyCommand,
+    describeCommand,
+    encryptConfigValueCommand,
+    manageKmipCommand,
+    commitLogCommand,
+  ]) {
     program.addCommand(make(io, done));
   }
   setUp(program);
@@ -73,7 +83,9 @@ export function main(): void {
       process.exitCode = code;
     },
     (err) => {
-      process.stderr.write(`sstable-tde: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
+      process.stderr.write(
+        `sstable-tde: internal error: ${err instanceof Error ? err.stack : String(err)}\n`,
+      );
       process.exitCode = 1;
     },
   );

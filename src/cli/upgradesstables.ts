@@ -20,9 +20,11 @@ import {
 function line(r: SSTableResult): string {
   switch (r.status) {
     case 'rewritten':
-      return `rewritten  ${r.sstable} -> ${r.newSSTable?.split('/').pop()} (${r.dataBytes} bytes of data; ` +
+      return (
+        `rewritten  ${r.sstable} -> ${r.newSSTable?.split('/').pop()} (${r.dataBytes} bytes of data; ` +
         `Data.db ${r.storedBytesBefore} -> ${r.storedBytesAfter} bytes; ${(r.seconds ?? 0).toFixed(2)} s)\n` +
-        `           ${r.from} -> ${r.to}`;
+        `           ${r.from} -> ${r.to}`
+      );
     case 'unchanged':
       return `unchanged  ${r.sstable} (already ${r.from})`;
     case 'skipped':
@@ -38,14 +40,22 @@ export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Co
     .argument('[keyspace]', 'only this keyspace')
     .argument('[tables...]', 'only these tables of the keyspace')
     .requiredOption('--data-dir <dir>', 'Cassandra data directory (KEYSPACE/TABLE[-id]/ inside)')
-    .option('--schema <file>', 'CQL file with CREATE TABLE / ALTER TABLE ... WITH compression = {...} (optional ' +
-      'for system.batchlog and system.paxos, which follow system_info_encryption)')
-    .option('-a, --include-all-sstables', 'rewrite every SSTable, even those already as their table asks')
+    .option(
+      '--schema <file>',
+      'CQL file with CREATE TABLE / ALTER TABLE ... WITH compression = {...} (optional ' +
+        'for system.batchlog and system.paxos, which follow system_info_encryption)',
+    )
+    .option(
+      '-a, --include-all-sstables',
+      'rewrite every SSTable, even those already as their table asks',
+    )
     .option('--ignore-digest', 'rewrite even when Data.db does not match its Digest file')
     .option('--json', 'print a JSON summary instead of text');
   addConfigOption(cmd);
   addMetricsOption(cmd);
-  cmd.addHelpText('after', `
+  cmd.addHelpText(
+    'after',
+    `
 Examples:
   sstable-tde upgradesstables --data-dir /var/lib/cassandra/data --schema schema.cql --config dse.yaml
   sstable-tde upgradesstables --data-dir data --schema schema.cql -a cycling cyclist_name
@@ -53,113 +63,145 @@ Examples:
 
 Each SSTable is written anew beside the old one, synced, verified, and only then made live; the
 old one is removed last. If the command is killed, run it again: it finishes or undoes what was
-interrupted before doing anything else.`);
+interrupted before doing anything else.`,
+  );
 
-  cmd.action(async (keyspace: string | undefined, tables: string[], opts: {
-    dataDir: string; schema?: string; includeAllSstables?: boolean; ignoreDigest?: boolean; json?: boolean; config?: string;
-    metrics?: boolean;
-  }) => {
-    const json = Boolean(opts.json);
-    const metrics = metricsFor(opts);
-    let bar: cliProgress.SingleBar | undefined;
-    try {
-      const config = configFrom(opts);
-      if (!opts.schema && !config.systemInfoEncryption?.enabled) {
-        io.err('sstable-tde: give --schema FILE (only system.batchlog and system.paxos can go without one, ' +
-          'when system_info_encryption is enabled in --config)');
-        done(2);
-        return;
-      }
-      const schema = opts.schema ? loadSchema(opts.schema) : new Map();
-      let base = 0;
-      let current = 0;
-      const onEvent = (e: UpgradeEvent) => {
-        if (e.type === 'plan' && io.interactive && !json && e.sstables > 0) {
-          bar = new cliProgress.SingleBar({
-            stream: io.stderr,
-            format: ' {bar} {percentage}% | {done}/{all} MiB | {sstable}',
-            hideCursor: true,
-            clearOnComplete: true,
-          }, cliProgress.Presets.shades_classic);
-          bar.start(e.bytes, 0, { done: '0', all: mib(e.bytes), sstable: '' });
-        } else if (e.type === 'start') {
-          current = 0;
-          bar?.update(base, { sstable: e.sstable, done: mib(base) });
-        } else if (e.type === 'progress') {
-          current = e.bytes;
-          bar?.update(base + current, { done: mib(base + current) });
-        } else if (e.type === 'done' && e.result.status !== 'unchanged' && e.result.status !== 'skipped') {
-          base += e.result.dataBytes ?? current;
-          bar?.update(base, { done: mib(base) });
+  cmd.action(
+    async (
+      keyspace: string | undefined,
+      tables: string[],
+      opts: {
+        dataDir: string;
+        schema?: string;
+        includeAllSstables?: boolean;
+        ignoreDigest?: boolean;
+        json?: boolean;
+        config?: string;
+        metrics?: boolean;
+      },
+    ) => {
+      const json = Boolean(opts.json);
+      const metrics = metricsFor(opts);
+      let bar: cliProgress.SingleBar | undefined;
+      try {
+        const config = configFrom(opts);
+        if (!opts.schema && !config.systemInfoEncryption?.enabled) {
+          io.err(
+            'sstable-tde: give --schema FILE (only system.batchlog and system.paxos can go without one, ' +
+              'when system_info_encryption is enabled in --config)',
+          );
+          done(2);
+          return;
         }
-      };
+        const schema = opts.schema ? loadSchema(opts.schema) : new Map();
+        let base = 0;
+        let current = 0;
+        const onEvent = (e: UpgradeEvent) => {
+          if (e.type === 'plan' && io.interactive && !json && e.sstables > 0) {
+            bar = new cliProgress.SingleBar(
+              {
+                stream: io.stderr,
+                format: ' {bar} {percentage}% | {done}/{all} MiB | {sstable}',
+                hideCursor: true,
+                clearOnComplete: true,
+              },
+              cliProgress.Presets.shades_classic,
+            );
+            bar.start(e.bytes, 0, { done: '0', all: mib(e.bytes), sstable: '' });
+          } else if (e.type === 'start') {
+            current = 0;
+            bar?.update(base, { sstable: e.sstable, done: mib(base) });
+          } else if (e.type === 'progress') {
+            current = e.bytes;
+            bar?.update(base + current, { done: mib(base + current) });
+          } else if (
+            e.type === 'done' &&
+            e.result.status !== 'unchanged' &&
+            e.result.status !== 'skipped'
+          ) {
+            base += e.result.dataBytes ?? current;
+            bar?.update(base, { done: mib(base) });
+          }
+        };
 
-      // The first Ctrl-C (or SIGTERM) rolls back the SSTable in progress and stops; a second one
-      // stops at once, which is still safe: the next run finishes or undoes the interrupted one.
-      const controller = new AbortController();
-      const onSignal = (signal: NodeJS.Signals) => {
-        if (controller.signal.aborted) process.exit(130);
+        // The first Ctrl-C (or SIGTERM) rolls back the SSTable in progress and stops; a second one
+        // stops at once, which is still safe: the next run finishes or undoes the interrupted one.
+        const controller = new AbortController();
+        const onSignal = (signal: NodeJS.Signals) => {
+          if (controller.signal.aborted) process.exit(130);
+          bar?.stop();
+          io.err(
+            `sstable-tde: ${signal}: rolling back the SSTable in progress (press again to stop at once)`,
+          );
+          controller.abort();
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        const report = await upgradeSSTables({
+          signal: controller.signal,
+          dataDir: opts.dataDir,
+          schema,
+          config,
+          includeAll: Boolean(opts.includeAllSstables),
+          ignoreDigest: Boolean(opts.ignoreDigest),
+          keyspace,
+          tables,
+          onEvent,
+          observer: metrics,
+        }).finally(() => {
+          process.removeListener('SIGINT', onSignal);
+          process.removeListener('SIGTERM', onSignal);
+        });
         bar?.stop();
-        io.err(`sstable-tde: ${signal}: rolling back the SSTable in progress (press again to stop at once)`);
-        controller.abort();
-      };
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      const report = await upgradeSSTables({
-        signal: controller.signal,
-        dataDir: opts.dataDir,
-        schema,
-        config,
-        includeAll: Boolean(opts.includeAllSstables),
-        ignoreDigest: Boolean(opts.ignoreDigest),
-        keyspace,
-        tables,
-        onEvent,
-        observer: metrics,
-      }).finally(() => {
-        process.removeListener('SIGINT', onSignal);
-        process.removeListener('SIGTERM', onSignal);
-      });
-      bar?.stop();
-      bar = undefined;
+        bar = undefined;
 
-      if (json) {
-        const out = metrics ? { ...report, metrics: metrics.snapshot() } : report;
-        io.out(JSON.stringify(out, null, 2));
-      } else {
-        for (const w of report.warnings) io.err(`sstable-tde: warning: table ${w.table}: ${w.message}`);
-        for (const r of report.recovered) {
-          io.out(`recovered  ${r.log}: interrupted rewrite ${r.action} (removed ${r.removed})`);
+        if (json) {
+          const out = metrics ? { ...report, metrics: metrics.snapshot() } : report;
+          io.out(JSON.stringify(out, null, 2));
+        } else {
+          for (const w of report.warnings)
+            io.err(`sstable-tde: warning: table ${w.table}: ${w.message}`);
+          for (const r of report.recovered) {
+            io.out(`recovered  ${r.log}: interrupted rewrite ${r.action} (removed ${r.removed})`);
+          }
+          for (const r of report.results) io.out(line(r));
+          for (const m of report.missing) {
+            io.out(
+              `MISSING    ${m}: named in ${opts.schema ?? 'the schema'} but has no directory in ${opts.dataDir} (a typo, ` +
+                'or is --data-dir not the directory that holds the keyspace directories?)',
+            );
+          }
+          io.out(
+            `\n${report.rewritten} rewritten, ${report.unchanged} unchanged, ${report.skipped} skipped, ` +
+              `${report.failed} failed`,
+          );
+          printMetrics(io, metrics);
         }
-        for (const r of report.results) io.out(line(r));
-        for (const m of report.missing) {
-          io.out(`MISSING    ${m}: named in ${opts.schema ?? 'the schema'} but has no directory in ${opts.dataDir} (a typo, ` +
-            'or is --data-dir not the directory that holds the keyspace directories?)');
+        if (report.failed > 0 && !json) {
+          const failedSSTables = report.failed - report.missing.length;
+          if (failedSSTables > 0) {
+            io.err(
+              `sstable-tde: ${failedSSTables} SSTable(s) could not be rewritten (FAILED ` +
+                'above, each with the state it is in); fix the cause and run the command again',
+            );
+          }
+          if (report.missing.length > 0) {
+            io.err(
+              `sstable-tde: ${report.missing.length} table(s) named in the schema have no directory (MISSING above)`,
+            );
+          }
         }
-        io.out(`\n${report.rewritten} rewritten, ${report.unchanged} unchanged, ${report.skipped} skipped, ` +
-          `${report.failed} failed`);
-        printMetrics(io, metrics);
+        if (controller.signal.aborted) {
+          io.err('sstable-tde: interrupted; run the same command again to carry on');
+          done(130);
+          return;
+        }
+        done(report.failed > 0 ? EXIT_FAILURE : EXIT_OK);
+      } catch (err) {
+        bar?.stop();
+        done(reportError(io, err, json));
       }
-      if (report.failed > 0 && !json) {
-        const failedSSTables = report.failed - report.missing.length;
-        if (failedSSTables > 0) {
-          io.err(`sstable-tde: ${failedSSTables} SSTable(s) could not be rewritten (FAILED ` +
-            'above, each with the state it is in); fix the cause and run the command again');
-        }
-        if (report.missing.length > 0) {
-          io.err(`sstable-tde: ${report.missing.length} table(s) named in the schema have no directory (MISSING above)`);
-        }
-      }
-      if (controller.signal.aborted) {
-        io.err('sstable-tde: interrupted; run the same command again to carry on');
-        done(130);
-        return;
-      }
-      done(report.failed > 0 ? EXIT_FAILURE : EXIT_OK);
-    } catch (err) {
-      bar?.stop();
-      done(reportError(io, err, json));
-    }
-  });
+    },
+  );
   return cmd;
 }

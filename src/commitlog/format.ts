@@ -62,9 +62,14 @@ export function markerCrc(id: bigint, position: number): number {
   return zlib.crc32(int4(position), crc) >>> 0;
 }
 
-export function serializeHeader(version: number, id: bigint, params: Record<string, unknown>): Buffer {
+export function serializeHeader(
+  version: number,
+  id: bigint,
+  params: Record<string, unknown>,
+): Buffer {
   const json = Buffer.from(JSON.stringify(params), 'utf8');
-  if (json.length > MAX_PARAMS) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'commit log parameters too long');
+  if (json.length > MAX_PARAMS)
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'commit log parameters too long');
   const out = Buffer.alloc(4 + 8 + 2 + json.length + 4);
   out.writeInt32BE(version, 0);
   out.writeBigInt64BE(id, 4);
@@ -76,26 +81,35 @@ export function serializeHeader(version: number, id: bigint, params: Record<stri
 
 export function parseHeader(buf: Buffer, file: string): SegmentHeader {
   const fail = (what: string): never => {
-    throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: ${what}; this is not a readable commit log segment`, { file });
+    throw new TdeError(
+      'ERR_TDE_SEGMENT_HEADER',
+      `${file}: ${what}; this is not a readable commit log segment`,
+      { file },
+    );
   };
   if (buf.length < 18) fail(`only ${buf.length} bytes, shorter than any segment header`);
   const version = buf.readInt32BE(0);
   if (!SUPPORTED_VERSIONS.includes(version)) {
-    fail(`commit log version ${version} is not one sstable-tde reads (${SUPPORTED_VERSIONS.join(', ')}: Cassandra 3.0 to 4.x)`);
+    fail(
+      `commit log version ${version} is not one sstable-tde reads (${SUPPORTED_VERSIONS.join(', ')}: Cassandra 3.0 to 4.x)`,
+    );
   }
   const id = buf.readBigInt64BE(4);
   const n = buf.readUInt16BE(12);
-  if (buf.length < 14 + n + 4) fail(`the header's ${n} bytes of parameters run past the end of the file`);
+  if (buf.length < 14 + n + 4)
+    fail(`the header's ${n} bytes of parameters run past the end of the file`);
   const json = buf.subarray(14, 14 + n);
   const stored = buf.readUInt32BE(14 + n);
-  if (stored !== headerCrc(version, id, json)) fail('the header checksum does not match: the header is damaged');
+  if (stored !== headerCrc(version, id, json))
+    fail('the header checksum does not match: the header is damaged');
   let params: unknown;
   try {
     params = n === 0 ? {} : JSON.parse(json.toString('utf8'));
   } catch {
     return fail('the header parameters are not JSON');
   }
-  if (params === null || typeof params !== 'object' || Array.isArray(params)) fail('the header parameters are not a JSON object');
+  if (params === null || typeof params !== 'object' || Array.isArray(params))
+    fail('the header parameters are not a JSON object');
   return { version, id, params: params as Record<string, unknown>, length: 18 + n };
 }
 
@@ -123,14 +137,19 @@ export function readEntries(data: Buffer): EntryWalk {
   while (at + 4 <= data.length) {
     const size = data.readInt32BE(at);
     if (size === 0) break; // end of entries
-    if (at + 8 > data.length) return { entries, fault: { offset: at, reason: 'an entry header is cut off' } };
+    if (at + 8 > data.length)
+      return { entries, fault: { offset: at, reason: 'an entry header is cut off' } };
     const sizeCrc = zlib.crc32(data.subarray(at, at + 4)) >>> 0;
-    if (data.readUInt32BE(at + 4) !== sizeCrc) return { entries, fault: { offset: at, reason: 'an entry size fails its checksum' } };
+    if (data.readUInt32BE(at + 4) !== sizeCrc)
+      return { entries, fault: { offset: at, reason: 'an entry size fails its checksum' } };
     if (size < 0 || at + 8 + size + 4 > data.length) {
-      return { entries, fault: { offset: at, reason: `an entry of ${size} bytes runs past its section` } };
+      return {
+        entries,
+        fault: { offset: at, reason: `an entry of ${size} bytes runs past its section` },
+      };
     }
     const body = data.subarray(at + 8, at + 8 + size);
-    if (data.readUInt32BE(at + 8 + size) !== (zlib.crc32(body, sizeCrc) >>> 0)) {
+    if (data.readUInt32BE(at + 8 + size) !== zlib.crc32(body, sizeCrc) >>> 0) {
       return { entries, fault: { offset: at, reason: 'an entry fails its checksum' } };
     }
     entries.push(body);

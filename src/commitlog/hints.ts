@@ -26,7 +26,12 @@ export interface HintsFileNames {
 }
 
 /** `<dir>/<hostId>-<timestamp>-<version>.hints` and its descriptor and checksum files. */
-export function hintsFileNames(dir: string, hostId: string, timestamp: number, version = 2): HintsFileNames {
+export function hintsFileNames(
+  dir: string,
+  hostId: string,
+  timestamp: number,
+  version = 2,
+): HintsFileNames {
   const base = `${dir}/${hostId}-${timestamp}-${version}`;
   return { data: `${base}.hints`, descriptor: `${base}.json`, crc: `${base}.crc32` };
 }
@@ -42,20 +47,42 @@ export class HintsWriter {
     private readonly blockLength: number,
   ) {}
 
-  static async create(names: HintsFileNames, descriptor: { hostId: string; timestamp: number; version?: number },
-    encryption: SegmentEncryption, blockLength = 65536): Promise<HintsWriter> {
-    const probe = createChunkCipher({ cipher_algorithm: encryption.transformation, secret_key_strength: encryption.key.length * 8, key: encryption.key });
+  static async create(
+    names: HintsFileNames,
+    descriptor: { hostId: string; timestamp: number; version?: number },
+    encryption: SegmentEncryption,
+    blockLength = 65536,
+  ): Promise<HintsWriter> {
+    const probe = createChunkCipher({
+      cipher_algorithm: encryption.transformation,
+      secret_key_strength: encryption.key.length * 8,
+      key: encryption.key,
+    });
     const iv = randomBytes(probe.choice.ivLength || probe.choice.blockSize);
     probe.destroy();
-    const cipher = createChunkCipher({ cipher_algorithm: encryption.transformation, secret_key_strength: encryption.key.length * 8, key: encryption.key, fixed_iv: iv });
+    const cipher = createChunkCipher({
+      cipher_algorithm: encryption.transformation,
+      secret_key_strength: encryption.key.length * 8,
+      key: encryption.key,
+      fixed_iv: iv,
+    });
     const json = {
       hostId: descriptor.hostId,
       version: descriptor.version ?? 2,
       timestamp: descriptor.timestamp,
-      parameters: { encryption: { encCipher: cipher.transformation, encIV: iv.toString('hex'), encKeyAlias: encryption.keyAlias } },
+      parameters: {
+        encryption: {
+          encCipher: cipher.transformation,
+          encIV: iv.toString('hex'),
+          encKeyAlias: encryption.keyAlias,
+        },
+      },
     };
     try {
-      await fs.promises.writeFile(names.descriptor, JSON.stringify(json), { flag: 'wx', mode: 0o600 });
+      await fs.promises.writeFile(names.descriptor, JSON.stringify(json), {
+        flag: 'wx',
+        mode: 0o600,
+      });
       const fd = await fs.promises.open(names.data, 'wx', 0o600);
       return new HintsWriter(names, fd, cipher, blockLength);
     } catch (err) {
@@ -117,9 +144,15 @@ export interface HintsReport {
 }
 
 /** Reads a hints file through, checking its CRC file, every block and every hint's checksums. */
-export async function readHintsFile(names: HintsFileNames, resolveKey: SegmentKeyResolver,
-  onHint?: (hint: Buffer) => void): Promise<HintsReport> {
-  const fail = (what: string, code: 'ERR_TDE_SEGMENT_DAMAGED' | 'ERR_TDE_SEGMENT_HEADER' = 'ERR_TDE_SEGMENT_DAMAGED'): never => {
+export async function readHintsFile(
+  names: HintsFileNames,
+  resolveKey: SegmentKeyResolver,
+  onHint?: (hint: Buffer) => void,
+): Promise<HintsReport> {
+  const fail = (
+    what: string,
+    code: 'ERR_TDE_SEGMENT_DAMAGED' | 'ERR_TDE_SEGMENT_HEADER' = 'ERR_TDE_SEGMENT_DAMAGED',
+  ): never => {
     throw new TdeError(code, `${names.data}: ${what}`, { file: names.data });
   };
   let descriptor: { parameters?: { encryption?: Record<string, string> } };
@@ -128,34 +161,50 @@ export async function readHintsFile(names: HintsFileNames, resolveKey: SegmentKe
     descriptor = JSON.parse(await fs.promises.readFile(names.descriptor, 'utf8'));
     data = await fs.promises.readFile(names.data);
   } catch (err) {
-    if (err instanceof SyntaxError) return fail(`its descriptor ${names.descriptor} is not JSON`, 'ERR_TDE_SEGMENT_HEADER');
+    if (err instanceof SyntaxError)
+      return fail(`its descriptor ${names.descriptor} is not JSON`, 'ERR_TDE_SEGMENT_HEADER');
     throw fromSystem(err, names.data, 'read hints');
   }
   const enc = descriptor?.parameters?.encryption;
   const aliasOk = enc?.encKeyAlias === undefined || typeof enc.encKeyAlias === 'string';
-  if (!enc || typeof enc.encCipher !== 'string' || typeof enc.encIV !== 'string' ||
-    !/^([0-9a-fA-F]{2})+$/.test(enc.encIV) || !aliasOk) {
-    return fail('its descriptor names no encryption (encCipher, encIV) in the right form',
-      'ERR_TDE_SEGMENT_HEADER');
+  if (
+    !enc ||
+    typeof enc.encCipher !== 'string' ||
+    typeof enc.encIV !== 'string' ||
+    !/^([0-9a-fA-F]{2})+$/.test(enc.encIV) ||
+    !aliasOk
+  ) {
+    return fail(
+      'its descriptor names no encryption (encCipher, encIV) in the right form',
+      'ERR_TDE_SEGMENT_HEADER',
+    );
   }
   const crcText = await fs.promises.readFile(names.crc, 'utf8').catch(() => undefined);
   if (crcText !== undefined && Number(crcText.trim()) !== zlib.crc32(data) >>> 0) {
     fail(`the file does not match its checksum file ${names.crc}`);
   }
 
-  const cipher = await headerCipher(enc.encCipher, enc.encKeyAlias ?? '', enc.encIV,
-    names.descriptor, resolveKey);
+  const cipher = await headerCipher(
+    enc.encCipher,
+    enc.encKeyAlias ?? '',
+    enc.encIV,
+    names.descriptor,
+    resolveKey,
+  );
   try {
     const report: HintsReport = { file: names.data, blocks: 0, hints: 0, dataBytes: 0 };
     const blocks: Buffer[] = [];
     for (let at = 0; at < data.length;) {
       if (data.length - at < BLOCK_HEADER_SIZE) fail(`a block header at ${at} is cut off`);
       const n = data.readInt32BE(at);
-      if (n < 0 || n > data.length - at - BLOCK_HEADER_SIZE) fail(`a block at ${at} claims ${n} bytes, more than the file holds`);
+      if (n < 0 || n > data.length - at - BLOCK_HEADER_SIZE)
+        fail(`a block at ${at} claims ${n} bytes, more than the file holds`);
       blocks.push(data.subarray(at + BLOCK_HEADER_SIZE, at + BLOCK_HEADER_SIZE + n));
       at += BLOCK_HEADER_SIZE + n;
     }
-    const plain = await cipher.decryptBatch(blocks).catch((err) => fail(`a block does not decrypt: ${(err as Error).message}`));
+    const plain = await cipher
+      .decryptBatch(blocks)
+      .catch((err) => fail(`a block does not decrypt: ${(err as Error).message}`));
     const parts: Buffer[] = [];
     for (const p of plain) {
       // Lengths are checked before LZ4 sets memory aside for them: a damaged block that still
@@ -163,10 +212,14 @@ export async function readHintsFile(names: HintsFileNames, resolveKey: SegmentKe
       if (p.length < 8) fail(`a block holds ${p.length} bytes, too few for its lengths`);
       const raw = p.readInt32BE(0);
       if (raw < 0 || p.readUInt32LE(4) !== raw || !plausibleLength('LZ4', p.length - 4, raw)) {
-        fail(`a block's lengths (${raw} and ${p.readUInt32LE(4)}) do not fit its ${p.length} ` +
-          'bytes');
+        fail(
+          `a block's lengths (${raw} and ${p.readUInt32LE(4)}) do not fit its ${p.length} ` +
+            'bytes',
+        );
       }
-      const out = await lz4.uncompress(p.subarray(4)).catch(() => fail('a block does not decompress'));
+      const out = await lz4
+        .uncompress(p.subarray(4))
+        .catch(() => fail('a block does not decompress'));
       if (out.length !== raw) fail(`a block decompresses to ${out.length} bytes, not ${raw}`);
       parts.push(out);
     }

@@ -50,26 +50,47 @@ export interface SegmentReport {
    * Where and why reading stopped early; `truncated` when the file ends inside a section (a
    * crash while writing), otherwise a section is damaged. `code` is the matching error code.
    */
-  stoppedAt?: { offset: number; reason: string; truncated: boolean; code: 'ERR_TDE_SEGMENT_TRUNCATED' | 'ERR_TDE_SEGMENT_DAMAGED' };
+  stoppedAt?: {
+    offset: number;
+    reason: string;
+    truncated: boolean;
+    code: 'ERR_TDE_SEGMENT_TRUNCATED' | 'ERR_TDE_SEGMENT_DAMAGED';
+  };
 }
 
 const MAX_BLOCK = 64 * 1024 * 1024;
 
 /** Opens the cipher an encrypted segment's header names; undefined for a plain segment. */
-async function segmentCipher(header: SegmentHeader, file: string, resolveKey: SegmentKeyResolver): Promise<ChunkCipher | undefined> {
+async function segmentCipher(
+  header: SegmentHeader,
+  file: string,
+  resolveKey: SegmentKeyResolver,
+): Promise<ChunkCipher | undefined> {
   const p = header.params;
   if (p.encCipher === undefined) {
     if (p.compressionClass !== undefined) {
-      throw new TdeError('ERR_TDE_UNSUPPORTED', `${file} is compressed (${String(p.compressionClass)}) but not encrypted; ` +
-        'sstable-tde reads encrypted and plain segments only', { file });
+      throw new TdeError(
+        'ERR_TDE_UNSUPPORTED',
+        `${file} is compressed (${String(p.compressionClass)}) but not encrypted; ` +
+          'sstable-tde reads encrypted and plain segments only',
+        { file },
+      );
     }
     return undefined;
   }
   const aliasOk = p.encKeyAlias === undefined || typeof p.encKeyAlias === 'string';
-  if (typeof p.encCipher !== 'string' || !aliasOk || typeof p.encIV !== 'string' ||
-    !/^([0-9a-fA-F]{2})+$/.test(p.encIV)) {
-    throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: the header's encCipher, encKeyAlias ` +
-      'or encIV is not text of the right form (encIV: hex)', { file });
+  if (
+    typeof p.encCipher !== 'string' ||
+    !aliasOk ||
+    typeof p.encIV !== 'string' ||
+    !/^([0-9a-fA-F]{2})+$/.test(p.encIV)
+  ) {
+    throw new TdeError(
+      'ERR_TDE_SEGMENT_HEADER',
+      `${file}: the header's encCipher, encKeyAlias ` +
+        'or encIV is not text of the right form (encIV: hex)',
+      { file },
+    );
   }
   return headerCipher(p.encCipher, String(p.encKeyAlias ?? ''), p.encIV, file, resolveKey);
 }
@@ -78,8 +99,13 @@ async function segmentCipher(header: SegmentHeader, file: string, resolveKey: Se
  * The cipher a segment's header or a hints file's descriptor names, with its key. A key that does
  * not fit the cipher keeps its own code; an IV that does not is a damaged header.
  */
-export async function headerCipher(transformation: string, alias: string, ivHex: string,
-  file: string, resolveKey: SegmentKeyResolver): Promise<ChunkCipher> {
+export async function headerCipher(
+  transformation: string,
+  alias: string,
+  ivHex: string,
+  file: string,
+  resolveKey: SegmentKeyResolver,
+): Promise<ChunkCipher> {
   const key = await resolveKey(alias, transformation);
   try {
     return createChunkCipher({
@@ -90,12 +116,21 @@ export async function headerCipher(transformation: string, alias: string, ivHex:
     });
   } catch (err) {
     if (isTdeError(err, 'ERR_TDE_INVALID_ARGUMENT')) {
-      throw new TdeError('ERR_TDE_SEGMENT_HEADER', `${file}: the cipher settings it records ` +
-        `cannot be used (${err.message}): the header is damaged`, { file }, err);
+      throw new TdeError(
+        'ERR_TDE_SEGMENT_HEADER',
+        `${file}: the cipher settings it records ` +
+          `cannot be used (${err.message}): the header is damaged`,
+        { file },
+        err,
+      );
     }
     const code = isTdeError(err) ? err.code : 'ERR_TDE_SEGMENT_HEADER';
-    throw new TdeError(code, `${file}: key ${alias} does not fit ${transformation}: ` +
-      `${(err as Error).message}`, { file, key: alias }, err);
+    throw new TdeError(
+      code,
+      `${file}: key ${alias} does not fit ${transformation}: ` + `${(err as Error).message}`,
+      { file, key: alias },
+      err,
+    );
   } finally {
     key.fill(0);
   }
@@ -105,17 +140,21 @@ export async function headerCipher(transformation: string, alias: string, ivHex:
 async function inflateBlocks(plain: Buffer[], where: string): Promise<Buffer> {
   const parts: Buffer[] = [];
   for (const p of plain) {
-    if (p.length < 8) throw new Error(`${where}: a block holds ${p.length} bytes, too few for its lengths`);
+    if (p.length < 8)
+      throw new Error(`${where}: a block holds ${p.length} bytes, too few for its lengths`);
     const raw = p.readInt32BE(0);
     if (raw < 0 || raw > MAX_BLOCK || p.readUInt32LE(4) !== raw) {
       throw new Error(`${where}: a block's lengths disagree (${raw} and ${p.readUInt32LE(4)})`);
     }
     if (!plausibleLength('LZ4', p.length - 4, raw)) {
-      throw new Error(`${where}: a block of ${p.length} bytes claims ${raw} bytes of data, more ` +
-        'than LZ4 can produce');
+      throw new Error(
+        `${where}: a block of ${p.length} bytes claims ${raw} bytes of data, more ` +
+          'than LZ4 can produce',
+      );
     }
     const out = await lz4.uncompress(p.subarray(4));
-    if (out.length !== raw) throw new Error(`${where}: a block decompresses to ${out.length} bytes, not ${raw}`);
+    if (out.length !== raw)
+      throw new Error(`${where}: a block decompresses to ${out.length} bytes, not ${raw}`);
     parts.push(out);
   }
   return parts.length === 1 ? parts[0] : Buffer.concat(parts);
@@ -126,8 +165,11 @@ async function inflateBlocks(plain: Buffer[], where: string): Promise<Buffer> {
  * mutation) in order. Errors that leave nothing to read (header, key) are thrown; a section that
  * cannot be read ends the walk and is described in `stoppedAt`.
  */
-export async function readSegment(file: string, resolveKey: SegmentKeyResolver,
-  onEntry?: (entry: Buffer) => void): Promise<SegmentReport> {
+export async function readSegment(
+  file: string,
+  resolveKey: SegmentKeyResolver,
+  onEntry?: (entry: Buffer) => void,
+): Promise<SegmentReport> {
   let buf: Buffer;
   try {
     buf = await fs.promises.readFile(file);
@@ -141,7 +183,8 @@ export async function readSegment(file: string, resolveKey: SegmentKeyResolver,
     version: header.version,
     id: header.id.toString(),
     cipher: cipher?.transformation,
-    keyAlias: header.params.encKeyAlias === undefined ? undefined : String(header.params.encKeyAlias),
+    keyAlias:
+      header.params.encKeyAlias === undefined ? undefined : String(header.params.encKeyAlias),
     sections: 0,
     blocks: 0,
     storedBytes: buf.length,
@@ -151,7 +194,12 @@ export async function readSegment(file: string, resolveKey: SegmentKeyResolver,
   };
   const stop = (offset: number, reason: string, truncated = false) => {
     report.complete = false;
-    report.stoppedAt = { offset, reason, truncated, code: truncated ? 'ERR_TDE_SEGMENT_TRUNCATED' : 'ERR_TDE_SEGMENT_DAMAGED' };
+    report.stoppedAt = {
+      offset,
+      reason,
+      truncated,
+      code: truncated ? 'ERR_TDE_SEGMENT_TRUNCATED' : 'ERR_TDE_SEGMENT_DAMAGED',
+    };
   };
 
   try {
@@ -169,14 +217,22 @@ export async function readSegment(file: string, resolveKey: SegmentKeyResolver,
         // last), so a crash cut it short; any other marker is damage.
         if (buf.subarray(pos).every((b) => b === 0)) break;
         const unwritten = buf.subarray(pos, pos + SYNC_MARKER_SIZE).every((b) => b === 0);
-        stop(pos, unwritten
-          ? `the section at ${pos} was never finished (its marker is empty): a crash while it was being written`
-          : `the section marker at ${pos} fails its checksum: the segment is damaged`, unwritten);
+        stop(
+          pos,
+          unwritten
+            ? `the section at ${pos} was never finished (its marker is empty): a crash while it was being written`
+            : `the section marker at ${pos} fails its checksum: the segment is damaged`,
+          unwritten,
+        );
         break;
       }
       if (next > buf.length) {
-        stop(pos, `the section at ${pos} should end at ${next}, but the file ends at ${buf.length}: ` +
-          'it was cut short, most likely by a crash while it was being written', true);
+        stop(
+          pos,
+          `the section at ${pos} should end at ${next}, but the file ends at ${buf.length}: ` +
+            'it was cut short, most likely by a crash while it was being written',
+          true,
+        );
         break;
       }
       if (next < pos + SYNC_MARKER_SIZE) {
@@ -217,7 +273,10 @@ export async function readSegment(file: string, resolveKey: SegmentKeyResolver,
           break;
         }
         if (data.length !== plainLength) {
-          stop(pos, `${where} holds ${data.length} bytes of data, but its header says ${plainLength}`);
+          stop(
+            pos,
+            `${where} holds ${data.length} bytes of data, but its header says ${plainLength}`,
+          );
           break;
         }
         report.blocks += blocks.length;
@@ -286,17 +345,33 @@ export class SegmentWriter {
   static async create(options: SegmentWriterOptions): Promise<SegmentWriter> {
     const blockLength = options.blockLength ?? 65536;
     if (!Number.isInteger(blockLength) || blockLength < 1024 || blockLength > MAX_BLOCK) {
-      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `blockLength must be 1 KiB to 64 MiB, not ${blockLength}`);
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        `blockLength must be 1 KiB to 64 MiB, not ${blockLength}`,
+      );
     }
     let cipher: ChunkCipher | undefined;
     let params: Record<string, unknown> = {};
     if (options.encryption) {
       const e = options.encryption;
-      const probe = createChunkCipher({ cipher_algorithm: e.transformation, secret_key_strength: e.key.length * 8, key: e.key });
+      const probe = createChunkCipher({
+        cipher_algorithm: e.transformation,
+        secret_key_strength: e.key.length * 8,
+        key: e.key,
+      });
       const iv = randomBytes(probe.choice.ivLength || probe.choice.blockSize);
       probe.destroy();
-      cipher = createChunkCipher({ cipher_algorithm: e.transformation, secret_key_strength: e.key.length * 8, key: e.key, fixed_iv: iv });
-      params = { encCipher: cipher.transformation, encIV: iv.toString('hex'), encKeyAlias: e.keyAlias };
+      cipher = createChunkCipher({
+        cipher_algorithm: e.transformation,
+        secret_key_strength: e.key.length * 8,
+        key: e.key,
+        fixed_iv: iv,
+      });
+      params = {
+        encCipher: cipher.transformation,
+        encIV: iv.toString('hex'),
+        encKeyAlias: e.keyAlias,
+      };
     }
     const header = serializeHeader(options.version ?? 7, options.id, params);
     let fd: fs.promises.FileHandle;

@@ -34,9 +34,13 @@ export function newSSTableId(): Buffer {
 
 export function parseSSTableId(hex: string | undefined, file: string): Buffer {
   if (hex === undefined || !/^[0-9a-f]{32}$/.test(hex)) {
-    throw new TdeError('ERR_TDE_CORRUPT_COMPRESSION_INFO', `${file} has no valid ${SSTABLE_ID_OPTION}, ` +
-      'which an authenticated (GCM) SSTable needs to check its chunks; the file is damaged or was ' +
-      'replaced', { file });
+    throw new TdeError(
+      'ERR_TDE_CORRUPT_COMPRESSION_INFO',
+      `${file} has no valid ${SSTABLE_ID_OPTION}, ` +
+        'which an authenticated (GCM) SSTable needs to check its chunks; the file is damaged or was ' +
+        'replaced',
+      { file },
+    );
   }
   return Buffer.from(hex, 'hex');
 }
@@ -88,13 +92,23 @@ export function metadataAad(m: SSTableMetadata): Buffer {
   fixed.writeBigUInt64BE(BigInt(m.dataLength), 0);
   fixed.writeUInt32BE(m.chunkCount, 8);
   fixed.writeUInt32BE(m.chunkLength, 12);
-  return Buffer.concat([Buffer.from(`sstable-tde sstable v1\0${m.className}\0`, 'latin1'), m.sstableId, fixed,
-    Buffer.from(m.encryptedComponents, 'latin1')]);
+  return Buffer.concat([
+    Buffer.from(`sstable-tde sstable v1\0${m.className}\0`, 'latin1'),
+    m.sstableId,
+    fixed,
+    Buffer.from(m.encryptedComponents, 'latin1'),
+  ]);
 }
 
 /** Additional data for pages of an encrypted index or metadata component (see page-file.ts). */
-export function pageAad(component: string, sstableId: Buffer, first: number, count: number, last: number,
-  keyCheckValue: string): Buffer[] {
+export function pageAad(
+  component: string,
+  sstableId: Buffer,
+  first: number,
+  count: number,
+  last: number,
+  keyCheckValue: string,
+): Buffer[] {
   const head = Buffer.from(`sstable-tde page v1\0${component}\0`, 'latin1');
   const kcv = Buffer.from(keyCheckValue, 'hex');
   return Array.from({ length: count }, (_, k) => {

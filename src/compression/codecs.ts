@@ -30,8 +30,12 @@ export interface Codec {
    * Each chunk must decode to exactly `lengths[i]` bytes, or a TdeError names it. With `crc`,
    * a native codec also gives each plain chunk's CRC32 (the result's `crcs`); others may not.
    */
-  uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator, options?: { crc?: boolean }):
-    Promise<Buffer[] & { crcs?: Uint32Array }>;
+  uncompress(
+    chunks: Buffer[],
+    lengths: number[],
+    where: ChunkLocator,
+    options?: { crc?: boolean },
+  ): Promise<Buffer[] & { crcs?: Uint32Array }>;
   /**
    * Takes back the memory of a compress() or uncompress() result once its user is done with
    * every buffer of it, for the next batch to reuse (optional to call).
@@ -57,12 +61,21 @@ export function plausibleLength(codec: CodecName, stored: number, plain: number)
  * expected of them (see {@link plausibleLength}); `codec` is what the chunk holds once
  * decrypted, `overhead` what encryption adds around it.
  */
-export function checkPlausible(codec: CodecName, chunks: Uint8Array[], lengths: number[], where: ChunkLocator,
-  overhead = 0): void {
+export function checkPlausible(
+  codec: CodecName,
+  chunks: Uint8Array[],
+  lengths: number[],
+  where: ChunkLocator,
+  overhead = 0,
+): void {
   for (let i = 0; i < chunks.length; i++) {
     if (!plausibleLength(codec, Math.max(0, chunks[i].length - overhead), lengths[i])) {
-      throw corrupt(where, i, `a ${chunks[i].length}-byte ${codec} chunk cannot hold ${lengths[i]} bytes of ` +
-        'data: the chunk, or the chunk length in CompressionInfo.db, is damaged');
+      throw corrupt(
+        where,
+        i,
+        `a ${chunks[i].length}-byte ${codec} chunk cannot hold ${lengths[i]} bytes of ` +
+          'data: the chunk, or the chunk length in CompressionInfo.db, is damaged',
+      );
     }
   }
 }
@@ -88,12 +101,17 @@ const lz4Codec: Codec = {
   compress: (chunks) => eachChunk(chunks, (c) => lz4.compress(c)),
   uncompress: (chunks, lengths, where) =>
     eachChunk(chunks, async (c, i) => {
-      if (c.length < 4) throw corrupt(where, i, `LZ4 chunk of ${c.length} bytes has no length prefix`);
+      if (c.length < 4)
+        throw corrupt(where, i, `LZ4 chunk of ${c.length} bytes has no length prefix`);
       const claimed = c.readUInt32LE(0);
       if (!plausibleLength('LZ4', c.length, claimed)) {
-        throw corrupt(where, i, `LZ4 chunk of ${c.length} bytes claims ${claimed} uncompressed ` +
-          'bytes, more than LZ4 can produce from it: the chunk, or the chunk length in ' +
-          'CompressionInfo.db, is damaged');
+        throw corrupt(
+          where,
+          i,
+          `LZ4 chunk of ${c.length} bytes claims ${claimed} uncompressed ` +
+            'bytes, more than LZ4 can produce from it: the chunk, or the chunk length in ' +
+            'CompressionInfo.db, is damaged',
+        );
       }
       if (claimed !== lengths[i]) {
         throw corrupt(
@@ -153,9 +171,13 @@ const snappyCodec: Codec = {
     eachChunk(chunks, async (c, i) => {
       const claimed = snappyLength(c);
       if (claimed !== undefined && !plausibleLength('Snappy', c.length, claimed)) {
-        throw corrupt(where, i, `Snappy chunk of ${c.length} bytes claims ${claimed} ` +
-          'uncompressed bytes, more than Snappy can produce from it: the chunk, or the chunk ' +
-          'length in CompressionInfo.db, is damaged');
+        throw corrupt(
+          where,
+          i,
+          `Snappy chunk of ${c.length} bytes claims ${claimed} ` +
+            'uncompressed bytes, more than Snappy can produce from it: the chunk, or the chunk ' +
+            'length in CompressionInfo.db, is damaged',
+        );
       }
       if (claimed !== lengths[i]) {
         throw corrupt(
@@ -233,14 +255,24 @@ class NativeCodec implements Codec {
     return viewsOf(out, written);
   }
 
-  async uncompress(chunks: Buffer[], lengths: number[], where: ChunkLocator, options: { crc?: boolean } = {}):
-    Promise<Buffer[] & { crcs?: Uint32Array }> {
+  async uncompress(
+    chunks: Buffer[],
+    lengths: number[],
+    where: ChunkLocator,
+    options: { crc?: boolean } = {},
+  ): Promise<Buffer[] & { crcs?: Uint32Array }> {
     checkPlausible(this.name, chunks, lengths, where);
     const sizes = Uint32Array.from(lengths);
     const spans = this.decoded.carveSpans(sizes);
     let result: Uint32Array;
     try {
-      result = await native().codecDecodeInto(this.name, asSpans(chunks), sizes, spans, options.crc === true);
+      result = await native().codecDecodeInto(
+        this.name,
+        asSpans(chunks),
+        sizes,
+        spans,
+        options.crc === true,
+      );
     } catch (err) {
       throw fromNative(err, (i) => (i === undefined ? { prefix: `${this.name} codec` } : where(i)));
     }
@@ -263,7 +295,11 @@ const nativeCodecs = new Map<CodecName, Codec>();
  * implementation. Each reads the other's output.
  */
 export function codecFor(name: CodecName): Codec {
-  if (name === 'None' || process.env.SSTABLE_TDE_NATIVE_CODECS === '0' || !native().codecAvailable(name)) {
+  if (
+    name === 'None' ||
+    process.env.SSTABLE_TDE_NATIVE_CODECS === '0' ||
+    !native().codecAvailable(name)
+  ) {
     return CODECS[name];
   }
   let codec = nativeCodecs.get(name);

@@ -46,8 +46,13 @@ export interface Compressor {
    * With `{ crc: true }` the result's `crcs` may hold each plain chunk's CRC32, computed in the
    * same pass (the addon's codecs do; callers compute what is missing).
    */
-  uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding,
-    options?: { crc?: boolean }): Promise<DecodedChunks>;
+  uncompressBatch(
+    chunks: Buffer[],
+    lengths: number[],
+    where: ChunkLocator,
+    binding?: ChunkBinding,
+    options?: { crc?: boolean },
+  ): Promise<DecodedChunks>;
   /**
    * Gives back the memory of a compressBatch or uncompressBatch result once the caller is done
    * with every buffer of it (compressed chunks written to disk, plain chunks consumed), so the
@@ -88,8 +93,13 @@ class PlainCompressor implements Compressor {
     return this.codec.compress(chunks);
   }
 
-  uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, _binding?: ChunkBinding,
-    options?: { crc?: boolean }): Promise<DecodedChunks> {
+  uncompressBatch(
+    chunks: Buffer[],
+    lengths: number[],
+    where: ChunkLocator,
+    _binding?: ChunkBinding,
+    options?: { crc?: boolean },
+  ): Promise<DecodedChunks> {
     return this.codec.uncompress(chunks, lengths, where, options);
   }
 
@@ -120,9 +130,11 @@ class EncryptingCompressor implements Compressor {
     private readonly keyRecord: Record<string, string>,
   ) {
     if (cipher.choice.mode === 'ECB') {
-      this.warnings.push(`${cipher.choice.name} encrypts equal 16-byte blocks to equal ciphertext, so ` +
-        'patterns in the data show through; prefer AES/CBC/PKCS5Padding, or AES/GCM/NoPadding, ' +
-        'which also detects altered chunks');
+      this.warnings.push(
+        `${cipher.choice.name} encrypts equal 16-byte blocks to equal ciphertext, so ` +
+          'patterns in the data show through; prefer AES/CBC/PKCS5Padding, or AES/GCM/NoPadding, ' +
+          'which also detects altered chunks',
+      );
     }
   }
 
@@ -133,8 +145,11 @@ class EncryptingCompressor implements Compressor {
   private aad(count: number, binding: ChunkBinding | undefined): Buffer[] | undefined {
     if (!this.cipher.aead) return undefined;
     if (!binding) {
-      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${this.cipher.choice.name} chunks are bound to ` +
-        'their SSTable and position: pass a ChunkBinding');
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        `${this.cipher.choice.name} chunks are bound to ` +
+          'their SSTable and position: pass a ChunkBinding',
+      );
     }
     return chunkAad(binding, count, this.keyCheck);
   }
@@ -155,12 +170,23 @@ class EncryptingCompressor implements Compressor {
     return this.cipher.encryptBatch(compressed, undefined, aad);
   }
 
-  async uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator, binding?: ChunkBinding,
-    options?: { crc?: boolean }): Promise<DecodedChunks> {
+  async uncompressBatch(
+    chunks: Buffer[],
+    lengths: number[],
+    where: ChunkLocator,
+    binding?: ChunkBinding,
+    options?: { crc?: boolean },
+  ): Promise<DecodedChunks> {
     const aad = this.aad(chunks.length, binding);
     try {
       if (this.onePass) {
-        checkPlausible(this.codec.name, chunks, lengths, where, this.cipher.ivLength + this.cipher.choice.tagLength);
+        checkPlausible(
+          this.codec.name,
+          chunks,
+          lengths,
+          where,
+          this.cipher.ivLength + this.cipher.choice.tagLength,
+        );
         return await this.cipher.decodeBatch(this.codec.name, chunks, lengths, where, aad, options);
       }
       const plain = await this.cipher.decryptBatch(chunks, where, aad);
@@ -171,8 +197,13 @@ class EncryptingCompressor implements Compressor {
     } catch (err) {
       // With a recorded key check value that matched, the key is right: the chunk is damaged.
       if (this.keyVerified && isTdeError(err, 'ERR_TDE_DECRYPT_FAILED')) {
-        throw new TdeError('ERR_TDE_CORRUPT_CHUNK', `${err.message} (the key is the one it was ` +
-          'written with, so the chunk itself is damaged)', err.context, err);
+        throw new TdeError(
+          'ERR_TDE_CORRUPT_CHUNK',
+          `${err.message} (the key is the one it was ` +
+            'written with, so the chunk itself is damaged)',
+          err.context,
+          err,
+        );
       }
       throw err;
     }
@@ -185,20 +216,31 @@ class EncryptingCompressor implements Compressor {
   pageCodec(component: string, sstableId?: Buffer): PageCodec {
     const cipher = this.cipher;
     if (cipher.aead && !sstableId) {
-      throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'authenticated pages need the SSTable id they are bound to');
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        'authenticated pages need the SSTable id they are bound to',
+      );
     }
     const aad = (first: number, count: number, last: number) =>
-      cipher.aead ? pageAad(component, sstableId as Buffer, first, count, last, this.keyCheck) : undefined;
+      cipher.aead
+        ? pageAad(component, sstableId as Buffer, first, count, last, this.keyCheck)
+        : undefined;
     return {
       plainPerPage: plainCapacity((n) => cipher.encryptedLength(n)),
-      encrypt: (plain, first, last) => cipher.encryptBatch(plain, undefined, aad(first, plain.length, last)),
+      encrypt: (plain, first, last) =>
+        cipher.encryptBatch(plain, undefined, aad(first, plain.length, last)),
       decrypt: async (ct, first, last, where) => {
         try {
           return await cipher.decryptBatch(ct, where, aad(first, ct.length, last));
         } catch (err) {
           if (this.keyVerified && isTdeError(err, 'ERR_TDE_DECRYPT_FAILED')) {
-            throw new TdeError('ERR_TDE_CORRUPT_CHUNK', `${err.message} (the key is the one it was written ` +
-              'with, so the page itself is damaged)', err.context, err);
+            throw new TdeError(
+              'ERR_TDE_CORRUPT_CHUNK',
+              `${err.message} (the key is the one it was written ` +
+                'with, so the page itself is damaged)',
+              err.context,
+              err,
+            );
           }
           throw err;
         }
@@ -209,13 +251,21 @@ class EncryptingCompressor implements Compressor {
   // The tag is a GCM encryption of nothing, with the metadata as additional data: the nonce and
   // tag, 28 bytes, in hex.
   sealMetadata(meta: SSTableMetadata): string {
-    return this.cipher.encryptSync(Buffer.alloc(0), Buffer.concat([metadataAad(meta), Buffer.from(this.keyCheck, 'hex')])).toString('hex');
+    return this.cipher
+      .encryptSync(
+        Buffer.alloc(0),
+        Buffer.concat([metadataAad(meta), Buffer.from(this.keyCheck, 'hex')]),
+      )
+      .toString('hex');
   }
 
   checkMetadata(meta: SSTableMetadata, tag: string): boolean {
     if (!/^[0-9a-f]+$/.test(tag)) return false;
     try {
-      this.cipher.decryptSync(Buffer.from(tag, 'hex'), Buffer.concat([metadataAad(meta), Buffer.from(this.keyCheck, 'hex')]));
+      this.cipher.decryptSync(
+        Buffer.from(tag, 'hex'),
+        Buffer.concat([metadataAad(meta), Buffer.from(this.keyCheck, 'hex')]),
+      );
       return true;
     } catch {
       return false;
@@ -255,7 +305,8 @@ export async function createCompressor(
   if (!info.encrypting) return new PlainCompressor(params, codec);
 
   const e = params.encryption;
-  if (!e) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${params.className} needs encryption settings`);
+  if (!e)
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${params.className} needs encryption settings`);
   if (!options.keys) {
     throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${params.className} needs a key provider`);
   }
@@ -266,8 +317,12 @@ export async function createCompressor(
   } catch (err) {
     // A key that cannot be had is reported with the SSTable that needs it.
     if (isTdeError(err) && options.file && err.file === undefined) {
-      throw new TdeError(err.code, `${options.file} needs a key that cannot be had: ${err.message}`,
-        { ...err.context, file: options.file }, err);
+      throw new TdeError(
+        err.code,
+        `${options.file} needs a key that cannot be had: ${err.message}`,
+        { ...err.context, file: options.file },
+        err,
+      );
     }
     throw err;
   }
@@ -290,8 +345,15 @@ export async function createCompressor(
       key: key.bytes,
       iv_length: e.ivLength,
     });
-    const made = new EncryptingCompressor(params, codec, cipher, key.id, key.keyCheckValue,
-      e.keyCheckValue !== undefined, key.record ?? {});
+    const made = new EncryptingCompressor(
+      params,
+      codec,
+      cipher,
+      key.id,
+      key.keyCheckValue,
+      e.keyCheckValue !== undefined,
+      key.record ?? {},
+    );
     // Counting and key-state checks, when the key provider carries an observer (openPlugin).
     const observer = options.keys.observer;
     return observer ? observeCompressor(made, observer) : made;

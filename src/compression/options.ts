@@ -70,16 +70,38 @@ export interface CompressionParams {
   codecOptions: Record<string, string>;
 }
 
-const GENERIC = ['class', 'sstable_compression', 'chunk_length_kb', 'chunk_length_in_kb', 'enabled',
-  'crc_check_chance', 'min_compress_ratio', 'max_compressed_length'];
+const GENERIC = [
+  'class',
+  'sstable_compression',
+  'chunk_length_kb',
+  'chunk_length_in_kb',
+  'enabled',
+  'crc_check_chance',
+  'min_compress_ratio',
+  'max_compressed_length',
+];
 const CODEC_OPTIONS = ['lz4_compressor_type', 'lz4_high_compressor_level'];
-const ENCRYPTION_OPTIONS = ['cipher_algorithm', 'secret_key_strength', 'key_provider',
-  'secret_key_provider_factory_class', 'system_key_file', 'kmip_host', 'key_namespace',
-  'key_keyspace', 'iv_length'];
+const ENCRYPTION_OPTIONS = [
+  'cipher_algorithm',
+  'secret_key_strength',
+  'key_provider',
+  'secret_key_provider_factory_class',
+  'system_key_file',
+  'kmip_host',
+  'key_namespace',
+  'key_keyspace',
+  'iv_length',
+];
 /** Written by sstable-tde into CompressionInfo.db; not something a table option sets. */
 const KEY_CHECK_OPTION = 'key_check_value';
 const KMIP_KEY_ID_OPTION = 'kmip_key_id';
-const RECORDED_OPTIONS = [KEY_CHECK_OPTION, KMIP_KEY_ID_OPTION, 'sstable_id', 'sstable_tag', 'encrypted_components'];
+const RECORDED_OPTIONS = [
+  KEY_CHECK_OPTION,
+  KMIP_KEY_ID_OPTION,
+  'sstable_id',
+  'sstable_tag',
+  'encrypted_components',
+];
 
 const MAX_CHUNK_LENGTH = 1 << 30;
 
@@ -109,7 +131,9 @@ function parseChunkLengthKb(value: string, option: string): number {
   const kb = /^\d{1,7}$/.test(value.trim()) ? Number(value) : NaN;
   const bytes = kb * 1024;
   if (!Number.isInteger(kb) || kb <= 0 || (bytes & (bytes - 1)) !== 0 || bytes > MAX_CHUNK_LENGTH) {
-    throw bad(`${option} must be a power of two between 1 and ${MAX_CHUNK_LENGTH / 1024}, not "${value}"`);
+    throw bad(
+      `${option} must be a power of two between 1 and ${MAX_CHUNK_LENGTH / 1024}, not "${value}"`,
+    );
   }
   return bytes;
 }
@@ -125,8 +149,10 @@ function normalizeProvider(value: string): typeof LOCAL_PROVIDER | typeof KMIP_P
         'KmipKeyProviderFactory',
     );
   }
-  throw bad(`unknown key_provider "${value}"${didYouMean(simple, KEY_PROVIDERS)}; ` +
-    `expected ${LOCAL_PROVIDER} or ${KMIP_PROVIDER}`);
+  throw bad(
+    `unknown key_provider "${value}"${didYouMean(simple, KEY_PROVIDERS)}; ` +
+      `expected ${LOCAL_PROVIDER} or ${KMIP_PROVIDER}`,
+  );
 }
 
 /** Checks a key file name taken from options: a plain name, never a path. */
@@ -144,9 +170,11 @@ function parseEncryption(opts: Record<string, string>): EncryptionSettings {
   const strength = opts.secret_key_strength ?? String(DEFAULT_STRENGTH);
   const choice = resolveCipher(transformation, strength, opts.iv_length);
   if (choice.padding === 'NoPadding' && (choice.mode === 'ECB' || choice.mode === 'CBC')) {
-    throw bad(`cipher_algorithm ${choice.name} cannot encrypt SSTable chunks: chunks have any ` +
-      `length (compressed, or the last one), and NoPadding takes only whole ${choice.blockSize}-byte ` +
-      `blocks; use ${choice.algorithm}/${choice.mode}/PKCS5Padding`);
+    throw bad(
+      `cipher_algorithm ${choice.name} cannot encrypt SSTable chunks: chunks have any ` +
+        `length (compressed, or the last one), and NoPadding takes only whole ${choice.blockSize}-byte ` +
+        `blocks; use ${choice.algorithm}/${choice.mode}/PKCS5Padding`,
+    );
   }
   const provider = normalizeProvider(
     opts.key_provider ?? opts.secret_key_provider_factory_class ?? LOCAL_PROVIDER,
@@ -196,13 +224,19 @@ export function parseTableCompression(
   const opts: Record<string, string> = {};
   for (const [k, v] of Object.entries(map)) {
     const key = k.toLowerCase();
-    if (key in opts) throw bad(`compression option "${key}" is given twice (option names ignore case)`);
+    if (key in opts)
+      throw bad(`compression option "${key}" is given twice (option names ignore case)`);
     opts[key] = stringify(v);
   }
   // Two spellings of one option: which one was meant is anyone's guess.
-  for (const [a, b] of [['class', 'sstable_compression'], ['chunk_length_kb', 'chunk_length_in_kb'],
-    ['key_provider', 'secret_key_provider_factory_class'], ['key_namespace', 'key_keyspace']]) {
-    if (opts[a] !== undefined && opts[b] !== undefined) throw bad(`give either ${a} or ${b}, not both`);
+  for (const [a, b] of [
+    ['class', 'sstable_compression'],
+    ['chunk_length_kb', 'chunk_length_in_kb'],
+    ['key_provider', 'secret_key_provider_factory_class'],
+    ['key_namespace', 'key_keyspace'],
+  ]) {
+    if (opts[a] !== undefined && opts[b] !== undefined)
+      throw bad(`give either ${a} or ${b}, not both`);
   }
 
   const known = [...GENERIC, ...CODEC_OPTIONS, ...ENCRYPTION_OPTIONS];
@@ -228,9 +262,12 @@ export function parseTableCompression(
   if (classText.trim() === '') return { enabled: false, chunkLength: 65536, codecOptions: {} };
   const className = normalizeClassName(classText);
 
-  const chunkOption = opts.chunk_length_in_kb !== undefined ? 'chunk_length_in_kb' : 'chunk_length_kb';
+  const chunkOption =
+    opts.chunk_length_in_kb !== undefined ? 'chunk_length_in_kb' : 'chunk_length_kb';
   const chunkLength =
-    opts[chunkOption] !== undefined ? parseChunkLengthKb(opts[chunkOption], chunkOption) : defaultChunkLength;
+    opts[chunkOption] !== undefined
+      ? parseChunkLengthKb(opts[chunkOption], chunkOption)
+      : defaultChunkLength;
 
   const params: CompressionParams = { enabled: true, className, chunkLength, codecOptions: {} };
   for (const k of CODEC_OPTIONS) if (opts[k] !== undefined) params.codecOptions[k] = opts[k];
@@ -241,26 +278,35 @@ export function parseTableCompression(
   } else {
     const stray = ENCRYPTION_OPTIONS.filter((k) => opts[k] !== undefined);
     if (stray.length > 0) {
-      throw bad(`${stray.join(', ')} only apply to the encrypting classes (Encryptor, ` +
-        `EncryptingLZ4Compressor, ...), not to ${className}`);
+      throw bad(
+        `${stray.join(', ')} only apply to the encrypting classes (Encryptor, ` +
+          `EncryptingLZ4Compressor, ...), not to ${className}`,
+      );
     }
     params.maxCompressedLength = maxCompressedLengthOf(opts, chunkLength);
   }
   return params;
 }
 
-function maxCompressedLengthOf(opts: Record<string, string>, chunkLength: number): number | undefined {
+function maxCompressedLengthOf(
+  opts: Record<string, string>,
+  chunkLength: number,
+): number | undefined {
   if (opts.max_compressed_length !== undefined) {
     const kb = Number(opts.max_compressed_length);
     if (!Number.isInteger(kb) || kb <= 0) {
-      throw bad(`max_compressed_length must be a positive number of KiB, not "${opts.max_compressed_length}"`);
+      throw bad(
+        `max_compressed_length must be a positive number of KiB, not "${opts.max_compressed_length}"`,
+      );
     }
     return kb * 1024;
   }
   if (opts.min_compress_ratio !== undefined) {
     const ratio = Number(opts.min_compress_ratio);
     if (!Number.isFinite(ratio) || ratio < 0 || (ratio > 0 && ratio < 1)) {
-      throw bad(`min_compress_ratio must be 0 (off) or at least 1, not "${opts.min_compress_ratio}"`);
+      throw bad(
+        `min_compress_ratio must be 0 (off) or at least 1, not "${opts.min_compress_ratio}"`,
+      );
     }
     return ratio === 0 ? undefined : Math.ceil(chunkLength / ratio);
   }
@@ -325,9 +371,13 @@ export function compressionInfoOptions(
 export function sameCompression(onDisk: CompressionParams, wanted: CompressionParams): boolean {
   if (onDisk.enabled !== wanted.enabled) return false;
   if (!wanted.enabled) return true;
-  if (onDisk.className !== wanted.className || onDisk.chunkLength !== wanted.chunkLength) return false;
+  if (onDisk.className !== wanted.className || onDisk.chunkLength !== wanted.chunkLength)
+    return false;
   if (onDisk.maxCompressedLength !== wanted.maxCompressedLength) return false;
-  const codecKeys = new Set([...Object.keys(onDisk.codecOptions), ...Object.keys(wanted.codecOptions)]);
+  const codecKeys = new Set([
+    ...Object.keys(onDisk.codecOptions),
+    ...Object.keys(wanted.codecOptions),
+  ]);
   for (const k of codecKeys) if (onDisk.codecOptions[k] !== wanted.codecOptions[k]) return false;
   const a = onDisk.encryption;
   const b = wanted.encryption;

@@ -55,7 +55,8 @@ export const DEFAULT_CONFIG_KEY_NAME = 'system_key';
 
 type Check = (value: unknown) => string | undefined;
 
-const isString: Check = (v) => (typeof v === 'string' && v !== '' ? undefined : 'a non-empty string');
+const isString: Check = (v) =>
+  typeof v === 'string' && v !== '' ? undefined : 'a non-empty string';
 const isBoolean: Check = (v) => (typeof v === 'boolean' ? undefined : 'true or false');
 const isMap: Check = (v) =>
   v !== null && typeof v === 'object' && !Array.isArray(v) ? undefined : 'a map of settings';
@@ -102,19 +103,28 @@ export function configFromObject(raw: unknown, file?: string): TdeConfig {
   }
 
   const base = file ? path.dirname(path.resolve(file)) : process.cwd();
-  const kmipHosts = obj.kmip_hosts && typeof obj.kmip_hosts === 'object'
-    ? parseKmipHosts(obj.kmip_hosts as Record<string, unknown>, base, problems)
-    : new Map<string, KmipGroupSettings>();
+  const kmipHosts =
+    obj.kmip_hosts && typeof obj.kmip_hosts === 'object'
+      ? parseKmipHosts(obj.kmip_hosts as Record<string, unknown>, base, problems)
+      : new Map<string, KmipGroupSettings>();
   if (problems.length > 0) {
-    throw new TdeError('ERR_TDE_CONFIG', `${where} is not valid:\n  - ${problems.join('\n  - ')}`, { file });
+    throw new TdeError('ERR_TDE_CONFIG', `${where} is not valid:\n  - ${problems.join('\n  - ')}`, {
+      file,
+    });
   }
   const keyName = (obj.config_encryption_key_name as string | null) ?? undefined;
   if (keyName !== undefined) checkConfigKeyName(keyName, kmipHosts, problems);
   const systemInfo = obj.system_info_encryption
-    ? parseSystemInfoEncryption(obj.system_info_encryption as Record<string, unknown>, kmipHosts, problems)
+    ? parseSystemInfoEncryption(
+        obj.system_info_encryption as Record<string, unknown>,
+        kmipHosts,
+        problems,
+      )
     : undefined;
   if (problems.length > 0) {
-    throw new TdeError('ERR_TDE_CONFIG', `${where} is not valid:\n  - ${problems.join('\n  - ')}`, { file });
+    throw new TdeError('ERR_TDE_CONFIG', `${where} is not valid:\n  - ${problems.join('\n  - ')}`, {
+      file,
+    });
   }
   const dir = (obj.system_key_directory as string | null) ?? DEFAULT_SYSTEM_KEY_DIRECTORY;
   return {
@@ -135,18 +145,38 @@ export function parseKmipUrl(name: string): { group: string; id: string } | unde
   return m ? { group: m[1], id: m[2] } : undefined;
 }
 
-function checkConfigKeyName(name: string, groups: Map<string, KmipGroupSettings>, problems: string[]): void {
+function checkConfigKeyName(
+  name: string,
+  groups: Map<string, KmipGroupSettings>,
+  problems: string[],
+): void {
   if (name.startsWith('kmip:')) {
     const url = parseKmipUrl(name);
-    if (!url) problems.push(`config_encryption_key_name ${quote(name)} is not of the form kmip://GROUP/KEY_ID`);
-    else if (!groups.has(url.group)) problems.push(`config_encryption_key_name names KMIP group ${url.group}, which kmip_hosts does not define`);
+    if (!url)
+      problems.push(
+        `config_encryption_key_name ${quote(name)} is not of the form kmip://GROUP/KEY_ID`,
+      );
+    else if (!groups.has(url.group))
+      problems.push(
+        `config_encryption_key_name names KMIP group ${url.group}, which kmip_hosts does not define`,
+      );
   } else if (name.includes('/') || name === '.' || name === '..') {
-    problems.push(`config_encryption_key_name ${quote(name)} must be a key file name inside system_key_directory, or kmip://GROUP/KEY_ID`);
+    problems.push(
+      `config_encryption_key_name ${quote(name)} must be a key file name inside system_key_directory, or kmip://GROUP/KEY_ID`,
+    );
   }
 }
 
-const SYSTEM_INFO_KEYS = ['enabled', 'cipher_algorithm', 'secret_key_strength', 'key_provider', 'kmip_host',
-  'key_namespace', 'system_key_file', 'chunk_length_kb'];
+const SYSTEM_INFO_KEYS = [
+  'enabled',
+  'cipher_algorithm',
+  'secret_key_strength',
+  'key_provider',
+  'kmip_host',
+  'key_namespace',
+  'system_key_file',
+  'chunk_length_kb',
+];
 
 /**
  * A YAML scalar as text; undefined for a map or list (whose own conversion to text may throw:
@@ -158,8 +188,11 @@ export function scalarText(v: unknown): string | undefined {
   return undefined;
 }
 
-function parseSystemInfoEncryption(o: Record<string, unknown>, groups: Map<string, KmipGroupSettings>,
-  problems: string[]): SystemInfoEncryption | undefined {
+function parseSystemInfoEncryption(
+  o: Record<string, unknown>,
+  groups: Map<string, KmipGroupSettings>,
+  problems: string[],
+): SystemInfoEncryption | undefined {
   const where = 'system_info_encryption';
   const text = (k: string, dflt?: string): string | undefined => {
     if (o[k] === undefined || o[k] === null) return dflt;
@@ -168,33 +201,48 @@ function parseSystemInfoEncryption(o: Record<string, unknown>, groups: Map<strin
     return v;
   };
   for (const k of Object.keys(o)) {
-    if (!SYSTEM_INFO_KEYS.includes(k)) problems.push(`unknown setting "${where}.${k}"${didYouMean(k, SYSTEM_INFO_KEYS)}`);
+    if (!SYSTEM_INFO_KEYS.includes(k))
+      problems.push(`unknown setting "${where}.${k}"${didYouMean(k, SYSTEM_INFO_KEYS)}`);
   }
   const enabled = o.enabled ?? false;
   if (typeof enabled !== 'boolean') problems.push(`${where}.enabled must be true or false`);
   const provider = (text('key_provider', 'LocalFileSystemKeyProviderFactory') ?? '')
-    .split('.').pop();
+    .split('.')
+    .pop();
   if (provider !== 'LocalFileSystemKeyProviderFactory' && provider !== 'KmipKeyProviderFactory') {
-    problems.push(`${where}.key_provider must be LocalFileSystemKeyProviderFactory or KmipKeyProviderFactory`);
+    problems.push(
+      `${where}.key_provider must be LocalFileSystemKeyProviderFactory or KmipKeyProviderFactory`,
+    );
   }
   let choice: { name: string; strength: number } | undefined;
   try {
-    choice = resolveCipher(text('cipher_algorithm', 'AES/CBC/PKCS5Padding') ?? '',
-      text('secret_key_strength', '128') ?? '');
+    choice = resolveCipher(
+      text('cipher_algorithm', 'AES/CBC/PKCS5Padding') ?? '',
+      text('secret_key_strength', '128') ?? '',
+    );
   } catch (err) {
     problems.push(`${where}: ${(err as Error).message}`);
   }
   const kb = o.chunk_length_kb ?? 64;
   if (typeof kb !== 'number' || !Number.isInteger(kb) || kb < 1 || kb > 1024) {
-    problems.push(`${where}.chunk_length_kb must be a whole number of KiB from 1 to 1024, ` +
-      `not ${quote(kb)}`);
+    problems.push(
+      `${where}.chunk_length_kb must be a whole number of KiB from 1 to 1024, ` +
+        `not ${quote(kb)}`,
+    );
   }
   const kmipHost = text('kmip_host');
   if (provider === 'KmipKeyProviderFactory') {
     if (!kmipHost) problems.push(`${where}.kmip_host is required with KmipKeyProviderFactory`);
-    else if (!groups.has(kmipHost)) problems.push(`${where}.kmip_host names KMIP group ${kmipHost}, which kmip_hosts does not define`);
+    else if (!groups.has(kmipHost))
+      problems.push(
+        `${where}.kmip_host names KMIP group ${kmipHost}, which kmip_hosts does not define`,
+      );
   }
-  if (!choice || (provider !== 'LocalFileSystemKeyProviderFactory' && provider !== 'KmipKeyProviderFactory')) return undefined;
+  if (
+    !choice ||
+    (provider !== 'LocalFileSystemKeyProviderFactory' && provider !== 'KmipKeyProviderFactory')
+  )
+    return undefined;
   return {
     enabled: enabled === true,
     cipherAlgorithm: choice.name,
@@ -210,8 +258,9 @@ function parseSystemInfoEncryption(o: Record<string, unknown>, groups: Map<strin
 /** Reads and validates a YAML config file (no secrets decrypted); with no file, the defaults. */
 export function readConfig(file?: string): TdeConfig {
   if (file === undefined) return configFromObject({});
-  const text = readRegularFile(file, MAX_CONFIG_BYTES, 'ERR_TDE_CONFIG', 'config file')
-    .toString('utf8');
+  const text = readRegularFile(file, MAX_CONFIG_BYTES, 'ERR_TDE_CONFIG', 'config file').toString(
+    'utf8',
+  );
   return configFromObject(parseYaml(text, file, 'config file'), file);
 }
 
@@ -223,7 +272,11 @@ export function parseYaml(text: string, file: string, what: string): unknown {
     return YAML.parse(text, { prettyErrors: false, maxAliasCount: 100, logLevel: 'error' });
   } catch (err) {
     const message = (err as Error).message;
-    throw new TdeError('ERR_TDE_CONFIG', `${what} ${file} is not valid YAML: ${message}`,
-      { file }, err);
+    throw new TdeError(
+      'ERR_TDE_CONFIG',
+      `${what} ${file} is not valid YAML: ${message}`,
+      { file },
+      err,
+    );
   }
 }

@@ -53,12 +53,15 @@ export class JavaStreamReader {
   }
 
   private fail(message: string): never {
-    throw new TdeError('ERR_TDE_CONFIG', `${this.what} is damaged or not a Java key store entry: ${message} ` +
-      `(at byte ${this.at})`);
+    throw new TdeError(
+      'ERR_TDE_CONFIG',
+      `${this.what} is damaged or not a Java key store entry: ${message} ` + `(at byte ${this.at})`,
+    );
   }
 
   private need(n: number): void {
-    if (n < 0 || this.buf.length - this.at < n) this.fail(`it ends ${n - (this.buf.length - this.at)} bytes early`);
+    if (n < 0 || this.buf.length - this.at < n)
+      this.fail(`it ends ${n - (this.buf.length - this.at)} bytes early`);
   }
 
   u8(): number {
@@ -144,7 +147,8 @@ export class JavaStreamReader {
   private readClassDesc(depth: number): ClassDesc | undefined {
     const v = this.readContent(depth);
     if (v === null) return undefined;
-    if (typeof v !== 'object' || !('flags' in (v as object))) this.fail('expected a class description');
+    if (typeof v !== 'object' || !('flags' in (v as object)))
+      this.fail('expected a class description');
     return v as ClassDesc;
   }
 
@@ -195,7 +199,8 @@ export class JavaStreamReader {
     const chain: ClassDesc[] = [];
     for (let d: ClassDesc | undefined = desc; d; d = d.parent) chain.unshift(d);
     for (const d of chain) {
-      if ((d.flags & SC_SERIALIZABLE) === 0) this.fail(`class ${d.name} is not plainly serializable`);
+      if ((d.flags & SC_SERIALIZABLE) === 0)
+        this.fail(`class ${d.name} is not plainly serializable`);
       for (const f of d.fields) obj.fields[f.name] = this.readField(f, depth);
       if (d.flags & SC_WRITE_METHOD) this.skipAnnotation(depth);
     }

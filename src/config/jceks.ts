@@ -53,14 +53,19 @@ function parseStore(data: Buffer, storePassword: string, file: string): SealedEn
     .update(data.subarray(0, digestAt))
     .digest();
   if (!expected.equals(data.subarray(digestAt))) {
-    throw new TdeError('ERR_TDE_KEYSTORE_PASSWORD', `key store ${file}: the store password is wrong ` +
-      '(keystore_password), or the file was altered', { file });
+    throw new TdeError(
+      'ERR_TDE_KEYSTORE_PASSWORD',
+      `key store ${file}: the store password is wrong ` +
+        '(keystore_password), or the file was altered',
+      { file },
+    );
   }
 
   const r = new JavaStreamReader(data.subarray(0, digestAt), `key store ${file}`);
   r.bytes(4);
   const version = r.i32();
-  if (version !== 1 && version !== 2) throw storeError(file, `unsupported JCEKS version ${version}`);
+  if (version !== 1 && version !== 2)
+    throw storeError(file, `unsupported JCEKS version ${version}`);
   const count = r.i32();
   if (count < 0 || count > MAX_ENTRIES) throw storeError(file, `implausible entry count ${count}`);
 
@@ -72,7 +77,8 @@ function parseStore(data: Buffer, storePassword: string, file: string): SealedEn
     if (tag === 1) {
       r.bytes(r.i32()); // encrypted private key
       const certs = r.i32();
-      if (certs < 0 || certs > 100) throw storeError(file, `implausible certificate chain of ${certs}`);
+      if (certs < 0 || certs > 100)
+        throw storeError(file, `implausible certificate chain of ${certs}`);
       for (let c = 0; c < certs; c++) {
         if (version === 2) r.utf();
         r.bytes(r.i32());
@@ -98,7 +104,11 @@ function parseStore(data: Buffer, storePassword: string, file: string): SealedEn
  * reversed if both are equal) hashed with the password `iterations` times by MD5, the two 16-byte
  * results giving a 24-byte DESede key and an 8-byte IV.
  */
-function pbeMd5TripleDes(password: string, salt: Buffer, iterations: number): { key: Buffer; iv: Buffer } {
+function pbeMd5TripleDes(
+  password: string,
+  salt: Buffer,
+  iterations: number,
+): { key: Buffer; iv: Buffer } {
   const s = Buffer.from(salt);
   if (s.subarray(0, 4).equals(s.subarray(4, 8))) {
     [s[0], s[3]] = [s[3], s[0]];
@@ -135,9 +145,17 @@ function unseal(entry: SealedEntry, keyPassword: string, file: string): JceksSec
   const f = entry.sealed.fields;
   const params = f.encodedParams;
   const content = f.encryptedContent;
-  if (!Buffer.isBuffer(params) || !Buffer.isBuffer(content) || f.sealAlg !== 'PBEWithMD5AndTripleDES') {
-    throw new TdeError('ERR_TDE_UNSUPPORTED', `key store ${file}: secret key ${entry.alias} is sealed with ` +
-      `${String(f.sealAlg)}, which sstable-tde cannot open (only PBEWithMD5AndTripleDES, JCEKS's own)`, { file });
+  if (
+    !Buffer.isBuffer(params) ||
+    !Buffer.isBuffer(content) ||
+    f.sealAlg !== 'PBEWithMD5AndTripleDES'
+  ) {
+    throw new TdeError(
+      'ERR_TDE_UNSUPPORTED',
+      `key store ${file}: secret key ${entry.alias} is sealed with ` +
+        `${String(f.sealAlg)}, which sstable-tde cannot open (only PBEWithMD5AndTripleDES, JCEKS's own)`,
+      { file },
+    );
   }
   const { salt, iterations } = pbeParams(params, file, entry.alias);
   const { key, iv } = pbeMd5TripleDes(keyPassword, salt, iterations);
@@ -146,39 +164,61 @@ function unseal(entry: SealedEntry, keyPassword: string, file: string): JceksSec
     const d = createDecipheriv('des-ede3-cbc', key, iv);
     plain = Buffer.concat([d.update(content), d.final()]);
   } catch {
-    throw new TdeError('ERR_TDE_KEYSTORE_PASSWORD', `key store ${file}: the password of key ${entry.alias} is ` +
-      'wrong (key_password), or the entry is damaged', { file });
+    throw new TdeError(
+      'ERR_TDE_KEYSTORE_PASSWORD',
+      `key store ${file}: the password of key ${entry.alias} is ` +
+        'wrong (key_password), or the entry is damaged',
+      { file },
+    );
   } finally {
     key.fill(0);
   }
   try {
-    const obj = new JavaStreamReader(plain, `key ${entry.alias} in ${file}`).readStream() as JavaObject | null;
+    const obj = new JavaStreamReader(
+      plain,
+      `key ${entry.alias} in ${file}`,
+    ).readStream() as JavaObject | null;
     const fields = obj?.fields ?? {};
     // javax.crypto.spec.SecretKeySpec, or java.security.KeyRep for keys stored by newer JDKs.
     const bytes = fields.key ?? fields.encoded;
     const algorithm = fields.algorithm;
     if (!Buffer.isBuffer(bytes) || typeof algorithm !== 'string') {
-      throw storeError(file, `key ${entry.alias} decrypts to ${obj?.className ?? 'nothing'}, not a secret key ` +
-        '(is key_password right?)');
+      throw storeError(
+        file,
+        `key ${entry.alias} decrypts to ${obj?.className ?? 'nothing'}, not a secret key ` +
+          '(is key_password right?)',
+      );
     }
     return { alias: entry.alias, algorithm, key: Buffer.from(bytes) };
   } catch (err) {
     if (err instanceof TdeError && err.message.includes('decrypts to')) throw err;
-    throw new TdeError('ERR_TDE_KEYSTORE_PASSWORD', `key store ${file}: the password of key ${entry.alias} is ` +
-      'wrong (key_password), or the entry is damaged', { file });
+    throw new TdeError(
+      'ERR_TDE_KEYSTORE_PASSWORD',
+      `key store ${file}: the password of key ${entry.alias} is ` +
+        'wrong (key_password), or the entry is damaged',
+      { file },
+    );
   } finally {
     plain.fill(0);
   }
 }
 
 /** Reads one secret key out of a JCEKS file. Aliases compare case-insensitively, as Java stores them. */
-export function readJceksSecretKey(file: string, storePassword: string, alias: string,
-  keyPassword = storePassword): JceksSecretKey {
+export function readJceksSecretKey(
+  file: string,
+  storePassword: string,
+  alias: string,
+  keyPassword = storePassword,
+): JceksSecretKey {
   const entries = parseStore(readStoreFile(file, 'key store'), storePassword, file);
   const entry = entries.find((e) => e.alias.toLowerCase() === alias.toLowerCase());
   if (!entry) {
-    throw new TdeError('ERR_TDE_KEY_NOT_FOUND', `key store ${file} has no secret key "${alias}" (it holds ` +
-      `${entries.map((e) => e.alias).join(', ') || 'none'})`, { file, key: alias });
+    throw new TdeError(
+      'ERR_TDE_KEY_NOT_FOUND',
+      `key store ${file} has no secret key "${alias}" (it holds ` +
+        `${entries.map((e) => e.alias).join(', ') || 'none'})`,
+      { file, key: alias },
+    );
   }
   return unseal(entry, keyPassword, file);
 }

@@ -26,7 +26,11 @@ export function storeType(file: string, declared: string | undefined): StoreType
   if (t === 'jks' || t === 'pkcs12' || t === 'pem') return t;
   if (t === 'pfx' || t === 'p12') return 'pkcs12';
   if (t !== '') {
-    throw new TdeError('ERR_TDE_CONFIG', `store type "${declared}" for ${file} is not one of jks, pkcs12, pem`, { file });
+    throw new TdeError(
+      'ERR_TDE_CONFIG',
+      `store type "${declared}" for ${file} is not one of jks, pkcs12, pem`,
+      { file },
+    );
   }
   const ext = path.extname(file).toLowerCase();
   if (ext === '.p12' || ext === '.pfx') return 'pkcs12';
@@ -108,11 +112,13 @@ function checkMacIterations(pfx: forge.asn1.Asn1): void {
   const iterations = macData && Array.isArray(macData.value) ? macData.value[2] : undefined;
   if (!iterations || typeof iterations.value !== 'string') return;
   const bytes = Buffer.from(iterations.value, 'binary');
-  const count = bytes.length > 6 ? Infinity
-    : bytes.length === 0 ? 0 : bytes.readUIntBE(0, bytes.length);
+  const count =
+    bytes.length > 6 ? Infinity : bytes.length === 0 ? 0 : bytes.readUIntBE(0, bytes.length);
   if (count > MAX_MAC_ITERATIONS) {
-    throw new Error(`its MAC declares ${count} iterations, more than the ${MAX_MAC_ITERATIONS} ` +
-      'accepted (damaged?)');
+    throw new Error(
+      `its MAC declares ${count} iterations, more than the ${MAX_MAC_ITERATIONS} ` +
+        'accepted (damaged?)',
+    );
   }
 }
 
@@ -122,10 +128,14 @@ function fromPkcs12(data: Buffer, password: string): LoadedStore {
   const p12 = forge.pkcs12.pkcs12FromAsn1(asn1, password);
   const certBags = p12.getBags({ bagType: forge.pki.oids.certBag })[forge.pki.oids.certBag] ?? [];
   const keyBags = [
-    ...(p12.getBags({ bagType: forge.pki.oids.pkcs8ShroudedKeyBag })[forge.pki.oids.pkcs8ShroudedKeyBag] ?? []),
+    ...(p12.getBags({ bagType: forge.pki.oids.pkcs8ShroudedKeyBag })[
+      forge.pki.oids.pkcs8ShroudedKeyBag
+    ] ?? []),
     ...(p12.getBags({ bagType: forge.pki.oids.keyBag })[forge.pki.oids.keyBag] ?? []),
   ];
-  const certs = certBags.filter((b) => b.cert).map((b) => forge.pki.certificateToPem(b.cert as forge.pki.Certificate));
+  const certs = certBags
+    .filter((b) => b.cert)
+    .map((b) => forge.pki.certificateToPem(b.cert as forge.pki.Certificate));
   const keyBag = keyBags.find((b) => b.key);
   const key = keyBag ? forge.pki.privateKeyToPem(keyBag.key as forge.pki.PrivateKey) : undefined;
   return { certs, key };
@@ -140,8 +150,13 @@ export function readStoreFile(file: string, setting: string): Buffer {
  * Loads a store. `role` says what it is for, so that an empty one can be reported as such: a
  * trust store must hold at least one certificate, a key store a key and its certificate.
  */
-export function loadStore(file: string, declaredType: string | undefined, password: string | undefined,
-  role: 'keystore' | 'truststore', setting: string): LoadedStore {
+export function loadStore(
+  file: string,
+  declaredType: string | undefined,
+  password: string | undefined,
+  role: 'keystore' | 'truststore',
+  setting: string,
+): LoadedStore {
   const type = storeType(file, declaredType);
   const data = readStoreFile(file, setting);
 
@@ -153,17 +168,28 @@ export function loadStore(file: string, declaredType: string | undefined, passwo
   } catch (err) {
     const msg = (err as Error).message ?? '';
     const likelyPassword = /password|MAC|integrity|decrypt|tampered/i.test(msg);
-    throw new TdeError('ERR_TDE_CONFIG', `cannot open ${setting} ${file} as ${type.toUpperCase()}: ` +
-      (likelyPassword ? 'wrong password (check the matching _password setting), or the file is damaged'
-        : `${msg.slice(0, 120) || 'unreadable'} (is the store type right?)`), { file }, err);
+    throw new TdeError(
+      'ERR_TDE_CONFIG',
+      `cannot open ${setting} ${file} as ${type.toUpperCase()}: ` +
+        (likelyPassword
+          ? 'wrong password (check the matching _password setting), or the file is damaged'
+          : `${msg.slice(0, 120) || 'unreadable'} (is the store type right?)`),
+      { file },
+      err,
+    );
   }
 
   if (role === 'truststore' && store.certs.length === 0) {
-    throw new TdeError('ERR_TDE_CONFIG', `${setting} ${file} holds no certificate to trust`, { file });
+    throw new TdeError('ERR_TDE_CONFIG', `${setting} ${file} holds no certificate to trust`, {
+      file,
+    });
   }
   if (role === 'keystore' && (!store.key || store.certs.length === 0)) {
-    throw new TdeError('ERR_TDE_CONFIG', `${setting} ${file} holds no private key with its certificate; ` +
-      'a KMIP client needs both', { file });
+    throw new TdeError(
+      'ERR_TDE_CONFIG',
+      `${setting} ${file} holds no private key with its certificate; ` + 'a KMIP client needs both',
+      { file },
+    );
   }
   return store;
 }

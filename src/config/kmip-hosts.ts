@@ -46,24 +46,46 @@ export interface KmipGroupSettings {
   kmipVersion?: ProtocolVersion;
 }
 
-const GROUP_KEYS = ['hosts', 'keystore_path', 'keystore_type', 'keystore_password', 'truststore_path',
-  'truststore_type', 'truststore_password', 'key_cache_millis', 'timeout', 'protocol', 'cipher_suites', 'kmip_version'];
+const GROUP_KEYS = [
+  'hosts',
+  'keystore_path',
+  'keystore_type',
+  'keystore_password',
+  'truststore_path',
+  'truststore_type',
+  'truststore_password',
+  'key_cache_millis',
+  'timeout',
+  'protocol',
+  'cipher_suites',
+  'kmip_version',
+];
 
 /** `host`, `host:port`, `[v6]:port`; the port defaults to 5696. */
 export function parseHosts(text: string): HostAddress[] {
-  return text.split(',').map((h) => h.trim()).filter((h) => h !== '').map((h) => {
-    const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(h);
-    const plain = /^([^:\s]+)(?::(\d+))?$/.exec(h);
-    const m = v6 ?? plain;
-    if (!m) throw new Error(`"${h}" is not host or host:port`);
-    const port = m[2] === undefined ? DEFAULT_KMIP_PORT : Number(m[2]);
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`port ${m[2]} of "${h}" is not 1 to 65535`);
-    return { host: m[1], port };
-  });
+  return text
+    .split(',')
+    .map((h) => h.trim())
+    .filter((h) => h !== '')
+    .map((h) => {
+      const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(h);
+      const plain = /^([^:\s]+)(?::(\d+))?$/.exec(h);
+      const m = v6 ?? plain;
+      if (!m) throw new Error(`"${h}" is not host or host:port`);
+      const port = m[2] === undefined ? DEFAULT_KMIP_PORT : Number(m[2]);
+      if (!Number.isInteger(port) || port < 1 || port > 65535)
+        throw new Error(`port ${m[2]} of "${h}" is not 1 to 65535`);
+      return { host: m[1], port };
+    });
 }
 
 /** Validates one group; every problem is appended to `problems` rather than thrown. */
-function parseGroup(name: string, raw: unknown, base: string, problems: string[]): KmipGroupSettings | undefined {
+function parseGroup(
+  name: string,
+  raw: unknown,
+  base: string,
+  problems: string[],
+): KmipGroupSettings | undefined {
   const where = `kmip_hosts.${name}`;
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     problems.push(`${where} must be a map of settings (hosts, keystore_path, ...)`);
@@ -71,7 +93,8 @@ function parseGroup(name: string, raw: unknown, base: string, problems: string[]
   }
   const o = raw as Record<string, unknown>;
   for (const k of Object.keys(o)) {
-    if (!GROUP_KEYS.includes(k)) problems.push(`unknown setting "${where}.${k}"${didYouMean(k, GROUP_KEYS)}`);
+    if (!GROUP_KEYS.includes(k))
+      problems.push(`unknown setting "${where}.${k}"${didYouMean(k, GROUP_KEYS)}`);
   }
   const str = (k: string): string | undefined => {
     const v = o[k];
@@ -83,11 +106,13 @@ function parseGroup(name: string, raw: unknown, base: string, problems: string[]
   const millis = (k: string, dflt: number, min: number): number => {
     const v = o[k];
     if (v === undefined || v === null) return dflt;
-    const n = typeof v === 'number' ? v
-      : typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+    const n =
+      typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : NaN;
     if (!Number.isInteger(n) || n < min || n > 86400000) {
-      problems.push(`${where}.${k} must be a whole number of milliseconds from ${min} to ` +
-        `86400000, not ${quote(v)}`);
+      problems.push(
+        `${where}.${k} must be a whole number of milliseconds from ${min} to ` +
+          `86400000, not ${quote(v)}`,
+      );
       return dflt;
     }
     return n;
@@ -102,8 +127,9 @@ function parseGroup(name: string, raw: unknown, base: string, problems: string[]
 
   let hosts: HostAddress[] = [];
   const hostsText = Array.isArray(o.hosts)
-    ? (o.hosts.every((h) => typeof h === 'string' || typeof h === 'number')
-      ? o.hosts.join(',') : undefined)
+    ? o.hosts.every((h) => typeof h === 'string' || typeof h === 'number')
+      ? o.hosts.join(',')
+      : undefined
     : str('hosts');
   if (!hostsText) {
     problems.push(`${where}.hosts is required: a comma-separated list of host[:port]`);
@@ -137,12 +163,21 @@ function parseGroup(name: string, raw: unknown, base: string, problems: string[]
     keyCacheMillis: millis('key_cache_millis', DEFAULT_KEY_CACHE_MILLIS, 0),
     timeoutMs: millis('timeout', DEFAULT_TIMEOUT_MILLIS, 1),
     protocol: str('protocol'),
-    cipherSuites: suites ? suites.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
+    cipherSuites: suites
+      ? suites
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : undefined,
     kmipVersion,
   };
 }
 
-export function parseKmipHosts(raw: Record<string, unknown>, base: string, problems: string[]): Map<string, KmipGroupSettings> {
+export function parseKmipHosts(
+  raw: Record<string, unknown>,
+  base: string,
+  problems: string[],
+): Map<string, KmipGroupSettings> {
   const groups = new Map<string, KmipGroupSettings>();
   for (const [name, value] of Object.entries(raw)) {
     const g = parseGroup(name, value, base, problems);
@@ -154,10 +189,22 @@ export function parseKmipHosts(raw: Record<string, unknown>, base: string, probl
 /** Loads a group's stores and makes the settings a client can use. */
 export function buildKmipGroup(s: KmipGroupSettings): KmipGroup {
   const trust = s.truststorePath
-    ? loadStore(s.truststorePath, s.truststoreType, s.truststorePassword, 'truststore', `kmip_hosts.${s.name}.truststore_path`)
+    ? loadStore(
+        s.truststorePath,
+        s.truststoreType,
+        s.truststorePassword,
+        'truststore',
+        `kmip_hosts.${s.name}.truststore_path`,
+      )
     : undefined;
   const keys = s.keystorePath
-    ? loadStore(s.keystorePath, s.keystoreType, s.keystorePassword, 'keystore', `kmip_hosts.${s.name}.keystore_path`)
+    ? loadStore(
+        s.keystorePath,
+        s.keystoreType,
+        s.keystorePassword,
+        'keystore',
+        `kmip_hosts.${s.name}.keystore_path`,
+      )
     : undefined;
   return {
     name: s.name,
@@ -177,7 +224,10 @@ export function buildKmipGroup(s: KmipGroupSettings): KmipGroup {
 }
 
 export function unknownGroup(name: string, groups: Map<string, unknown>, file?: string): TdeError {
-  return new TdeError('ERR_TDE_CONFIG', `KMIP group "${name}" is not defined in kmip_hosts` +
-    `${file ? ` of ${file}` : ''}${didYouMean(name, [...groups.keys()])}` +
-    (groups.size > 0 ? ` (defined: ${[...groups.keys()].join(', ')})` : ' (no group is defined)'));
+  return new TdeError(
+    'ERR_TDE_CONFIG',
+    `KMIP group "${name}" is not defined in kmip_hosts` +
+      `${file ? ` of ${file}` : ''}${didYouMean(name, [...groups.keys()])}` +
+      (groups.size > 0 ? ` (defined: ${[...groups.keys()].join(', ')})` : ' (no group is defined)'),
+  );
 }

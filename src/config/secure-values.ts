@@ -18,7 +18,12 @@ import { kmipKeyCipher } from '../keys/kmip-admin';
 import { KeyProviders } from '../keys/provider';
 import { readRegularFile } from '../util/files';
 import {
-  DEFAULT_CONFIG_KEY_NAME, MAX_CONFIG_BYTES, parseKmipUrl, parseYaml, readConfig, TdeConfig,
+  DEFAULT_CONFIG_KEY_NAME,
+  MAX_CONFIG_BYTES,
+  parseKmipUrl,
+  parseYaml,
+  readConfig,
+  TdeConfig,
 } from './config';
 
 /** Properties DSE protects, by file. */
@@ -45,14 +50,28 @@ export async function configKey(config: TdeConfig, keys: KeyProviders): Promise<
     const choice = await kmipKeyCipher(client, url.id);
     const bytes = await client.getKey(url.id);
     try {
-      return { name, cipher: createChunkCipher({ cipher_algorithm: choice.name, secret_key_strength: choice.strength, key: bytes }) };
+      return {
+        name,
+        cipher: createChunkCipher({
+          cipher_algorithm: choice.name,
+          secret_key_strength: choice.strength,
+          key: bytes,
+        }),
+      };
     } finally {
       bytes.fill(0);
     }
   }
   const [entry] = readKeyFile(path.join(config.systemKeyDirectory, name));
   try {
-    return { name, cipher: createChunkCipher({ cipher_algorithm: entry.transformation, secret_key_strength: entry.strength, key: entry.key }) };
+    return {
+      name,
+      cipher: createChunkCipher({
+        cipher_algorithm: entry.transformation,
+        secret_key_strength: entry.strength,
+        key: entry.key,
+      }),
+    };
   } finally {
     entry.key.fill(0);
   }
@@ -108,20 +127,31 @@ export interface LoadConfigOptions {
  * Reads dse.yaml (and cassandra.yaml beside it) and decrypts the protected properties. Fails,
  * listing them all, when encryption is active and some are in plain text.
  */
-export async function loadConfig(file: string, options: LoadConfigOptions = {}): Promise<LoadedConfig> {
+export async function loadConfig(
+  file: string,
+  options: LoadConfigOptions = {},
+): Promise<LoadedConfig> {
   const config = readConfig(file);
   const values = structuredClone(config.raw);
-  const cassandraFile = options.cassandraYaml ??
-    (fs.existsSync(path.join(path.dirname(file), 'cassandra.yaml')) ? path.join(path.dirname(file), 'cassandra.yaml') : undefined);
+  const cassandraFile =
+    options.cassandraYaml ??
+    (fs.existsSync(path.join(path.dirname(file), 'cassandra.yaml'))
+      ? path.join(path.dirname(file), 'cassandra.yaml')
+      : undefined);
   let cassandra: Record<string, unknown> | undefined;
   if (cassandraFile) {
-    const bytes = readRegularFile(cassandraFile, MAX_CONFIG_BYTES, 'ERR_TDE_CONFIG',
-      'cassandra.yaml');
+    const bytes = readRegularFile(
+      cassandraFile,
+      MAX_CONFIG_BYTES,
+      'ERR_TDE_CONFIG',
+      'cassandra.yaml',
+    );
     const text = bytes.toString('utf8');
     const parsed = parseYaml(text, cassandraFile, 'cassandra.yaml') ?? {};
     if (typeof parsed !== 'object' || Array.isArray(parsed)) {
-      throw new TdeError('ERR_TDE_CONFIG', `${cassandraFile} must be a YAML map of settings`,
-        { file: cassandraFile });
+      throw new TdeError('ERR_TDE_CONFIG', `${cassandraFile} must be a YAML map of settings`, {
+        file: cassandraFile,
+      });
     }
     cassandra = parsed as Record<string, unknown>;
   }
@@ -132,12 +162,17 @@ export async function loadConfig(file: string, options: LoadConfigOptions = {}):
   try {
     key = await configKey(config, keys);
     const plain: string[] = [];
-    const decryptIn = (tree: Record<string, unknown> | undefined, paths: string[], where: string) => {
+    const decryptIn = (
+      tree: Record<string, unknown> | undefined,
+      paths: string[],
+      where: string,
+    ) => {
       if (!tree) return;
       for (const p of paths) {
         const v = getPath(tree, p);
         if (v === undefined || v === null) continue;
-        const clear = typeof v === 'string' ? decryptValue((key as ConfigKey).cipher, v) : undefined;
+        const clear =
+          typeof v === 'string' ? decryptValue((key as ConfigKey).cipher, v) : undefined;
         if (clear === undefined) plain.push(`${where}: ${p}`);
         else setPath(tree, p, clear);
       }
@@ -145,9 +180,13 @@ export async function loadConfig(file: string, options: LoadConfigOptions = {}):
     decryptIn(values, PROTECTED_DSE, file);
     decryptIn(cassandra, PROTECTED_CASSANDRA, cassandraFile ?? 'cassandra.yaml');
     if (plain.length > 0) {
-      throw new TdeError('ERR_TDE_CONFIG', `config_encryption_active is true, but these properties are not ` +
-        `encrypted with ${key.name} (or were encrypted with another key):\n  - ${plain.join('\n  - ')}\n` +
-        'encrypt each value with "sstable-tde encryptconfigvalue" and put the output in its place', { file });
+      throw new TdeError(
+        'ERR_TDE_CONFIG',
+        `config_encryption_active is true, but these properties are not ` +
+          `encrypted with ${key.name} (or were encrypted with another key):\n  - ${plain.join('\n  - ')}\n` +
+          'encrypt each value with "sstable-tde encryptconfigvalue" and put the output in its place',
+        { file },
+      );
     }
     return { ...config, values, cassandra, cassandraFile };
   } finally {
@@ -162,8 +201,11 @@ export async function loadConfig(file: string, options: LoadConfigOptions = {}):
  * validates is passed on as an error; the previous configuration stays in force. The watch never
  * keeps the process alive; `close()` stops it.
  */
-export function watchConfig(file: string, onChange: (config: TdeConfig | undefined, error?: unknown) => void,
-  intervalMs = 1000): { close(): void } {
+export function watchConfig(
+  file: string,
+  onChange: (config: TdeConfig | undefined, error?: unknown) => void,
+  intervalMs = 1000,
+): { close(): void } {
   const listener = (curr: fs.Stats, prev: fs.Stats) => {
     if (curr.mtimeMs === prev.mtimeMs && curr.size === prev.size) return;
     try {

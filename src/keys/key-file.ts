@@ -12,7 +12,10 @@ import { looksLikeKey } from '../util/redact';
 
 /** A path for a message, with any part that looks like key material left out. */
 function shownPath(p: string): string {
-  return p.split('/').map((part) => (looksLikeKey(part) ? '(key-like name)' : part)).join('/');
+  return p
+    .split('/')
+    .map((part) => (looksLikeKey(part) ? '(key-like name)' : part))
+    .join('/');
 }
 
 export interface KeyFileEntry {
@@ -66,10 +69,19 @@ export function parseKeyFile(text: string, file: string): KeyFileEntry[] {
       key = normalizeKey(choice, decoded);
     } catch {
       decoded.fill(0);
-      throw new TdeError('ERR_TDE_KEY_FILE', `${where}: the key has ${decoded.length} bytes, but ` +
-        `${choice.algorithm} ${choice.strength}-bit keys have ${choice.keyLength}`, { file });
+      throw new TdeError(
+        'ERR_TDE_KEY_FILE',
+        `${where}: the key has ${decoded.length} bytes, but ` +
+          `${choice.algorithm} ${choice.strength}-bit keys have ${choice.keyLength}`,
+        { file },
+      );
     }
-    entries.push({ transformation: choice.name, algorithm: choice.algorithm, strength: choice.strength, key });
+    entries.push({
+      transformation: choice.name,
+      algorithm: choice.algorithm,
+      strength: choice.strength,
+      key,
+    });
   });
   if (entries.length === 0) {
     throw new TdeError(
@@ -91,7 +103,10 @@ export function readKeyFile(file: string): KeyFileEntry[] {
   try {
     // O_NONBLOCK: a FIFO or device in place of the key file must not block the open; the
     // regular-file check below then refuses it.
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    fd = fs.openSync(
+      file,
+      fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+    );
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
@@ -106,17 +121,24 @@ export function readKeyFile(file: string): KeyFileEntry[] {
       );
     }
     if (e.code === 'ELOOP') {
-      throw new TdeError('ERR_TDE_KEY_FILE', `system key file ${file} is a symbolic link, which is ` +
-        'not followed (so a key file cannot be swapped behind a link); put the key file itself there',
-        { file });
+      throw new TdeError(
+        'ERR_TDE_KEY_FILE',
+        `system key file ${file} is a symbolic link, which is ` +
+          'not followed (so a key file cannot be swapped behind a link); put the key file itself there',
+        { file },
+      );
     }
     throw fromSystem(err, file, 'open system key file');
   }
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) {
-      throw new TdeError('ERR_TDE_KEY_FILE', `system key file ${file} is not a regular file ` +
-        `(it is a ${st.isDirectory() ? 'directory' : st.isFIFO() ? 'pipe' : 'special file'})`, { file });
+      throw new TdeError(
+        'ERR_TDE_KEY_FILE',
+        `system key file ${file} is not a regular file ` +
+          `(it is a ${st.isDirectory() ? 'directory' : st.isFIFO() ? 'pipe' : 'special file'})`,
+        { file },
+      );
     }
     if ((st.mode & 0o077) !== 0) {
       throw new TdeError(
@@ -127,8 +149,12 @@ export function readKeyFile(file: string): KeyFileEntry[] {
       );
     }
     if (st.size > MAX_KEY_FILE_BYTES) {
-      throw new TdeError('ERR_TDE_KEY_FILE', `system key file ${file} is ${st.size} bytes, ` +
-        `too large to be a key file (at most ${MAX_KEY_FILE_BYTES})`, { file });
+      throw new TdeError(
+        'ERR_TDE_KEY_FILE',
+        `system key file ${file} is ${st.size} bytes, ` +
+          `too large to be a key file (at most ${MAX_KEY_FILE_BYTES})`,
+        { file },
+      );
     }
     const buf = Buffer.alloc(st.size);
     let at = 0;
@@ -149,11 +175,18 @@ export function readKeyFile(file: string): KeyFileEntry[] {
  * Creates a new key file holding one freshly generated key. Refuses to overwrite an existing
  * file. The file is created with mode 0600 and synced, with its directory, before returning.
  */
-export function createKeyFile(dir: string, name: string, transformation: string,
-  strength: number | string): { file: string; choice: CipherChoice } {
+export function createKeyFile(
+  dir: string,
+  name: string,
+  transformation: string,
+  strength: number | string,
+): { file: string; choice: CipherChoice } {
   const choice = resolveCipher(transformation, strength);
   if (name === '' || name.includes('/') || name === '.' || name === '..') {
-    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `key file name "${name}" must be a plain file name`);
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      `key file name "${name}" must be a plain file name`,
+    );
   }
   const file = path.join(dir, name);
   try {
@@ -164,11 +197,18 @@ export function createKeyFile(dir: string, name: string, transformation: string,
 
   let fd: number;
   try {
-    fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+    fd = fs.openSync(
+      file,
+      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL,
+      0o600,
+    );
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST' && fs.lstatSync(file).isSymbolicLink()) {
-      throw new TdeError('ERR_TDE_KEY_EXISTS', `${file} is a symbolic link; remove it or choose ` +
-        'another NAME', { file });
+      throw new TdeError(
+        'ERR_TDE_KEY_EXISTS',
+        `${file} is a symbolic link; remove it or choose ` + 'another NAME',
+        { file },
+      );
     }
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       throw new TdeError(

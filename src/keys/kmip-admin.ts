@@ -16,16 +16,22 @@ import { infoAttribute, newKeyAttributes, tdeInfo } from './kmip-key-info';
 import { kmipKeySpec, keyStateOf, KeyState } from './kmip-provider';
 
 /** Creates and activates a key for a cipher; returns its id. */
-export async function createKmipKey(client: KmipClient, choice: CipherChoice, options: {
-  namespace?: string;
-  template?: string;
-  name?: string;
-} = {}): Promise<string> {
+export async function createKmipKey(
+  client: KmipClient,
+  choice: CipherChoice,
+  options: {
+    namespace?: string;
+    template?: string;
+    name?: string;
+  } = {},
+): Promise<string> {
   const spec = kmipKeySpec(choice);
   const id = await client.createSymmetricKey({
     algorithm: spec.algorithm,
     length: spec.length,
-    name: options.name ?? `sstable-tde ${options.namespace ? `${options.namespace} ` : ''}${choice.name} ${choice.strength} ${new Date().toISOString()}`,
+    name:
+      options.name ??
+      `sstable-tde ${options.namespace ? `${options.namespace} ` : ''}${choice.name} ${choice.strength} ${new Date().toISOString()}`,
     attributes: newKeyAttributes(choice, options.namespace),
     template: options.template,
   });
@@ -42,7 +48,9 @@ export interface KeyRow extends KeyState {
 
 /** Every key the client may see, with the attributes `managekmip list` shows. */
 export async function listKeys(client: KmipClient): Promise<KeyRow[]> {
-  const ids = await client.locate([{ name: 'ObjectType', type: 'Enumeration', value: 'SymmetricKey' }]);
+  const ids = await client.locate([
+    { name: 'ObjectType', type: 'Enumeration', value: 'SymmetricKey' },
+  ]);
   const rows: KeyRow[] = [];
   for (const id of ids) {
     const attrs = await client.getAttributes(id);
@@ -51,29 +59,57 @@ export async function listKeys(client: KmipClient): Promise<KeyRow[]> {
     const get = (n: string) => attrs.find((a) => a.name === n)?.value;
     rows.push({
       ...state,
-      algorithm: get('CryptographicAlgorithm') === undefined ? undefined : String(get('CryptographicAlgorithm')),
-      length: typeof get('CryptographicLength') === 'number' ? (get('CryptographicLength') as number) : undefined,
+      algorithm:
+        get('CryptographicAlgorithm') === undefined
+          ? undefined
+          : String(get('CryptographicAlgorithm')),
+      length:
+        typeof get('CryptographicLength') === 'number'
+          ? (get('CryptographicLength') as number)
+          : undefined,
       cipher: info.cipher,
-      activationDate: typeof get('ActivationDate') === 'bigint' ? (get('ActivationDate') as bigint) : undefined,
+      activationDate:
+        typeof get('ActivationDate') === 'bigint' ? (get('ActivationDate') as bigint) : undefined,
     });
   }
   return rows.sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
 }
 
 /** Reasons a server gives when it does not keep an attribute. */
-const UNKEPT = ['InvalidField', 'InvalidMessage', 'OperationNotSupported', 'AttributeNotFound', 'AttributeNotSupported', 'FeatureNotSupported'];
+const UNKEPT = [
+  'InvalidField',
+  'InvalidMessage',
+  'OperationNotSupported',
+  'AttributeNotFound',
+  'AttributeNotSupported',
+  'FeatureNotSupported',
+];
 
 /**
  * Sets a key's Protect Stop Date: it then encrypts nothing new after `when` (and keeps
  * decrypting). Returns how it was recorded.
  */
-export async function expireKey(client: KmipClient, id: string, when: Date): Promise<'Protect Stop Date' | 'sstable-tde application data'> {
+export async function expireKey(
+  client: KmipClient,
+  id: string,
+  when: Date,
+): Promise<'Protect Stop Date' | 'sstable-tde application data'> {
   const seconds = BigInt(Math.floor(when.getTime() / 1000));
   const psd: Attribute = { name: 'ProtectStopDate', type: 'DateTime', value: seconds };
   const attrs = await client.getAttributes(id);
   const v = client.version ?? { major: 1, minor: 2 };
   try {
-    if (v.major >= 2) await client.call(() => ({ operation: 'SetAttribute', payload: [text('UniqueIdentifier', id), struct('NewAttribute', { tag: 'ProtectStopDate', type: 'DateTime', value: seconds })] }), `set the Protect Stop Date of key ${id}`);
+    if (v.major >= 2)
+      await client.call(
+        () => ({
+          operation: 'SetAttribute',
+          payload: [
+            text('UniqueIdentifier', id),
+            struct('NewAttribute', { tag: 'ProtectStopDate', type: 'DateTime', value: seconds }),
+          ],
+        }),
+        `set the Protect Stop Date of key ${id}`,
+      );
     else if (attrs.some((a) => a.name === 'ProtectStopDate')) await client.modifyAttribute(id, psd);
     else await client.addAttribute(id, psd);
     return 'Protect Stop Date';
@@ -81,37 +117,65 @@ export async function expireKey(client: KmipClient, id: string, when: Date): Pro
     if (!(err instanceof KmipError) || !UNKEPT.includes(err.reason ?? '')) throw err;
     const info = tdeInfo(attrs);
     if (!('protect-stop-date' in info)) {
-      throw new TdeError('ERR_TDE_KMIP_OPERATION', `the KMIP server does not keep a Protect Stop Date for key ${id} ` +
-        `(${err.reason}${err.resultMessage ? `: ${err.resultMessage}` : ''}), and the key was not made by ` +
-        'sstable-tde, so there is nowhere else to record it; revoke the key instead to stop its use', {}, err);
+      throw new TdeError(
+        'ERR_TDE_KMIP_OPERATION',
+        `the KMIP server does not keep a Protect Stop Date for key ${id} ` +
+          `(${err.reason}${err.resultMessage ? `: ${err.resultMessage}` : ''}), and the key was not made by ` +
+          'sstable-tde, so there is nowhere else to record it; revoke the key instead to stop its use',
+        {},
+        err,
+      );
     }
     await replaceInfo(client, id, info, { ...info, 'protect-stop-date': String(seconds) });
     return 'sstable-tde application data';
   }
 }
 
-async function replaceInfo(client: KmipClient, id: string, current: Record<string, string>, next: Record<string, string>): Promise<void> {
+async function replaceInfo(
+  client: KmipClient,
+  id: string,
+  current: Record<string, string>,
+  next: Record<string, string>,
+): Promise<void> {
   const v = client.version ?? { major: 1, minor: 2 };
   const value = infoAttribute(next).value as TtlvItem[];
   if (v.major >= 2) {
-    await client.call(() => ({
+    await client.call(
+      () => ({
+        operation: 'ModifyAttribute',
+        payload: [
+          text('UniqueIdentifier', id),
+          struct('CurrentAttribute', {
+            tag: 'ApplicationSpecificInformation',
+            type: 'Structure',
+            value: infoAttribute(current).value as TtlvItem[],
+          }),
+          struct('NewAttribute', {
+            tag: 'ApplicationSpecificInformation',
+            type: 'Structure',
+            value,
+          }),
+        ],
+      }),
+      `record the expiry of key ${id}`,
+    );
+    return;
+  }
+  await client.call(
+    () => ({
       operation: 'ModifyAttribute',
       payload: [
         text('UniqueIdentifier', id),
-        struct('CurrentAttribute', { tag: 'ApplicationSpecificInformation', type: 'Structure', value: infoAttribute(current).value as TtlvItem[] }),
-        struct('NewAttribute', { tag: 'ApplicationSpecificInformation', type: 'Structure', value }),
+        struct(
+          'Attribute',
+          text('AttributeName', 'Application Specific Information'),
+          int('AttributeIndex', 0),
+          { tag: 'AttributeValue', type: 'Structure', value },
+        ),
       ],
-    }), `record the expiry of key ${id}`);
-    return;
-  }
-  await client.call(() => ({
-    operation: 'ModifyAttribute',
-    payload: [
-      text('UniqueIdentifier', id),
-      struct('Attribute', text('AttributeName', 'Application Specific Information'), int('AttributeIndex', 0),
-        { tag: 'AttributeValue', type: 'Structure', value }),
-    ],
-  }), `record the expiry of key ${id}`);
+    }),
+    `record the expiry of key ${id}`,
+  );
 }
 
 /** States in which a key can no longer encrypt, so destroying it cannot cut off new writes. */
@@ -133,8 +197,11 @@ export async function kmipKeyCipher(client: KmipClient, id: string): Promise<Cip
   const algorithm = attrs.find((a) => a.name === 'CryptographicAlgorithm')?.value;
   const length = attrs.find((a) => a.name === 'CryptographicLength')?.value;
   if (info.cipher && info.strength) return resolveCipher(info.cipher, info.strength);
-  if (algorithm === 'AES' && typeof length === 'number') return resolveCipher('AES/ECB/PKCS5Padding', length);
-  throw new TdeError('ERR_TDE_KMIP_OPERATION', `KMIP key ${id} is a ${String(algorithm)} key of ${String(length)} bits ` +
-    'without a cipher recorded by sstable-tde; make the system key with "sstable-tde createsystemkey ... -k GROUP"');
+  if (algorithm === 'AES' && typeof length === 'number')
+    return resolveCipher('AES/ECB/PKCS5Padding', length);
+  throw new TdeError(
+    'ERR_TDE_KMIP_OPERATION',
+    `KMIP key ${id} is a ${String(algorithm)} key of ${String(length)} bits ` +
+      'without a cipher recorded by sstable-tde; make the system key with "sstable-tde createsystemkey ... -k GROUP"',
+  );
 }
-

@@ -25,21 +25,32 @@ export function tdeInfo(attrs: Attribute[]): Record<string, string> {
 }
 
 function formatInfo(info: Record<string, string>): string {
-  return Object.entries(info).map(([k, v]) => `${k}=${v}`).join(';');
+  return Object.entries(info)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(';');
 }
 
 export function infoAttribute(info: Record<string, string>): Attribute {
   return {
     name: 'ApplicationSpecificInformation',
     type: 'Structure',
-    value: [text('ApplicationNamespace', TDE_APP_NAMESPACE), text('ApplicationData', formatInfo(info))],
+    value: [
+      text('ApplicationNamespace', TDE_APP_NAMESPACE),
+      text('ApplicationData', formatInfo(info)),
+    ],
   };
 }
 
 /** Attributes for a key sstable-tde creates: its cipher, and room for an expiry. */
 export function newKeyAttributes(choice: CipherChoice, namespace?: string): Attribute[] {
-  const attrs: Attribute[] = [infoAttribute({ cipher: choice.name, strength: String(choice.strength), 'protect-stop-date': 'none' })];
-  if (namespace !== undefined) attrs.push({ name: 'ObjectGroup', type: 'TextString', value: namespace });
+  const attrs: Attribute[] = [
+    infoAttribute({
+      cipher: choice.name,
+      strength: String(choice.strength),
+      'protect-stop-date': 'none',
+    }),
+  ];
+  if (namespace !== undefined)
+    attrs.push({ name: 'ObjectGroup', type: 'TextString', value: namespace });
   return attrs;
 }
-

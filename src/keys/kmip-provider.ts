@@ -58,18 +58,27 @@ export function keyStateOf(id: string, attrs: Attribute[]): KeyState {
   const get = (n: string) => attrs.find((a) => a.name === n)?.value;
   // Servers without Protect Stop Date get the expiry in sstable-tde's own entry (kmip-admin.ts).
   const recorded = tdeInfo(attrs)['protect-stop-date'];
-  const psd = typeof get('ProtectStopDate') === 'bigint' ? (get('ProtectStopDate') as bigint)
-    : recorded && /^\d+$/.test(recorded) ? BigInt(recorded) : undefined;
+  const psd =
+    typeof get('ProtectStopDate') === 'bigint'
+      ? (get('ProtectStopDate') as bigint)
+      : recorded && /^\d+$/.test(recorded)
+        ? BigInt(recorded)
+        : undefined;
   const name = attrs.find((a) => a.name === 'Name')?.value;
-  const nameValue = Array.isArray(name) ? name.find((c) => c.tag === 'NameValue')?.value : undefined;
+  const nameValue = Array.isArray(name)
+    ? name.find((c) => c.tag === 'NameValue')?.value
+    : undefined;
   return {
     id,
     cipher: tdeInfo(attrs).cipher,
     state: get('State') === undefined ? undefined : String(get('State')),
-    initialDate: typeof get('InitialDate') === 'bigint' ? (get('InitialDate') as bigint) : undefined,
+    initialDate:
+      typeof get('InitialDate') === 'bigint' ? (get('InitialDate') as bigint) : undefined,
     protectStopDate: psd,
-    deactivationDate: typeof get('DeactivationDate') === 'bigint' ? (get('DeactivationDate') as bigint) : undefined,
-    objectGroup: typeof get('ObjectGroup') === 'string' ? (get('ObjectGroup') as string) : undefined,
+    deactivationDate:
+      typeof get('DeactivationDate') === 'bigint' ? (get('DeactivationDate') as bigint) : undefined,
+    objectGroup:
+      typeof get('ObjectGroup') === 'string' ? (get('ObjectGroup') as string) : undefined,
     name: typeof nameValue === 'string' ? nameValue : undefined,
   };
 }
@@ -78,7 +87,11 @@ export function keyStateOf(id: string, attrs: Attribute[]): KeyState {
  * Whether a key may encrypt new data at `nowSeconds`: active, not past its Protect Stop Date or
  * Deactivation Date, and in the wanted namespace (no namespace wanted: no Object Group set).
  */
-export function usableForEncryption(k: KeyState, nowSeconds: bigint, namespace: string | undefined): boolean {
+export function usableForEncryption(
+  k: KeyState,
+  nowSeconds: bigint,
+  namespace: string | undefined,
+): boolean {
   if (k.state !== 'Active') return false;
   if (k.protectStopDate !== undefined && k.protectStopDate <= nowSeconds) return false;
   if (k.deactivationDate !== undefined && k.deactivationDate <= nowSeconds) return false;
@@ -157,10 +170,16 @@ export class KmipKeyProvider implements KeyProvider {
    * The key for these settings. With `create: false` (system_info_encryption, which DSE never
    * lets create keys) a missing key is an error saying how to make one.
    */
-  async keyFor(settings: EncryptionSettings, choice: CipherChoice, options: { create?: boolean } = {}): Promise<ResolvedKey> {
+  async keyFor(
+    settings: EncryptionSettings,
+    choice: CipherChoice,
+    options: { create?: boolean } = {},
+  ): Promise<ResolvedKey> {
     const group = settings.kmipHost;
     if (!group) throw new TdeError('ERR_TDE_BAD_OPTION', 'a KMIP-keyed table needs kmip_host');
-    const id = settings.kmipKeyId ?? (await this.currentKeyId(group, settings.keyNamespace, choice, options.create ?? true));
+    const id =
+      settings.kmipKeyId ??
+      (await this.currentKeyId(group, settings.keyNamespace, choice, options.create ?? true));
     const bytes = await this.fetch(group, id, choice);
     return {
       bytes,
@@ -174,14 +193,22 @@ export class KmipKeyProvider implements KeyProvider {
    * Drops the cached choice of key for these settings, so the next encryption chooses afresh
    * (after a new key was made). Returns the id last chosen for them, if any.
    */
-  forgetCurrent(group: string, namespace: string | undefined,
-    choice: CipherChoice): string | undefined {
+  forgetCurrent(
+    group: string,
+    namespace: string | undefined,
+    choice: CipherChoice,
+  ): string | undefined {
     const slot = choiceSlot(group, namespace, choice);
     this.current.delete(slot);
     return this.lastChosen.get(slot);
   }
 
-  private async currentKeyId(group: string, namespace: string | undefined, choice: CipherChoice, create: boolean): Promise<string> {
+  private async currentKeyId(
+    group: string,
+    namespace: string | undefined,
+    choice: CipherChoice,
+    create: boolean,
+  ): Promise<string> {
     const spec = kmipKeySpec(choice);
     const slot = choiceSlot(group, namespace, choice);
     const cached = this.current.get(slot);
@@ -189,7 +216,9 @@ export class KmipKeyProvider implements KeyProvider {
 
     let pending = this.choosing.get(slot);
     if (!pending) {
-      pending = this.choose(group, namespace, choice, create).finally(() => this.choosing.delete(slot));
+      pending = this.choose(group, namespace, choice, create).finally(() =>
+        this.choosing.delete(slot),
+      );
       this.choosing.set(slot, pending);
     }
     const id = await pending;
@@ -201,7 +230,8 @@ export class KmipKeyProvider implements KeyProvider {
         source: 'kmip',
         key: `kmip://${group}/${id}`,
         previous: `kmip://${group}/${previous}`,
-        purpose: `${choice.name} ${choice.strength} in KMIP group ${group}` +
+        purpose:
+          `${choice.name} ${choice.strength} in KMIP group ${group}` +
           (namespace !== undefined ? `, namespace ${namespace}` : ''),
       });
     }
@@ -228,7 +258,12 @@ export class KmipKeyProvider implements KeyProvider {
     }
   }
 
-  private async choose(group: string, namespace: string | undefined, choice: CipherChoice, create: boolean): Promise<string> {
+  private async choose(
+    group: string,
+    namespace: string | undefined,
+    choice: CipherChoice,
+    create: boolean,
+  ): Promise<string> {
     const client = this.client(group);
     const spec = kmipKeySpec(choice);
     const filters: Attribute[] = [
@@ -236,7 +271,9 @@ export class KmipKeyProvider implements KeyProvider {
       { name: 'CryptographicAlgorithm', type: 'Enumeration', value: spec.algorithm },
       { name: 'CryptographicLength', type: 'Integer', value: spec.length },
       { name: 'State', type: 'Enumeration', value: 'Active' },
-      ...(namespace !== undefined ? [{ name: 'ObjectGroup', type: 'TextString' as const, value: namespace }] : []),
+      ...(namespace !== undefined
+        ? [{ name: 'ObjectGroup', type: 'TextString' as const, value: namespace }]
+        : []),
     ];
     const ids = await client.locate(filters);
     const nowSeconds = BigInt(Math.floor(this.now() / 1000));
@@ -244,13 +281,19 @@ export class KmipKeyProvider implements KeyProvider {
     for (const id of ids) states.push(keyStateOf(id, await client.getAttributes(id)));
     // Keys for authenticated chunks serve GCM only, and GCM only such keys (see provider.ts).
     const gcm = choice.mode === 'GCM';
-    const usable = states.filter((k) => usableForEncryption(k, nowSeconds, namespace) && isAuthenticated(k.cipher ?? '') === gcm);
+    const usable = states.filter(
+      (k) =>
+        usableForEncryption(k, nowSeconds, namespace) && isAuthenticated(k.cipher ?? '') === gcm,
+    );
     const chosen = pickCurrentKey(usable);
     if (chosen) return chosen.id;
     if (!create) {
-      throw new TdeError('ERR_TDE_KEY_NOT_FOUND', `KMIP group ${group} has no active ${choice.name} ${choice.strength}-bit ` +
-        `key${namespace ? ` in namespace ${namespace}` : ''} for system_info_encryption; create one with "sstable-tde ` +
-        `createsystemkey ${choice.name} ${choice.strength} -k ${group}${namespace ? ` -n ${namespace}` : ''}"`);
+      throw new TdeError(
+        'ERR_TDE_KEY_NOT_FOUND',
+        `KMIP group ${group} has no active ${choice.name} ${choice.strength}-bit ` +
+          `key${namespace ? ` in namespace ${namespace}` : ''} for system_info_encryption; create one with "sstable-tde ` +
+          `createsystemkey ${choice.name} ${choice.strength} -k ${group}${namespace ? ` -n ${namespace}` : ''}"`,
+      );
     }
 
     const id = await client.createSymmetricKey({
@@ -284,26 +327,43 @@ export class KmipKeyProvider implements KeyProvider {
       bytes = await client.getKey(id);
       cipher = keyStateOf(id, await client.getAttributes(id)).cipher;
     } catch (err) {
-      const gone = err instanceof KmipError &&
+      const gone =
+        err instanceof KmipError &&
         (err.reason === 'ItemNotFound' || err.reason === 'PermissionDenied');
-      const code = gone ? 'ERR_TDE_KEY_NOT_FOUND'
-        : err instanceof TdeError ? err.code : 'ERR_TDE_KMIP_OPERATION';
+      const code = gone
+        ? 'ERR_TDE_KEY_NOT_FOUND'
+        : err instanceof TdeError
+          ? err.code
+          : 'ERR_TDE_KMIP_OPERATION';
       this.observer?.keyFetchFailed?.({ source: 'kmip', key: url, code });
       if (err instanceof KmipError && gone) {
-        throw new TdeError('ERR_TDE_KEY_NOT_FOUND', `KMIP key ${id} of group ${group} cannot be fetched ` +
-          `(${err.reason}${err.resultMessage ? `: ${err.resultMessage}` : ''}): if it was destroyed, data ` +
-          'encrypted with it can no longer be read; otherwise check that this client (its certificate) ' +
-          'owns the key', { key: `kmip://${group}/${id}` }, err);
+        throw new TdeError(
+          'ERR_TDE_KEY_NOT_FOUND',
+          `KMIP key ${id} of group ${group} cannot be fetched ` +
+            `(${err.reason}${err.resultMessage ? `: ${err.resultMessage}` : ''}): if it was destroyed, data ` +
+            'encrypted with it can no longer be read; otherwise check that this client (its certificate) ' +
+            'owns the key',
+          { key: `kmip://${group}/${id}` },
+          err,
+        );
       }
       throw err;
     }
     const expected = choice.algorithm === 'DESede' && bytes.length === 16 ? 16 : choice.keyLength;
     if (bytes.length !== expected) {
       bytes.fill(0);
-      throw new TdeError('ERR_TDE_KEY_LENGTH', `KMIP key ${id} of group ${group} has ${bytes.length} bytes, ` +
-        `but ${choice.name} at ${choice.strength} bits needs ${expected}`, { key: `kmip://${group}/${id}` });
+      throw new TdeError(
+        'ERR_TDE_KEY_LENGTH',
+        `KMIP key ${id} of group ${group} has ${bytes.length} bytes, ` +
+          `but ${choice.name} at ${choice.strength} bits needs ${expected}`,
+        { key: `kmip://${group}/${id}` },
+      );
     }
-    const entry: Cached = { bytes: new SecretBytes(bytes), cipher, until: this.now() + this.ttl(group) };
+    const entry: Cached = {
+      bytes: new SecretBytes(bytes),
+      cipher,
+      until: this.now() + this.ttl(group),
+    };
     bytes.fill(0);
     this.keys.set(slot, entry);
     this.observer?.keyFetched?.({ source: 'kmip', key: url, ms: performance.now() - started });
@@ -313,10 +373,14 @@ export class KmipKeyProvider implements KeyProvider {
   /** A key for authenticated chunks serves GCM only, and GCM only such a key. */
   private checkKind(group: string, id: string, entry: Cached, choice: CipherChoice): Buffer {
     if (isAuthenticated(entry.cipher ?? '') !== (choice.mode === 'GCM')) {
-      throw new TdeError('ERR_TDE_WRONG_KEY', `KMIP key ${id} of group ${group} was made for ` +
-        `${entry.cipher ?? 'unauthenticated modes'} and cannot serve ${choice.name}: keys for authenticated ` +
-        '(GCM) chunks are kept apart, so an SSTable cannot be switched to an unauthenticated mode under ' +
-        'the same key; the SSTable\'s metadata may have been altered', { key: `kmip://${group}/${id}` });
+      throw new TdeError(
+        'ERR_TDE_WRONG_KEY',
+        `KMIP key ${id} of group ${group} was made for ` +
+          `${entry.cipher ?? 'unauthenticated modes'} and cannot serve ${choice.name}: keys for authenticated ` +
+          '(GCM) chunks are kept apart, so an SSTable cannot be switched to an unauthenticated mode under ' +
+          "the same key; the SSTable's metadata may have been altered",
+        { key: `kmip://${group}/${id}` },
+      );
     }
     return entry.bytes.copy();
   }

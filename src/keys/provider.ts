@@ -50,7 +50,10 @@ interface CachedEntry extends Omit<KeyFileEntry, 'key'> {
 export class LocalFileSystemKeyProvider implements KeyProvider {
   private readonly cache = new Map<string, CachedEntry[]>();
 
-  constructor(readonly directory: string, readonly observer?: TdeObserver) {}
+  constructor(
+    readonly directory: string,
+    readonly observer?: TdeObserver,
+  ) {}
 
   async keyFor(settings: EncryptionSettings, choice: CipherChoice): Promise<ResolvedKey> {
     const name = settings.systemKeyFile ?? 'system_key';
@@ -77,20 +80,29 @@ export class LocalFileSystemKeyProvider implements KeyProvider {
     // A key serves any mode of its algorithm, except that keys for authenticated chunks (GCM)
     // serve only GCM: otherwise an SSTable's metadata could be edited to read its chunks as
     // unauthenticated CTR under the same key, and altered without detection.
-    const fits = entries.filter((e) => e.algorithm === choice.algorithm && e.strength === choice.strength);
-    const sameKind = fits.filter((e) => isAuthenticated(e.transformation) === (choice.mode === 'GCM'));
-    const candidates = [...sameKind.filter((e) => e.transformation === choice.name), ...sameKind.filter((e) => e.transformation !== choice.name)];
+    const fits = entries.filter(
+      (e) => e.algorithm === choice.algorithm && e.strength === choice.strength,
+    );
+    const sameKind = fits.filter(
+      (e) => isAuthenticated(e.transformation) === (choice.mode === 'GCM'),
+    );
+    const candidates = [
+      ...sameKind.filter((e) => e.transformation === choice.name),
+      ...sameKind.filter((e) => e.transformation !== choice.name),
+    ];
     // With a recorded key check value, the line that matches it (a file may hold several).
-    const entry = (settings.keyCheckValue !== undefined
-      ? candidates.find((e) => e.keyCheckValue === settings.keyCheckValue)
-      : undefined) ?? candidates[0];
+    const entry =
+      (settings.keyCheckValue !== undefined
+        ? candidates.find((e) => e.keyCheckValue === settings.keyCheckValue)
+        : undefined) ?? candidates[0];
     if (!entry) {
       const held = entries.map((e) => `${e.transformation}:${e.strength}`).join(', ');
-      const kindNote = fits.length > 0
-        ? ` fit for ${choice.mode === 'GCM' ? 'authenticated (GCM)' : 'unauthenticated'} chunks (keys made for ` +
-          'AES/GCM/NoPadding serve GCM only, and GCM needs such a key, so that an SSTable cannot be ' +
-          'downgraded to an unauthenticated mode under the same key)'
-        : '';
+      const kindNote =
+        fits.length > 0
+          ? ` fit for ${choice.mode === 'GCM' ? 'authenticated (GCM)' : 'unauthenticated'} chunks (keys made for ` +
+            'AES/GCM/NoPadding serve GCM only, and GCM needs such a key, so that an SSTable cannot be ' +
+            'downgraded to an unauthenticated mode under the same key)'
+          : '';
       throw new TdeError(
         'ERR_TDE_KEY_NOT_FOUND',
         `system key file ${file} has no ${choice.algorithm} ${choice.strength}-bit key${kindNote} (it holds ` +
@@ -122,7 +134,11 @@ export class KeyProviders implements KeyProvider {
     this.kmip = new KmipKeyProvider(config.kmipHosts, options, config.file);
   }
 
-  async keyFor(settings: EncryptionSettings, choice: CipherChoice, options: { create?: boolean } = {}): Promise<ResolvedKey> {
+  async keyFor(
+    settings: EncryptionSettings,
+    choice: CipherChoice,
+    options: { create?: boolean } = {},
+  ): Promise<ResolvedKey> {
     if (settings.keyProvider === KMIP_PROVIDER) return this.kmip.keyFor(settings, choice, options);
     return this.local.keyFor(settings, choice);
   }

@@ -24,7 +24,13 @@ import {
   versionString,
 } from './messages';
 import { decode, encode, TtlvItem } from './ttlv/codec';
-import { addressString, HostAddress, KmipConnection, TlsSettings, TransportError } from './transport';
+import {
+  addressString,
+  HostAddress,
+  KmipConnection,
+  TlsSettings,
+  TransportError,
+} from './transport';
 import type { TdeObserver } from '../metrics/observer';
 
 export interface KmipGroup {
@@ -72,7 +78,10 @@ export class KmipClient {
   private closed = false;
 
   /** @param observer told of every round trip (with its latency) and every failover. */
-  constructor(readonly group: KmipGroup, private readonly observer?: TdeObserver) {
+  constructor(
+    readonly group: KmipGroup,
+    private readonly observer?: TdeObserver,
+  ) {
     if (group.hosts.length === 0) {
       throw new TdeError('ERR_TDE_CONFIG', `KMIP group ${group.name} lists no hosts`);
     }
@@ -93,10 +102,15 @@ export class KmipClient {
   requests = 0;
 
   private async open(index: number): Promise<KmipConnection> {
-    if (this.connection && !this.connection.closed && index === this.current) return this.connection;
+    if (this.connection && !this.connection.closed && index === this.current)
+      return this.connection;
     this.connection?.close();
     this.connection = undefined;
-    const c = await KmipConnection.connect(this.group.hosts[index], this.group.tls, this.group.timeoutMs);
+    const c = await KmipConnection.connect(
+      this.group.hosts[index],
+      this.group.tls,
+      this.group.timeoutMs,
+    );
     this.connection = c;
     this.current = index;
     if (!this.negotiated) this.negotiated = this.group.version ?? (await this.negotiate(c));
@@ -116,19 +130,33 @@ export class KmipClient {
         // A framed answer that does not decode: say which server sent it. (Not retried
         // elsewhere: the request reached a server, which may have carried it out.)
         if (!isTdeError(err)) throw err;
-        throw new TdeError(err.code, `${addressString(c.address)} sent an answer that is not a ` +
-          `valid KMIP response (${err.message}): is it a KMIP server, and does it speak KMIP ` +
-          `${versionString(version)}?`, {}, err);
+        throw new TdeError(
+          err.code,
+          `${addressString(c.address)} sent an answer that is not a ` +
+            `valid KMIP response (${err.message}): is it a KMIP server, and does it speak KMIP ` +
+            `${versionString(version)}?`,
+          {},
+          err,
+        );
       }
     } finally {
-      this.observer?.kmipRequest?.({ group: this.group.name, host: addressString(this.host),
-        operation: batch.operation, ms: performance.now() - started, ok });
+      this.observer?.kmipRequest?.({
+        group: this.group.name,
+        host: addressString(this.host),
+        operation: batch.operation,
+        ms: performance.now() - started,
+        ok,
+      });
     }
   }
 
   /** Asks the server which versions it speaks (Discover Versions, KMIP 1.1 and later). */
   private async negotiate(c: KmipConnection): Promise<ProtocolVersion> {
-    const response = await this.exchange(c, { major: 1, minor: 1 }, requests.discoverVersions(SUPPORTED_VERSIONS));
+    const response = await this.exchange(
+      c,
+      { major: 1, minor: 1 },
+      requests.discoverVersions(SUPPORTED_VERSIONS),
+    );
     const item = response.batch[0];
     if (!item || item.status !== 'Success') {
       // A KMIP 1.0 server has no Discover Versions.
@@ -138,11 +166,16 @@ export class KmipClient {
       major: Number(child(pv, 'ProtocolVersionMajor')?.value),
       minor: Number(child(pv, 'ProtocolVersionMinor')?.value),
     }));
-    const common = SUPPORTED_VERSIONS.find((v) => offered.some((o) => o.major === v.major && o.minor === v.minor));
+    const common = SUPPORTED_VERSIONS.find((v) =>
+      offered.some((o) => o.major === v.major && o.minor === v.minor),
+    );
     if (!common) {
-      throw new TdeError('ERR_TDE_KMIP_UNAVAILABLE', `KMIP group ${this.group.name}: the server speaks KMIP ` +
-        `${offered.map(versionString).join(', ') || '(no version)'}, none of which this client speaks ` +
-        `(${SUPPORTED_VERSIONS.map(versionString).join(', ')})`);
+      throw new TdeError(
+        'ERR_TDE_KMIP_UNAVAILABLE',
+        `KMIP group ${this.group.name}: the server speaks KMIP ` +
+          `${offered.map(versionString).join(', ') || '(no version)'}, none of which this client speaks ` +
+          `(${SUPPORTED_VERSIONS.map(versionString).join(', ')})`,
+      );
     }
     return common;
   }
@@ -152,7 +185,11 @@ export class KmipClient {
    * in use; `what` describes the operation for error messages.
    */
   async call(build: (v: ProtocolVersion) => BatchRequest, what: string): Promise<TtlvItem> {
-    if (this.closed) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `KMIP client for ${this.group.name} is closed`);
+    if (this.closed)
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        `KMIP client for ${this.group.name} is closed`,
+      );
     const causes: string[] = [];
     const n = this.group.hosts.length;
     const first = this.current;
@@ -179,10 +216,15 @@ export class KmipClient {
           return expectSuccess(response, batch.operation, what ? `(${what}) ` : '');
         } catch (err) {
           if (err instanceof KmipError && err.reason === 'AuthenticationNotSuccessful') {
-            throw new TdeError('ERR_TDE_KMIP_UNAVAILABLE', `${addressString(this.group.hosts[index])}: the ` +
-              'server accepted the TLS connection but not the client certificate for KMIP ("' +
-              `${err.resultMessage ?? 'Authentication Not Successful'}"): many servers need the certificate ` +
-              'to carry extendedKeyUsage clientAuth and to be registered with them', {}, err);
+            throw new TdeError(
+              'ERR_TDE_KMIP_UNAVAILABLE',
+              `${addressString(this.group.hosts[index])}: the ` +
+                'server accepted the TLS connection but not the client certificate for KMIP ("' +
+                `${err.resultMessage ?? 'Authentication Not Successful'}"): many servers need the certificate ` +
+                'to carry extendedKeyUsage clientAuth and to be registered with them',
+              {},
+              err,
+            );
           }
           if (!(err instanceof TransportError)) throw err;
           this.connection?.close();
@@ -194,19 +236,29 @@ export class KmipClient {
         }
       }
     }
-    throw new TdeError('ERR_TDE_KMIP_UNAVAILABLE', `no host of KMIP group ${this.group.name} could ${what || 'answer'}:\n` +
-      causes.map((c) => `  - ${c}`).join('\n'));
+    throw new TdeError(
+      'ERR_TDE_KMIP_UNAVAILABLE',
+      `no host of KMIP group ${this.group.name} could ${what || 'answer'}:\n` +
+        causes.map((c) => `  - ${c}`).join('\n'),
+    );
   }
 
   async createSymmetricKey(options: CreateKeyOptions): Promise<string> {
     const attrs: Attribute[] = [
       { name: 'CryptographicAlgorithm', type: 'Enumeration', value: options.algorithm },
       { name: 'CryptographicLength', type: 'Integer', value: options.length },
-      { name: 'CryptographicUsageMask', type: 'Integer', value: options.usageMask ?? USAGE_ENCRYPT_DECRYPT },
+      {
+        name: 'CryptographicUsageMask',
+        type: 'Integer',
+        value: options.usageMask ?? USAGE_ENCRYPT_DECRYPT,
+      },
       ...(options.name ? [nameAttribute(options.name)] : []),
       ...(options.attributes ?? []),
     ];
-    const payload = await this.call((v) => requests.createSymmetricKey(v, attrs, options.template), `create key ${options.algorithm}-${options.length}`);
+    const payload = await this.call(
+      (v) => requests.createSymmetricKey(v, attrs, options.template),
+      `create key ${options.algorithm}-${options.length}`,
+    );
     return uniqueIdentifier(payload, 'Create');
   }
 
@@ -220,28 +272,43 @@ export class KmipClient {
     const block = child(child(payload, 'SymmetricKey'), 'KeyBlock');
     const material = child(child(block, 'KeyValue'), 'KeyMaterial');
     if (!material || !Buffer.isBuffer(material.value)) {
-      throw new TdeError('ERR_TDE_KMIP_OPERATION', `KMIP Get of ${id} returned no raw symmetric key ` +
-        `(object type ${String(child(payload, 'ObjectType')?.value)})`);
+      throw new TdeError(
+        'ERR_TDE_KMIP_OPERATION',
+        `KMIP Get of ${id} returned no raw symmetric key ` +
+          `(object type ${String(child(payload, 'ObjectType')?.value)})`,
+      );
     }
     return material.value;
   }
 
   async locate(filters: Attribute[], maximumItems?: number): Promise<string[]> {
-    const payload = await this.call((v) => requests.locate(v, filters, maximumItems), 'locate keys');
+    const payload = await this.call(
+      (v) => requests.locate(v, filters, maximumItems),
+      'locate keys',
+    );
     return children(payload, 'UniqueIdentifier').map((u) => String(u.value));
   }
 
   async getAttributes(id: string, names: string[] = []): Promise<Attribute[]> {
-    const payload = await this.call((v) => requests.getAttributes(v, id, names), `get the attributes of key ${id}`);
+    const payload = await this.call(
+      (v) => requests.getAttributes(v, id, names),
+      `get the attributes of key ${id}`,
+    );
     return readAttributes(payload);
   }
 
   async addAttribute(id: string, attribute: Attribute): Promise<void> {
-    await this.call((v) => requests.addAttribute(v, id, attribute), `add ${attribute.name} to key ${id}`);
+    await this.call(
+      (v) => requests.addAttribute(v, id, attribute),
+      `add ${attribute.name} to key ${id}`,
+    );
   }
 
   async modifyAttribute(id: string, attribute: Attribute): Promise<void> {
-    await this.call((v) => requests.modifyAttribute(v, id, attribute), `change ${attribute.name} of key ${id}`);
+    await this.call(
+      (v) => requests.modifyAttribute(v, id, attribute),
+      `change ${attribute.name} of key ${id}`,
+    );
   }
 
   async revoke(id: string, reason = 'CessationOfOperation', message?: string): Promise<void> {
@@ -253,7 +320,9 @@ export class KmipClient {
     await this.call(() => requests.destroy(id), `destroy key ${id}`);
   }
 
-  async query(functions = ['QueryOperations', 'QueryObjects', 'QueryServerInformation']): Promise<TtlvItem> {
+  async query(
+    functions = ['QueryOperations', 'QueryObjects', 'QueryServerInformation'],
+  ): Promise<TtlvItem> {
     return this.call(() => requests.query(functions), 'answer a Query');
   }
 
@@ -267,7 +336,10 @@ export class KmipClient {
 function uniqueIdentifier(payload: TtlvItem, operation: string): string {
   const id = child(payload, 'UniqueIdentifier')?.value;
   if (typeof id !== 'string') {
-    throw new TdeError('ERR_TDE_TTLV', `the KMIP server's answer to ${operation} has no Unique Identifier`);
+    throw new TdeError(
+      'ERR_TDE_TTLV',
+      `the KMIP server's answer to ${operation} has no Unique Identifier`,
+    );
   }
   return id;
 }

@@ -31,7 +31,11 @@ export const struct = (tag: string, ...children: (TtlvItem | undefined)[]): Ttlv
   value: children.filter((c): c is TtlvItem => c !== undefined),
 });
 export const int = (tag: string, value: number): TtlvItem => ({ tag, type: 'Integer', value });
-export const enumeration = (tag: string, value: string | number): TtlvItem => ({ tag, type: 'Enumeration', value });
+export const enumeration = (tag: string, value: string | number): TtlvItem => ({
+  tag,
+  type: 'Enumeration',
+  value,
+});
 export const text = (tag: string, value: string): TtlvItem => ({ tag, type: 'TextString', value });
 export const bytes = (tag: string, value: Buffer): TtlvItem => ({ tag, type: 'ByteString', value });
 export const dateTime = (tag: string, value: Date): TtlvItem => ({
@@ -79,9 +83,16 @@ export function nameAttribute(value: string): Attribute {
 }
 
 /** Attributes in the form `version` sends them: a Template-Attribute (1.x) or Attributes (2.0). */
-export function attributesItem(version: ProtocolVersion, attrs: Attribute[], tag1x = 'TemplateAttribute'): TtlvItem {
+export function attributesItem(
+  version: ProtocolVersion,
+  attrs: Attribute[],
+  tag1x = 'TemplateAttribute',
+): TtlvItem {
   if (version.major >= 2) {
-    return struct('Attributes', ...attrs.map((a) => ({ tag: a.name, type: a.type, value: a.value }) as TtlvItem));
+    return struct(
+      'Attributes',
+      ...attrs.map((a) => ({ tag: a.name, type: a.type, value: a.value }) as TtlvItem),
+    );
   }
   return struct(tag1x, ...attrs.map((a) => attribute1x(a)));
 }
@@ -89,12 +100,13 @@ export function attributesItem(version: ProtocolVersion, attrs: Attribute[], tag
 function attribute1x(a: Attribute): TtlvItem {
   // Under 1.x the value travels as `Attribute Value`, a tag with no enumeration of its own: an
   // enumeration given by name is turned into its number by the attribute's own table.
-  const value = a.type === 'Enumeration' && typeof a.value === 'string' ? enumNumber(a.name, a.value) : a.value;
-  return struct(
-    'Attribute',
-    text('AttributeName', attributeName1x(a.name)),
-    { tag: 'AttributeValue', type: a.type, value } as TtlvItem,
-  );
+  const value =
+    a.type === 'Enumeration' && typeof a.value === 'string' ? enumNumber(a.name, a.value) : a.value;
+  return struct('Attribute', text('AttributeName', attributeName1x(a.name)), {
+    tag: 'AttributeValue',
+    type: a.type,
+    value,
+  } as TtlvItem);
 }
 
 /** An enumeration value as a name where the attribute's table knows it. */
@@ -133,16 +145,30 @@ export interface BatchRequest {
   payload: TtlvItem[];
 }
 
-export function requestMessage(version: ProtocolVersion, batch: BatchRequest[], maxResponseSize?: number): TtlvItem {
+export function requestMessage(
+  version: ProtocolVersion,
+  batch: BatchRequest[],
+  maxResponseSize?: number,
+): TtlvItem {
   return struct(
     'RequestMessage',
     struct(
       'RequestHeader',
-      struct('ProtocolVersion', int('ProtocolVersionMajor', version.major), int('ProtocolVersionMinor', version.minor)),
+      struct(
+        'ProtocolVersion',
+        int('ProtocolVersionMajor', version.major),
+        int('ProtocolVersionMinor', version.minor),
+      ),
       maxResponseSize !== undefined ? int('MaximumResponseSize', maxResponseSize) : undefined,
       int('BatchCount', batch.length),
     ),
-    ...batch.map((b) => struct('BatchItem', enumeration('Operation', b.operation), struct('RequestPayload', ...b.payload))),
+    ...batch.map((b) =>
+      struct(
+        'BatchItem',
+        enumeration('Operation', b.operation),
+        struct('RequestPayload', ...b.payload),
+      ),
+    ),
   );
 }
 
@@ -152,7 +178,13 @@ export const requests = {
   discoverVersions(versions: ProtocolVersion[]): BatchRequest {
     return {
       operation: 'DiscoverVersions',
-      payload: versions.map((v) => struct('ProtocolVersion', int('ProtocolVersionMajor', v.major), int('ProtocolVersionMinor', v.minor))),
+      payload: versions.map((v) =>
+        struct(
+          'ProtocolVersion',
+          int('ProtocolVersionMajor', v.major),
+          int('ProtocolVersionMinor', v.minor),
+        ),
+      ),
     };
   },
 
@@ -160,17 +192,33 @@ export const requests = {
     return { operation: 'Query', payload: functions.map((f) => enumeration('QueryFunction', f)) };
   },
 
-  createSymmetricKey(version: ProtocolVersion, attrs: Attribute[], template?: string): BatchRequest {
+  createSymmetricKey(
+    version: ProtocolVersion,
+    attrs: Attribute[],
+    template?: string,
+  ): BatchRequest {
     const attributes = attributesItem(version, attrs);
     if (template !== undefined) {
       if (version.major >= 2) {
-        throw new TdeError('ERR_TDE_UNSUPPORTED', 'KMIP 2.0 has no templates: set kmip_version to 1.4 (or ' +
-          'lower) for this group to create keys from a template');
+        throw new TdeError(
+          'ERR_TDE_UNSUPPORTED',
+          'KMIP 2.0 has no templates: set kmip_version to 1.4 (or ' +
+            'lower) for this group to create keys from a template',
+        );
       }
       // A Template-Attribute names its templates first, as Name structures of its own.
-      (attributes.value as TtlvItem[]).unshift(struct('Name', text('NameValue', template), enumeration('NameType', 'UninterpretedTextString')));
+      (attributes.value as TtlvItem[]).unshift(
+        struct(
+          'Name',
+          text('NameValue', template),
+          enumeration('NameType', 'UninterpretedTextString'),
+        ),
+      );
     }
-    return { operation: 'Create', payload: [enumeration('ObjectType', 'SymmetricKey'), attributes] };
+    return {
+      operation: 'Create',
+      payload: [enumeration('ObjectType', 'SymmetricKey'), attributes],
+    };
   },
 
   get(id: string): BatchRequest {
@@ -200,25 +248,46 @@ export const requests = {
         payload: [uid(id), ...names.map((n) => enumeration('AttributeReference', tagOf(n)))],
       };
     }
-    return { operation: 'GetAttributes', payload: [uid(id), ...names.map((n) => text('AttributeName', attributeName1x(n)))] };
+    return {
+      operation: 'GetAttributes',
+      payload: [uid(id), ...names.map((n) => text('AttributeName', attributeName1x(n)))],
+    };
   },
 
   addAttribute(version: ProtocolVersion, id: string, a: Attribute): BatchRequest {
     if (version.major >= 2) {
-      return { operation: 'AddAttribute', payload: [uid(id), struct('NewAttribute', { tag: a.name, type: a.type, value: a.value } as TtlvItem)] };
+      return {
+        operation: 'AddAttribute',
+        payload: [
+          uid(id),
+          struct('NewAttribute', { tag: a.name, type: a.type, value: a.value } as TtlvItem),
+        ],
+      };
     }
     return { operation: 'AddAttribute', payload: [uid(id), attribute1x(a)] };
   },
 
   modifyAttribute(version: ProtocolVersion, id: string, a: Attribute): BatchRequest {
     if (version.major >= 2) {
-      return { operation: 'ModifyAttribute', payload: [uid(id), struct('NewAttribute', { tag: a.name, type: a.type, value: a.value } as TtlvItem)] };
+      return {
+        operation: 'ModifyAttribute',
+        payload: [
+          uid(id),
+          struct('NewAttribute', { tag: a.name, type: a.type, value: a.value } as TtlvItem),
+        ],
+      };
     }
     return { operation: 'ModifyAttribute', payload: [uid(id), attribute1x(a)] };
   },
 
   setAttribute(id: string, a: Attribute): BatchRequest {
-    return { operation: 'SetAttribute', payload: [uid(id), struct('NewAttribute', { tag: a.name, type: a.type, value: a.value } as TtlvItem)] };
+    return {
+      operation: 'SetAttribute',
+      payload: [
+        uid(id),
+        struct('NewAttribute', { tag: a.name, type: a.type, value: a.value } as TtlvItem),
+      ],
+    };
   },
 
   revoke(id: string, reason: string, message?: string, compromiseDate?: Date): BatchRequest {
@@ -226,7 +295,11 @@ export const requests = {
       operation: 'Revoke',
       payload: [
         uid(id),
-        struct('RevocationReason', enumeration('RevocationReasonCode', reason), message ? text('RevocationMessage', message) : undefined),
+        struct(
+          'RevocationReason',
+          enumeration('RevocationReasonCode', reason),
+          message ? text('RevocationMessage', message) : undefined,
+        ),
         ...(compromiseDate ? [dateTime('CompromiseOccurrenceDate', compromiseDate)] : []),
       ],
     };
@@ -240,7 +313,8 @@ export const requests = {
 /** The tag number of an attribute, as KMIP 2.0's Attribute Reference carries it. */
 function tagOf(name: string): number {
   const n = TAGS[name];
-  if (n === undefined) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `unknown KMIP attribute ${name}`);
+  if (n === undefined)
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `unknown KMIP attribute ${name}`);
   return n;
 }
 
@@ -268,13 +342,19 @@ export class KmipError extends TdeError {
     readonly resultMessage: string | undefined,
     context: string,
   ) {
-    super('ERR_TDE_KMIP_OPERATION', `KMIP ${operation} ${context}failed: ${reason ?? 'no reason given'}` +
-      (resultMessage ? ` ("${resultMessage}")` : ''));
+    super(
+      'ERR_TDE_KMIP_OPERATION',
+      `KMIP ${operation} ${context}failed: ${reason ?? 'no reason given'}` +
+        (resultMessage ? ` ("${resultMessage}")` : ''),
+    );
   }
 }
 
 function malformed(what: string): TdeError {
-  return new TdeError('ERR_TDE_TTLV', `the KMIP server's response is not a valid response message: ${what}`);
+  return new TdeError(
+    'ERR_TDE_TTLV',
+    `the KMIP server's response is not a valid response message: ${what}`,
+  );
 }
 
 export function parseResponse(message: TtlvItem): Response {
@@ -283,7 +363,8 @@ export function parseResponse(message: TtlvItem): Response {
   const pv = child(header, 'ProtocolVersion');
   const major = child(pv, 'ProtocolVersionMajor')?.value;
   const minor = child(pv, 'ProtocolVersionMinor')?.value;
-  if (typeof major !== 'number' || typeof minor !== 'number') throw malformed('no protocol version in its header');
+  if (typeof major !== 'number' || typeof minor !== 'number')
+    throw malformed('no protocol version in its header');
   const ts = child(header, 'TimeStamp')?.value;
 
   const batch = children(message, 'BatchItem').map((item) => {

@@ -48,17 +48,29 @@ export class TransportError extends TdeError {
 }
 
 /** Maps Node's and OpenSSL's TLS error codes to an explanation and a remedy. */
-export function explainTlsError(err: NodeJS.ErrnoException & { reason?: string }, settings: TlsSettings): string {
+export function explainTlsError(
+  err: NodeJS.ErrnoException & { reason?: string },
+  settings: TlsSettings,
+): string {
   const hasClientCert = Boolean(settings.cert);
   const code = err.code ?? '';
   const text = `${code} ${err.message}`;
-  if (code === 'ECONNREFUSED') return 'connection refused: is the KMIP server running and listening on this port?';
-  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return 'host name not found: check the hosts setting';
-  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return 'host unreachable: check the network route to it';
+  if (code === 'ECONNREFUSED')
+    return 'connection refused: is the KMIP server running and listening on this port?';
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN')
+    return 'host name not found: check the hosts setting';
+  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH')
+    return 'host unreachable: check the network route to it';
   if (code === 'ECONNRESET' || code === 'EPIPE') return 'the server reset the connection';
-  if (/ALERT_PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|WRONG_VERSION_NUMBER|VERSION_TOO_LOW|VERSION_TOO_HIGH|alert number 70/i.test(text)) {
-    return 'TLS version mismatch: client and server share no TLS version; check the protocol setting ' +
-      '(many KMIP servers speak TLSv1.2 only)';
+  if (
+    /ALERT_PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|WRONG_VERSION_NUMBER|VERSION_TOO_LOW|VERSION_TOO_HIGH|alert number 70/i.test(
+      text,
+    )
+  ) {
+    return (
+      'TLS version mismatch: client and server share no TLS version; check the protocol setting ' +
+      '(many KMIP servers speak TLSv1.2 only)'
+    );
   }
   if (/NO_SHARED_CIPHER|NO_CIPHERS_AVAILABLE|NO_CIPHER_MATCH/i.test(text)) {
     return 'TLS cipher mismatch: client and server share no cipher suite; check cipher_suites';
@@ -68,32 +80,55 @@ export function explainTlsError(err: NodeJS.ErrnoException & { reason?: string }
     const pinned = minMaxVersion(settings.protocol).minVersion;
     const limits = [
       pinned ? `this client speaks only ${pinned} (protocol setting)` : '',
-      settings.ciphers ? `it offers only the cipher suites ${settings.ciphers.join(', ')} (cipher_suites)` : '',
-    ].filter(Boolean).join(', and ');
+      settings.ciphers
+        ? `it offers only the cipher suites ${settings.ciphers.join(', ')} (cipher_suites)`
+        : '',
+    ]
+      .filter(Boolean)
+      .join(', and ');
     if (!hasClientCert) {
-      return 'TLS handshake failure: the server most likely requires a client certificate and none is ' +
-        'configured (keystore_path), or they share no TLS version or cipher suite' + (limits ? `; ${limits}` : '');
+      return (
+        'TLS handshake failure: the server most likely requires a client certificate and none is ' +
+        'configured (keystore_path), or they share no TLS version or cipher suite' +
+        (limits ? `; ${limits}` : '')
+      );
     }
-    return 'TLS handshake failure: client and server share no TLS version or cipher suite' +
+    return (
+      'TLS handshake failure: client and server share no TLS version or cipher suite' +
       (limits ? `: ${limits}` : '; check protocol and cipher_suites') +
-      (pinned && pinned !== 'TLSv1.2' ? ' (many KMIP servers speak TLSv1.2 only)' : '');
+      (pinned && pinned !== 'TLSv1.2' ? ' (many KMIP servers speak TLSv1.2 only)' : '')
+    );
   }
-  if (/UNKNOWN_CA|alert number 48|BAD_CERTIFICATE|alert number 42|CERTIFICATE_UNKNOWN|alert number 46|ACCESS_DENIED|alert number 49|CERTIFICATE_REQUIRED|alert number 116/i.test(text)) {
-    return 'the server rejected the client certificate: make sure the server trusts the CA that ' +
-      'signed the certificate in keystore_path';
+  if (
+    /UNKNOWN_CA|alert number 48|BAD_CERTIFICATE|alert number 42|CERTIFICATE_UNKNOWN|alert number 46|ACCESS_DENIED|alert number 49|CERTIFICATE_REQUIRED|alert number 116/i.test(
+      text,
+    )
+  ) {
+    return (
+      'the server rejected the client certificate: make sure the server trusts the CA that ' +
+      'signed the certificate in keystore_path'
+    );
   }
   if (/CERT_HAS_EXPIRED/.test(code)) return 'the server certificate has expired';
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
-    return `the server certificate is not valid for this host name (${err.reason ?? err.message}); ` +
-      'list the host by a name its certificate carries';
+    return (
+      `the server certificate is not valid for this host name (${err.reason ?? err.message}); ` +
+      'list the host by a name its certificate carries'
+    );
   }
-  if (/SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE|INVALID_CA|CERT_CHAIN_TOO_LONG/.test(code)) {
+  if (
+    /SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE|INVALID_CA|CERT_CHAIN_TOO_LONG/.test(
+      code,
+    )
+  ) {
     return `the server certificate is not trusted (${code}): add the CA that signed it to truststore_path`;
   }
   return `${err.message}${code ? ` (${code})` : ''}`;
 }
 
-function minMaxVersion(protocol: string | undefined): Pick<tls.ConnectionOptions, 'minVersion' | 'maxVersion'> {
+function minMaxVersion(
+  protocol: string | undefined,
+): Pick<tls.ConnectionOptions, 'minVersion' | 'maxVersion'> {
   if (!protocol) return {};
   const p = protocol.trim().toUpperCase().replace('_', '.');
   const exact: Record<string, tls.SecureVersion> = {
@@ -122,14 +157,22 @@ export class KmipConnection {
   ) {
     socket.on('data', (d: Buffer) => this.onData(d));
     socket.on('error', (err) => this.fail(explainTlsError(err, settings)));
-    socket.on('close', () => this.fail(this.bytesReceived === 0
-      ? 'the server closed the stream after 0 bytes: it most likely does not trust the client ' +
-        'certificate (or the client certificate is missing); check keystore_path and the server\'s trust'
-      : 'the server closed the connection'));
+    socket.on('close', () =>
+      this.fail(
+        this.bytesReceived === 0
+          ? 'the server closed the stream after 0 bytes: it most likely does not trust the client ' +
+              "certificate (or the client certificate is missing); check keystore_path and the server's trust"
+          : 'the server closed the connection',
+      ),
+    );
   }
 
   /** Opens and handshakes a connection, or fails with a TransportError naming the cause. */
-  static connect(address: HostAddress, settings: TlsSettings, timeoutMs: number): Promise<KmipConnection> {
+  static connect(
+    address: HostAddress,
+    settings: TlsSettings,
+    timeoutMs: number,
+  ): Promise<KmipConnection> {
     return new Promise((resolve, reject) => {
       const options: tls.ConnectionOptions = {
         host: address.host,
@@ -145,8 +188,14 @@ export class KmipConnection {
       const socket = tls.connect(options);
       const timer = setTimeout(() => {
         socket.destroy();
-        reject(new TransportError(address, `timed out after ${timeoutMs} ms connecting (is the host up, ` +
-          'and is the port open through any firewall?)', true));
+        reject(
+          new TransportError(
+            address,
+            `timed out after ${timeoutMs} ms connecting (is the host up, ` +
+              'and is the port open through any firewall?)',
+            true,
+          ),
+        );
       }, timeoutMs);
       socket.once('secureConnect', () => {
         clearTimeout(timer);
@@ -163,7 +212,13 @@ export class KmipConnection {
       });
       socket.once('close', () => {
         clearTimeout(timer);
-        reject(new TransportError(address, 'the server closed the connection during the TLS handshake', true));
+        reject(
+          new TransportError(
+            address,
+            'the server closed the connection during the TLS handshake',
+            true,
+          ),
+        );
       });
     });
   }
@@ -195,12 +250,16 @@ export class KmipConnection {
     const tag = all.readUIntBE(0, 3);
     const length = all.readUInt32BE(4);
     if (tag !== RESPONSE_MESSAGE_TAG || all[3] !== 0x01) {
-      this.fail(`the server sent something that is not a KMIP response (first bytes ${all.subarray(0, 8).toString('hex')}): ` +
-        'is this port a KMIP server?');
+      this.fail(
+        `the server sent something that is not a KMIP response (first bytes ${all.subarray(0, 8).toString('hex')}): ` +
+          'is this port a KMIP server?',
+      );
       return;
     }
     if (length > MAX_RESPONSE_BYTES) {
-      this.fail(`the server announced a ${length}-byte response, more than the ${MAX_RESPONSE_BYTES} accepted`);
+      this.fail(
+        `the server announced a ${length}-byte response, more than the ${MAX_RESPONSE_BYTES} accepted`,
+      );
       return;
     }
     if (all.length < 8 + length) return;
@@ -220,7 +279,10 @@ export class KmipConnection {
       const answer = new Promise<Buffer>((resolve, reject) => {
         this.waiting = { resolve, reject };
       });
-      const timer = setTimeout(() => this.fail(`no answer within ${this.timeoutMs} ms (timeout setting)`), this.timeoutMs);
+      const timer = setTimeout(
+        () => this.fail(`no answer within ${this.timeoutMs} ms (timeout setting)`),
+        this.timeoutMs,
+      );
       this.socket.ref();
       this.socket.write(message);
       this.deliver();

@@ -111,8 +111,13 @@ class ObservedCompressor implements Compressor {
     return out;
   }
 
-  async uncompressBatch(chunks: Buffer[], lengths: number[], where: ChunkLocator,
-    binding?: ChunkBinding, options?: { crc?: boolean }): Promise<DecodedChunks> {
+  async uncompressBatch(
+    chunks: Buffer[],
+    lengths: number[],
+    where: ChunkLocator,
+    binding?: ChunkBinding,
+    options?: { crc?: boolean },
+  ): Promise<DecodedChunks> {
     let out: DecodedChunks;
     try {
       out = await this.inner.uncompressBatch(chunks, lengths, where, binding, options);

@@ -101,23 +101,34 @@ export interface CompressorForOptions {
 export type CreateWriterOptions = SSTableWriterOptions & CompressorForOptions;
 
 function isTdeConfig(c: unknown): c is TdeConfig {
-  return typeof c === 'object' && c !== null && (c as TdeConfig).kmipHosts instanceof Map &&
-    typeof (c as TdeConfig).systemKeyDirectory === 'string';
+  return (
+    typeof c === 'object' &&
+    c !== null &&
+    (c as TdeConfig).kmipHosts instanceof Map &&
+    typeof (c as TdeConfig).systemKeyDirectory === 'string'
+  );
 }
 
 function checkOptions(o: PluginOptions): void {
   if (o === null || typeof o !== 'object' || o.config === undefined || o.config === null) {
-    throw new TdeError('ERR_TDE_INVALID_ARGUMENT',
-      'openPlugin needs { config }: a dse.yaml path or object');
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      'openPlugin needs { config }: a dse.yaml path or object',
+    );
   }
   const poll = o.keyStatePollMillis;
   if (poll !== undefined && (!Number.isInteger(poll) || poll < 0 || poll > 86400000)) {
-    throw new TdeError('ERR_TDE_CONFIG', 'keyStatePollMillis must be a whole number of ' +
-      `milliseconds from 0 (off) to 86400000, not ${JSON.stringify(poll)}`);
+    throw new TdeError(
+      'ERR_TDE_CONFIG',
+      'keyStatePollMillis must be a whole number of ' +
+        `milliseconds from 0 (off) to 86400000, not ${JSON.stringify(poll)}`,
+    );
   }
   if (o.onKeyRevoked !== undefined && o.onKeyRevoked !== 'stop' && o.onKeyRevoked !== 'warn') {
-    throw new TdeError('ERR_TDE_CONFIG',
-      `onKeyRevoked must be "stop" or "warn", not ${JSON.stringify(o.onKeyRevoked)}`);
+    throw new TdeError(
+      'ERR_TDE_CONFIG',
+      `onKeyRevoked must be "stop" or "warn", not ${JSON.stringify(o.onKeyRevoked)}`,
+    );
   }
 }
 
@@ -130,8 +141,12 @@ function checkOptions(o: PluginOptions): void {
 export async function openPlugin(options: PluginOptions): Promise<TdePlugin> {
   checkOptions(options);
   const file = typeof options.config === 'string' ? options.config : undefined;
-  const base = file !== undefined ? readConfig(file)
-    : isTdeConfig(options.config) ? options.config : configFromObject(options.config);
+  const base =
+    file !== undefined
+      ? readConfig(file)
+      : isTdeConfig(options.config)
+        ? options.config
+        : configFromObject(options.config);
 
   const plugin = new TdePlugin(base, options);
   try {
@@ -204,8 +219,12 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
         (key.key as Buffer).fill(0);
       } catch (err) {
         if (!isTdeError(err)) throw err;
-        throw new TdeError(err.code, "cannot start: system_info_encryption's key cannot be " +
-          `loaded: ${err.message}`, err.context, err);
+        throw new TdeError(
+          err.code,
+          "cannot start: system_info_encryption's key cannot be " + `loaded: ${err.message}`,
+          err.context,
+          err,
+        );
       }
     }
     if (this.cfg.kmipHosts.size > 0) this.poller.start();
@@ -215,28 +234,37 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
   private async connectAll(): Promise<void> {
     const groups = [...this.cfg.kmipHosts.values()];
     const failures: { group: string; hosts: string; err: unknown }[] = [];
-    await Promise.all(groups.map(async (g) => {
-      try {
-        await this.keys.kmipProvider.client(g.name).query(['QueryOperations']);
-      } catch (err) {
-        failures.push({ group: g.name, hosts: g.hosts.map(addressString).join(', '), err });
-      }
-    }));
+    await Promise.all(
+      groups.map(async (g) => {
+        try {
+          await this.keys.kmipProvider.client(g.name).query(['QueryOperations']);
+        } catch (err) {
+          failures.push({ group: g.name, hosts: g.hosts.map(addressString).join(', '), err });
+        }
+      }),
+    );
     if (failures.length === 0) return;
     const where = this.cfg.file ? ` of ${this.cfg.file}` : '';
-    const lines = failures.map((f) => `  - group ${f.group} (hosts ${f.hosts}): ` +
-      `${f.err instanceof Error ? f.err.message : String(f.err)}`.replace(/\n/g, '\n    '));
+    const lines = failures.map(
+      (f) =>
+        `  - group ${f.group} (hosts ${f.hosts}): ` +
+        `${f.err instanceof Error ? f.err.message : String(f.err)}`.replace(/\n/g, '\n    '),
+    );
     // Unreachable wins over other causes (a wrong store password): it is what an operator
     // looks at first.
     const unavailable: ErrorCodeName = 'ERR_TDE_KMIP_UNAVAILABLE';
     const codes = failures.map((f) => (isTdeError(f.err) ? f.err.code : unavailable));
     const code = codes.includes(unavailable) ? unavailable : codes[0];
     const what = failures.length === 1 ? 'a KMIP group' : 'KMIP groups';
-    throw new TdeError(code, `cannot start: ${what} in kmip_hosts${where} cannot be used, and ` +
-      `every configured group must be (as in DSE):\n${lines.join('\n')}\n` +
-      'Check that the KMIP servers are running and reachable from this host on those ports, and ' +
-      'the key and trust stores of each group; or remove a group no table uses',
-    { file: this.cfg.file }, failures[0].err);
+    throw new TdeError(
+      code,
+      `cannot start: ${what} in kmip_hosts${where} cannot be used, and ` +
+        `every configured group must be (as in DSE):\n${lines.join('\n')}\n` +
+        'Check that the KMIP servers are running and reachable from this host on those ports, and ' +
+        'the key and trust stores of each group; or remove a group no table uses',
+      { file: this.cfg.file },
+      failures[0].err,
+    );
   }
 
   /** The configuration in force (protected values decrypted when it came from a file). */
@@ -251,8 +279,10 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
 
   private live(what: string): void {
     if (this.closing) {
-      throw new TdeError('ERR_TDE_CLOSED',
-        `${what}: this plugin was closed; open a new one with openPlugin()`);
+      throw new TdeError(
+        'ERR_TDE_CLOSED',
+        `${what}: this plugin was closed; open a new one with openPlugin()`,
+      );
     }
   }
 
@@ -264,7 +294,10 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
     this.live(what);
     const p = call();
     this.inflight.add(p);
-    p.then(() => this.inflight.delete(p), () => this.inflight.delete(p));
+    p.then(
+      () => this.inflight.delete(p),
+      () => this.inflight.delete(p),
+    );
     return p;
   }
 
@@ -293,10 +326,14 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
     if (state === undefined) return;
     this.counters.encryptionRefused();
     const found = state === 'missing' ? 'gone from' : state;
-    throw new TdeError('ERR_TDE_KEY_REVOKED', `key ${key} is ${found} on its KMIP server and ` +
-      'encrypts nothing more (onKeyRevoked: stop). Make a new compressor or ' +
-      'writer (it chooses another active key, or creates one) and write this data again; data ' +
-      'already encrypted with the key still decrypts while its bytes are cached', { key });
+    throw new TdeError(
+      'ERR_TDE_KEY_REVOKED',
+      `key ${key} is ${found} on its KMIP server and ` +
+        'encrypts nothing more (onKeyRevoked: stop). Make a new compressor or ' +
+        'writer (it chooses another active key, or creates one) and write this data again; data ' +
+        'already encrypted with the key still decrypts while its bytes are cached',
+      { key },
+    );
   }
 
   private hooks(): WriterHooks {
@@ -312,11 +349,14 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
    * 'EncryptingLZ4Compressor', cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength:
    * 128 }`. Close it when done; close() of the plugin closes any left open.
    */
-  async compressorFor(tableOptions: Record<string, unknown>,
-    options: CompressorForOptions = {}): Promise<Compressor> {
+  async compressorFor(
+    tableOptions: Record<string, unknown>,
+    options: CompressorForOptions = {},
+  ): Promise<Compressor> {
     const { defaultChunkLength } = options;
-    return this.run('compressorFor',
-      () => compressorForTable(tableOptions, { keys: this.keys, defaultChunkLength }));
+    return this.run('compressorFor', () =>
+      compressorForTable(tableOptions, { keys: this.keys, defaultChunkLength }),
+    );
   }
 
   /** Opens an SSTable for reads by position (its key fetched and checked). Close it when done. */
@@ -328,8 +368,11 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
    * A new SSTable written with the table's compression (a memtable flush, a compaction's
    * output). The writer owns its compressor: finish() or abort() closes it.
    */
-  async createWriter(id: SSTableId, tableOptions: Record<string, unknown>,
-    options: CreateWriterOptions = {}): Promise<PluginSSTableWriter> {
+  async createWriter(
+    id: SSTableId,
+    tableOptions: Record<string, unknown>,
+    options: CreateWriterOptions = {},
+  ): Promise<PluginSSTableWriter> {
     return this.run('createWriter', async () => {
       const params = parseTableCompression(tableOptions, options.defaultChunkLength ?? 65536);
       const compressor = params.enabled
@@ -350,7 +393,8 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
   async commitLogWriter(file: string, segmentId: bigint): Promise<PluginSegmentWriter> {
     return this.run('commitLogWriter', async () => {
       const [inner, alias] = await this.withSystemKey((encryption, blockLength) =>
-        SegmentWriter.create({ file, id: segmentId, encryption, blockLength }));
+        SegmentWriter.create({ file, id: segmentId, encryption, blockLength }),
+      );
       const w = new PluginSegmentWriter(inner, alias, this.hooks());
       this.writers.add(w);
       return w;
@@ -358,11 +402,14 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
   }
 
   /** A new hints file, encrypted as system_info_encryption says. */
-  async hintsWriter(names: HintsFileNames,
-    descriptor: { hostId: string; timestamp: number }): Promise<PluginHintsWriter> {
+  async hintsWriter(
+    names: HintsFileNames,
+    descriptor: { hostId: string; timestamp: number },
+  ): Promise<PluginHintsWriter> {
     return this.run('hintsWriter', async () => {
       const [inner, alias] = await this.withSystemKey((encryption, blockLength) =>
-        HintsWriter.create(names, descriptor, encryption, blockLength));
+        HintsWriter.create(names, descriptor, encryption, blockLength),
+      );
       const w = new PluginHintsWriter(inner, alias, this.hooks());
       this.writers.add(w);
       return w;
@@ -373,8 +420,9 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
    * Runs `make` with system_info_encryption's current key (refused if the poll stopped it), and
    * wipes the key bytes after; returns what was made and the key's name.
    */
-  private async withSystemKey<T>(make: (key: SegmentEncryption, blockLength: number) => Promise<T>):
-    Promise<[T, string]> {
+  private async withSystemKey<T>(
+    make: (key: SegmentEncryption, blockLength: number) => Promise<T>,
+  ): Promise<[T, string]> {
     const encryption = await systemInfoKey(this.cfg, this.keys);
     try {
       this.checkKey(encryption.keyAlias);
@@ -389,10 +437,13 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
    * Checks every live SSTable of a data directory against the keys at hand, acting on those
    * that cannot be read as `disk_failure_policy` says (see openDataDirectory).
    */
-  async openDataDirectory(dataDir: string,
-    options: Omit<OpenDataDirectoryOptions, 'config' | 'keys'> = {}): Promise<OpenedDataDirectory> {
-    return this.run('openDataDirectory',
-      () => openDataDirectory(dataDir, { ...options, config: this.cfg, keys: this.keys }));
+  async openDataDirectory(
+    dataDir: string,
+    options: Omit<OpenDataDirectoryOptions, 'config' | 'keys'> = {},
+  ): Promise<OpenedDataDirectory> {
+    return this.run('openDataDirectory', () =>
+      openDataDirectory(dataDir, { ...options, config: this.cfg, keys: this.keys }),
+    );
   }
 
   /**
@@ -401,18 +452,24 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
    * next compressor uses it. Local keys: a new key file is made beside the old one, and the
    * options returned name it. Either way data written before keeps reading with the old key.
    */
-  async rotateKey(tableOptions: Record<string, unknown>,
-    options: { keyFile?: string } = {}): Promise<RotatedKey> {
+  async rotateKey(
+    tableOptions: Record<string, unknown>,
+    options: { keyFile?: string } = {},
+  ): Promise<RotatedKey> {
     return this.run('rotateKey', () => this.rotate(tableOptions, options));
   }
 
-  private async rotate(tableOptions: Record<string, unknown>,
-    options: { keyFile?: string }): Promise<RotatedKey> {
+  private async rotate(
+    tableOptions: Record<string, unknown>,
+    options: { keyFile?: string },
+  ): Promise<RotatedKey> {
     const params = parseTableCompression(tableOptions, 65536);
     const e = params.encryption;
     if (!e) {
-      throw new TdeError('ERR_TDE_BAD_OPTION',
-        `class ${params.className ?? '(none)'} does not encrypt, so it has no key to rotate`);
+      throw new TdeError(
+        'ERR_TDE_BAD_OPTION',
+        `class ${params.className ?? '(none)'} does not encrypt, so it has no key to rotate`,
+      );
     }
     const choice = resolveCipher(e.cipherAlgorithm, e.strength, e.ivLength);
     const purpose = `${choice.name} ${choice.strength}`;
@@ -469,9 +526,12 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
     if (errors.length > 0) {
       const first = errors[0];
       const messages = errors.map((e) => (e instanceof Error ? e.message : String(e))).join('; ');
-      throw new TdeError(isTdeError(first) ? first.code : 'ERR_TDE_IO', 'the plugin closed, but ' +
-        `${errors.length} writer(s) did not close cleanly: ${messages}`,
-      isTdeError(first) ? first.context : {}, first);
+      throw new TdeError(
+        isTdeError(first) ? first.code : 'ERR_TDE_IO',
+        'the plugin closed, but ' + `${errors.length} writer(s) did not close cleanly: ${messages}`,
+        isTdeError(first) ? first.context : {},
+        first,
+      );
     }
   }
 }

@@ -59,9 +59,13 @@ export class PluginSSTableWriter implements PluginWriter {
   ) {}
 
   /** @internal made by TdePlugin.createWriter. */
-  static async create(id: SSTableId, compressor: Compressor | undefined,
-    params: Compressor['params'], options: SSTableWriterOptions,
-    hooks: WriterHooks): Promise<PluginSSTableWriter> {
+  static async create(
+    id: SSTableId,
+    compressor: Compressor | undefined,
+    params: Compressor['params'],
+    options: SSTableWriterOptions,
+    hooks: WriterHooks,
+  ): Promise<PluginSSTableWriter> {
     const writer = await SSTableDataWriter.create({
       id,
       params,
@@ -94,15 +98,20 @@ export class PluginSSTableWriter implements PluginWriter {
    */
   async writeComponent(component: string, data: Uint8Array): Promise<void> {
     if (this.ended) {
-      throw new TdeError('ERR_TDE_INVALID_ARGUMENT',
-        `writeComponent(${component}) after finish() or abort()`);
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        `writeComponent(${component}) after finish() or abort()`,
+      );
     }
-    const own = ['Data.db', 'CompressionInfo.db', 'CRC.db'].includes(component) ||
+    const own =
+      ['Data.db', 'CompressionInfo.db', 'CRC.db'].includes(component) ||
       component.startsWith('Digest.');
     if (!/^[A-Za-z0-9_.-]+$/.test(component) || own) {
-      throw new TdeError('ERR_TDE_INVALID_ARGUMENT',
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
         `"${component}" is not a component the caller writes ` +
-        '(Data.db, CompressionInfo.db, CRC.db and Digest are written by the writer itself)');
+          '(Data.db, CompressionInfo.db, CRC.db and Digest are written by the writer itself)',
+      );
     }
     if (this.components.includes(component)) {
       throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${component} was written already`);

@@ -145,10 +145,13 @@ function sweepTemps(dataDir: string): void {
   for (const name of names) {
     const m = TEMP.exec(name);
     try {
-      const deadTemp = m !== null && (m[1] === LOCK_NAME || m[1] === guard) &&
-        m[2] === os.hostname() && !alive(Number(m[3]));
-      const deadGuard = name === guard &&
-        stale(parseHolder(readIfExists(path.join(dataDir, name)) ?? ''));
+      const deadTemp =
+        m !== null &&
+        (m[1] === LOCK_NAME || m[1] === guard) &&
+        m[2] === os.hostname() &&
+        !alive(Number(m[3]));
+      const deadGuard =
+        name === guard && stale(parseHolder(readIfExists(path.join(dataDir, name)) ?? ''));
       if (deadTemp || deadGuard) fs.rmSync(path.join(dataDir, name), { force: true });
     } catch {
       // tidying only, as above
@@ -178,12 +181,13 @@ export interface DirectoryLock {
 
 export function lockDataDirectory(dataDir: string, command: string): DirectoryLock {
   const file = path.join(dataDir, LOCK_NAME);
-  const mine = JSON.stringify({
-    pid: process.pid,
-    host: os.hostname(),
-    command,
-    since: new Date().toISOString(),
-  } satisfies Holder) + '\n';
+  const mine =
+    JSON.stringify({
+      pid: process.pid,
+      host: os.hostname(),
+      command,
+      since: new Date().toISOString(),
+    } satisfies Holder) + '\n';
 
   for (let attempt = 0; ; attempt++) {
     if (createWith(file, mine)) break;
@@ -195,9 +199,13 @@ export function lockDataDirectory(dataDir: string, command: string): DirectoryLo
       continue;
     }
     if (holder.pid === undefined || holder.host === undefined) {
-      throw new TdeError('ERR_TDE_LOCKED', `data directory ${dataDir} is locked, but ${file} ` +
-        'does not say by which process (it is damaged, or not a lock sstable-tde wrote); if no ' +
-        `sstable-tde command is running on this data directory, remove ${file}`, { file });
+      throw new TdeError(
+        'ERR_TDE_LOCKED',
+        `data directory ${dataDir} is locked, but ${file} ` +
+          'does not say by which process (it is damaged, or not a lock sstable-tde wrote); if no ' +
+          `sstable-tde command is running on this data directory, remove ${file}`,
+        { file },
+      );
     }
     throw new TdeError(
       'ERR_TDE_LOCKED',

@@ -54,7 +54,10 @@ function appendDurably(file: string, text: string, create: boolean): void {
 }
 
 export class RewriteTxn {
-  private constructor(readonly file: string, readonly dir: string) {}
+  private constructor(
+    readonly file: string,
+    readonly dir: string,
+  ) {}
 
   /** Step 1: records the intent, before any new file is created. */
   static begin(oldId: SSTableId, newId: SSTableId): RewriteTxn {
@@ -156,7 +159,11 @@ export function recoverTable(dir: string): Recovery[] {
     syncDirectory(dir);
     fs.rmSync(t.file, { force: true });
     syncDirectory(dir);
-    done.push({ log: t.file, action: t.committed ? 'completed' : 'rolled back', removed: dead ?? '' });
+    done.push({
+      log: t.file,
+      action: t.committed ? 'completed' : 'rolled back',
+      removed: dead ?? '',
+    });
   }
   return done;
 }

@@ -13,7 +13,12 @@ import * as zlib from 'node:zlib';
 
 import { resolveCipher } from '../cipher/transformation';
 import { Compressor, createCompressor } from '../compression/compressor';
-import { CompressionParams, describeParams, parseTableCompression, sameCompression } from '../compression/options';
+import {
+  CompressionParams,
+  describeParams,
+  parseTableCompression,
+  sameCompression,
+} from '../compression/options';
 import { TdeConfig } from '../config/config';
 import { fromSystem, isTdeError, TdeError } from '../errors';
 import { KeyProviders } from '../keys/provider';
@@ -111,14 +116,21 @@ function defaultChunkLength(id: Pick<SSTableId, 'version' | 'format'>): number {
 }
 
 /** What the table asks for, for an SSTable of this version. */
-export function targetParams(schema: TableSchema, id: Pick<SSTableId, 'version' | 'format'>): CompressionParams {
+export function targetParams(
+  schema: TableSchema,
+  id: Pick<SSTableId, 'version' | 'format'>,
+): CompressionParams {
   const map = schema.compression ?? { class: 'LZ4Compressor' };
   try {
     return parseTableCompression(map, defaultChunkLength(id));
   } catch (err) {
     if (isTdeError(err)) {
-      throw new TdeError(err.code, `${schema.source}: table ${schema.keyspace}.${schema.table}: ${err.message}`,
-        err.context, err);
+      throw new TdeError(
+        err.code,
+        `${schema.source}: table ${schema.keyspace}.${schema.table}: ${err.message}`,
+        err.context,
+        err,
+      );
     }
     throw err;
   }
@@ -152,7 +164,8 @@ function linkOrCopy(from: string, to: string): boolean {
     return true;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'ENOTSUP') throw fromSystem(err, to, 'create');
+    if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'ENOTSUP')
+      throw fromSystem(err, to, 'create');
     try {
       fs.copyFileSync(from, to, fs.constants.COPYFILE_EXCL);
       const fd = fs.openSync(to, 'r');
@@ -171,22 +184,35 @@ function linkOrCopy(from: string, to: string): boolean {
  */
 function afterCommit(err: unknown, newId: SSTableId, oldName: string, log: string): TdeError {
   const cause = isTdeError(err) ? err : fromSystem(err, log, 'finish');
-  return new TdeError(cause.code, `${displayName(newId)} replaces ${oldName} (the commit is ` +
-    `recorded in ${log}), but finishing the rewrite failed: ${cause.message}. The data is safe: ` +
-    'every reader here already ignores the old files, and running the command again removes them',
-  cause.context, err);
+  return new TdeError(
+    cause.code,
+    `${displayName(newId)} replaces ${oldName} (the commit is ` +
+      `recorded in ${log}), but finishing the rewrite failed: ${cause.message}. The data is safe: ` +
+      'every reader here already ignores the old files, and running the command again removes them',
+    cause.context,
+    err,
+  );
 }
 
 /** Components written by the data writer; every other one is carried over unchanged. */
 function isDataComponent(c: string): boolean {
-  return c === 'Data.db' || c === 'CompressionInfo.db' || c === 'CRC.db' || c.startsWith('Digest.') || c === 'TOC.txt';
+  return (
+    c === 'Data.db' ||
+    c === 'CompressionInfo.db' ||
+    c === 'CRC.db' ||
+    c.startsWith('Digest.') ||
+    c === 'TOC.txt'
+  );
 }
 
 class Rewriter {
   /** Throws ERR_TDE_CANCELLED once the run's signal has fired. */
   private checkCancelled(): void {
     if (this.signal?.aborted) {
-      throw new TdeError('ERR_TDE_CANCELLED', 'interrupted: the rewrite was rolled back, the SSTable is as it was');
+      throw new TdeError(
+        'ERR_TDE_CANCELLED',
+        'interrupted: the rewrite was rolled back, the SSTable is as it was',
+      );
     }
   }
 
@@ -205,9 +231,17 @@ class Rewriter {
    * Rewrites one SSTable with `target` compression. Returns the new SSTable's id. On any
    * failure the new files are removed and the old SSTable is left as it was.
    */
-  async rewrite(source: SSTableSummary, target: CompressionParams): Promise<{ id: SSTableId; stored: number }> {
+  async rewrite(
+    source: SSTableSummary,
+    target: CompressionParams,
+  ): Promise<{ id: SSTableId; stored: number }> {
     const old = source.files;
-    const newId: SSTableId = { dir: old.dir, version: old.version, generation: nextGeneration(old.dir), format: old.format };
+    const newId: SSTableId = {
+      dir: old.dir,
+      version: old.version,
+      generation: nextGeneration(old.dir),
+      format: old.format,
+    };
     const txn = RewriteTxn.begin(old, newId);
     crashPoint('log-written');
 
@@ -249,7 +283,10 @@ class Rewriter {
         for (let i = 0; i < batch.length; i++) {
           sourceChecksum = CRC32.combine(sourceChecksum, crcs[i], batch[i].length);
           const last = i === batch.length - 1;
-          await writer.write(batch[i], { keep: true, released: last ? () => from.recycle(batch) : undefined });
+          await writer.write(batch[i], {
+            keep: true,
+            released: last ? () => from.recycle(batch) : undefined,
+          });
           done += batch[i].length;
         }
         this.onEvent({ type: 'progress', sstable: source.sstable, bytes: done });
@@ -268,7 +305,12 @@ class Rewriter {
         const target = componentPath(newId, component);
         try {
           written.push(target);
-          const crc = await transcodeComponent(source, target, compressor?.pageCodec?.(component, writer.id), mode);
+          const crc = await transcodeComponent(
+            source,
+            target,
+            compressor?.pageCodec?.(component, writer.id),
+            mode,
+          );
           transcoded.push({ component, crc });
         } finally {
           await source.close();
@@ -281,7 +323,15 @@ class Rewriter {
       writer = undefined;
       crashPoint('data-written');
 
-      written.push(...this.carryOver(old, newId, result.components, mode, transcoded.map((t) => t.component)));
+      written.push(
+        ...this.carryOver(
+          old,
+          newId,
+          result.components,
+          mode,
+          transcoded.map((t) => t.component),
+        ),
+      );
       matchOwner(written, reference);
       syncDirectory(newId.dir);
       crashPoint('components-linked');
@@ -328,16 +378,25 @@ class Rewriter {
     if (this.ignoreDigest) return;
     const recorded = await reader.recordedDigest(source.digestComponent);
     if (recorded === undefined || Number(recorded) === reader.streamDigest) return;
-    throw new TdeError('ERR_TDE_DIGEST_MISMATCH', `${componentPath(source.files, source.digestComponent as string)} ` +
-      `says ${JSON.stringify(recorded.slice(0, 20))} but Data.db's checksum is ${reader.streamDigest}` +
-      `${DIGEST_ONLY_ADVICE}; the SSTable is left as it was`);
+    throw new TdeError(
+      'ERR_TDE_DIGEST_MISMATCH',
+      `${componentPath(source.files, source.digestComponent as string)} ` +
+        `says ${JSON.stringify(recorded.slice(0, 20))} but Data.db's checksum is ${reader.streamDigest}` +
+        `${DIGEST_ONLY_ADVICE}; the SSTable is left as it was`,
+    );
   }
 
   /**
    * Links the untouched components and writes the new TOC.txt, in the old one's order. Returns
    * the files it created that are not links (copies and TOC.txt), whose owner must be set.
    */
-  private carryOver(old: SSTableFiles, newId: SSTableId, written: string[], mode: number, transcoded: string[]): string[] {
+  private carryOver(
+    old: SSTableFiles,
+    newId: SSTableId,
+    written: string[],
+    mode: number,
+    transcoded: string[],
+  ): string[] {
     const created: string[] = [];
     for (const c of old.components) {
       if (isDataComponent(c) || transcoded.includes(c)) continue;
@@ -354,8 +413,13 @@ class Rewriter {
     return created;
   }
 
-  private async verify(id: SSTableId, components: string[], expected: number, sourceName: string,
-    transcoded: { component: string; crc: number }[]): Promise<void> {
+  private async verify(
+    id: SSTableId,
+    components: string[],
+    expected: number,
+    sourceName: string,
+    transcoded: { component: string; crc: number }[],
+  ): Promise<void> {
     const reader = await SSTableReader.open(id, { keys: this.keys });
     try {
       for (const t of transcoded) {
@@ -363,19 +427,28 @@ class Rewriter {
         const crc = zlib.crc32(await c.readAll()) >>> 0;
         await c.close();
         if (crc !== t.crc) {
-          throw new TdeError('ERR_TDE_REWRITE_FAILED', `the new ${t.component} of ${displayName(id)} does not hold ` +
-            `the same bytes as ${sourceName}'s; ${sourceName} is left as it was`);
+          throw new TdeError(
+            'ERR_TDE_REWRITE_FAILED',
+            `the new ${t.component} of ${displayName(id)} does not hold ` +
+              `the same bytes as ${sourceName}'s; ${sourceName} is left as it was`,
+          );
         }
       }
       const report = await reader.verify(components.find((c) => c.startsWith('Digest.')));
       if (report.faults.length > 0) {
-        throw new TdeError('ERR_TDE_REWRITE_FAILED', `the new SSTable ${displayName(id)} did not ` +
-          `verify (${report.faults[0].message}); ${sourceName} is left as it was`);
+        throw new TdeError(
+          'ERR_TDE_REWRITE_FAILED',
+          `the new SSTable ${displayName(id)} did not ` +
+            `verify (${report.faults[0].message}); ${sourceName} is left as it was`,
+        );
       }
       if (report.dataChecksum !== expected) {
-        throw new TdeError('ERR_TDE_REWRITE_FAILED', `the new SSTable ${displayName(id)} does not ` +
-          `hold the same data as ${sourceName} (CRC32 ${report.dataChecksum} vs ${expected}); ` +
-          `${sourceName} is left as it was`);
+        throw new TdeError(
+          'ERR_TDE_REWRITE_FAILED',
+          `the new SSTable ${displayName(id)} does not ` +
+            `hold the same data as ${sourceName} (CRC32 ${report.dataChecksum} vs ${expected}); ` +
+            `${sourceName} is left as it was`,
+        );
       }
     } finally {
       await reader.close();
@@ -404,15 +477,22 @@ async function checkKeyUnchanged(summary: SSTableSummary, keys: KeyProviders): P
   key.bytes.fill(0);
   if (key.keyCheckValue !== e.keyCheckValue) {
     const file = componentPath(summary.files, 'Data.db');
-    throw new TdeError('ERR_TDE_WRONG_KEY', `${file} was encrypted with a different key than ${key.id} ` +
-      `now holds (key check value ${e.keyCheckValue} recorded, ${key.keyCheckValue} found): restore ` +
-      `the key file ${key.id} that was in use when it was written`, { file, key: key.id });
+    throw new TdeError(
+      'ERR_TDE_WRONG_KEY',
+      `${file} was encrypted with a different key than ${key.id} ` +
+        `now holds (key check value ${e.keyCheckValue} recorded, ${key.keyCheckValue} found): restore ` +
+        `the key file ${key.id} that was in use when it was written`,
+      { file, key: key.id },
+    );
   }
 }
 
 function errorOf(err: unknown): { code: string; message: string } {
   if (isTdeError(err)) return { code: err.code, message: err.message };
-  return { code: 'ERR_TDE_REWRITE_FAILED', message: err instanceof Error ? err.message : String(err) };
+  return {
+    code: 'ERR_TDE_REWRITE_FAILED',
+    message: err instanceof Error ? err.message : String(err),
+  };
 }
 
 /**
@@ -444,46 +524,73 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
 
   try {
     // Finish or undo what an interrupted run left, before planning anything.
-    for (const t of tables) if (readTxns(t.dir).length > 0) report.recovered.push(...recoverTable(t.dir));
+    for (const t of tables)
+      if (readTxns(t.dir).length > 0) report.recovered.push(...recoverTable(t.dir));
 
     const plan: { table: TableDir; summary: SSTableSummary; target: CompressionParams }[] = [];
     const systemInfo = options.config.systemInfoEncryption;
     for (const table of tables) {
       // system.batchlog and system.paxos follow system_info_encryption unless the schema says otherwise.
-      const schema = options.schema.get(`${table.keyspace}.${table.table}`) ??
+      const schema =
+        options.schema.get(`${table.keyspace}.${table.table}`) ??
         (systemInfo?.enabled && table.keyspace === 'system' && SYSTEM_TABLES.includes(table.table)
-          ? { keyspace: 'system', table: table.table, compression: systemTableCompression(systemInfo),
-              source: `${options.config.file ?? 'configuration'}: system_info_encryption` }
+          ? {
+              keyspace: 'system',
+              table: table.table,
+              compression: systemTableCompression(systemInfo),
+              source: `${options.config.file ?? 'configuration'}: system_info_encryption`,
+            }
           : undefined);
       const listing = liveSSTables(table.dir);
       if (listing.cassandraTxns.length > 0) {
         for (const files of listing.sstables) {
-          add({ sstable: displayName(files), keyspace: table.keyspace, table: table.table, status: 'failed',
-            error: { code: 'ERR_TDE_REWRITE_FAILED', message: `${table.dir} holds Cassandra transaction log(s) ` +
-              `${listing.cassandraTxns.map((f) => path.basename(f)).join(', ')} of an interrupted flush or ` +
-              'compaction; which SSTables are live is not settled until Cassandra cleans it up: start ' +
-              'Cassandra once (or run "sstableutil --cleanup"), then run this again' } });
+          add({
+            sstable: displayName(files),
+            keyspace: table.keyspace,
+            table: table.table,
+            status: 'failed',
+            error: {
+              code: 'ERR_TDE_REWRITE_FAILED',
+              message:
+                `${table.dir} holds Cassandra transaction log(s) ` +
+                `${listing.cassandraTxns.map((f) => path.basename(f)).join(', ')} of an interrupted flush or ` +
+                'compaction; which SSTables are live is not settled until Cassandra cleans it up: start ' +
+                'Cassandra once (or run "sstableutil --cleanup"), then run this again',
+            },
+          });
         }
         continue;
       }
       if (listing.copies.length > 0 && schema && targetIsEncrypting(schema)) {
         const table1 = `${table.keyspace}.${table.table}`;
-        const message = `${listing.copies.join(' and ')} still hold copies as they were before this ` +
+        const message =
+          `${listing.copies.join(' and ')} still hold copies as they were before this ` +
           'rewrite (unencrypted, or under the old key); remove them (nodetool clearsnapshot) once they ' +
           'are no longer needed';
         report.warnings.push({ table: table1, message });
         onEvent({ type: 'warning', table: table1, message });
       }
       for (const legacy of listing.legacy) {
-        add({ sstable: `${table.keyspace}/${path.basename(table.dir)}/${legacy}`, keyspace: table.keyspace,
-          table: table.table, status: 'skipped',
-          reason: 'SSTable versions before la (Cassandra 2.2) are not supported; upgrade them with Cassandra first' });
+        add({
+          sstable: `${table.keyspace}/${path.basename(table.dir)}/${legacy}`,
+          keyspace: table.keyspace,
+          table: table.table,
+          status: 'skipped',
+          reason:
+            'SSTable versions before la (Cassandra 2.2) are not supported; upgrade them with Cassandra first',
+        });
       }
-      for (const files of listing.sstables.sort((a, b) => compareGenerations(a.generation, b.generation))) {
+      for (const files of listing.sstables.sort((a, b) =>
+        compareGenerations(a.generation, b.generation),
+      )) {
         const name = displayName(files);
         const base = { sstable: name, keyspace: table.keyspace, table: table.table };
         if (!schema) {
-          add({ ...base, status: 'skipped', reason: `table ${table.keyspace}.${table.table} is not in the schema file` });
+          add({
+            ...base,
+            status: 'skipped',
+            reason: `table ${table.keyspace}.${table.table} is not in the schema file`,
+          });
           continue;
         }
         let summary: SSTableSummary;
@@ -502,7 +609,12 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
             add({ ...base, status: 'failed', error: errorOf(err) });
             continue;
           }
-          add({ ...base, status: 'unchanged', from: describeParams(summary.params), dataBytes: summary.dataLength });
+          add({
+            ...base,
+            status: 'unchanged',
+            from: describeParams(summary.params),
+            dataBytes: summary.dataLength,
+          });
           continue;
         }
         plan.push({ table, summary, target });
@@ -512,15 +624,32 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
     for (const [key, schema] of options.schema) {
       if (options.keyspace !== undefined && schema.keyspace !== options.keyspace) continue;
       if (options.tables?.length && !options.tables.includes(schema.table)) continue;
-      if (!tables.some((t) => t.keyspace === schema.keyspace && t.table === schema.table)) report.missing.push(key);
+      if (!tables.some((t) => t.keyspace === schema.keyspace && t.table === schema.table))
+        report.missing.push(key);
     }
     report.failed += report.missing.length;
 
-    onEvent({ type: 'plan', sstables: plan.length, bytes: plan.reduce((s, p) => s + p.summary.dataLength, 0) });
-    const rewriter = new Rewriter(keys, onEvent, options.ignoreDigest ?? false, report.warnings, options.signal);
+    onEvent({
+      type: 'plan',
+      sstables: plan.length,
+      bytes: plan.reduce((s, p) => s + p.summary.dataLength, 0),
+    });
+    const rewriter = new Rewriter(
+      keys,
+      onEvent,
+      options.ignoreDigest ?? false,
+      report.warnings,
+      options.signal,
+    );
     for (const { table, summary, target } of plan) {
       if (options.signal?.aborted) {
-        add({ sstable: summary.sstable, keyspace: table.keyspace, table: table.table, status: 'skipped', reason: 'cancelled' });
+        add({
+          sstable: summary.sstable,
+          keyspace: table.keyspace,
+          table: table.table,
+          status: 'skipped',
+          reason: 'cancelled',
+        });
         continue;
       }
       const base = {

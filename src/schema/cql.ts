@@ -85,8 +85,12 @@ function tokenize(text: string, file: string): Token[] {
     } else if (/[0-9]/.test(c) || (c === '-' && /[0-9]/.test(text[i + 1] ?? ''))) {
       let j = i + 1;
       // Numbers, and literals such as UUIDs that start with a digit: one token either way.
-      while (j < n && (/[0-9A-Za-z._]/.test(text[j]) ||
-        (/[+-]/.test(text[j]) && /[0-9A-Za-z]/.test(text[j + 1] ?? '')))) j++;
+      while (
+        j < n &&
+        (/[0-9A-Za-z._]/.test(text[j]) ||
+          (/[+-]/.test(text[j]) && /[0-9A-Za-z]/.test(text[j + 1] ?? '')))
+      )
+        j++;
       out.push({ kind: 'number', text: text.slice(i, j), line });
       i = j;
     } else {
@@ -136,7 +140,11 @@ class Parser {
 
   fail(what: string): never {
     const t = this.peek() ?? this.tokens[this.tokens.length - 1];
-    throw new SchemaError(this.file, t?.line ?? 0, `${what}${this.peek() ? `, found "${this.peek()?.text}"` : ' at the end of the statement'}`);
+    throw new SchemaError(
+      this.file,
+      t?.line ?? 0,
+      `${what}${this.peek() ? `, found "${this.peek()?.text}"` : ' at the end of the statement'}`,
+    );
   }
 
   expectPunct(p: string): void {
@@ -168,7 +176,11 @@ class Parser {
       return { keyspace: first, table: this.name(), line };
     }
     if (!keyspace) {
-      throw new SchemaError(this.file, line, `table ${first} has no keyspace: write KEYSPACE.${first} or put "USE KEYSPACE;" before it`);
+      throw new SchemaError(
+        this.file,
+        line,
+        `table ${first} has no keyspace: write KEYSPACE.${first} or put "USE KEYSPACE;" before it`,
+      );
     }
     return { keyspace, table: first, line };
   }
@@ -203,7 +215,8 @@ class Parser {
       this.at++;
       map[k.text] = v.text;
       if (this.peek()?.kind === 'punct' && this.peek()?.text === ',') this.at++;
-      else if (!(this.peek()?.kind === 'punct' && this.peek()?.text === '}')) this.fail('expected "," or "}"');
+      else if (!(this.peek()?.kind === 'punct' && this.peek()?.text === '}'))
+        this.fail('expected "," or "}"');
     }
     this.at++;
     return map;
@@ -223,11 +236,16 @@ class Parser {
       // A misspelt "compression" must not pass as some other option: the table would stay as it is.
       const word = name?.kind === 'word' ? name.text.toLowerCase() : '';
       if (!flag && word !== 'compression' && nearest(word, ['compression'])) {
-        throw new SchemaError(this.file, name?.line ?? 0, `unknown table option "${name?.text}" (did you mean "compression"?)`);
+        throw new SchemaError(
+          this.file,
+          name?.line ?? 0,
+          `unknown table option "${name?.text}" (did you mean "compression"?)`,
+        );
       }
       if (this.isWord('compression')) {
         const line = name?.line ?? 0;
-        if (found) throw new SchemaError(this.file, line, 'compression is given twice in one statement');
+        if (found)
+          throw new SchemaError(this.file, line, 'compression is given twice in one statement');
         this.at += 2;
         found = { compression: this.mapLiteral(), line };
       } else {
@@ -242,11 +260,43 @@ class Parser {
 }
 
 /** First words of CQL statements; anything else is a typo that must not pass unnoticed. */
-const STATEMENTS = ['create', 'alter', 'drop', 'use', 'insert', 'update', 'delete', 'select', 'truncate',
-  'grant', 'revoke', 'list', 'begin', 'apply', 'describe', 'desc', 'add', 'comment'];
+const STATEMENTS = [
+  'create',
+  'alter',
+  'drop',
+  'use',
+  'insert',
+  'update',
+  'delete',
+  'select',
+  'truncate',
+  'grant',
+  'revoke',
+  'list',
+  'begin',
+  'apply',
+  'describe',
+  'desc',
+  'add',
+  'comment',
+];
 /** What may follow CREATE or ALTER. */
-const SCHEMA_OBJECTS = ['table', 'columnfamily', 'keyspace', 'schema', 'type', 'index', 'custom', 'or',
-  'function', 'aggregate', 'materialized', 'trigger', 'role', 'user'];
+const SCHEMA_OBJECTS = [
+  'table',
+  'columnfamily',
+  'keyspace',
+  'schema',
+  'type',
+  'index',
+  'custom',
+  'or',
+  'function',
+  'aggregate',
+  'materialized',
+  'trigger',
+  'role',
+  'user',
+];
 
 /** Parses CQL text; the result maps `keyspace.table` to its compression settings. */
 export function parseSchema(text: string, file = 'schema'): Map<string, TableSchema> {
@@ -257,26 +307,46 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
     const p = new Parser(stmt, file);
     const first = stmt[0];
     if (first.kind !== 'word' || !STATEMENTS.includes(first.text.toLowerCase())) {
-      throw new SchemaError(file, first.line, `"${first.text.slice(0, 40)}" does not start a CQL statement` +
-        `${didYouMean(first.text, STATEMENTS.map((w) => w.toUpperCase()))}`);
+      throw new SchemaError(
+        file,
+        first.line,
+        `"${first.text.slice(0, 40)}" does not start a CQL statement` +
+          `${didYouMean(
+            first.text,
+            STATEMENTS.map((w) => w.toUpperCase()),
+          )}`,
+      );
     }
     if (p.isWord('use')) {
       p.at++;
       keyspace = p.name();
       continue;
     }
-    if ((p.isWord('create') || p.isWord('alter')) && !SCHEMA_OBJECTS.includes(stmt[1]?.text.toLowerCase() ?? '')) {
-      throw new SchemaError(file, first.line, `${first.text.toUpperCase()} ${stmt[1]?.text ?? ''} is not a ` +
-        `statement this file can hold${didYouMean(stmt[1]?.text ?? '', ['TABLE', 'KEYSPACE', 'TYPE', 'INDEX'])}`);
+    if (
+      (p.isWord('create') || p.isWord('alter')) &&
+      !SCHEMA_OBJECTS.includes(stmt[1]?.text.toLowerCase() ?? '')
+    ) {
+      throw new SchemaError(
+        file,
+        first.line,
+        `${first.text.toUpperCase()} ${stmt[1]?.text ?? ''} is not a ` +
+          `statement this file can hold${didYouMean(stmt[1]?.text ?? '', ['TABLE', 'KEYSPACE', 'TYPE', 'INDEX'])}`,
+      );
     }
 
     const create = p.isWord('create') && (p.isWord('table', 1) || p.isWord('columnfamily', 1));
     const alter = p.isWord('alter') && (p.isWord('table', 1) || p.isWord('columnfamily', 1));
     if (!create && !alter) {
-      const mention = stmt.find((tk) => tk.kind === 'word' && tk.text.toLowerCase() === 'compression');
+      const mention = stmt.find(
+        (tk) => tk.kind === 'word' && tk.text.toLowerCase() === 'compression',
+      );
       if (mention && ['create', 'alter'].includes(first.text.toLowerCase())) {
-        throw new SchemaError(file, mention.line, `compression is a table option, but this is ${first.text.toUpperCase()} ` +
-          `${stmt[1]?.text.toUpperCase() ?? ''}: write ALTER TABLE KEYSPACE.TABLE WITH compression = {...}`);
+        throw new SchemaError(
+          file,
+          mention.line,
+          `compression is a table option, but this is ${first.text.toUpperCase()} ` +
+            `${stmt[1]?.text.toUpperCase() ?? ''}: write ALTER TABLE KEYSPACE.TABLE WITH compression = {...}`,
+        );
       }
       continue;
     }
@@ -293,7 +363,8 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
     const name = p.qualifiedName(keyspace);
     const key = `${name.keyspace}.${name.table}`;
     if (create) {
-      if (!(p.peek()?.kind === 'punct' && p.peek()?.text === '(')) p.fail('expected the column list');
+      if (!(p.peek()?.kind === 'punct' && p.peek()?.text === '('))
+        p.fail('expected the column list');
       p.skipBalanced();
       const opts = p.withOptions();
       if (p.peek()) p.fail('expected WITH or the end of the statement');
@@ -309,10 +380,16 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
     // ALTER TABLE: only a WITH clause matters here (ADD, DROP, RENAME change no compression).
     const rest = stmt.slice(p.at);
     const withAt = rest.findIndex((tk) => tk.kind === 'word' && tk.text.toLowerCase() === 'with');
-    const compressionAt = rest.findIndex((tk) => tk.kind === 'word' && nearest(tk.text, ['compression']) !== undefined);
+    const compressionAt = rest.findIndex(
+      (tk) => tk.kind === 'word' && nearest(tk.text, ['compression']) !== undefined,
+    );
     if (compressionAt >= 0 && (withAt < 0 || withAt > compressionAt)) {
-      throw new SchemaError(file, rest[compressionAt].line, `expected WITH before "${rest[compressionAt].text}": ` +
-        `ALTER TABLE ${name.keyspace}.${name.table} WITH compression = {...}`);
+      throw new SchemaError(
+        file,
+        rest[compressionAt].line,
+        `expected WITH before "${rest[compressionAt].text}": ` +
+          `ALTER TABLE ${name.keyspace}.${name.table} WITH compression = {...}`,
+      );
     }
     while (p.peek() && !p.isWord('with')) p.skipBalanced();
     const opts = p.withOptions();
@@ -330,15 +407,20 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
 
 export function loadSchema(file: string): Map<string, TableSchema> {
   // A DESC SCHEMA dump of a large cluster is a few MiB.
-  const text = readRegularFile(file, 256 * 1024 * 1024, 'ERR_TDE_SCHEMA', 'schema file')
-    .toString('utf8');
+  const text = readRegularFile(file, 256 * 1024 * 1024, 'ERR_TDE_SCHEMA', 'schema file').toString(
+    'utf8',
+  );
   if (text.includes('\0')) {
     throw new TdeError('ERR_TDE_SCHEMA', `${file} is not a text file of CQL statements`, { file });
   }
   const tables = parseSchema(text, file);
   if (tables.size === 0) {
-    throw new TdeError('ERR_TDE_SCHEMA', `${file} names no table: it needs CREATE TABLE or ALTER TABLE ` +
-      '... WITH compression = {...} statements', { file });
+    throw new TdeError(
+      'ERR_TDE_SCHEMA',
+      `${file} names no table: it needs CREATE TABLE or ALTER TABLE ` +
+        '... WITH compression = {...} statements',
+      { file },
+    );
   }
   return tables;
 }

@@ -22,9 +22,13 @@ export function checkComponents(files: SSTableFiles): string[] {
       throw fromSystem(err, file, 'open');
     }
     if (!st.isFile()) {
-      throw new TdeError('ERR_TDE_MISSING_COMPONENT', `${file} is not a regular file (it is a ` +
-        `${st.isDirectory() ? 'directory' : 'special file'}); the SSTable ${displayName(files)} cannot ` +
-        'be used until it is restored', { file });
+      throw new TdeError(
+        'ERR_TDE_MISSING_COMPONENT',
+        `${file} is not a regular file (it is a ` +
+          `${st.isDirectory() ? 'directory' : 'special file'}); the SSTable ${displayName(files)} cannot ` +
+          'be used until it is restored',
+        { file },
+      );
     }
   }
   if (!files.components.includes('TOC.txt')) return files.components;
@@ -33,15 +37,24 @@ export function checkComponents(files: SSTableFiles): string[] {
   const toc = readToc(tocFile);
   const bad = toc.find((c) => !COMPONENT_NAME.test(c));
   if (bad !== undefined || toc.length === 0) {
-    throw new TdeError('ERR_TDE_CORRUPT_TOC', `${tocFile} is damaged (${toc.length === 0 ? 'it is empty' :
-      'it holds a line that is not a component name'}); restore it from a backup, or rewrite it to ` +
-      `list the components present: ${files.components.join(', ')}`, { file: tocFile });
+    throw new TdeError(
+      'ERR_TDE_CORRUPT_TOC',
+      `${tocFile} is damaged (${
+        toc.length === 0 ? 'it is empty' : 'it holds a line that is not a component name'
+      }); restore it from a backup, or rewrite it to ` +
+        `list the components present: ${files.components.join(', ')}`,
+      { file: tocFile },
+    );
   }
   const missing = toc.filter((c) => !files.components.includes(c));
   if (missing.length > 0) {
-    throw new TdeError('ERR_TDE_MISSING_COMPONENT', `SSTable ${displayName(files)} lacks ` +
-      `${missing.join(', ')}, which its TOC.txt lists; restore ${missing.length > 1 ? 'them' : 'it'} ` +
-      'from a backup or snapshot', { file: componentPath(files, missing[0]) });
+    throw new TdeError(
+      'ERR_TDE_MISSING_COMPONENT',
+      `SSTable ${displayName(files)} lacks ` +
+        `${missing.join(', ')}, which its TOC.txt lists; restore ${missing.length > 1 ? 'them' : 'it'} ` +
+        'from a backup or snapshot',
+      { file: componentPath(files, missing[0]) },
+    );
   }
   return toc;
 }

@@ -85,7 +85,8 @@ export function parseCompressionInfo(
   if (className === '') c.fail('the compressor class name is empty');
 
   const optionCount = c.int('the option count');
-  if (optionCount < 0 || optionCount > MAX_OPTIONS) c.fail(`option count ${optionCount} is not plausible`);
+  if (optionCount < 0 || optionCount > MAX_OPTIONS)
+    c.fail(`option count ${optionCount} is not plausible`);
   const options: Record<string, string> = {};
   for (let i = 0; i < optionCount; i++) {
     const key = c.utf(`option ${i}'s name`);
@@ -93,25 +94,34 @@ export function parseCompressionInfo(
   }
 
   const chunkLength = c.int('the chunk length');
-  if (chunkLength <= 0 || chunkLength > MAX_CHUNK_LENGTH || (chunkLength & (chunkLength - 1)) !== 0) {
+  if (
+    chunkLength <= 0 ||
+    chunkLength > MAX_CHUNK_LENGTH ||
+    (chunkLength & (chunkLength - 1)) !== 0
+  ) {
     c.fail(`chunk length ${chunkLength} is not a power of two up to 1 GiB`);
   }
   let maxCompressedLength: number | undefined;
   if (hasMaxCompressedLength) {
     maxCompressedLength = c.int('the max compressed length');
-    if (maxCompressedLength <= 0) c.fail(`max compressed length ${maxCompressedLength} is not positive`);
+    if (maxCompressedLength <= 0)
+      c.fail(`max compressed length ${maxCompressedLength} is not positive`);
   }
   const dataLength = c.long('the data length');
   const chunkCount = c.int('the chunk count');
   const expectedCount = Math.ceil(dataLength / chunkLength);
   if (chunkCount !== expectedCount) {
-    c.fail(`it lists ${chunkCount} chunks, but ${dataLength} bytes in ${chunkLength}-byte chunks ` +
-      `need ${expectedCount}`);
+    c.fail(
+      `it lists ${chunkCount} chunks, but ${dataLength} bytes in ${chunkLength}-byte chunks ` +
+        `need ${expectedCount}`,
+    );
   }
   if (c.remaining !== chunkCount * 8) {
-    c.fail(c.remaining < chunkCount * 8
-      ? `it is truncated: ${chunkCount} chunk offsets need ${chunkCount * 8} bytes, ${c.remaining} remain`
-      : `${c.remaining - chunkCount * 8} unexpected bytes follow the chunk offsets`);
+    c.fail(
+      c.remaining < chunkCount * 8
+        ? `it is truncated: ${chunkCount} chunk offsets need ${chunkCount * 8} bytes, ${c.remaining} remain`
+        : `${c.remaining - chunkCount * 8} unexpected bytes follow the chunk offsets`,
+    );
   }
 
   const chunkOffsets = new Array<number>(chunkCount);
@@ -119,7 +129,9 @@ export function parseCompressionInfo(
     chunkOffsets[i] = c.long(`chunk offset ${i}`);
     // Each chunk is at least its 4-byte checksum long.
     if (i > 0 && chunkOffsets[i] < chunkOffsets[i - 1] + 4) {
-      c.fail(`chunk offset ${i} (${chunkOffsets[i]}) does not follow chunk ${i - 1} (${chunkOffsets[i - 1]})`);
+      c.fail(
+        `chunk offset ${i} (${chunkOffsets[i]}) does not follow chunk ${i - 1} (${chunkOffsets[i - 1]})`,
+      );
     }
   }
   return { className, options, chunkLength, maxCompressedLength, dataLength, chunkOffsets };
@@ -127,14 +139,18 @@ export function parseCompressionInfo(
 
 function utf(s: string): Buffer {
   const bytes = Buffer.from(s, 'utf8');
-  if (bytes.length > 0xffff) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `string too long for CompressionInfo.db`);
+  if (bytes.length > 0xffff)
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `string too long for CompressionInfo.db`);
   const out = Buffer.allocUnsafe(2 + bytes.length);
   out.writeUInt16BE(bytes.length, 0);
   bytes.copy(out, 2);
   return out;
 }
 
-export function serializeCompressionInfo(info: CompressionInfo, hasMaxCompressedLength: boolean): Buffer {
+export function serializeCompressionInfo(
+  info: CompressionInfo,
+  hasMaxCompressedLength: boolean,
+): Buffer {
   const parts: Buffer[] = [utf(info.className)];
   const entries = Object.entries(info.options);
   const count = Buffer.allocUnsafe(4);
@@ -144,7 +160,8 @@ export function serializeCompressionInfo(info: CompressionInfo, hasMaxCompressed
 
   const fixed = Buffer.allocUnsafe(4 + (hasMaxCompressedLength ? 4 : 0) + 8 + 4);
   let at = fixed.writeInt32BE(info.chunkLength, 0);
-  if (hasMaxCompressedLength) at = fixed.writeInt32BE(info.maxCompressedLength ?? NEVER_UNCOMPRESSED, at);
+  if (hasMaxCompressedLength)
+    at = fixed.writeInt32BE(info.maxCompressedLength ?? NEVER_UNCOMPRESSED, at);
   at = fixed.writeBigInt64BE(BigInt(info.dataLength), at);
   fixed.writeInt32BE(info.chunkOffsets.length, at);
   parts.push(fixed);

@@ -11,8 +11,11 @@ export interface CrcInfo {
 
 export function parseCrcDb(buf: Buffer, file: string, dataLength: number): CrcInfo {
   const fail = (what: string): never => {
-    throw new TdeError('ERR_TDE_CORRUPT_CRC', `${file} is damaged: ${what}; restore the SSTable ` +
-      'from a backup or snapshot', { file });
+    throw new TdeError(
+      'ERR_TDE_CORRUPT_CRC',
+      `${file} is damaged: ${what}; restore the SSTable ` + 'from a backup or snapshot',
+      { file },
+    );
   };
   if (buf.length < 4) fail('it is shorter than its 4-byte header');
   const chunkLength = buf.readInt32BE(0);
@@ -20,13 +23,17 @@ export function parseCrcDb(buf: Buffer, file: string, dataLength: number): CrcIn
   const count = Math.ceil(dataLength / chunkLength);
   const partial = (buf.length - 4) % 4;
   if (partial !== 0) {
-    fail(`its last checksum has ${partial} of its 4 bytes (the file is ${buf.length} bytes): it ` +
-      `was cut short or has bytes added; ${dataLength} bytes of Data.db in ${chunkLength}-byte ` +
-      `slices need ${count} checksums`);
+    fail(
+      `its last checksum has ${partial} of its 4 bytes (the file is ${buf.length} bytes): it ` +
+        `was cut short or has bytes added; ${dataLength} bytes of Data.db in ${chunkLength}-byte ` +
+        `slices need ${count} checksums`,
+    );
   }
   if (buf.length !== 4 + count * 4) {
-    fail(`it holds ${(buf.length - 4) / 4} checksums, but ${dataLength} bytes of Data.db in ` +
-      `${chunkLength}-byte slices need ${count}`);
+    fail(
+      `it holds ${(buf.length - 4) / 4} checksums, but ${dataLength} bytes of Data.db in ` +
+        `${chunkLength}-byte slices need ${count}`,
+    );
   }
   const checksums = new Uint32Array(count);
   for (let i = 0; i < count; i++) checksums[i] = buf.readUInt32BE(4 + i * 4);

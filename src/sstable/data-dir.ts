@@ -64,8 +64,11 @@ export function findTables(dataDir: string, keyspace?: string, tables: string[] 
 
   const keyspaces = subdirectories(dataDir);
   if (keyspace !== undefined && !keyspaces.includes(keyspace)) {
-    throw new TdeError('ERR_TDE_DATA_DIR', `keyspace ${keyspace} is not in ${dataDir} (found: ` +
-      `${keyspaces.join(', ') || 'none'})`, { file: dataDir });
+    throw new TdeError(
+      'ERR_TDE_DATA_DIR',
+      `keyspace ${keyspace} is not in ${dataDir} (found: ` + `${keyspaces.join(', ') || 'none'})`,
+      { file: dataDir },
+    );
   }
 
   const out: TableDir[] = [];
@@ -77,8 +80,12 @@ export function findTables(dataDir: string, keyspace?: string, tables: string[] 
   if (tables.length > 0) {
     const missing = tables.filter((t) => !out.some((o) => o.table === t));
     if (missing.length > 0) {
-      throw new TdeError('ERR_TDE_DATA_DIR', `table ${missing.join(', ')} not found in keyspace ` +
-        `${keyspace} of ${dataDir} (found: ${out.map((o) => o.table).join(', ') || 'none'})`, { file: dataDir });
+      throw new TdeError(
+        'ERR_TDE_DATA_DIR',
+        `table ${missing.join(', ')} not found in keyspace ` +
+          `${keyspace} of ${dataDir} (found: ${out.map((o) => o.table).join(', ') || 'none'})`,
+        { file: dataDir },
+      );
     }
     return out.filter((o) => tables.includes(o.table));
   }
@@ -106,18 +113,22 @@ export function liveSSTables(dir: string): LiveListing {
   const { sstables, legacy } = scanTableDirectory(dir);
   const debris = debrisPrefixes(dir);
   const names = fs.readdirSync(dir);
-  const copies = ['snapshots', 'backups'].map((d) => path.join(dir, d)).filter((d) => {
-    try {
-      return fs.readdirSync(d).length > 0;
-    } catch {
-      return false;
-    }
-  });
+  const copies = ['snapshots', 'backups']
+    .map((d) => path.join(dir, d))
+    .filter((d) => {
+      try {
+        return fs.readdirSync(d).length > 0;
+      } catch {
+        return false;
+      }
+    });
   return {
     sstables: sstables.filter((s) => !debris.has(prefixOf(s))),
     legacy,
     interrupted: readTxns(dir).map((t) => t.file),
-    cassandraTxns: names.filter((n) => /^[a-z]{2}_txn_.+\.log$/.test(n)).map((n) => path.join(dir, n)),
+    cassandraTxns: names
+      .filter((n) => /^[a-z]{2}_txn_.+\.log$/.test(n))
+      .map((n) => path.join(dir, n)),
     copies,
   };
 }

@@ -47,11 +47,23 @@ export function isLegacyName(name: string): boolean {
 
 /** Refuses an id whose parts could make a file name outside its directory, or no SSTable name. */
 export function checkId(id: SSTableId): void {
-  if (typeof id !== 'object' || id === null || typeof id.dir !== 'string' || !/^[a-z]{2}$/.test(String(id.version)) ||
-    !/^[0-9a-z_]{1,64}$/.test(String(id.generation)) || (id.format !== 'big' && id.format !== 'bti')) {
-    throw new TdeError('ERR_TDE_BAD_SSTABLE_NAME', `not an SSTable id: version must be two letters (nb), ` +
-      `generation digits, letters or _ (up to 64), format big or bti; got ${JSON.stringify(
-        { version: id?.version, generation: id?.generation, format: id?.format })}`);
+  if (
+    typeof id !== 'object' ||
+    id === null ||
+    typeof id.dir !== 'string' ||
+    !/^[a-z]{2}$/.test(String(id.version)) ||
+    !/^[0-9a-z_]{1,64}$/.test(String(id.generation)) ||
+    (id.format !== 'big' && id.format !== 'bti')
+  ) {
+    throw new TdeError(
+      'ERR_TDE_BAD_SSTABLE_NAME',
+      `not an SSTable id: version must be two letters (nb), ` +
+        `generation digits, letters or _ (up to 64), format big or bti; got ${JSON.stringify({
+          version: id?.version,
+          generation: id?.generation,
+          format: id?.format,
+        })}`,
+    );
   }
 }
 
@@ -91,7 +103,11 @@ export function featuresOf(id: Pick<SSTableId, 'version' | 'format'>): VersionFe
     );
   }
   if (id.version < 'ma') {
-    return { checksum: 'adler32', hasMaxCompressedLength: false, digestComponent: 'Digest.adler32' };
+    return {
+      checksum: 'adler32',
+      hasMaxCompressedLength: false,
+      digestComponent: 'Digest.adler32',
+    };
   }
   return {
     checksum: 'crc32',
@@ -133,7 +149,9 @@ export function scanTableDirectory(dir: string): { sstables: SSTableFiles[]; leg
     }
     entry.components.push(parsed.component);
   }
-  const sstables = [...byPrefix.values()].sort((a, b) => compareGenerations(a.generation, b.generation));
+  const sstables = [...byPrefix.values()].sort((a, b) =>
+    compareGenerations(a.generation, b.generation),
+  );
   return { sstables, legacy };
 }
 

@@ -30,8 +30,12 @@ export function inspectSSTable(files: SSTableFiles): SSTableSummary {
   checkComponents(files);
   const dataFile = componentPath(files, 'Data.db');
   if (!files.components.includes('Data.db')) {
-    throw new TdeError('ERR_TDE_MISSING_COMPONENT', `SSTable ${displayName(files)} has no Data.db ` +
-      `(found ${files.components.join(', ')}); it is incomplete`, { file: dataFile });
+    throw new TdeError(
+      'ERR_TDE_MISSING_COMPONENT',
+      `SSTable ${displayName(files)} has no Data.db ` +
+        `(found ${files.components.join(', ')}); it is incomplete`,
+      { file: dataFile },
+    );
   }
   let storedLength: number;
   try {
@@ -53,7 +57,12 @@ export function inspectSSTable(files: SSTableFiles): SSTableSummary {
     const info = parseCompressionInfo(raw, file, features.hasMaxCompressedLength);
     let params: CompressionParams;
     try {
-      params = paramsFromCompressionInfo(info.className, info.options, info.chunkLength, info.maxCompressedLength);
+      params = paramsFromCompressionInfo(
+        info.className,
+        info.options,
+        info.chunkLength,
+        info.maxCompressedLength,
+      );
     } catch (err) {
       if (isTdeError(err)) throw new TdeError(err.code, `${file}: ${err.message}`, { file }, err);
       throw err;
@@ -85,6 +94,10 @@ export function inspectSSTable(files: SSTableFiles): SSTableSummary {
       dataLength: storedLength,
     };
   }
-  throw new TdeError('ERR_TDE_MISSING_COMPONENT', `SSTable ${displayName(files)} has neither ` +
-    'CompressionInfo.db nor CRC.db; restore the missing component from a backup', { file: dataFile });
+  throw new TdeError(
+    'ERR_TDE_MISSING_COMPONENT',
+    `SSTable ${displayName(files)} has neither ` +
+      'CompressionInfo.db nor CRC.db; restore the missing component from a backup',
+    { file: dataFile },
+  );
 }

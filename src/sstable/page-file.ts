@@ -34,11 +34,19 @@ export interface PageCodec {
   /** Plain bytes per page: the most whose ciphertext still fits beside the footer. */
   readonly plainPerPage: number;
   encrypt(plain: Buffer[], firstPage: number, lastPage: number): Promise<Buffer[]>;
-  decrypt(cipher: Buffer[], firstPage: number, lastPage: number, where: ChunkLocator): Promise<Buffer[]>;
+  decrypt(
+    cipher: Buffer[],
+    firstPage: number,
+    lastPage: number,
+    where: ChunkLocator,
+  ): Promise<Buffer[]>;
 }
 
 /** The most plain bytes whose encrypted form (by `encryptedLength`) fits `room` bytes. */
-export function plainCapacity(encryptedLength: (n: number) => number, room = PAGE_SIZE - FOOTER): number {
+export function plainCapacity(
+  encryptedLength: (n: number) => number,
+  room = PAGE_SIZE - FOOTER,
+): number {
   let n = room;
   while (n > 0 && encryptedLength(n) > room) n--;
   return n;
@@ -61,26 +69,40 @@ function openPages(pages: Buffer, first: number, file: string): Buffer[] {
     const page = pages.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE);
     const at = { file, chunk: i, offset: i * PAGE_SIZE, length: PAGE_SIZE };
     if (page.readUInt32BE(PAGE_SIZE - 4) !== zlib.crc32(page.subarray(0, CRC_COVERS)) >>> 0) {
-      throw new TdeError('ERR_TDE_CHUNK_CHECKSUM', `${file}: page ${i} at offset ${i * PAGE_SIZE} fails its ` +
-        'CRC32: the page is damaged; restore the SSTable from a backup or snapshot', at);
+      throw new TdeError(
+        'ERR_TDE_CHUNK_CHECKSUM',
+        `${file}: page ${i} at offset ${i * PAGE_SIZE} fails its ` +
+          'CRC32: the page is damaged; restore the SSTable from a backup or snapshot',
+        at,
+      );
     }
     const n = page.readInt32BE(PAGE_SIZE - FOOTER);
     if (n <= 0 || n > PAGE_SIZE - FOOTER) {
-      throw new TdeError('ERR_TDE_CORRUPT_CHUNK', `${file}: page ${i} claims ${n} encrypted bytes`, at);
+      throw new TdeError(
+        'ERR_TDE_CORRUPT_CHUNK',
+        `${file}: page ${i} claims ${n} encrypted bytes`,
+        at,
+      );
     }
     bodies.push(page.subarray(0, n));
   }
   return bodies;
 }
 
-async function readAt(fd: fs.promises.FileHandle, file: string, position: number, length: number): Promise<Buffer> {
+async function readAt(
+  fd: fs.promises.FileHandle,
+  file: string,
+  position: number,
+  length: number,
+): Promise<Buffer> {
   const buf = Buffer.alloc(length);
   let at = 0;
   while (at < length) {
     const { bytesRead } = await fd.read(buf, at, length - at, position + at).catch((err) => {
       throw fromSystem(err, file, 'read');
     });
-    if (bytesRead === 0) throw new TdeError('ERR_TDE_IO', `${file} ended early at byte ${position + at}`, { file });
+    if (bytesRead === 0)
+      throw new TdeError('ERR_TDE_IO', `${file} ended early at byte ${position + at}`, { file });
     at += bytesRead;
   }
   return buf;
@@ -101,17 +123,29 @@ export class EncryptedComponent {
   ) {}
 
   static async open(file: string, codec: PageCodec): Promise<EncryptedComponent> {
-    const fd = await fs.promises.open(file, 'r').catch((err) => { throw fromSystem(err, file, 'open'); });
+    const fd = await fs.promises.open(file, 'r').catch((err) => {
+      throw fromSystem(err, file, 'open');
+    });
     try {
       const stored = (await fd.stat()).size;
       if (stored === 0 || stored % PAGE_SIZE !== 0) {
-        throw new TdeError('ERR_TDE_CORRUPT_CHUNK', `${file} is ${stored} bytes, not a whole number of ` +
-          `${PAGE_SIZE}-byte encrypted pages: it is truncated, or not encrypted`, { file });
+        throw new TdeError(
+          'ERR_TDE_CORRUPT_CHUNK',
+          `${file} is ${stored} bytes, not a whole number of ` +
+            `${PAGE_SIZE}-byte encrypted pages: it is truncated, or not encrypted`,
+          { file },
+        );
       }
       const count = stored / PAGE_SIZE;
       const c = new EncryptedComponent(file, fd, codec, count, 0);
       const [last] = await c.pages(count - 1, 1);
-      return new EncryptedComponent(file, fd, codec, count, (count - 1) * codec.plainPerPage + last.length);
+      return new EncryptedComponent(
+        file,
+        fd,
+        codec,
+        count,
+        (count - 1) * codec.plainPerPage + last.length,
+      );
     } catch (err) {
       await fd.close();
       throw err;
@@ -123,23 +157,47 @@ export class EncryptedComponent {
     const raw = await readAt(this.fd, this.file, first * PAGE_SIZE, n * PAGE_SIZE);
     const where: ChunkLocator = (k) => ({
       prefix: `${this.file}: page ${first + k} at offset ${(first + k) * PAGE_SIZE}`,
-      context: { file: this.file, chunk: first + k, offset: (first + k) * PAGE_SIZE, length: PAGE_SIZE },
+      context: {
+        file: this.file,
+        chunk: first + k,
+        offset: (first + k) * PAGE_SIZE,
+        length: PAGE_SIZE,
+      },
     });
-    const plain = await this.codec.decrypt(openPages(raw, first, this.file), first, this.pageCount - 1, where);
+    const plain = await this.codec.decrypt(
+      openPages(raw, first, this.file),
+      first,
+      this.pageCount - 1,
+      where,
+    );
     plain.forEach((p, k) => {
       const i = first + k;
       if (i < this.pageCount - 1 && p.length !== this.codec.plainPerPage) {
-        throw new TdeError('ERR_TDE_CORRUPT_CHUNK', `${this.file}: page ${i} holds ${p.length} plain bytes, ` +
-          `not ${this.codec.plainPerPage}`, { file: this.file, chunk: i, offset: i * PAGE_SIZE });
+        throw new TdeError(
+          'ERR_TDE_CORRUPT_CHUNK',
+          `${this.file}: page ${i} holds ${p.length} plain bytes, ` +
+            `not ${this.codec.plainPerPage}`,
+          { file: this.file, chunk: i, offset: i * PAGE_SIZE },
+        );
       }
     });
     return plain;
   }
 
   async read(position: number, length: number): Promise<Buffer> {
-    if (!Number.isInteger(position) || !Number.isInteger(length) || position < 0 || length < 0 || position + length > this.size) {
-      throw new TdeError('ERR_TDE_READ_RANGE', `cannot read ${length} bytes at ${position} of ${this.file}, ` +
-        `whose plain size is ${this.size}`, { file: this.file });
+    if (
+      !Number.isInteger(position) ||
+      !Number.isInteger(length) ||
+      position < 0 ||
+      length < 0 ||
+      position + length > this.size
+    ) {
+      throw new TdeError(
+        'ERR_TDE_READ_RANGE',
+        `cannot read ${length} bytes at ${position} of ${this.file}, ` +
+          `whose plain size is ${this.size}`,
+        { file: this.file },
+      );
     }
     if (length === 0) return Buffer.alloc(0);
     const per = this.codec.plainPerPage;
@@ -177,14 +235,25 @@ export class PlainComponent {
   ) {}
 
   static async open(file: string): Promise<PlainComponent> {
-    const fd = await fs.promises.open(file, 'r').catch((err) => { throw fromSystem(err, file, 'open'); });
+    const fd = await fs.promises.open(file, 'r').catch((err) => {
+      throw fromSystem(err, file, 'open');
+    });
     return new PlainComponent(file, fd, (await fd.stat()).size);
   }
 
   async read(position: number, length: number): Promise<Buffer> {
-    if (!Number.isInteger(position) || !Number.isInteger(length) || position < 0 || length < 0 || position + length > this.size) {
-      throw new TdeError('ERR_TDE_READ_RANGE', `cannot read ${length} bytes at ${position} of ${this.file}, ` +
-        `which has ${this.size}`, { file: this.file });
+    if (
+      !Number.isInteger(position) ||
+      !Number.isInteger(length) ||
+      position < 0 ||
+      length < 0 ||
+      position + length > this.size
+    ) {
+      throw new TdeError(
+        'ERR_TDE_READ_RANGE',
+        `cannot read ${length} bytes at ${position} of ${this.file}, ` + `which has ${this.size}`,
+        { file: this.file },
+      );
     }
     return readAt(this.fd, this.file, position, length);
   }
@@ -208,12 +277,20 @@ export interface ComponentSource {
  * Copies a component's plain bytes into `dst`: encrypted page by page when `codec` is given,
  * plain otherwise. Returns the CRC32 of the plain bytes, to check the copy against afterwards.
  */
-export async function transcodeComponent(source: ComponentSource, dst: string,
-  codec: PageCodec | undefined, mode: number): Promise<number> {
-  const output = await fs.promises.open(dst, 'wx', 0o600).catch((err) => { throw fromSystem(err, dst, 'create'); });
+export async function transcodeComponent(
+  source: ComponentSource,
+  dst: string,
+  codec: PageCodec | undefined,
+  mode: number,
+): Promise<number> {
+  const output = await fs.promises.open(dst, 'wx', 0o600).catch((err) => {
+    throw fromSystem(err, dst, 'create');
+  });
   let crc = 0;
   try {
-    await output.chmod(mode).catch((err) => { throw fromSystem(err, dst, 'set the mode of'); });
+    await output.chmod(mode).catch((err) => {
+      throw fromSystem(err, dst, 'set the mode of');
+    });
     if (codec) {
       const per = codec.plainPerPage;
       const count = Math.max(1, Math.ceil(source.size / per));
@@ -225,20 +302,26 @@ export async function transcodeComponent(source: ComponentSource, dst: string,
         const slices = Array.from({ length: n }, (_, k) => plain.subarray(k * per, (k + 1) * per));
         const encrypted = await codec.encrypt(slices, first, count - 1);
         const pages = Buffer.alloc(n * PAGE_SIZE);
-        encrypted.forEach((c, k) => sealPage(c, pages.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE)));
-        await writeFully(output, pages, first * PAGE_SIZE)
-          .catch((err) => { throw fromSystem(err, dst, 'write'); });
+        encrypted.forEach((c, k) =>
+          sealPage(c, pages.subarray(k * PAGE_SIZE, (k + 1) * PAGE_SIZE)),
+        );
+        await writeFully(output, pages, first * PAGE_SIZE).catch((err) => {
+          throw fromSystem(err, dst, 'write');
+        });
       }
     } else {
       const step = PAGES_PER_BATCH * PAGE_SIZE;
       for (let at = 0; at < source.size; at += step) {
         const plain = await source.read(at, Math.min(step, source.size - at));
         crc = zlib.crc32(plain, crc);
-        await writeFully(output, plain, at)
-          .catch((err) => { throw fromSystem(err, dst, 'write'); });
+        await writeFully(output, plain, at).catch((err) => {
+          throw fromSystem(err, dst, 'write');
+        });
       }
     }
-    await output.sync().catch((err) => { throw fromSystem(err, dst, 'sync'); });
+    await output.sync().catch((err) => {
+      throw fromSystem(err, dst, 'sync');
+    });
   } finally {
     await output.close();
   }

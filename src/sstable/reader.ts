@@ -7,7 +7,12 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 
 import { Checksum, checksumFor } from '../checksum';
-import { ENCRYPTED_COMPONENTS_OPTION, parseSSTableId, SSTABLE_ID_OPTION, SSTABLE_TAG_OPTION } from '../compression/binding';
+import {
+  ENCRYPTED_COMPONENTS_OPTION,
+  parseSSTableId,
+  SSTABLE_ID_OPTION,
+  SSTABLE_TAG_OPTION,
+} from '../compression/binding';
 import { EncryptedComponent, PlainComponent, SENSITIVE_COMPONENTS } from './page-file';
 import { Compressor, createCompressor, DecodedChunks } from '../compression/compressor';
 import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
@@ -17,7 +22,13 @@ import { KeyProvider } from '../keys/provider';
 import { CompressionInfo, parseCompressionInfo } from './compression-info';
 import { CrcInfo, parseCrcDb } from './crc-db';
 import {
-  checkId, componentPath, displayName, featuresOf, SSTableFormat, SSTableId, VersionFeatures,
+  checkId,
+  componentPath,
+  displayName,
+  featuresOf,
+  SSTableFormat,
+  SSTableId,
+  VersionFeatures,
 } from './descriptor';
 
 export interface OpenOptions {
@@ -59,8 +70,13 @@ const BATCH_BYTES = 4 * 1024 * 1024;
 const POOL_CHECKSUM_BYTES = 256 * 1024;
 const CRC32 = checksumFor('crc32');
 
-async function readExactly(fd: fs.promises.FileHandle, file: string, position: number, length: number,
-  buf: Buffer = Buffer.allocUnsafe(length)): Promise<Buffer> {
+async function readExactly(
+  fd: fs.promises.FileHandle,
+  file: string,
+  position: number,
+  length: number,
+  buf: Buffer = Buffer.allocUnsafe(length),
+): Promise<Buffer> {
   let at = 0;
   while (at < length) {
     let n: number;
@@ -70,8 +86,12 @@ async function readExactly(fd: fs.promises.FileHandle, file: string, position: n
       throw fromSystem(err, file, 'read');
     }
     if (n === 0) {
-      throw new TdeError('ERR_TDE_IO', `${file} ended at byte ${position + at} while ${length} bytes ` +
-        `from ${position} were being read: was it truncated while in use?`, { file, offset: position + at });
+      throw new TdeError(
+        'ERR_TDE_IO',
+        `${file} ended at byte ${position + at} while ${length} bytes ` +
+          `from ${position} were being read: was it truncated while in use?`,
+        { file, offset: position + at },
+      );
     }
     at += n;
   }
@@ -115,23 +135,33 @@ export class SSTableReader {
       this.chunkCount = (crc as CrcInfo).checksums.length;
     }
     this.sstableId = compressor?.authenticated
-      ? parseSSTableId(compressionInfo?.options[SSTABLE_ID_OPTION], componentPath(id, 'CompressionInfo.db'))
+      ? parseSSTableId(
+          compressionInfo?.options[SSTABLE_ID_OPTION],
+          componentPath(id, 'CompressionInfo.db'),
+        )
       : undefined;
     if (this.sstableId && compressor?.checkMetadata && compressionInfo) {
       const tag = compressionInfo.options[SSTABLE_TAG_OPTION] ?? '';
-      const ok = compressor.checkMetadata({
-        className: compressor.className,
-        sstableId: this.sstableId,
-        chunkLength: this.chunkLength,
-        dataLength: this.dataLength,
-        chunkCount: this.chunkCount,
-        encryptedComponents: this.encryptedComponents.join(','),
-      }, tag);
+      const ok = compressor.checkMetadata(
+        {
+          className: compressor.className,
+          sstableId: this.sstableId,
+          chunkLength: this.chunkLength,
+          dataLength: this.dataLength,
+          chunkCount: this.chunkCount,
+          encryptedComponents: this.encryptedComponents.join(','),
+        },
+        tag,
+      );
       if (!ok) {
         const file = componentPath(id, 'CompressionInfo.db');
-        throw new TdeError('ERR_TDE_INTEGRITY', `${file} fails its authentication tag (${SSTABLE_TAG_OPTION}): ` +
-          'its chunk count, data length, chunk length or class were altered since it was written, ' +
-          'or the tag was removed; restore the SSTable from a backup', { file });
+        throw new TdeError(
+          'ERR_TDE_INTEGRITY',
+          `${file} fails its authentication tag (${SSTABLE_TAG_OPTION}): ` +
+            'its chunk count, data length, chunk length or class were altered since it was written, ' +
+            'or the tag was removed; restore the SSTable from a backup',
+          { file },
+        );
       }
     }
   }
@@ -149,8 +179,11 @@ export class SSTableReader {
       fd = await fs.promises.open(dataFile, 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new TdeError('ERR_TDE_MISSING_COMPONENT', `${dataFile} is missing: the SSTable ` +
-          `${displayName(id)} is incomplete`, { file: dataFile });
+        throw new TdeError(
+          'ERR_TDE_MISSING_COMPONENT',
+          `${dataFile} is missing: the SSTable ` + `${displayName(id)} is incomplete`,
+          { file: dataFile },
+        );
       }
       throw fromSystem(err, dataFile, 'open');
     }
@@ -172,14 +205,27 @@ export class SSTableReader {
         checkEncryptedComponents(info, id.format, ciFile);
         let params: CompressionParams;
         try {
-          params = paramsFromCompressionInfo(info.className, info.options, info.chunkLength,
-            info.maxCompressedLength);
+          params = paramsFromCompressionInfo(
+            info.className,
+            info.options,
+            info.chunkLength,
+            info.maxCompressedLength,
+          );
         } catch (err) {
           throw rethrowFor(err, ciFile);
         }
         const compressor = await createCompressor(params, { keys: options.keys, file: dataFile });
         try {
-          return new SSTableReader(id, features, params, fd, storedLength, info, undefined, compressor);
+          return new SSTableReader(
+            id,
+            features,
+            params,
+            fd,
+            storedLength,
+            info,
+            undefined,
+            compressor,
+          );
         } catch (err) {
           compressor.close();
           throw err;
@@ -191,14 +237,22 @@ export class SSTableReader {
         crcRaw = await fs.promises.readFile(crcFile);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-          throw new TdeError('ERR_TDE_MISSING_COMPONENT', `SSTable ${displayName(id)} has neither ` +
-            `CompressionInfo.db nor CRC.db, so its Data.db cannot be checked; restore the missing ` +
-            'component from a backup', { file: ciFile });
+          throw new TdeError(
+            'ERR_TDE_MISSING_COMPONENT',
+            `SSTable ${displayName(id)} has neither ` +
+              `CompressionInfo.db nor CRC.db, so its Data.db cannot be checked; restore the missing ` +
+              'component from a backup',
+            { file: ciFile },
+          );
         }
         throw fromSystem(err, crcFile, 'read');
       }
       const crc = parseCrcDb(crcRaw, crcFile, storedLength);
-      const params: CompressionParams = { enabled: false, chunkLength: crc.chunkLength, codecOptions: {} };
+      const params: CompressionParams = {
+        enabled: false,
+        chunkLength: crc.chunkLength,
+        codecOptions: {},
+      };
       return new SSTableReader(id, features, params, fd, storedLength, undefined, crc, undefined);
     } catch (err) {
       await fd.close();
@@ -225,8 +279,12 @@ export class SSTableReader {
     if (this.encryptedComponents.includes(component)) {
       const codec = this.compressor?.pageCodec?.(component, this.sstableId);
       if (!codec) {
-        throw new TdeError('ERR_TDE_CORRUPT_COMPRESSION_INFO', `${componentPath(this.id, 'CompressionInfo.db')} lists ` +
-          `${component} as encrypted, but its class ${this.compressor?.className ?? '(none)'} does not encrypt`, { file });
+        throw new TdeError(
+          'ERR_TDE_CORRUPT_COMPRESSION_INFO',
+          `${componentPath(this.id, 'CompressionInfo.db')} lists ` +
+            `${component} as encrypted, but its class ${this.compressor?.className ?? '(none)'} does not encrypt`,
+          { file },
+        );
       }
       return EncryptedComponent.open(file, codec);
     }
@@ -238,7 +296,8 @@ export class SSTableReader {
   }
 
   geometry(i: number): ChunkGeometry {
-    const plain = i < this.chunkCount - 1 ? this.chunkLength : this.dataLength - i * this.chunkLength;
+    const plain =
+      i < this.chunkCount - 1 ? this.chunkLength : this.dataLength - i * this.chunkLength;
     if (!this.compressionInfo) {
       return { offset: i * this.chunkLength, stored: plain, plain };
     }
@@ -267,15 +326,21 @@ export class SSTableReader {
    * Reads chunks [first, end) as stored, in one read, and checks each checksum. Returns the region
    * read (for digests), each chunk's stored bytes, and the chunks whose checksum failed.
    */
-  private async readStored(first: number, end: number):
-    Promise<{ region: Buffer; chunks: Buffer[]; bad: Fault[]; regionSum: number }> {
-    if (end <= first) return { region: Buffer.alloc(0), chunks: [], bad: [], regionSum: this.checksum.initial };
+  private async readStored(
+    first: number,
+    end: number,
+  ): Promise<{ region: Buffer; chunks: Buffer[]; bad: Fault[]; regionSum: number }> {
+    if (end <= first)
+      return { region: Buffer.alloc(0), chunks: [], bad: [], regionSum: this.checksum.initial };
     const start = this.geometry(first).offset;
     const last = this.geometry(end - 1);
     const stop = this.compressionInfo ? last.offset + last.stored + 4 : last.offset + last.stored;
     // Compressed chunks are decoded into new memory, so their region can serve again (recycled
     // by the caller once decoded); uncompressed ones are handed out as views of it.
-    const into = this.compressionInfo && stop - start >= POOL_CHECKSUM_BYTES ? this.regions.carve([stop - start])[0] : undefined;
+    const into =
+      this.compressionInfo && stop - start >= POOL_CHECKSUM_BYTES
+        ? this.regions.carve([stop - start])[0]
+        : undefined;
     const region = await readExactly(this.fd, this.dataFile, start, stop - start, into);
 
     const chunks: Buffer[] = [];
@@ -309,13 +374,16 @@ export class SSTableReader {
       const g = this.geometry(i);
       const at = g.offset - start;
       const chunk = chunks[i - first];
-      const expected = this.compressionInfo ? region.readUInt32BE(at + g.stored) : (this.crc as CrcInfo).checksums[i];
+      const expected = this.compressionInfo
+        ? region.readUInt32BE(at + g.stored)
+        : (this.crc as CrcInfo).checksums[i];
       const actual = sums[(i - first) * step];
       if (actual !== expected) {
         const w = where(i - first);
         bad.push({
           code: 'ERR_TDE_CHUNK_CHECKSUM',
-          message: `${w.prefix}: ${this.features.checksum} is ${actual.toString(16).padStart(8, '0')} but ` +
+          message:
+            `${w.prefix}: ${this.features.checksum} is ${actual.toString(16).padStart(8, '0')} but ` +
             `${this.compressionInfo ? 'the stored checksum' : 'CRC.db'} says ${expected.toString(16).padStart(8, '0')}: ` +
             'the chunk is damaged; restore the SSTable from a backup or snapshot',
           ...w.context,
@@ -345,8 +413,10 @@ export class SSTableReader {
     // na and later: a plain compressor's chunk at least maxCompressedLength long was stored raw.
     const max = this.compressionInfo.maxCompressedLength;
     const rawAt = (c: Buffer) => !compressor.encrypting && max !== undefined && c.length >= max;
-    const binding = (at: number) => this.sstableId && { sstableId: this.sstableId, first: at, last: this.chunkCount - 1 };
-    if (!stored.some(rawAt)) return compressor.uncompressBatch(stored, lengths, where, binding(first), { crc });
+    const binding = (at: number) =>
+      this.sstableId && { sstableId: this.sstableId, first: at, last: this.chunkCount - 1 };
+    if (!stored.some(rawAt))
+      return compressor.uncompressBatch(stored, lengths, where, binding(first), { crc });
 
     const out = new Array<Buffer>(stored.length);
     const todo: number[] = [];
@@ -354,25 +424,39 @@ export class SSTableReader {
       if (!rawAt(c)) return todo.push(i);
       if (c.length < lengths[i]) {
         const w = where(i);
-        throw new TdeError('ERR_TDE_CORRUPT_CHUNK', `${w.prefix}: an uncompressed chunk shorter than ` +
-          `its ${lengths[i]} bytes of data`, w.context);
+        throw new TdeError(
+          'ERR_TDE_CORRUPT_CHUNK',
+          `${w.prefix}: an uncompressed chunk shorter than ` + `its ${lengths[i]} bytes of data`,
+          w.context,
+        );
       }
       out[i] = c.subarray(0, lengths[i]);
     });
     const decoded = await compressor.uncompressBatch(
-      todo.map((i) => stored[i]), todo.map((i) => lengths[i]), (j) => where(todo[j]));
+      todo.map((i) => stored[i]),
+      todo.map((i) => lengths[i]),
+      (j) => where(todo[j]),
+    );
     todo.forEach((i, j) => (out[i] = decoded[j]));
     return out;
   }
 
   private checkRange(first: number, count: number): void {
     if (!Number.isInteger(first) || !Number.isInteger(count)) {
-      throw new TdeError('ERR_TDE_READ_RANGE', `readChunks(first, count) takes two whole numbers, not ` +
-        `${JSON.stringify(first)} and ${JSON.stringify(count)}`, { file: this.dataFile });
+      throw new TdeError(
+        'ERR_TDE_READ_RANGE',
+        `readChunks(first, count) takes two whole numbers, not ` +
+          `${JSON.stringify(first)} and ${JSON.stringify(count)}`,
+        { file: this.dataFile },
+      );
     }
     if (first < 0 || count < 0 || first + count > this.chunkCount) {
-      throw new TdeError('ERR_TDE_READ_RANGE', `chunks ${first} to ${first + count - 1} are outside ` +
-        `${this.dataFile}, which has ${this.chunkCount} chunks`, { file: this.dataFile });
+      throw new TdeError(
+        'ERR_TDE_READ_RANGE',
+        `chunks ${first} to ${first + count - 1} are outside ` +
+          `${this.dataFile}, which has ${this.chunkCount} chunks`,
+        { file: this.dataFile },
+      );
     }
   }
 
@@ -382,8 +466,11 @@ export class SSTableReader {
     return (await this.readBatch(first, first + count)).chunks;
   }
 
-  private async readBatch(first: number, end: number, crc = false):
-    Promise<{ region: Buffer; regionSum: number; chunks: DecodedChunks }> {
+  private async readBatch(
+    first: number,
+    end: number,
+    crc = false,
+  ): Promise<{ region: Buffer; regionSum: number; chunks: DecodedChunks }> {
     const { region, regionSum, chunks, bad } = await this.readStored(first, end);
     if (bad.length > 0) {
       this.releaseRegion(region, []);
@@ -401,10 +488,19 @@ export class SSTableReader {
 
   /** Reads `length` bytes of uncompressed data starting at `position`. */
   async read(position: number, length: number): Promise<Buffer> {
-    if (!Number.isInteger(position) || !Number.isInteger(length) || position < 0 || length < 0 ||
-      position + length > this.dataLength) {
-      throw new TdeError('ERR_TDE_READ_RANGE', `cannot read ${length} bytes at ${position} from ` +
-        `${this.dataFile}, whose data is ${this.dataLength} bytes long`, { file: this.dataFile });
+    if (
+      !Number.isInteger(position) ||
+      !Number.isInteger(length) ||
+      position < 0 ||
+      length < 0 ||
+      position + length > this.dataLength
+    ) {
+      throw new TdeError(
+        'ERR_TDE_READ_RANGE',
+        `cannot read ${length} bytes at ${position} from ` +
+          `${this.dataFile}, whose data is ${this.dataLength} bytes long`,
+        { file: this.dataFile },
+      );
     }
     if (length === 0) return Buffer.alloc(0);
     const first = Math.floor(position / this.chunkLength);
@@ -468,7 +564,11 @@ export class SSTableReader {
    */
   async recordedDigest(component: string | undefined): Promise<string | undefined> {
     if (!component) return undefined;
-    const kind = component.endsWith('adler32') ? 'adler32' : component.endsWith('crc32') ? 'crc32' : undefined;
+    const kind = component.endsWith('adler32')
+      ? 'adler32'
+      : component.endsWith('crc32')
+        ? 'crc32'
+        : undefined;
     if (kind !== this.features.checksum) return undefined;
     const file = componentPath(this.id, component);
     try {
@@ -494,7 +594,7 @@ export class SSTableReader {
       return p;
     };
     let next = this.chunkCount > 0 ? read(0) : undefined;
-    for (let first = 0; first < this.chunkCount; ) {
+    for (let first = 0; first < this.chunkCount;) {
       const end = this.batchEnd(first);
       const { region, regionSum, chunks, bad } = await (next as ReturnType<typeof read>);
       next = end < this.chunkCount ? read(end) : undefined;
@@ -517,7 +617,8 @@ export class SSTableReader {
       }
       const plain = decoded.filter((d): d is Buffer => d !== undefined);
       if (crcs) {
-        for (let i = 0; i < plain.length; i++) dataChecksum = CRC32.combine(dataChecksum, crcs[i], plain[i].length);
+        for (let i = 0; i < plain.length; i++)
+          dataChecksum = CRC32.combine(dataChecksum, crcs[i], plain[i].length);
       } else {
         dataChecksum = (await CRC32.batch(plain, dataChecksum)).combined;
       }
@@ -537,7 +638,12 @@ export class SSTableReader {
         }
       } catch (err) {
         if (!isTdeError(err)) throw err;
-        faults.push({ code: err.code, message: err.message, file: err.file ?? componentPath(this.id, component), ...err.context } as Fault);
+        faults.push({
+          code: err.code,
+          message: err.message,
+          file: err.file ?? componentPath(this.id, component),
+          ...err.context,
+        } as Fault);
       }
     }
 
@@ -551,8 +657,12 @@ export class SSTableReader {
     };
   }
 
-  private async decodeOneByOne(first: number, chunks: Buffer[], faults: Fault[],
-    skip: Set<number | undefined> = new Set()): Promise<(Buffer | undefined)[]> {
+  private async decodeOneByOne(
+    first: number,
+    chunks: Buffer[],
+    faults: Fault[],
+    skip: Set<number | undefined> = new Set(),
+  ): Promise<(Buffer | undefined)[]> {
     const out: (Buffer | undefined)[] = [];
     for (let i = 0; i < chunks.length; i++) {
       if (skip.has(first + i)) {
@@ -563,7 +673,12 @@ export class SSTableReader {
         out.push((await this.decode(first + i, [chunks[i]]))[0]);
       } catch (err) {
         if (!isTdeError(err)) throw err;
-        faults.push({ code: err.code, message: err.message, file: this.dataFile, ...err.context } as Fault);
+        faults.push({
+          code: err.code,
+          message: err.message,
+          file: this.dataFile,
+          ...err.context,
+        } as Fault);
         out.push(undefined);
       }
     }
@@ -583,8 +698,12 @@ export class SSTableReader {
     if (!/^\d+$/.test(text) || Number(text) !== actual) {
       faults.push({
         code: 'ERR_TDE_DIGEST_MISMATCH',
-        message: `${file} says ${JSON.stringify(text.slice(0, 20))} but Data.db's ${this.features.checksum} is ` +
-          `${actual}` + (faults.length === 0 ? DIGEST_ONLY_ADVICE : ': Data.db is damaged (see the chunk faults)'),
+        message:
+          `${file} says ${JSON.stringify(text.slice(0, 20))} but Data.db's ${this.features.checksum} is ` +
+          `${actual}` +
+          (faults.length === 0
+            ? DIGEST_ONLY_ADVICE
+            : ': Data.db is damaged (see the chunk faults)'),
         file,
       });
     }
@@ -607,7 +726,12 @@ export const DIGEST_ONLY_ADVICE =
   'good, rewrite the SSTable with --ignore-digest to give it a new digest';
 
 function faultError(f: Fault): TdeError {
-  return new TdeError(f.code, f.message, { file: f.file, chunk: f.chunk, offset: f.offset, length: f.length });
+  return new TdeError(f.code, f.message, {
+    file: f.file,
+    chunk: f.chunk,
+    offset: f.offset,
+    length: f.length,
+  });
 }
 
 function rethrowFor(err: unknown, file: string): unknown {
@@ -616,11 +740,20 @@ function rethrowFor(err: unknown, file: string): unknown {
 }
 
 /** Checks chunk offsets against Data.db, so no later read can go outside it or run huge. */
-function checkOffsets(info: CompressionInfo, storedLength: number, ciFile: string, dataFile: string): void {
+function checkOffsets(
+  info: CompressionInfo,
+  storedLength: number,
+  ciFile: string,
+  dataFile: string,
+): void {
   const n = info.chunkOffsets.length;
   const fail = (what: string): never => {
-    throw new TdeError('ERR_TDE_CORRUPT_COMPRESSION_INFO', `${ciFile} does not match ${dataFile}: ` +
-      `${what}; one of the two files is damaged or they come from different SSTables`, { file: ciFile });
+    throw new TdeError(
+      'ERR_TDE_CORRUPT_COMPRESSION_INFO',
+      `${ciFile} does not match ${dataFile}: ` +
+        `${what}; one of the two files is damaged or they come from different SSTables`,
+      { file: ciFile },
+    );
   };
   if (n === 0) {
     if (storedLength !== 0) fail(`it lists no chunks but Data.db has ${storedLength} bytes`);
@@ -632,8 +765,14 @@ function checkOffsets(info: CompressionInfo, storedLength: number, ciFile: strin
   for (let i = 0; i < n; i++) {
     const end = i + 1 < n ? info.chunkOffsets[i + 1] : storedLength;
     const stored = end - info.chunkOffsets[i] - 4;
-    if (stored < 0) fail(`chunk ${i} at ${info.chunkOffsets[i]} runs past the end of Data.db (${storedLength} bytes)`);
-    if (stored > maxStored) fail(`chunk ${i} would be ${stored} bytes, more than a ${info.chunkLength}-byte chunk can take`);
+    if (stored < 0)
+      fail(
+        `chunk ${i} at ${info.chunkOffsets[i]} runs past the end of Data.db (${storedLength} bytes)`,
+      );
+    if (stored > maxStored)
+      fail(
+        `chunk ${i} would be ${stored} bytes, more than a ${info.chunkLength}-byte chunk can take`,
+      );
   }
 }
 
@@ -641,15 +780,23 @@ function checkOffsets(info: CompressionInfo, storedLength: number, ciFile: strin
  * The names in encrypted_components become file names, so only the format's index and metadata
  * components may appear, each once: a name like `../x` would open a file outside the table.
  */
-function checkEncryptedComponents(info: CompressionInfo, format: SSTableFormat, file: string): void {
+function checkEncryptedComponents(
+  info: CompressionInfo,
+  format: SSTableFormat,
+  file: string,
+): void {
   const list = info.options[ENCRYPTED_COMPONENTS_OPTION];
   const names = list ? list.split(',') : [];
   const allowed = SENSITIVE_COMPONENTS[format];
   names.forEach((name, i) => {
     if (allowed.includes(name) && names.indexOf(name) === i) return;
     const why = allowed.includes(name) ? ' twice' : `; only ${allowed.join(', ')} may appear`;
-    throw new TdeError('ERR_TDE_CORRUPT_COMPRESSION_INFO', `${file} lists ${JSON.stringify(name)} ` +
-      `in ${ENCRYPTED_COMPONENTS_OPTION}${why}: the file is damaged or was edited; restore the ` +
-      'SSTable from a backup', { file });
+    throw new TdeError(
+      'ERR_TDE_CORRUPT_COMPRESSION_INFO',
+      `${file} lists ${JSON.stringify(name)} ` +
+        `in ${ENCRYPTED_COMPONENTS_OPTION}${why}: the file is damaged or was edited; restore the ` +
+        'SSTable from a backup',
+      { file },
+    );
   });
 }

@@ -10,7 +10,10 @@ export function readToc(file: string): string[] {
   } catch (err) {
     throw fromSystem(err, file, 'read');
   }
-  return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '');
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
 }
 
 export function formatToc(components: string[]): string {

@@ -9,7 +9,13 @@
 import * as fs from 'node:fs';
 
 import { Checksum, checksumFor } from '../checksum';
-import { ChunkBinding, ENCRYPTED_COMPONENTS_OPTION, newSSTableId, SSTABLE_ID_OPTION, SSTABLE_TAG_OPTION } from '../compression/binding';
+import {
+  ChunkBinding,
+  ENCRYPTED_COMPONENTS_OPTION,
+  newSSTableId,
+  SSTABLE_ID_OPTION,
+  SSTABLE_TAG_OPTION,
+} from '../compression/binding';
 import { Compressor } from '../compression/compressor';
 import { CompressionParams } from '../compression/options';
 import { fromSystem, TdeError } from '../errors';
@@ -19,7 +25,14 @@ const IN_FLIGHT = 2;
 import { CompressionInfo, NEVER_UNCOMPRESSED, serializeCompressionInfo } from './compression-info';
 import { serializeCrcDb } from './crc-db';
 import { writevFully } from '../util/files';
-import { checkId, componentPath, featuresOf, SSTableFormat, SSTableId, VersionFeatures } from './descriptor';
+import {
+  checkId,
+  componentPath,
+  featuresOf,
+  SSTableFormat,
+  SSTableId,
+  VersionFeatures,
+} from './descriptor';
 import { SENSITIVE_COMPONENTS } from './page-file';
 
 export interface DataWriterOptions {
@@ -124,8 +137,13 @@ export class SSTableDataWriter {
       return fd;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new TdeError('ERR_TDE_IO', `${file} already exists; it is never overwritten. Another ` +
-          'rewrite may have been interrupted: run the command again to clean up', { file }, err);
+        throw new TdeError(
+          'ERR_TDE_IO',
+          `${file} already exists; it is never overwritten. Another ` +
+            'rewrite may have been interrupted: run the command again to clean up',
+          { file },
+          err,
+        );
       }
       throw fromSystem(err, file, 'create');
     }
@@ -138,8 +156,16 @@ export class SSTableDataWriter {
   }
 
   private checkOpen(call: string): void {
-    if (this.aborted) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${call} after abort(): this writer is closed`);
-    if (this.finished) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${call} after finish(): the SSTable is complete`);
+    if (this.aborted)
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        `${call} after abort(): this writer is closed`,
+      );
+    if (this.finished)
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        `${call} after finish(): the SSTable is complete`,
+      );
   }
 
   /**
@@ -150,13 +176,22 @@ export class SSTableDataWriter {
    * instead of copied, so they must not be changed until `released` is called (once they are on
    * disk, or the writer is aborted), or else until finish() or abort() has settled.
    */
-  write(data: ArrayBufferView | ArrayBuffer, options: { keep?: boolean; released?: () => void } = {}): Promise<void> {
+  write(
+    data: ArrayBufferView | ArrayBuffer,
+    options: { keep?: boolean; released?: () => void } = {},
+  ): Promise<void> {
     let bytes: Uint8Array;
     if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
-    else if (ArrayBuffer.isView(data)) bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    else if (ArrayBuffer.isView(data))
+      bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     else {
-      return Promise.reject(new TdeError('ERR_TDE_INVALID_ARGUMENT', `write() takes bytes (a Buffer, Uint8Array or ` +
-        `other ArrayBufferView), not ${data === null ? 'null' : typeof data}`));
+      return Promise.reject(
+        new TdeError(
+          'ERR_TDE_INVALID_ARGUMENT',
+          `write() takes bytes (a Buffer, Uint8Array or ` +
+            `other ArrayBufferView), not ${data === null ? 'null' : typeof data}`,
+        ),
+      );
     }
     try {
       this.checkOpen('write()');
@@ -183,7 +218,11 @@ export class SSTableDataWriter {
 
   private async append1(data: Uint8Array, keep: boolean): Promise<void> {
     // A write queued before finish() still belongs to the SSTable; one after abort() does not.
-    if (this.aborted) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', 'write() after abort(): this writer is closed');
+    if (this.aborted)
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        'write() after abort(): this writer is closed',
+      );
     let at = 0;
     while (at < data.length) {
       if (keep && this.filled === 0 && data.length - at >= this.chunkLength) {
@@ -218,7 +257,8 @@ export class SSTableDataWriter {
     const batch = final ? this.pending : this.pending.slice(0, -1);
     this.pending = final ? [] : this.pending.slice(-1);
     if (batch.length === 0) return;
-    while (this.flights.length >= IN_FLIGHT) await (this.flights.shift() as Promise<void>).catch(() => {});
+    while (this.flights.length >= IN_FLIGHT)
+      await (this.flights.shift() as Promise<void>).catch(() => {});
     if (this.failed) throw this.failed;
 
     const binding: ChunkBinding | undefined = this.sstableId && {
@@ -245,8 +285,16 @@ export class SSTableDataWriter {
     // na and later: a chunk that does not compress below maxCompressedLength is stored raw,
     // padded to that length so a reader can tell (never done for encrypting classes).
     const chunks = stored.map((chunk, i) => {
-      if (!compressed || max === undefined || !this.features.hasMaxCompressedLength || chunk.length < max) return chunk;
-      return plain[i].length >= max ? plain[i] : Buffer.concat([plain[i], Buffer.alloc(max - plain[i].length)]);
+      if (
+        !compressed ||
+        max === undefined ||
+        !this.features.hasMaxCompressedLength ||
+        chunk.length < max
+      )
+        return chunk;
+      return plain[i].length >= max
+        ? plain[i]
+        : Buffer.concat([plain[i], Buffer.alloc(max - plain[i].length)]);
     });
 
     // Chunk checksums and the running digest, on the thread pool: compressed chunks are framed
@@ -341,14 +389,22 @@ export class SSTableDataWriter {
         className: c.className,
         options,
         chunkLength: this.chunkLength,
-        maxCompressedLength: c.encrypting ? NEVER_UNCOMPRESSED : (params.maxCompressedLength ?? NEVER_UNCOMPRESSED),
+        maxCompressedLength: c.encrypting
+          ? NEVER_UNCOMPRESSED
+          : (params.maxCompressedLength ?? NEVER_UNCOMPRESSED),
         dataLength: this.dataLength,
         chunkOffsets: this.offsets,
       };
-      await this.writeComponent('CompressionInfo.db', serializeCompressionInfo(info, this.features.hasMaxCompressedLength));
+      await this.writeComponent(
+        'CompressionInfo.db',
+        serializeCompressionInfo(info, this.features.hasMaxCompressedLength),
+      );
       components.push('CompressionInfo.db');
     } else {
-      const crc = serializeCrcDb({ chunkLength: CRC_CHUNK, checksums: Uint32Array.from(this.sliceChecksums) });
+      const crc = serializeCrcDb({
+        chunkLength: CRC_CHUNK,
+        checksums: Uint32Array.from(this.sliceChecksums),
+      });
       await this.writeComponent('CRC.db', crc);
       components.push('CRC.db');
     }
@@ -396,7 +452,10 @@ function checkComponentNames(format: SSTableFormat, names: string[]): void {
   const allowed = SENSITIVE_COMPONENTS[format];
   const bad = names.find((name, i) => !allowed.includes(name) || names.indexOf(name) !== i);
   if (bad !== undefined) {
-    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `finish(): encryptedComponents may name only ` +
-      `${allowed.join(', ')}, each once; got ${JSON.stringify(bad)}`);
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      `finish(): encryptedComponents may name only ` +
+        `${allowed.join(', ')}, each once; got ${JSON.stringify(bad)}`,
+    );
   }
 }

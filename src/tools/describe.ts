@@ -28,7 +28,11 @@ export interface SSTableDescription {
   error?: { code: string; message: string };
 }
 
-export function describeDataDirectory(dataDir: string, keyspace?: string, tables?: string[]): SSTableDescription[] {
+export function describeDataDirectory(
+  dataDir: string,
+  keyspace?: string,
+  tables?: string[],
+): SSTableDescription[] {
   const out: SSTableDescription[] = [];
   for (const table of findTables(dataDir, keyspace, tables)) {
     for (const files of liveSSTables(table.dir).sstables) {
@@ -48,8 +52,10 @@ export function describeDataDirectory(dataDir: string, keyspace?: string, tables
           compressor: s.params.enabled ? (s.params.className as string) : null,
           options: s.compressionInfo?.options ?? {},
           encrypted: s.params.encryption !== undefined,
-          encryptedComponents: s.params.encryption === undefined ? [] :
-            ['Data.db', ...(s.compressionInfo?.options.encrypted_components?.split(',') ?? [])],
+          encryptedComponents:
+            s.params.encryption === undefined
+              ? []
+              : ['Data.db', ...(s.compressionInfo?.options.encrypted_components?.split(',') ?? [])],
           summary: describeParams(s.params),
           chunkLength: s.chunkLength,
           chunkCount: s.chunkCount,
@@ -58,12 +64,21 @@ export function describeDataDirectory(dataDir: string, keyspace?: string, tables
         });
       } catch (err) {
         if (!isTdeError(err)) throw err;
-        out.push({ ...base, compressor: null, options: {}, encrypted: false, encryptedComponents: [], summary: 'unreadable',
-          chunkLength: 0, chunkCount: 0, dataBytes: 0, storedBytes: 0,
-          error: { code: err.code, message: err.message } });
+        out.push({
+          ...base,
+          compressor: null,
+          options: {},
+          encrypted: false,
+          encryptedComponents: [],
+          summary: 'unreadable',
+          chunkLength: 0,
+          chunkCount: 0,
+          dataBytes: 0,
+          storedBytes: 0,
+          error: { code: err.code, message: err.message },
+        });
       }
     }
   }
   return out;
 }
-

@@ -62,12 +62,20 @@ async function probe(files: SSTableFiles, keys: KeyProvider): Promise<void> {
   }
 }
 
-export async function openDataDirectory(dataDir: string, options: OpenDataDirectoryOptions): Promise<OpenedDataDirectory> {
+export async function openDataDirectory(
+  dataDir: string,
+  options: OpenDataDirectoryOptions,
+): Promise<OpenedDataDirectory> {
   // The option wins over the setting of the same name in the config file (cassandra.yaml's).
-  const policy = (options.diskFailurePolicy ?? options.config.raw.disk_failure_policy ?? 'stop') as DiskFailurePolicy;
+  const policy = (options.diskFailurePolicy ??
+    options.config.raw.disk_failure_policy ??
+    'stop') as DiskFailurePolicy;
   if (!POLICIES.includes(policy)) {
-    throw new TdeError('ERR_TDE_CONFIG', `disk_failure_policy "${String(policy)}" is not one of ${POLICIES.join(', ')}`,
-      { file: options.config.file });
+    throw new TdeError(
+      'ERR_TDE_CONFIG',
+      `disk_failure_policy "${String(policy)}" is not one of ${POLICIES.join(', ')}`,
+      { file: options.config.file },
+    );
   }
   const keys = options.keys ?? new KeyProviders(options.config);
   const out: OpenedDataDirectory = { sstables: [], unreadable: [] };
@@ -82,9 +90,14 @@ export async function openDataDirectory(dataDir: string, options: OpenDataDirect
           const problem = { sstable: displayName(files), code: err.code, message: err.message };
           out.unreadable.push(problem);
           if (policy === 'die' || policy === 'stop' || policy === 'stop_paranoid') {
-            throw new TdeError('ERR_TDE_UNREADABLE_SSTABLE', `SSTable ${problem.sstable} cannot be read, and ` +
-              `disk_failure_policy is ${policy}: ${err.message}. Restore the key it needs, move the SSTable ` +
-              'away, or set disk_failure_policy to best_effort to start without it', err.context, err);
+            throw new TdeError(
+              'ERR_TDE_UNREADABLE_SSTABLE',
+              `SSTable ${problem.sstable} cannot be read, and ` +
+                `disk_failure_policy is ${policy}: ${err.message}. Restore the key it needs, move the SSTable ` +
+                'away, or set disk_failure_policy to best_effort to start without it',
+              err.context,
+              err,
+            );
           }
           const action = policy === 'ignore' ? 'ignored' : 'skipped';
           if (action === 'ignored') out.sstables.push(files);

@@ -38,9 +38,17 @@ export interface VerifyDirReport {
 
 export async function verifyDataDirectory(options: VerifyOptions): Promise<VerifyDirReport> {
   const keys = new KeyProviders(options.config, { observer: options.observer });
-  const out: VerifyDirReport = { dataDir: options.dataDir, sstables: [], interrupted: [], legacy: [], replaced: [], faults: 0 };
+  const out: VerifyDirReport = {
+    dataDir: options.dataDir,
+    sstables: [],
+    interrupted: [],
+    legacy: [],
+    replaced: [],
+    faults: 0,
+  };
   const holder = lockHolder(options.dataDir);
-  if (holder) out.rewriteInProgress = `process ${holder.pid} on ${holder.host}, since ${holder.since}`;
+  if (holder)
+    out.rewriteInProgress = `process ${holder.pid} on ${holder.host}, since ${holder.since}`;
   try {
     for (const table of findTables(options.dataDir, options.keyspace, options.tables)) {
       const listing = liveSSTables(table.dir);
@@ -55,14 +63,30 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
           report = await reader.verify(files.components.find((c) => c.startsWith('Digest.')));
         } catch (err) {
           if (!isTdeError(err)) throw err;
-          const fault: Fault = { code: err.code, message: err.message, file: err.file ?? files.dir,
-            chunk: err.chunk, offset: err.offset, length: err.length };
-          report = { sstable: displayName(files), chunks: 0, storedBytes: 0, dataBytes: 0, dataChecksum: 0, faults: [fault] };
+          const fault: Fault = {
+            code: err.code,
+            message: err.message,
+            file: err.file ?? files.dir,
+            chunk: err.chunk,
+            offset: err.offset,
+            length: err.length,
+          };
+          report = {
+            sstable: displayName(files),
+            chunks: 0,
+            storedBytes: 0,
+            dataBytes: 0,
+            dataChecksum: 0,
+            faults: [fault],
+          };
         } finally {
           await reader?.close();
         }
         // A rewrite running beside us may have replaced this SSTable while it was being read.
-        if (report.faults.length > 0 && !liveSSTables(table.dir).sstables.some((s) => prefixOf(s) === prefixOf(files))) {
+        if (
+          report.faults.length > 0 &&
+          !liveSSTables(table.dir).sstables.some((s) => prefixOf(s) === prefixOf(files))
+        ) {
           out.replaced.push(displayName(files));
           continue;
         }

@@ -38,11 +38,18 @@ export function writeFullySync(fd: number, data: Uint8Array): void {
 }
 
 /** handle.write until every byte is written, from `position` on (or the file's position). */
-export async function writeFully(handle: fs.promises.FileHandle, data: Uint8Array,
-  position?: number): Promise<void> {
+export async function writeFully(
+  handle: fs.promises.FileHandle,
+  data: Uint8Array,
+  position?: number,
+): Promise<void> {
   for (let at = 0; at < data.length;) {
-    const { bytesWritten } = await handle.write(data, at, data.length - at,
-      position === undefined ? undefined : position + at);
+    const { bytesWritten } = await handle.write(
+      data,
+      at,
+      data.length - at,
+      position === undefined ? undefined : position + at,
+    );
     if (bytesWritten <= 0) throw stalled();
     at += bytesWritten;
   }
@@ -52,8 +59,11 @@ export async function writeFully(handle: fs.promises.FileHandle, data: Uint8Arra
  * handle.writev until every buffer is written, from `position` on (or the file's position),
  * at most IOV_MAX (1024) buffers per call.
  */
-export async function writevFully(handle: fs.promises.FileHandle, buffers: Uint8Array[],
-  position?: number): Promise<void> {
+export async function writevFully(
+  handle: fs.promises.FileHandle,
+  buffers: Uint8Array[],
+  position?: number,
+): Promise<void> {
   let rest = buffers.filter((b) => b.length > 0);
   let at = position;
   while (rest.length > 0) {
@@ -105,8 +115,12 @@ export function matchOwner(files: string[], reference: fs.Stats): void {
  * (or a file far too big for what it should be) is refused with `code` instead of blocking the
  * read or filling memory. `what` names the file in messages ("config file").
  */
-export function readRegularFile(file: string, maxBytes: number, code: ErrorCodeName,
-  what: string): Buffer {
+export function readRegularFile(
+  file: string,
+  maxBytes: number,
+  code: ErrorCodeName,
+  what: string,
+): Buffer {
   let fd: number;
   try {
     fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
@@ -117,8 +131,12 @@ export function readRegularFile(file: string, maxBytes: number, code: ErrorCodeN
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new TdeError(code, `${what} ${file} is not a regular file`, { file });
     if (st.size > maxBytes) {
-      throw new TdeError(code, `${what} ${file} is ${st.size} bytes, more than a ${what} can ` +
-        `plausibly be (at most ${maxBytes})`, { file });
+      throw new TdeError(
+        code,
+        `${what} ${file} is ${st.size} bytes, more than a ${what} can ` +
+          `plausibly be (at most ${maxBytes})`,
+        { file },
+      );
     }
     return fs.readFileSync(fd);
   } catch (err) {

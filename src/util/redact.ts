@@ -9,7 +9,12 @@ export function looksLikeKey(value: string): boolean {
   if (/^[0-9a-fA-F]{32,}$/.test(v)) return true;
   if (!/^[A-Za-z0-9+/]{20,}={0,2}$/.test(v)) return false;
   // A transformation (AES/CBC/PKCS5Padding) or a path is not key material.
-  if (/^[A-Za-z0-9]+(\/[A-Za-z0-9]+)+$/.test(v) && !/[+=]/.test(v) && v.split('/').every((p) => p.length < 20)) return false;
+  if (
+    /^[A-Za-z0-9]+(\/[A-Za-z0-9]+)+$/.test(v) &&
+    !/[+=]/.test(v) &&
+    v.split('/').every((p) => p.length < 20)
+  )
+    return false;
   const classes = [/[a-z]/, /[A-Z]/, /[0-9]/].filter((r) => r.test(v)).length;
   return classes >= 2;
 }

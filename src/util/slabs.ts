@@ -33,7 +33,8 @@ export class SlabPool {
     }
     const at = this.free.findIndex((b) => b.byteLength >= total);
     // Not from Node's small-buffer pool: a batch is large and its lifetime is the caller's.
-    const slab = at >= 0 ? this.free.splice(at, 1)[0] : Buffer.allocUnsafeSlow(Math.max(total, 1)).buffer;
+    const slab =
+      at >= 0 ? this.free.splice(at, 1)[0] : Buffer.allocUnsafeSlow(Math.max(total, 1)).buffer;
     this.lent.add(slab);
     return { data: new Uint8Array(slab, 0, total), offsets, lengths };
   }
@@ -59,7 +60,11 @@ export function viewsOf(spans: Spans, lengths?: ArrayLike<number>): Buffer[] {
   const { data, offsets } = spans;
   const out = new Array<Buffer>(offsets.length);
   for (let i = 0; i < offsets.length; i++) {
-    out[i] = Buffer.from(data.buffer, data.byteOffset + offsets[i], lengths ? lengths[i] : spans.lengths[i]);
+    out[i] = Buffer.from(
+      data.buffer,
+      data.byteOffset + offsets[i],
+      lengths ? lengths[i] : spans.lengths[i],
+    );
   }
   return out;
 }

@@ -40,7 +40,9 @@ export async function startKmipServer(certsFrom?: string, database?: string): Pr
   // Servers that share certificates let one client fail over between them.
   if (certsFrom) fs.cpSync(certsFrom, path.join(dir, 'certs'), { recursive: true });
   const port = await freePort();
-  execFileSync(SCRIPT, ['start', dir, String(port), ...(database ? [database] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+  execFileSync(SCRIPT, ['start', dir, String(port), ...(database ? [database] : [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   return {
     dir,
     port,
@@ -59,7 +61,11 @@ export async function startKmipServer(certsFrom?: string, database?: string): Pr
 const read = (f: string) => fs.readFileSync(f, 'utf8');
 
 /** A client group for servers started here, with the PEM client certificate. */
-export function groupFor(server: KmipServer, overrides: Partial<KmipGroup> = {}, ports = [server.port]): KmipGroup {
+export function groupFor(
+  server: KmipServer,
+  overrides: Partial<KmipGroup> = {},
+  ports = [server.port],
+): KmipGroup {
   return {
     name: 'test',
     hosts: ports.map((port) => ({ host: '127.0.0.1', port })),
@@ -75,7 +81,12 @@ export function groupFor(server: KmipServer, overrides: Partial<KmipGroup> = {},
 }
 
 /** A dse.yaml kmip_hosts group section for the server (PEM stores unless told otherwise). */
-export function kmipYaml(server: KmipServer, name: string, extra: Record<string, string | number> = {}, ports = [server.port]): string {
+export function kmipYaml(
+  server: KmipServer,
+  name: string,
+  extra: Record<string, string | number> = {},
+  ports = [server.port],
+): string {
   const settings: Record<string, string | number> = {
     hosts: ports.map((p) => `127.0.0.1:${p}`).join(', '),
     keystore_path: path.join(server.certs, 'client.jks'),
@@ -87,5 +98,11 @@ export function kmipYaml(server: KmipServer, name: string, extra: Record<string,
     timeout: 5000,
     ...extra,
   };
-  return `  ${name}:\n` + Object.entries(settings).map(([k, v]) => `    ${k}: ${v}`).join('\n') + '\n';
+  return (
+    `  ${name}:\n` +
+    Object.entries(settings)
+      .map(([k, v]) => `    ${k}: ${v}`)
+      .join('\n') +
+    '\n'
+  );
 }

@@ -51,7 +51,9 @@ const TYPE_CODES: Record<TtlvType, number> = {
   Interval: 0x0a,
   DateTimeExtended: 0x0b,
 };
-const TYPE_NAMES = new Map(Object.entries(TYPE_CODES).map(([name, code]) => [code, name as TtlvType]));
+const TYPE_NAMES = new Map(
+  Object.entries(TYPE_CODES).map(([name, code]) => [code, name as TtlvType]),
+);
 
 /** Lengths the fixed-size types must declare. */
 const FIXED_LENGTH: Partial<Record<TtlvType, number>> = {
@@ -69,11 +71,17 @@ export const MAX_DEPTH = 32;
 
 const TAG_NAMES = new Map(Object.entries(TAGS).map(([name, n]) => [n, name]));
 const ENUM_NAMES = new Map(
-  Object.entries(ENUMS).map(([tag, values]) => [tag, new Map(Object.entries(values).map(([k, v]) => [v, k]))]),
+  Object.entries(ENUMS).map(([tag, values]) => [
+    tag,
+    new Map(Object.entries(values).map(([k, v]) => [v, k])),
+  ]),
 );
 
 export class TtlvError extends TdeError {
-  constructor(message: string, readonly at: number) {
+  constructor(
+    message: string,
+    readonly at: number,
+  ) {
     super('ERR_TDE_TTLV', `malformed KMIP message at byte ${at}: ${message}`, { offset: at });
   }
 }
@@ -84,7 +92,8 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 export function tagNumber(tag: string | number): number {
   if (typeof tag === 'number') return tag;
   const n = TAGS[tag];
-  if (n === undefined) throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `unknown KMIP tag name "${tag}"`);
+  if (n === undefined)
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `unknown KMIP tag name "${tag}"`);
   return n;
 }
 
@@ -97,12 +106,20 @@ export function enumNumber(tag: string | number, value: string | number): number
   if (typeof value === 'number') return value;
   const n = typeof tag === 'string' ? ENUMS[tag]?.[value] : undefined;
   if (n === undefined) {
-    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `unknown value "${value}" for KMIP enumeration ${tag}`);
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      `unknown value "${value}" for KMIP enumeration ${tag}`,
+    );
   }
   return n;
 }
 
-function decodeAt(buf: Buffer, at: number, end: number, depth: number): { item: TtlvItem; next: number } {
+function decodeAt(
+  buf: Buffer,
+  at: number,
+  end: number,
+  depth: number,
+): { item: TtlvItem; next: number } {
   if (depth > MAX_DEPTH) throw new TtlvError(`structures nested deeper than ${MAX_DEPTH}`, at);
   if (end - at < 8) throw new TtlvError(`an item needs 8 header bytes, ${end - at} remain`, at);
 
@@ -110,7 +127,8 @@ function decodeAt(buf: Buffer, at: number, end: number, depth: number): { item: 
   const typeCode = buf[at + 3];
   const length = buf.readUInt32BE(at + 4);
   const type = TYPE_NAMES.get(typeCode);
-  if (!type) throw new TtlvError(`unknown item type 0x${typeCode.toString(16).padStart(2, '0')}`, at + 3);
+  if (!type)
+    throw new TtlvError(`unknown item type 0x${typeCode.toString(16).padStart(2, '0')}`, at + 3);
   const start = at + 8;
   const total = type === 'Structure' ? length : padded(length);
   if (total > end - start) {
@@ -128,7 +146,8 @@ function decodeAt(buf: Buffer, at: number, end: number, depth: number): { item: 
   let value: TtlvItem['value'];
   switch (type) {
     case 'Structure': {
-      if (length % 8 !== 0) throw new TtlvError(`a structure's length must be a multiple of 8, not ${length}`, at + 4);
+      if (length % 8 !== 0)
+        throw new TtlvError(`a structure's length must be a multiple of 8, not ${length}`, at + 4);
       const children: TtlvItem[] = [];
       let p = start;
       while (p < start + length) {
@@ -156,8 +175,15 @@ function decodeAt(buf: Buffer, at: number, end: number, depth: number): { item: 
       value = buf.readBigInt64BE(start);
       break;
     case 'BigInteger': {
-      if (length % 8 !== 0) throw new TtlvError(`a Big Integer's length must be a multiple of 8, not ${length}`, at + 4);
-      value = length === 0 ? 0n : BigInt.asIntN(length * 8, BigInt('0x' + buf.toString('hex', start, start + length)));
+      if (length % 8 !== 0)
+        throw new TtlvError(
+          `a Big Integer's length must be a multiple of 8, not ${length}`,
+          at + 4,
+        );
+      value =
+        length === 0
+          ? 0n
+          : BigInt.asIntN(length * 8, BigInt('0x' + buf.toString('hex', start, start + length)));
       break;
     }
     case 'Boolean': {
@@ -192,14 +218,19 @@ export function decode(bytes: Uint8Array): TtlvItem {
 function bigIntegerBytes(v: bigint): Buffer {
   let bytes = 8;
   while (BigInt.asIntN(bytes * 8, v) !== v) bytes += 8;
-  const hex = BigInt.asUintN(bytes * 8, v).toString(16).padStart(bytes * 2, '0');
+  const hex = BigInt.asUintN(bytes * 8, v)
+    .toString(16)
+    .padStart(bytes * 2, '0');
   return Buffer.from(hex, 'hex');
 }
 
 function valueBytes(item: TtlvItem, depth: number): Buffer {
   const v = item.value;
   const fail = (what: string): never => {
-    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `cannot encode ${String(item.tag)} (${item.type}): ${what}`);
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      `cannot encode ${String(item.tag)} (${item.type}): ${what}`,
+    );
   };
   switch (item.type) {
     case 'Structure': {
@@ -208,21 +239,25 @@ function valueBytes(item: TtlvItem, depth: number): Buffer {
       return Buffer.concat(v.map((child) => encodeItem(child, depth + 1)));
     }
     case 'Integer': {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) return fail('not a 32-bit integer');
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff)
+        return fail('not a 32-bit integer');
       const b = Buffer.alloc(4);
       b.writeInt32BE(v);
       return b;
     }
     case 'Interval': {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) return fail('not an unsigned 32-bit integer');
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff)
+        return fail('not an unsigned 32-bit integer');
       const b = Buffer.alloc(4);
       b.writeUInt32BE(v);
       return b;
     }
     case 'Enumeration': {
-      if (typeof v !== 'number' && typeof v !== 'string') return fail('value must be a name or a number');
+      if (typeof v !== 'number' && typeof v !== 'string')
+        return fail('value must be a name or a number');
       const n = enumNumber(item.tag, v);
-      if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) return fail('not an unsigned 32-bit value');
+      if (!Number.isInteger(n) || n < 0 || n > 0xffffffff)
+        return fail('not an unsigned 32-bit value');
       const b = Buffer.alloc(4);
       b.writeUInt32BE(n);
       return b;
@@ -230,7 +265,8 @@ function valueBytes(item: TtlvItem, depth: number): Buffer {
     case 'LongInteger':
     case 'DateTime':
     case 'DateTimeExtended': {
-      if (typeof v !== 'bigint' || BigInt.asIntN(64, v) !== v) return fail('value must be a 64-bit bigint');
+      if (typeof v !== 'bigint' || BigInt.asIntN(64, v) !== v)
+        return fail('value must be a 64-bit bigint');
       const b = Buffer.alloc(8);
       b.writeBigInt64BE(v);
       return b;
