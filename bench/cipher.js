@@ -155,7 +155,8 @@ async function run({ quick = false, log = () => {} } = {}) {
           await Promise.all(inflight);
           const t = targets(name, bits, size, threads, all);
           const label =
-            `encrypt ${name} ${bits} ${size / 1024} KiB, ${threads} thread${threads > 1 ? 's' : ''}` +
+            `encrypt ${name} ${bits} ${size / 1024} KiB, ` +
+            `${threads} thread${threads > 1 ? 's' : ''}` +
             (mb === false ? ', multi-buffer off' : '');
           const c = result(
             'cipher',

@@ -93,7 +93,8 @@ async function run({ quick = false, args = [], log = () => {} } = {}) {
       const pristine = await makeSSTable(path.join(work, 'pristine'), size);
       const stored = fs.statSync(path.join(pristine, 'nb-1-big-Data.db')).size;
       log(
-        `   ${label}: ${(size / stored).toFixed(2)}:1 under LZ4, Data.db ${(stored / MiB).toFixed(0)} MiB\n`,
+        `   ${label}: ${(size / stored).toFixed(2)}:1 under LZ4, Data.db ` +
+          `${(stored / MiB).toFixed(0)} MiB\n`,
       );
 
       // Each case runs `reps` times on fresh hard links, after `sync` so that no earlier run's
@@ -185,7 +186,9 @@ async function run({ quick = false, args = [], log = () => {} } = {}) {
           ),
         );
       }
-      const ioName = `file system: ${(stored / MiB).toFixed(0)} MiB to a new file + fsync (as MB/s of data), ${label}`;
+      const ioName =
+        `file system: ${(stored / MiB).toFixed(0)} MiB to a new file + fsync (as ` +
+        `MB/s of data), ${label}`;
       group.push(result('rewrite', ioName, io.mbps, null, undefined, extra(io)));
       group.push(
         result(

@@ -37,7 +37,8 @@ function markdown(doc) {
     const ops = cases[0].mbps === null;
     out.push(`## ${suite}`, '');
     out.push(
-      `| case | ${ops ? 'per second' : 'MB/s'} | baseline | ${ops ? 'per second' : 'MB/s'} | ratio | target |`,
+      `| case | ${ops ? 'per second' : 'MB/s'} | baseline | ${ops ? 'per second' : 'MB/s'} | ` +
+        `ratio | target |`,
     );
     out.push('|---|---:|---|---:|---:|---|');
     for (const c of cases) {
@@ -47,10 +48,12 @@ function markdown(doc) {
       if (c.target) targets.push(`${c.target.ratio}x: ${c.target.met ? 'met' : '**not met**'}`);
       if (c.memoryTarget)
         targets.push(
-          `< ${c.memoryTarget.maxRssMiB} MiB peak (${c.maxRssMiB}): ${c.memoryTarget.met ? 'met' : '**not met**'}`,
+          `< ${c.memoryTarget.maxRssMiB} MiB peak (${c.maxRssMiB}): ` +
+            `${c.memoryTarget.met ? 'met' : '**not met**'}`,
         );
       out.push(
-        `| ${c.name} | ${Math.round(v)} | ${c.baseline?.name ?? ''} | ${b === undefined ? '' : Math.round(b)} | ` +
+        `| ${c.name} | ${Math.round(v)} | ${c.baseline?.name ?? ''} | ` +
+          `${b === undefined ? '' : Math.round(b)} | ` +
           `${c.ratio === null ? '' : c.ratio.toFixed(2)} | ${targets.join('; ')} |`,
       );
       if (c.node) {
@@ -58,7 +61,8 @@ function markdown(doc) {
           ? `${c.node.target.ratio}x: ${c.node.target.met ? 'met' : '**not met**'}`
           : '';
         out.push(
-          `| ${c.name} | ${Math.round(v)} | ${c.node.name} | ${c.node.mbps} | ${c.node.ratio.toFixed(2)} | ${t} |`,
+          `| ${c.name} | ${Math.round(v)} | ${c.node.name} | ${c.node.mbps} | ` +
+            `${c.node.ratio.toFixed(2)} | ${t} |`,
         );
       }
       if (c.opensslConcurrent) {
@@ -152,7 +156,8 @@ async function main() {
   const svg = await chart(doc);
   if (svg) fs.writeFileSync(`${base}-cipher.svg`, svg);
   log(
-    `\nresults: ${path.relative(process.cwd(), base)}.json, .md${svg ? ', -cipher.svg' : ''} (${doc.seconds} s)\n`,
+    `\nresults: ${path.relative(process.cwd(), base)}.json, ` +
+      `.md${svg ? ', -cipher.svg' : ''} (${doc.seconds} s)\n`,
   );
   process.stdout.write(JSON.stringify(doc) + '\n');
 }

@@ -67,7 +67,9 @@ async function uncompressedData(config) {
   return out;
 }
 
-/** Each live SSTable's index and metadata components (the ones holding partition keys), by table. */
+/**
+ * Each live SSTable's index and metadata components (the ones holding partition keys), by table.
+ */
 function indexComponents() {
   const out = new Map();
   for (const t of tde.findTables(dataDir)) {
@@ -118,7 +120,8 @@ async function main() {
     process.exit(1);
 
   step(
-    'Ask for encryption: ALTER TABLE ... WITH compression = EncryptingLZ4Compressor, AES/CBC/PKCS5Padding 128',
+    'Ask for encryption: ALTER TABLE ... WITH compression = EncryptingLZ4Compressor, ' +
+      'AES/CBC/PKCS5Padding 128',
   );
   const schema = (compression) =>
     tables
@@ -129,7 +132,8 @@ async function main() {
     encrypt,
     schema(
       "{'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': " +
-        "'AES/CBC/PKCS5Padding', 'secret_key_strength': 128, 'system_key_file': 'system_key', 'chunk_length_kb': 64}",
+        "'AES/CBC/PKCS5Padding', 'secret_key_strength': 128, 'system_key_file': 'system_key', " +
+        "'chunk_length_kb': 64}",
     ),
   );
   process.stdout.write(fs.readFileSync(encrypt, 'utf8').split('\n')[0] + '\n...\n');

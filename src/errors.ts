@@ -63,7 +63,9 @@ export const ErrorCode = {
   ERR_TDE_SEGMENT_HEADER: 'ERR_TDE_SEGMENT_HEADER',
   /** A commit log segment has a damaged section; what came before it was read. */
   ERR_TDE_SEGMENT_DAMAGED: 'ERR_TDE_SEGMENT_DAMAGED',
-  /** A commit log segment ends inside a section (a crash while writing); what came before was read. */
+  /**
+   * A commit log segment ends inside a section (a crash while writing); what came before was read.
+   */
   ERR_TDE_SEGMENT_TRUNCATED: 'ERR_TDE_SEGMENT_TRUNCATED',
   /** A key store's password is wrong (or the store was altered). */
   ERR_TDE_KEYSTORE_PASSWORD: 'ERR_TDE_KEYSTORE_PASSWORD',

@@ -59,7 +59,10 @@ export { openCommitLogSegment, openHintsFile, systemInfoKey } from './commitlog/
 export { readJceksSecretKey } from './config/jceks';
 
 import * as ttlvCodec from './kmip/ttlv/codec';
-/** KMIP's TTLV encoding: `ttlv.decode(bytes)` gives a tree with KMIP names, `ttlv.encode(tree)` bytes. */
+/**
+ * KMIP's TTLV encoding: `ttlv.decode(bytes)` gives a tree with KMIP names, `ttlv.encode(tree)`
+ * bytes.
+ */
 export const ttlv = { decode: ttlvCodec.decode, encode: ttlvCodec.encode };
 export type { TtlvItem, TtlvType } from './kmip/ttlv/codec';
 export { KmipClient } from './kmip/client';

@@ -53,7 +53,9 @@ function line(c) {
   return `${c.name.padEnd(60)} ${c.mbps.toFixed(0).padStart(7)} MB/s  ${base}${target}\n`;
 }
 
-/** Runs `suite` as a script: options from argv, a table while it runs, one JSON document at the end. */
+/**
+ * Runs `suite` as a script: options from argv, a table while it runs, one JSON document at the end.
+ */
 function main(suite) {
   const args = process.argv.slice(2);
   const quick = args.includes('--quick');

@@ -5,8 +5,9 @@
  * by as many bytes of the corpus's encrypted commit log segment (written by Cassandra; encrypted
  * bytes do not compress), repeated in that mix until the size asked for. The mix makes LZ4
  * compress it about 2:1, as production tables typically do, rather than the 40:1 of the corpus's
- * repetitive test rows alone (at 40:1 encryption would have almost nothing to do). The index and metadata components
- * come from the corpus table legacy_nb_clust, so an encrypting rewrite transcodes them too.
+ * repetitive test rows alone (at 40:1 encryption would have almost nothing to do). The index and
+ * metadata components come from the corpus table legacy_nb_clust, so an encrypting rewrite
+ * transcodes them too.
  */
 const fs = require('node:fs');
 const path = require('node:path');

@@ -324,7 +324,8 @@ export function createChunkCipher(options: ChunkCipherOptions): ChunkCipher {
       prefix: `cannot set up ${choice.name} (${choice.strength} bits)`,
     }));
   } finally {
-    // normalizeKey may have made a private copy (DESede 112); wipe it. The caller's buffer is theirs.
+    // normalizeKey may have made a private copy (DESede 112); wipe it. The caller's buffer is
+    // theirs.
     if (key.buffer !== options.key.buffer) key.fill(0);
   }
 }

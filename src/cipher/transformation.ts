@@ -143,7 +143,8 @@ export function parseTransformation(text: string): Transformation {
   if (!mode) {
     throw new TdeError(
       'ERR_TDE_UNKNOWN_CIPHER',
-      `unsupported cipher mode ${quote(parts[1])} in ${quote(text)}; expected ECB or CBC (or, for AES, CTR or GCM)`,
+      `unsupported cipher mode ${quote(parts[1])} in ${quote(text)}; expected ECB or CBC (or, ` +
+        `for AES, CTR or GCM)`,
     );
   }
   if (STREAM_IV[mode] !== undefined && info.name !== 'AES') {
@@ -157,7 +158,8 @@ export function parseTransformation(text: string): Transformation {
   if (!padding) {
     throw new TdeError(
       'ERR_TDE_UNKNOWN_CIPHER',
-      `unsupported padding ${quote(parts[2])} in ${quote(text)}; expected PKCS5Padding or NoPadding`,
+      `unsupported padding ${quote(parts[2])} in ${quote(text)}; expected PKCS5Padding or ` +
+        `NoPadding`,
     );
   }
   if (STREAM_IV[mode] !== undefined && padding !== 'NoPadding') {
@@ -241,8 +243,8 @@ export function normalizeKey(choice: CipherChoice, key: Uint8Array): Buffer {
   if (bytes.length !== choice.keyLength) {
     throw new TdeError(
       'ERR_TDE_KEY_LENGTH',
-      `${choice.algorithm} with a ${choice.strength}-bit strength needs a ${choice.keyLength}-byte key, ` +
-        `but the key given has ${bytes.length} bytes`,
+      `${choice.algorithm} with a ${choice.strength}-bit strength needs a ` +
+        `${choice.keyLength}-byte key, but the key given has ${bytes.length} bytes`,
     );
   }
   return bytes;

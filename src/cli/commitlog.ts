@@ -87,8 +87,9 @@ read to its end; the report says where each stopped and why.`,
           if (!r.complete) failed++;
           if (!json) {
             const what =
-              `${plural(r.sections, 'section')}, ${plural(r.blocks, 'block')}, ${plural(r.entries, 'entry', 'entries')}, ` +
-              `${r.dataBytes} bytes of data in ${r.storedBytes} bytes${r.cipher ? ` (${r.cipher}, key ${r.keyAlias})` : ''}`;
+              `${plural(r.sections, 'section')}, ${plural(r.blocks, 'block')}, ` +
+              `${plural(r.entries, 'entry', 'entries')}, ${r.dataBytes} bytes of data in ` +
+              `${r.storedBytes} bytes${r.cipher ? ` (${r.cipher}, key ${r.keyAlias})` : ''}`;
             if (r.complete) io.out(`ok     ${file}: ${what}`);
             else {
               io.out(`FAULT  ${file}: ${what}, then stopped`);

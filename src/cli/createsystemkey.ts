@@ -25,7 +25,8 @@ interface Options {
 export function createSystemKeyCommand(io: Io, done: (code: number) => void): Command {
   const cmd = new Command('createsystemkey')
     .description(
-      'create a system key: a local key file (ALG/MODE/PADDING:BITS:BASE64KEY, mode 0600), or with -k a key on a KMIP server',
+      'create a system key: a local key file (ALG/MODE/PADDING:BITS:BASE64KEY, mode 0600), or ' +
+        'with -k a key on a KMIP server',
     )
     .argument('<cipher>', 'JCE transformation, e.g. AES/CBC/PKCS5Padding')
     .argument('<strength>', 'key strength in bits, e.g. 128')

@@ -34,7 +34,8 @@ No key is needed: describe reads metadata only, and never shows key bytes.`,
     ) => {
       const json = Boolean(opts.json);
       try {
-        if (opts.config) readConfig(opts.config); // not needed, but a wrong one should not pass unnoticed
+        // not needed, but a wrong one should not pass unnoticed
+        if (opts.config) readConfig(opts.config);
         const rows = describeDataDirectory(opts.dataDir, keyspace, tables);
         if (json) {
           io.out(JSON.stringify(rows, null, 2));
@@ -51,16 +52,16 @@ No key is needed: describe reads metadata only, and never shows key bytes.`,
               .join(', ');
             if (opts) io.out(`  options: ${opts}`);
             io.out(
-              `  ${plural(r.chunkCount, 'chunk')} of ${r.chunkLength} bytes; ${r.dataBytes} bytes of data, ` +
-                `${r.storedBytes} bytes in Data.db`,
+              `  ${plural(r.chunkCount, 'chunk')} of ${r.chunkLength} bytes; ` +
+                `${r.dataBytes} bytes of data, ${r.storedBytes} bytes in Data.db`,
             );
             io.out(`  components: ${r.components.join(' ')}`);
             if (r.encrypted) io.out(`  encrypted: ${r.encryptedComponents.join(' ')}`);
           }
           if (rows.length === 0) {
             io.err(
-              `sstable-tde: found no SSTable under ${opts.dataDir}: is --data-dir the directory that holds ` +
-                'the keyspace directories (KEYSPACE/TABLE/)?',
+              `sstable-tde: found no SSTable under ${opts.dataDir}: is --data-dir the directory ` +
+                `that holds the keyspace directories (KEYSPACE/TABLE/)?`,
             );
             done(EXIT_FAILURE);
             return;

@@ -61,7 +61,8 @@ async function readLine(): Promise<string> {
 export function encryptConfigValueCommand(io: Io, done: (code: number) => void): Command {
   const cmd = new Command('encryptconfigvalue')
     .description(
-      'encrypt a configuration value (a password) with the system key, for dse.yaml or cassandra.yaml',
+      'encrypt a configuration value (a password) with the system key, for dse.yaml or ' +
+        'cassandra.yaml',
     )
     .option('--json', 'print the result as JSON');
   addConfigOption(cmd);

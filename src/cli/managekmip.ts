@@ -20,7 +20,8 @@ export function dseDate(seconds: bigint | undefined): string {
   const d = new Date(Number(seconds) * 1000);
   const p = (n: number) => String(n).padStart(2, '0');
   return (
-    `${DAYS[d.getUTCDay()]} ${MONTHS[d.getUTCMonth()]} ${p(d.getUTCDate())} ${p(d.getUTCHours())}:` +
+    `${DAYS[d.getUTCDay()]} ${MONTHS[d.getUTCMonth()]} ${p(d.getUTCDate())} ` +
+    `${p(d.getUTCHours())}:` +
     `${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} UTC ${d.getUTCFullYear()}`
   );
 }
@@ -175,7 +176,8 @@ After the key cache refreshes (key_cache_millis), new data is encrypted with ano
           );
         else
           io.out(
-            `Key ${id} of ${group} stops encrypting at ${when.toISOString()} (recorded as ${how}); it still decrypts.`,
+            `Key ${id} of ${group} stops encrypting at ${when.toISOString()} (recorded as ` +
+              `${how}); it still decrypts.`,
           );
       }),
   );
@@ -247,8 +249,8 @@ directory that may still hold SSTables encrypted with it, backups included.`,
             throw new TdeError(
               'ERR_TDE_KEY_IN_USE',
               `key ${id} of ${group} is ${state ?? 'in an unknown state'}, not revoked: ` +
-                `revoke it first ("sstable-tde managekmip revoke ${group} ${id}"), rewrite the data encrypted with ` +
-                'it, then destroy it (or pass --force)',
+                `revoke it first ("sstable-tde managekmip revoke ${group} ${id}"), rewrite the ` +
+                `data encrypted with it, then destroy it (or pass --force)`,
             );
           }
           if (opts.dataDir) {
@@ -257,8 +259,10 @@ directory that may still hold SSTables encrypted with it, backups included.`,
               throw new TdeError(
                 'ERR_TDE_KEY_IN_USE',
                 `key ${id} of ${group} is still needed by ${needing.length} ` +
-                  `SSTable(s) under ${opts.dataDir}, which would become unreadable:\n  - ${needing.join('\n  - ')}\n` +
-                  'rewrite them first (upgradesstables --include-all-sstables), or pass --force if they may be lost',
+                  `SSTable(s) under ${opts.dataDir}, which would become unreadable:\n  - ` +
+                  `${needing.join('\n  - ')}\n` +
+                  'rewrite them first (upgradesstables --include-all-sstables), or pass --force ' +
+                  'if they may be lost',
               );
             }
           }

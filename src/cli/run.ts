@@ -1,4 +1,7 @@
-/** Entry point for running the CLI from source (tests, development): `node --import=tsx src/cli/run.ts`. */
+/**
+ * Entry point for running the CLI from source (tests, development):
+ * `node --import=tsx src/cli/run.ts`.
+ */
 import { main } from './main';
 
 main();

@@ -1,4 +1,6 @@
-/** `upgradesstables`: rewrite SSTables whose compression or encryption differs from their table's. */
+/**
+ * `upgradesstables`: rewrite SSTables whose compression or encryption differs from their table's.
+ */
 import { Command } from 'commander';
 import * as cliProgress from 'cli-progress';
 
@@ -21,8 +23,9 @@ function line(r: SSTableResult): string {
   switch (r.status) {
     case 'rewritten':
       return (
-        `rewritten  ${r.sstable} -> ${r.newSSTable?.split('/').pop()} (${r.dataBytes} bytes of data; ` +
-        `Data.db ${r.storedBytesBefore} -> ${r.storedBytesAfter} bytes; ${(r.seconds ?? 0).toFixed(2)} s)\n` +
+        `rewritten  ${r.sstable} -> ${r.newSSTable?.split('/').pop()} (${r.dataBytes} bytes of ` +
+        `data; Data.db ${r.storedBytesBefore} -> ${r.storedBytesAfter} bytes; ` +
+        `${(r.seconds ?? 0).toFixed(2)} s)\n` +
         `           ${r.from} -> ${r.to}`
       );
     case 'unchanged':
@@ -57,7 +60,8 @@ export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Co
     'after',
     `
 Examples:
-  sstable-tde upgradesstables --data-dir /var/lib/cassandra/data --schema schema.cql --config dse.yaml
+  sstable-tde upgradesstables --data-dir /var/lib/cassandra/data --schema schema.cql ` +
+      `--config dse.yaml
   sstable-tde upgradesstables --data-dir data --schema schema.cql -a cycling cyclist_name
   sstable-tde upgradesstables --data-dir data --config dse.yaml -a system batchlog paxos
 
@@ -87,8 +91,8 @@ interrupted before doing anything else.`,
         const config = configFrom(opts);
         if (!opts.schema && !config.systemInfoEncryption?.enabled) {
           io.err(
-            'sstable-tde: give --schema FILE (only system.batchlog and system.paxos can go without one, ' +
-              'when system_info_encryption is enabled in --config)',
+            'sstable-tde: give --schema FILE (only system.batchlog and system.paxos can go ' +
+              'without one, when system_info_encryption is enabled in --config)',
           );
           done(2);
           return;
@@ -131,7 +135,8 @@ interrupted before doing anything else.`,
           if (controller.signal.aborted) process.exit(130);
           bar?.stop();
           io.err(
-            `sstable-tde: ${signal}: rolling back the SSTable in progress (press again to stop at once)`,
+            `sstable-tde: ${signal}: rolling back the SSTable in progress (press again to stop ` +
+              `at once)`,
           );
           controller.abort();
         };
@@ -167,13 +172,14 @@ interrupted before doing anything else.`,
           for (const r of report.results) io.out(line(r));
           for (const m of report.missing) {
             io.out(
-              `MISSING    ${m}: named in ${opts.schema ?? 'the schema'} but has no directory in ${opts.dataDir} (a typo, ` +
+              `MISSING    ${m}: named in ${opts.schema ?? 'the schema'} but has no directory in ` +
+                `${opts.dataDir} (a typo, ` +
                 'or is --data-dir not the directory that holds the keyspace directories?)',
             );
           }
           io.out(
-            `\n${report.rewritten} rewritten, ${report.unchanged} unchanged, ${report.skipped} skipped, ` +
-              `${report.failed} failed`,
+            `\n${report.rewritten} rewritten, ${report.unchanged} unchanged, ` +
+              `${report.skipped} skipped, ${report.failed} failed`,
           );
           printMetrics(io, metrics);
         }
@@ -187,7 +193,8 @@ interrupted before doing anything else.`,
           }
           if (report.missing.length > 0) {
             io.err(
-              `sstable-tde: ${report.missing.length} table(s) named in the schema have no directory (MISSING above)`,
+              `sstable-tde: ${report.missing.length} table(s) named in the schema have no ` +
+                `directory (MISSING above)`,
             );
           }
         }

@@ -56,7 +56,8 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
             : (r) => {
                 if (r.faults.length === 0) {
                   io.out(
-                    `ok     ${r.sstable}: ${plural(r.chunks, 'chunk')}, ${r.dataBytes} bytes of data`,
+                    `ok     ${r.sstable}: ${plural(r.chunks, 'chunk')}, ${r.dataBytes} bytes of ` +
+                      `data`,
                   );
                   return;
                 }
@@ -70,8 +71,8 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
         } else {
           if (report.rewriteInProgress) {
             io.out(
-              `note   an upgradesstables run holds this data directory (${report.rewriteInProgress}); ` +
-                'SSTables it replaced while verify ran were skipped',
+              `note   an upgradesstables run holds this data directory ` +
+                `(${report.rewriteInProgress}); SSTables it replaced while verify ran were skipped`,
             );
           } else {
             for (const t of report.interrupted) {
@@ -83,14 +84,15 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
           for (const l of report.legacy)
             io.out(`note   ${l}: SSTable version older than la, not verified`);
           io.out(
-            `\n${plural(report.sstables.length, 'SSTable')} verified, ${plural(report.faults, 'fault')}`,
+            `\n${plural(report.sstables.length, 'SSTable')} verified, ` +
+              `${plural(report.faults, 'fault')}`,
           );
           printMetrics(io, metrics);
         }
         if (report.sstables.length === 0 && report.replaced.length === 0) {
           io.err(
-            `sstable-tde: found no SSTable under ${opts.dataDir}: is --data-dir the directory that holds ` +
-              'the keyspace directories (KEYSPACE/TABLE/)?',
+            `sstable-tde: found no SSTable under ${opts.dataDir}: is --data-dir the directory ` +
+              `that holds the keyspace directories (KEYSPACE/TABLE/)?`,
           );
           done(EXIT_FAILURE);
           return;

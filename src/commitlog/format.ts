@@ -91,7 +91,8 @@ export function parseHeader(buf: Buffer, file: string): SegmentHeader {
   const version = buf.readInt32BE(0);
   if (!SUPPORTED_VERSIONS.includes(version)) {
     fail(
-      `commit log version ${version} is not one sstable-tde reads (${SUPPORTED_VERSIONS.join(', ')}: Cassandra 3.0 to 4.x)`,
+      `commit log version ${version} is not one sstable-tde reads ` +
+        `(${SUPPORTED_VERSIONS.join(', ')}: Cassandra 3.0 to 4.x)`,
     );
   }
   const id = buf.readBigInt64BE(4);

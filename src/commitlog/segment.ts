@@ -220,7 +220,8 @@ export async function readSegment(
         stop(
           pos,
           unwritten
-            ? `the section at ${pos} was never finished (its marker is empty): a crash while it was being written`
+            ? `the section at ${pos} was never finished (its marker is empty): a crash while it ` +
+                `was being written`
             : `the section marker at ${pos} fails its checksum: the segment is damaged`,
           unwritten,
         );

@@ -19,7 +19,8 @@ function enabled(config: TdeConfig): SystemInfoEncryption {
     throw new TdeError(
       'ERR_TDE_CONFIG',
       `system_info_encryption is not enabled in ${config.file ?? 'the configuration'}; ` +
-        'set system_info_encryption.enabled: true (with cipher_algorithm, secret_key_strength and key_provider)',
+        'set system_info_encryption.enabled: true (with cipher_algorithm, secret_key_strength ' +
+        'and key_provider)',
     );
   }
   return s;

@@ -37,8 +37,8 @@ export function parseSSTableId(hex: string | undefined, file: string): Buffer {
     throw new TdeError(
       'ERR_TDE_CORRUPT_COMPRESSION_INFO',
       `${file} has no valid ${SSTABLE_ID_OPTION}, ` +
-        'which an authenticated (GCM) SSTable needs to check its chunks; the file is damaged or was ' +
-        'replaced',
+        'which an authenticated (GCM) SSTable needs to check its chunks; the file is damaged or ' +
+        'was replaced',
       { file },
     );
   }

@@ -330,7 +330,8 @@ export async function createCompressor(
     if (e.keyCheckValue !== undefined && e.keyCheckValue !== key.keyCheckValue) {
       const where = options.file ? `${options.file} was` : 'the data was';
       const remedy = key.id.startsWith('kmip://')
-        ? `the KMIP server now returns different key material for ${key.id}; find out how the key was replaced`
+        ? `the KMIP server now returns different key material for ${key.id}; find out how the ` +
+          `key was replaced`
         : `restore the key file ${key.id} that was in use when it was written`;
       throw new TdeError(
         'ERR_TDE_WRONG_KEY',

@@ -50,7 +50,9 @@ export interface EncryptionSettings {
    * options read from CompressionInfo.db.
    */
   keyCheckValue?: string;
-  /** The KMIP key an SSTable was written with; present only in options read from CompressionInfo.db. */
+  /**
+   * The KMIP key an SSTable was written with; present only in options read from CompressionInfo.db.
+   */
   kmipKeyId?: string;
 }
 
@@ -172,8 +174,8 @@ function parseEncryption(opts: Record<string, string>): EncryptionSettings {
   if (choice.padding === 'NoPadding' && (choice.mode === 'ECB' || choice.mode === 'CBC')) {
     throw bad(
       `cipher_algorithm ${choice.name} cannot encrypt SSTable chunks: chunks have any ` +
-        `length (compressed, or the last one), and NoPadding takes only whole ${choice.blockSize}-byte ` +
-        `blocks; use ${choice.algorithm}/${choice.mode}/PKCS5Padding`,
+        `length (compressed, or the last one), and NoPadding takes only whole ` +
+        `${choice.blockSize}-byte blocks; use ${choice.algorithm}/${choice.mode}/PKCS5Padding`,
     );
   }
   const provider = normalizeProvider(
@@ -296,7 +298,8 @@ function maxCompressedLengthOf(
     const kb = Number(opts.max_compressed_length);
     if (!Number.isInteger(kb) || kb <= 0) {
       throw bad(
-        `max_compressed_length must be a positive number of KiB, not "${opts.max_compressed_length}"`,
+        `max_compressed_length must be a positive number of KiB, not ` +
+          `"${opts.max_compressed_length}"`,
       );
     }
     return kb * 1024;

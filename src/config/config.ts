@@ -158,11 +158,13 @@ function checkConfigKeyName(
       );
     else if (!groups.has(url.group))
       problems.push(
-        `config_encryption_key_name names KMIP group ${url.group}, which kmip_hosts does not define`,
+        `config_encryption_key_name names KMIP group ${url.group}, which kmip_hosts does not ` +
+          `define`,
       );
   } else if (name.includes('/') || name === '.' || name === '..') {
     problems.push(
-      `config_encryption_key_name ${quote(name)} must be a key file name inside system_key_directory, or kmip://GROUP/KEY_ID`,
+      `config_encryption_key_name ${quote(name)} must be a key file name inside ` +
+        `system_key_directory, or kmip://GROUP/KEY_ID`,
     );
   }
 }

@@ -153,7 +153,8 @@ function unseal(entry: SealedEntry, keyPassword: string, file: string): JceksSec
     throw new TdeError(
       'ERR_TDE_UNSUPPORTED',
       `key store ${file}: secret key ${entry.alias} is sealed with ` +
-        `${String(f.sealAlg)}, which sstable-tde cannot open (only PBEWithMD5AndTripleDES, JCEKS's own)`,
+        `${String(f.sealAlg)}, which sstable-tde cannot open (only PBEWithMD5AndTripleDES, ` +
+        `JCEKS's own)`,
       { file },
     );
   }
@@ -203,7 +204,10 @@ function unseal(entry: SealedEntry, keyPassword: string, file: string): JceksSec
   }
 }
 
-/** Reads one secret key out of a JCEKS file. Aliases compare case-insensitively, as Java stores them. */
+/**
+ * Reads one secret key out of a JCEKS file. Aliases compare case-insensitively, as Java stores
+ * them.
+ */
 export function readJceksSecretKey(
   file: string,
   storePassword: string,

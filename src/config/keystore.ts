@@ -15,7 +15,9 @@ import { readRegularFile } from '../util/files';
 export type StoreType = 'jks' | 'pkcs12' | 'pem';
 
 export interface LoadedStore {
-  /** Certificates, PEM: the chain of the key entry (key store) or the trusted ones (trust store). */
+  /**
+   * Certificates, PEM: the chain of the key entry (key store) or the trusted ones (trust store).
+   */
   certs: string[];
   /** The private key, PEM, for a key store. */
   key?: string;

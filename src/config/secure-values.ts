@@ -183,8 +183,10 @@ export async function loadConfig(
       throw new TdeError(
         'ERR_TDE_CONFIG',
         `config_encryption_active is true, but these properties are not ` +
-          `encrypted with ${key.name} (or were encrypted with another key):\n  - ${plain.join('\n  - ')}\n` +
-          'encrypt each value with "sstable-tde encryptconfigvalue" and put the output in its place',
+          `encrypted with ${key.name} (or were encrypted with another key):\n  - ` +
+          `${plain.join('\n  - ')}\n` +
+          'encrypt each value with "sstable-tde encryptconfigvalue" and put the output in its ' +
+          'place',
         { file },
       );
     }

@@ -86,8 +86,8 @@ export function parseKeyFile(text: string, file: string): KeyFileEntry[] {
   if (entries.length === 0) {
     throw new TdeError(
       'ERR_TDE_KEY_FILE',
-      `key file ${file} holds no key; recreate it with "sstable-tde createsystemkey" or restore it ` +
-        'from a backup',
+      `key file ${file} holds no key; recreate it with "sstable-tde createsystemkey" or restore ` +
+        `it from a backup`,
       { file },
     );
   }
@@ -112,11 +112,12 @@ export function readKeyFile(file: string): KeyFileEntry[] {
     if (e.code === 'ENOENT') {
       throw new TdeError(
         'ERR_TDE_KEY_FILE',
-        `system key file ${shownPath(file)} does not exist. Data already encrypted under it can be ` +
+        `system key file ${shownPath(file)} does not exist. Data already encrypted under it can ` +
+          `be ` +
           'read only with that same file: restore it from a backup, or set system_key_directory ' +
-          '(--config) to the directory that holds it. To encrypt new data under a new key, create ' +
-          `it with "sstable-tde createsystemkey CIPHER STRENGTH ${shownPath(path.basename(file))} ` +
-          `-d ${shownPath(path.dirname(file))}"`,
+          '(--config) to the directory that holds it. To encrypt new data under a new key, ' +
+          `create it with "sstable-tde createsystemkey CIPHER STRENGTH ` +
+          `${shownPath(path.basename(file))} -d ${shownPath(path.dirname(file))}"`,
         { file },
       );
     }
@@ -124,7 +125,8 @@ export function readKeyFile(file: string): KeyFileEntry[] {
       throw new TdeError(
         'ERR_TDE_KEY_FILE',
         `system key file ${file} is a symbolic link, which is ` +
-          'not followed (so a key file cannot be swapped behind a link); put the key file itself there',
+          'not followed (so a key file cannot be swapped behind a link); put the key file itself ' +
+          'there',
         { file },
       );
     }

@@ -31,7 +31,8 @@ export async function createKmipKey(
     length: spec.length,
     name:
       options.name ??
-      `sstable-tde ${options.namespace ? `${options.namespace} ` : ''}${choice.name} ${choice.strength} ${new Date().toISOString()}`,
+      `sstable-tde ${options.namespace ? `${options.namespace} ` : ''}${choice.name} ` +
+        `${choice.strength} ${new Date().toISOString()}`,
     attributes: newKeyAttributes(choice, options.namespace),
     template: options.template,
   });
@@ -120,8 +121,10 @@ export async function expireKey(
       throw new TdeError(
         'ERR_TDE_KMIP_OPERATION',
         `the KMIP server does not keep a Protect Stop Date for key ${id} ` +
-          `(${err.reason}${err.resultMessage ? `: ${err.resultMessage}` : ''}), and the key was not made by ` +
-          'sstable-tde, so there is nowhere else to record it; revoke the key instead to stop its use',
+          `(${err.reason}${err.resultMessage ? `: ${err.resultMessage}` : ''}), and the key was ` +
+          `not made by ` +
+          'sstable-tde, so there is nowhere else to record it; revoke the key instead to stop ' +
+          'its use',
         {},
         err,
       );
@@ -202,6 +205,7 @@ export async function kmipKeyCipher(client: KmipClient, id: string): Promise<Cip
   throw new TdeError(
     'ERR_TDE_KMIP_OPERATION',
     `KMIP key ${id} is a ${String(algorithm)} key of ${String(length)} bits ` +
-      'without a cipher recorded by sstable-tde; make the system key with "sstable-tde createsystemkey ... -k GROUP"',
+      'without a cipher recorded by sstable-tde; make the system key with "sstable-tde ' +
+      'createsystemkey ... -k GROUP"',
   );
 }

@@ -291,15 +291,18 @@ export class KmipKeyProvider implements KeyProvider {
       throw new TdeError(
         'ERR_TDE_KEY_NOT_FOUND',
         `KMIP group ${group} has no active ${choice.name} ${choice.strength}-bit ` +
-          `key${namespace ? ` in namespace ${namespace}` : ''} for system_info_encryption; create one with "sstable-tde ` +
-          `createsystemkey ${choice.name} ${choice.strength} -k ${group}${namespace ? ` -n ${namespace}` : ''}"`,
+          `key${namespace ? ` in namespace ${namespace}` : ''} for system_info_encryption; ` +
+          `create one with "sstable-tde createsystemkey ${choice.name} ${choice.strength} -k ` +
+          `${group}${namespace ? ` -n ${namespace}` : ''}"`,
       );
     }
 
     const id = await client.createSymmetricKey({
       algorithm: spec.algorithm,
       length: spec.length,
-      name: `sstable-tde ${namespace ? `${namespace} ` : ''}${choice.name} ${choice.strength} ${new Date(this.now()).toISOString()}`,
+      name:
+        `sstable-tde ${namespace ? `${namespace} ` : ''}${choice.name} ${choice.strength} ` +
+        `${new Date(this.now()).toISOString()}`,
       attributes: newKeyAttributes(choice, namespace),
     });
     await client.activate(id);
@@ -340,9 +343,10 @@ export class KmipKeyProvider implements KeyProvider {
         throw new TdeError(
           'ERR_TDE_KEY_NOT_FOUND',
           `KMIP key ${id} of group ${group} cannot be fetched ` +
-            `(${err.reason}${err.resultMessage ? `: ${err.resultMessage}` : ''}): if it was destroyed, data ` +
-            'encrypted with it can no longer be read; otherwise check that this client (its certificate) ' +
-            'owns the key',
+            `(${err.reason}${err.resultMessage ? `: ${err.resultMessage}` : ''}): if it was ` +
+            `destroyed, data ` +
+            'encrypted with it can no longer be read; otherwise check that this client (its ' +
+            'certificate) owns the key',
           { key: `kmip://${group}/${id}` },
           err,
         );
@@ -376,9 +380,10 @@ export class KmipKeyProvider implements KeyProvider {
       throw new TdeError(
         'ERR_TDE_WRONG_KEY',
         `KMIP key ${id} of group ${group} was made for ` +
-          `${entry.cipher ?? 'unauthenticated modes'} and cannot serve ${choice.name}: keys for authenticated ` +
-          '(GCM) chunks are kept apart, so an SSTable cannot be switched to an unauthenticated mode under ' +
-          "the same key; the SSTable's metadata may have been altered",
+          `${entry.cipher ?? 'unauthenticated modes'} and cannot serve ${choice.name}: keys for ` +
+          `authenticated ` +
+          '(GCM) chunks are kept apart, so an SSTable cannot be switched to an unauthenticated ' +
+          "mode under the same key; the SSTable's metadata may have been altered",
         { key: `kmip://${group}/${id}` },
       );
     }

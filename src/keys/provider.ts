@@ -99,14 +99,17 @@ export class LocalFileSystemKeyProvider implements KeyProvider {
       const held = entries.map((e) => `${e.transformation}:${e.strength}`).join(', ');
       const kindNote =
         fits.length > 0
-          ? ` fit for ${choice.mode === 'GCM' ? 'authenticated (GCM)' : 'unauthenticated'} chunks (keys made for ` +
-            'AES/GCM/NoPadding serve GCM only, and GCM needs such a key, so that an SSTable cannot be ' +
-            'downgraded to an unauthenticated mode under the same key)'
+          ? ` fit for ` +
+            `${choice.mode === 'GCM' ? 'authenticated (GCM)' : 'unauthenticated'} chunks (keys ` +
+            `made for ` +
+            'AES/GCM/NoPadding serve GCM only, and GCM needs such a key, so that an SSTable ' +
+            'cannot be downgraded to an unauthenticated mode under the same key)'
           : '';
       throw new TdeError(
         'ERR_TDE_KEY_NOT_FOUND',
-        `system key file ${file} has no ${choice.algorithm} ${choice.strength}-bit key${kindNote} (it holds ` +
-          `${held}); create one with "sstable-tde createsystemkey ${choice.name} ${choice.strength} ` +
+        `system key file ${file} has no ${choice.algorithm} ${choice.strength}-bit ` +
+          `key${kindNote} (it holds ${held}); create one with "sstable-tde createsystemkey ` +
+          `${choice.name} ${choice.strength} ` +
           `NEW_NAME -d ${this.directory}" and name NEW_NAME in the table's system_key_file`,
         { file, key: name },
       );

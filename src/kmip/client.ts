@@ -173,8 +173,8 @@ export class KmipClient {
       throw new TdeError(
         'ERR_TDE_KMIP_UNAVAILABLE',
         `KMIP group ${this.group.name}: the server speaks KMIP ` +
-          `${offered.map(versionString).join(', ') || '(no version)'}, none of which this client speaks ` +
-          `(${SUPPORTED_VERSIONS.map(versionString).join(', ')})`,
+          `${offered.map(versionString).join(', ') || '(no version)'}, none of which this client ` +
+          `speaks (${SUPPORTED_VERSIONS.map(versionString).join(', ')})`,
       );
     }
     return common;
@@ -220,7 +220,8 @@ export class KmipClient {
               'ERR_TDE_KMIP_UNAVAILABLE',
               `${addressString(this.group.hosts[index])}: the ` +
                 'server accepted the TLS connection but not the client certificate for KMIP ("' +
-                `${err.resultMessage ?? 'Authentication Not Successful'}"): many servers need the certificate ` +
+                `${err.resultMessage ?? 'Authentication Not Successful'}"): many servers need ` +
+                `the certificate ` +
                 'to carry extendedKeyUsage clientAuth and to be registered with them',
               {},
               err,

@@ -63,7 +63,9 @@ export interface Attribute {
   value: TtlvItem['value'];
 }
 
-/** KMIP 1.x spells attribute names as words: `CryptographicAlgorithm` is "Cryptographic Algorithm". */
+/**
+ * KMIP 1.x spells attribute names as words: `CryptographicAlgorithm` is "Cryptographic Algorithm".
+ */
 export function attributeName1x(name: string): string {
   if (name.startsWith('x-') || name.startsWith('y-')) return name;
   return name.replace(/([a-z0-9])([A-Z])/g, '$1 $2');

@@ -63,9 +63,8 @@ export function explainTlsError(
     return 'host unreachable: check the network route to it';
   if (code === 'ECONNRESET' || code === 'EPIPE') return 'the server reset the connection';
   if (
-    /ALERT_PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|WRONG_VERSION_NUMBER|VERSION_TOO_LOW|VERSION_TOO_HIGH|alert number 70/i.test(
-      text,
-    )
+    /ALERT_PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|WRONG_VERSION_NUMBER/i.test(text) ||
+    /VERSION_TOO_LOW|VERSION_TOO_HIGH|alert number 70/i.test(text)
   ) {
     return (
       'TLS version mismatch: client and server share no TLS version; check the protocol setting ' +
@@ -100,7 +99,8 @@ export function explainTlsError(
     );
   }
   if (
-    /UNKNOWN_CA|alert number 48|BAD_CERTIFICATE|alert number 42|CERTIFICATE_UNKNOWN|alert number 46|ACCESS_DENIED|alert number 49|CERTIFICATE_REQUIRED|alert number 116/i.test(
+    /UNKNOWN_CA|alert number 48|BAD_CERTIFICATE|alert number 42|CERTIFICATE_UNKNOWN/i.test(text) ||
+    /alert number 46|ACCESS_DENIED|alert number 49|CERTIFICATE_REQUIRED|alert number 116/i.test(
       text,
     )
   ) {
@@ -117,11 +117,13 @@ export function explainTlsError(
     );
   }
   if (
-    /SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE|INVALID_CA|CERT_CHAIN_TOO_LONG/.test(
-      code,
-    )
+    /SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|CERT_UNTRUSTED/.test(code) ||
+    /CERT_SIGNATURE_FAILURE|INVALID_CA|CERT_CHAIN_TOO_LONG/.test(code)
   ) {
-    return `the server certificate is not trusted (${code}): add the CA that signed it to truststore_path`;
+    return (
+      `the server certificate is not trusted (${code}): add the CA that signed it to ` +
+      `truststore_path`
+    );
   }
   return `${err.message}${code ? ` (${code})` : ''}`;
 }
@@ -160,8 +162,10 @@ export class KmipConnection {
     socket.on('close', () =>
       this.fail(
         this.bytesReceived === 0
-          ? 'the server closed the stream after 0 bytes: it most likely does not trust the client ' +
-              "certificate (or the client certificate is missing); check keystore_path and the server's trust"
+          ? 'the server closed the stream after 0 bytes: it most likely does not trust the ' +
+              'client ' +
+              'certificate (or the client certificate is missing); check keystore_path and the ' +
+              "server's trust"
           : 'the server closed the connection',
       ),
     );
@@ -251,14 +255,15 @@ export class KmipConnection {
     const length = all.readUInt32BE(4);
     if (tag !== RESPONSE_MESSAGE_TAG || all[3] !== 0x01) {
       this.fail(
-        `the server sent something that is not a KMIP response (first bytes ${all.subarray(0, 8).toString('hex')}): ` +
-          'is this port a KMIP server?',
+        `the server sent something that is not a KMIP response (first bytes ` +
+          `${all.subarray(0, 8).toString('hex')}): is this port a KMIP server?`,
       );
       return;
     }
     if (length > MAX_RESPONSE_BYTES) {
       this.fail(
-        `the server announced a ${length}-byte response, more than the ${MAX_RESPONSE_BYTES} accepted`,
+        `the server announced a ${length}-byte response, more than the ` +
+          `${MAX_RESPONSE_BYTES} accepted`,
       );
       return;
     }

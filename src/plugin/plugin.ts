@@ -260,8 +260,8 @@ export class TdePlugin extends EventEmitter<TdeEvents> {
       code,
       `cannot start: ${what} in kmip_hosts${where} cannot be used, and ` +
         `every configured group must be (as in DSE):\n${lines.join('\n')}\n` +
-        'Check that the KMIP servers are running and reachable from this host on those ports, and ' +
-        'the key and trust stores of each group; or remove a group no table uses',
+        'Check that the KMIP servers are running and reachable from this host on those ports, ' +
+        'and the key and trust stores of each group; or remove a group no table uses',
       { file: this.cfg.file },
       failures[0].err,
     );

@@ -91,7 +91,9 @@ export class RewriteTxn {
   }
 }
 
-/** Reads every transaction log in a table directory. A torn or unreadable log counts as uncommitted. */
+/**
+ * Reads every transaction log in a table directory. A torn or unreadable log counts as uncommitted.
+ */
 export function readTxns(dir: string): TxnState[] {
   let names: string[];
   try {

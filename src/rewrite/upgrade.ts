@@ -55,7 +55,10 @@ export interface UpgradeOptions {
   config: TdeConfig;
   /** Rewrite every SSTable, even those already as their table asks (`-a`). */
   includeAll?: boolean;
-  /** Rewrite even when Data.db does not match its Digest component (all chunk checksums still apply). */
+  /**
+   * Rewrite even when Data.db does not match its Digest component (all chunk checksums still
+   * apply).
+   */
   ignoreDigest?: boolean;
   keyspace?: string;
   tables?: string[];
@@ -187,7 +190,8 @@ function afterCommit(err: unknown, newId: SSTableId, oldName: string, log: strin
   return new TdeError(
     cause.code,
     `${displayName(newId)} replaces ${oldName} (the commit is ` +
-      `recorded in ${log}), but finishing the rewrite failed: ${cause.message}. The data is safe: ` +
+      `recorded in ${log}), but finishing the rewrite failed: ${cause.message}. The data is ` +
+      `safe: ` +
       'every reader here already ignores the old files, and running the command again removes them',
     cause.context,
     err,
@@ -256,7 +260,8 @@ class Rewriter {
     try {
       reader = await SSTableReader.open(old, { keys: this.keys });
       compressor = target.enabled ? await createCompressor(target, { keys: this.keys }) : undefined;
-      const table = `${path.basename(path.dirname(old.dir))}.${tableNameOf(path.basename(old.dir))}`;
+      const table =
+        `${path.basename(path.dirname(old.dir))}.` + `${tableNameOf(path.basename(old.dir))}`;
       if (compressor && compressor.warnings.length > 0 && !this.warned.has(table)) {
         this.warned.add(table);
         for (const message of compressor.warnings) {
@@ -381,8 +386,8 @@ class Rewriter {
     throw new TdeError(
       'ERR_TDE_DIGEST_MISMATCH',
       `${componentPath(source.files, source.digestComponent as string)} ` +
-        `says ${JSON.stringify(recorded.slice(0, 20))} but Data.db's checksum is ${reader.streamDigest}` +
-        `${DIGEST_ONLY_ADVICE}; the SSTable is left as it was`,
+        `says ${JSON.stringify(recorded.slice(0, 20))} but Data.db's checksum is ` +
+        `${reader.streamDigest}${DIGEST_ONLY_ADVICE}; the SSTable is left as it was`,
     );
   }
 
@@ -480,8 +485,8 @@ async function checkKeyUnchanged(summary: SSTableSummary, keys: KeyProviders): P
     throw new TdeError(
       'ERR_TDE_WRONG_KEY',
       `${file} was encrypted with a different key than ${key.id} ` +
-        `now holds (key check value ${e.keyCheckValue} recorded, ${key.keyCheckValue} found): restore ` +
-        `the key file ${key.id} that was in use when it was written`,
+        `now holds (key check value ${e.keyCheckValue} recorded, ${key.keyCheckValue} found): ` +
+        `restore the key file ${key.id} that was in use when it was written`,
       { file, key: key.id },
     );
   }
@@ -530,7 +535,8 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
     const plan: { table: TableDir; summary: SSTableSummary; target: CompressionParams }[] = [];
     const systemInfo = options.config.systemInfoEncryption;
     for (const table of tables) {
-      // system.batchlog and system.paxos follow system_info_encryption unless the schema says otherwise.
+      // system.batchlog and system.paxos follow system_info_encryption unless the schema says
+      // otherwise.
       const schema =
         options.schema.get(`${table.keyspace}.${table.table}`) ??
         (systemInfo?.enabled && table.keyspace === 'system' && SYSTEM_TABLES.includes(table.table)
@@ -553,9 +559,10 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
               code: 'ERR_TDE_REWRITE_FAILED',
               message:
                 `${table.dir} holds Cassandra transaction log(s) ` +
-                `${listing.cassandraTxns.map((f) => path.basename(f)).join(', ')} of an interrupted flush or ` +
-                'compaction; which SSTables are live is not settled until Cassandra cleans it up: start ' +
-                'Cassandra once (or run "sstableutil --cleanup"), then run this again',
+                `${listing.cassandraTxns.map((f) => path.basename(f)).join(', ')} of an ` +
+                `interrupted flush or ` +
+                'compaction; which SSTables are live is not settled until Cassandra cleans it ' +
+                'up: start Cassandra once (or run "sstableutil --cleanup"), then run this again',
             },
           });
         }
@@ -565,8 +572,8 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
         const table1 = `${table.keyspace}.${table.table}`;
         const message =
           `${listing.copies.join(' and ')} still hold copies as they were before this ` +
-          'rewrite (unencrypted, or under the old key); remove them (nodetool clearsnapshot) once they ' +
-          'are no longer needed';
+          'rewrite (unencrypted, or under the old key); remove them (nodetool clearsnapshot) ' +
+          'once they are no longer needed';
         report.warnings.push({ table: table1, message });
         onEvent({ type: 'warning', table: table1, message });
       }
@@ -577,7 +584,8 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
           table: table.table,
           status: 'skipped',
           reason:
-            'SSTable versions before la (Cassandra 2.2) are not supported; upgrade them with Cassandra first',
+            'SSTable versions before la (Cassandra 2.2) are not supported; upgrade them with ' +
+            'Cassandra first',
         });
       }
       for (const files of listing.sstables.sort((a, b) =>

@@ -222,7 +222,9 @@ class Parser {
     return map;
   }
 
-  /** `WITH a = x AND b = {...} AND CLUSTERING ORDER BY (...)`: returns the compression map, if any. */
+  /**
+   * `WITH a = x AND b = {...} AND CLUSTERING ORDER BY (...)`: returns the compression map, if any.
+   */
   withOptions(): { compression?: Record<string, string>; line: number } | undefined {
     if (!this.isWord('with')) return undefined;
     this.at++;
@@ -330,7 +332,8 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
         file,
         first.line,
         `${first.text.toUpperCase()} ${stmt[1]?.text ?? ''} is not a ` +
-          `statement this file can hold${didYouMean(stmt[1]?.text ?? '', ['TABLE', 'KEYSPACE', 'TYPE', 'INDEX'])}`,
+          `statement this file can ` +
+          `hold${didYouMean(stmt[1]?.text ?? '', ['TABLE', 'KEYSPACE', 'TYPE', 'INDEX'])}`,
       );
     }
 
@@ -345,7 +348,8 @@ export function parseSchema(text: string, file = 'schema'): Map<string, TableSch
           file,
           mention.line,
           `compression is a table option, but this is ${first.text.toUpperCase()} ` +
-            `${stmt[1]?.text.toUpperCase() ?? ''}: write ALTER TABLE KEYSPACE.TABLE WITH compression = {...}`,
+            `${stmt[1]?.text.toUpperCase() ?? ''}: write ALTER TABLE KEYSPACE.TABLE WITH ` +
+            `compression = {...}`,
         );
       }
       continue;

@@ -25,8 +25,8 @@ export function checkComponents(files: SSTableFiles): string[] {
       throw new TdeError(
         'ERR_TDE_MISSING_COMPONENT',
         `${file} is not a regular file (it is a ` +
-          `${st.isDirectory() ? 'directory' : 'special file'}); the SSTable ${displayName(files)} cannot ` +
-          'be used until it is restored',
+          `${st.isDirectory() ? 'directory' : 'special file'}); the SSTable ` +
+          `${displayName(files)} cannot be used until it is restored`,
         { file },
       );
     }
@@ -51,8 +51,8 @@ export function checkComponents(files: SSTableFiles): string[] {
     throw new TdeError(
       'ERR_TDE_MISSING_COMPONENT',
       `SSTable ${displayName(files)} lacks ` +
-        `${missing.join(', ')}, which its TOC.txt lists; restore ${missing.length > 1 ? 'them' : 'it'} ` +
-        'from a backup or snapshot',
+        `${missing.join(', ')}, which its TOC.txt lists; restore ` +
+        `${missing.length > 1 ? 'them' : 'it'} from a backup or snapshot`,
       { file: componentPath(files, missing[0]) },
     );
   }

@@ -119,7 +119,8 @@ export function parseCompressionInfo(
   if (c.remaining !== chunkCount * 8) {
     c.fail(
       c.remaining < chunkCount * 8
-        ? `it is truncated: ${chunkCount} chunk offsets need ${chunkCount * 8} bytes, ${c.remaining} remain`
+        ? `it is truncated: ${chunkCount} chunk offsets need ${chunkCount * 8} bytes, ` +
+            `${c.remaining} remain`
         : `${c.remaining - chunkCount * 8} unexpected bytes follow the chunk offsets`,
     );
   }
@@ -130,7 +131,8 @@ export function parseCompressionInfo(
     // Each chunk is at least its 4-byte checksum long.
     if (i > 0 && chunkOffsets[i] < chunkOffsets[i - 1] + 4) {
       c.fail(
-        `chunk offset ${i} (${chunkOffsets[i]}) does not follow chunk ${i - 1} (${chunkOffsets[i - 1]})`,
+        `chunk offset ${i} (${chunkOffsets[i]}) does not follow chunk ` +
+          `${i - 1} (${chunkOffsets[i - 1]})`,
       );
     }
   }

@@ -158,8 +158,8 @@ export class SSTableReader {
         throw new TdeError(
           'ERR_TDE_INTEGRITY',
           `${file} fails its authentication tag (${SSTABLE_TAG_OPTION}): ` +
-            'its chunk count, data length, chunk length or class were altered since it was written, ' +
-            'or the tag was removed; restore the SSTable from a backup',
+            'its chunk count, data length, chunk length or class were altered since it was ' +
+            'written, or the tag was removed; restore the SSTable from a backup',
           { file },
         );
       }
@@ -240,8 +240,8 @@ export class SSTableReader {
           throw new TdeError(
             'ERR_TDE_MISSING_COMPONENT',
             `SSTable ${displayName(id)} has neither ` +
-              `CompressionInfo.db nor CRC.db, so its Data.db cannot be checked; restore the missing ` +
-              'component from a backup',
+              `CompressionInfo.db nor CRC.db, so its Data.db cannot be checked; restore the ` +
+              `missing component from a backup`,
             { file: ciFile },
           );
         }
@@ -282,7 +282,8 @@ export class SSTableReader {
         throw new TdeError(
           'ERR_TDE_CORRUPT_COMPRESSION_INFO',
           `${componentPath(this.id, 'CompressionInfo.db')} lists ` +
-            `${component} as encrypted, but its class ${this.compressor?.className ?? '(none)'} does not encrypt`,
+            `${component} as encrypted, but its class ` +
+            `${this.compressor?.className ?? '(none)'} does not encrypt`,
           { file },
         );
       }
@@ -383,8 +384,10 @@ export class SSTableReader {
         bad.push({
           code: 'ERR_TDE_CHUNK_CHECKSUM',
           message:
-            `${w.prefix}: ${this.features.checksum} is ${actual.toString(16).padStart(8, '0')} but ` +
-            `${this.compressionInfo ? 'the stored checksum' : 'CRC.db'} says ${expected.toString(16).padStart(8, '0')}: ` +
+            `${w.prefix}: ${this.features.checksum} is ` +
+            `${actual.toString(16).padStart(8, '0')} but ` +
+            `${this.compressionInfo ? 'the stored checksum' : 'CRC.db'} says ` +
+            `${expected.toString(16).padStart(8, '0')}: ` +
             'the chunk is damaged; restore the SSTable from a backup or snapshot',
           ...w.context,
         } as Fault);
@@ -699,8 +702,8 @@ export class SSTableReader {
       faults.push({
         code: 'ERR_TDE_DIGEST_MISMATCH',
         message:
-          `${file} says ${JSON.stringify(text.slice(0, 20))} but Data.db's ${this.features.checksum} is ` +
-          `${actual}` +
+          `${file} says ${JSON.stringify(text.slice(0, 20))} but Data.db's ` +
+          `${this.features.checksum} is ${actual}` +
           (faults.length === 0
             ? DIGEST_ONLY_ADVICE
             : ': Data.db is damaged (see the chunk faults)'),
@@ -767,7 +770,8 @@ function checkOffsets(
     const stored = end - info.chunkOffsets[i] - 4;
     if (stored < 0)
       fail(
-        `chunk ${i} at ${info.chunkOffsets[i]} runs past the end of Data.db (${storedLength} bytes)`,
+        `chunk ${i} at ${info.chunkOffsets[i]} runs past the end of Data.db ` +
+          `(${storedLength} bytes)`,
       );
     if (stored > maxStored)
       fail(

@@ -447,7 +447,9 @@ export class SSTableDataWriter {
   }
 }
 
-/** Readers open what encrypted_components names, so only index and metadata components may go in. */
+/**
+ * Readers open what encrypted_components names, so only index and metadata components may go in.
+ */
 function checkComponentNames(format: SSTableFormat, names: string[]): void {
   const allowed = SENSITIVE_COMPONENTS[format];
   const bad = names.find((name, i) => !allowed.includes(name) || names.indexOf(name) !== i);

@@ -17,7 +17,10 @@ export interface SSTableDescription {
   /** Options recorded in CompressionInfo.db (class options and key names; never key bytes). */
   options: Record<string, string>;
   encrypted: boolean;
-  /** Components stored encrypted: Data.db for an encrypting class, and the index and metadata ones listed. */
+  /**
+   * Components stored encrypted: Data.db for an encrypting class, and the index and metadata ones
+   * listed.
+   */
   encryptedComponents: string[];
   summary: string;
   chunkLength: number;

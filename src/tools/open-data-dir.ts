@@ -93,7 +93,8 @@ export async function openDataDirectory(
             throw new TdeError(
               'ERR_TDE_UNREADABLE_SSTABLE',
               `SSTable ${problem.sstable} cannot be read, and ` +
-                `disk_failure_policy is ${policy}: ${err.message}. Restore the key it needs, move the SSTable ` +
+                `disk_failure_policy is ${policy}: ${err.message}. Restore the key it needs, ` +
+                `move the SSTable ` +
                 'away, or set disk_failure_policy to best_effort to start without it',
               err.context,
               err,
