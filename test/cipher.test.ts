@@ -30,20 +30,23 @@ function cipherFor(v: Vector) {
   });
 }
 
-test('every JCE vector decrypts to its plaintext from the DSE layout [IV][ciphertext]', async (t) => {
-  t.true(vectors.length > 250);
-  for (const v of vectors) {
-    const c = cipherFor(v);
-    const stored = Buffer.concat([v.iv ? hex(v.iv) : Buffer.alloc(0), hex(v.ciphertext)]);
-    const [plain] = await c.decryptBatch([stored]);
-    t.is(
-      plain.toString('hex'),
-      v.plaintext,
-      `${v.transformation} ${v.secret_key_strength} (${v.plaintext.length / 2} bytes)`,
-    );
-    c.destroy();
-  }
-});
+test(
+  'every JCE vector decrypts to its plaintext from the DSE layout ' + '[IV][ciphertext]',
+  async (t) => {
+    t.true(vectors.length > 250);
+    for (const v of vectors) {
+      const c = cipherFor(v);
+      const stored = Buffer.concat([v.iv ? hex(v.iv) : Buffer.alloc(0), hex(v.ciphertext)]);
+      const [plain] = await c.decryptBatch([stored]);
+      t.is(
+        plain.toString('hex'),
+        v.plaintext,
+        `${v.transformation} ${v.secret_key_strength} (${v.plaintext.length / 2} bytes)`,
+      );
+      c.destroy();
+    }
+  },
+);
 
 test('every ECB JCE vector encrypts to exactly its ciphertext', async (t) => {
   const ecb = vectors.filter((v) => v.iv === null);
@@ -56,52 +59,60 @@ test('every ECB JCE vector encrypts to exactly its ciphertext', async (t) => {
   }
 });
 
-test('CBC encryption chains as JCE does: the first block is E(key, P0 xor IV) under the same cipher in ECB', async (t) => {
-  const cbc = vectors.filter(
-    (v) => v.iv !== null && v.plaintext.length >= 32 && v.transformation.endsWith('PKCS5Padding'),
-  );
-  t.true(cbc.length > 20);
-  for (const v of cbc) {
-    const c = cipherFor(v);
-    const [stored] = await c.encryptBatch([hex(v.plaintext)]);
-    const block = c.choice.blockSize;
-    const iv = stored.subarray(0, block);
-    const p0 = hex(v.plaintext).subarray(0, block);
-    const xored = Buffer.from(p0.map((b, i) => b ^ iv[i]));
-    const ecb = createChunkCipher({
-      cipher_algorithm: v.transformation.replace('/CBC/PKCS5Padding', '/ECB/NoPadding'),
-      secret_key_strength: v.secret_key_strength,
-      key: hex(v.key),
-    });
-    t.is(
-      ecb.encryptSync(xored).toString('hex'),
-      stored.subarray(block, 2 * block).toString('hex'),
-      v.transformation,
+test(
+  'CBC encryption chains as JCE does: the first block is E(key, P0 xor IV) under the same ' +
+    'cipher in ECB',
+  async (t) => {
+    const cbc = vectors.filter(
+      (v) => v.iv !== null && v.plaintext.length >= 32 && v.transformation.endsWith('PKCS5Padding'),
     );
-    t.is((await c.decrypt(stored)).toString('hex'), v.plaintext);
-    c.destroy();
-    ecb.destroy();
-  }
-});
+    t.true(cbc.length > 20);
+    for (const v of cbc) {
+      const c = cipherFor(v);
+      const [stored] = await c.encryptBatch([hex(v.plaintext)]);
+      const block = c.choice.blockSize;
+      const iv = stored.subarray(0, block);
+      const p0 = hex(v.plaintext).subarray(0, block);
+      const xored = Buffer.from(p0.map((b, i) => b ^ iv[i]));
+      const ecb = createChunkCipher({
+        cipher_algorithm: v.transformation.replace('/CBC/PKCS5Padding', '/ECB/NoPadding'),
+        secret_key_strength: v.secret_key_strength,
+        key: hex(v.key),
+      });
+      t.is(
+        ecb.encryptSync(xored).toString('hex'),
+        stored.subarray(block, 2 * block).toString('hex'),
+        v.transformation,
+      );
+      t.is((await c.decrypt(stored)).toString('hex'), v.plaintext);
+      c.destroy();
+      ecb.destroy();
+    }
+  },
+);
 
-test("AES/CBC/PKCS5Padding chunks are [16-byte random IV][ciphertext] that Node's crypto decrypts", async (t) => {
-  for (const bits of [128, 192, 256]) {
-    const key = crypto.randomBytes(bits / 8);
-    const c = createChunkCipher({
-      cipher_algorithm: 'AES/CBC/PKCS5Padding',
-      secret_key_strength: bits,
-      key,
-    });
-    const chunks = [0, 1, 15, 16, 17, 4096, 65536].map((n) => crypto.randomBytes(n));
-    const out = await c.encryptBatch(chunks);
-    out.forEach((o, i) => {
-      t.is(o.length, 16 + (Math.floor(chunks[i].length / 16) + 1) * 16);
-      const d = crypto.createDecipheriv(`aes-${bits}-cbc`, key, o.subarray(0, 16));
-      t.true(Buffer.concat([d.update(o.subarray(16)), d.final()]).equals(chunks[i]));
-    });
-    c.destroy();
-  }
-});
+test(
+  "AES/CBC/PKCS5Padding chunks are [16-byte random IV][ciphertext] that Node's crypto " +
+    'decrypts',
+  async (t) => {
+    for (const bits of [128, 192, 256]) {
+      const key = crypto.randomBytes(bits / 8);
+      const c = createChunkCipher({
+        cipher_algorithm: 'AES/CBC/PKCS5Padding',
+        secret_key_strength: bits,
+        key,
+      });
+      const chunks = [0, 1, 15, 16, 17, 4096, 65536].map((n) => crypto.randomBytes(n));
+      const out = await c.encryptBatch(chunks);
+      out.forEach((o, i) => {
+        t.is(o.length, 16 + (Math.floor(chunks[i].length / 16) + 1) * 16);
+        const d = crypto.createDecipheriv(`aes-${bits}-cbc`, key, o.subarray(0, 16));
+        t.true(Buffer.concat([d.update(o.subarray(16)), d.final()]).equals(chunks[i]));
+      });
+      c.destroy();
+    }
+  },
+);
 
 test('each chunk gets a fresh IV: the same plaintext twice gives different chunks', async (t) => {
   const c = createChunkCipher({
@@ -130,23 +141,28 @@ test("AES/ECB/PKCS5Padding has no IV and matches Node's aes-ecb", async (t) => {
   c.destroy();
 });
 
-test('decrypting with the wrong key fails with ERR_TDE_DECRYPT_FAILED naming the chunk', async (t) => {
-  const a = createChunkCipher({
-    cipher_algorithm: 'AES/CBC/PKCS5Padding',
-    secret_key_strength: 128,
-    key: Buffer.alloc(16, 1),
-  });
-  const b = createChunkCipher({
-    cipher_algorithm: 'AES/CBC/PKCS5Padding',
-    secret_key_strength: 128,
-    key: Buffer.alloc(16, 2),
-  });
-  // Find a ciphertext whose wrong-key decryption has invalid padding (255 in 256 do).
-  const chunks = await a.encryptBatch(Array.from({ length: 8 }, (_, i) => Buffer.alloc(100, i)));
-  const err = await t.throwsAsync(() => b.decryptBatch(chunks), { code: 'ERR_TDE_DECRYPT_FAILED' });
-  t.regex(err?.message ?? '', /chunk \d of the batch/);
-  t.regex(err?.message ?? '', /different key|altered/);
-});
+test(
+  'decrypting with the wrong key fails with ERR_TDE_DECRYPT_FAILED naming the ' + 'chunk',
+  async (t) => {
+    const a = createChunkCipher({
+      cipher_algorithm: 'AES/CBC/PKCS5Padding',
+      secret_key_strength: 128,
+      key: Buffer.alloc(16, 1),
+    });
+    const b = createChunkCipher({
+      cipher_algorithm: 'AES/CBC/PKCS5Padding',
+      secret_key_strength: 128,
+      key: Buffer.alloc(16, 2),
+    });
+    // Find a ciphertext whose wrong-key decryption has invalid padding (255 in 256 do).
+    const chunks = await a.encryptBatch(Array.from({ length: 8 }, (_, i) => Buffer.alloc(100, i)));
+    const err = await t.throwsAsync(() => b.decryptBatch(chunks), {
+      code: 'ERR_TDE_DECRYPT_FAILED',
+    });
+    t.regex(err?.message ?? '', /chunk \d of the batch/);
+    t.regex(err?.message ?? '', /different key|altered/);
+  },
+);
 
 test('ciphertext that is not whole blocks fails with ERR_TDE_CHUNK_LENGTH', async (t) => {
   const c = createChunkCipher({
@@ -168,12 +184,16 @@ test('ciphertext that is not whole blocks fails with ERR_TDE_CHUNK_LENGTH', asyn
   });
 });
 
-test('transformation names are case-insensitive and a bare name means ECB with PKCS5 padding, as in JCE', (t) => {
-  t.is(parseTransformation('aes/cbc/pkcs5padding').name, 'AES/CBC/PKCS5Padding');
-  t.is(parseTransformation('AES').name, 'AES/ECB/PKCS5Padding');
-  t.is(parseTransformation('desede/CBC/NoPadding').name, 'DESede/CBC/NoPadding');
-  t.is(parseTransformation('TripleDES').name, 'DESede/ECB/PKCS5Padding');
-});
+test(
+  'transformation names are case-insensitive and a bare name means ECB with PKCS5 padding, as ' +
+    'in JCE',
+  (t) => {
+    t.is(parseTransformation('aes/cbc/pkcs5padding').name, 'AES/CBC/PKCS5Padding');
+    t.is(parseTransformation('AES').name, 'AES/ECB/PKCS5Padding');
+    t.is(parseTransformation('desede/CBC/NoPadding').name, 'DESede/CBC/NoPadding');
+    t.is(parseTransformation('TripleDES').name, 'DESede/ECB/PKCS5Padding');
+  },
+);
 
 test('unknown transformations and strengths give errors that list what is accepted', (t) => {
   t.throws(() => parseTransformation('AESX/CBC/PKCS5Padding'), {

@@ -20,14 +20,17 @@ test('--help of every command shows examples and exits 0', async (t) => {
   t.regex(top.stdout, /upgradesstables/);
 });
 
-test('usage errors exit 2: no command, unknown command, unknown option, missing required option', async (t) => {
-  t.is((await cli()).code, 2);
-  t.is((await cli('upgradesstable')).code, 2);
-  t.is((await cli('verify', '--data-dir', '.', '--bogus')).code, 2);
-  const missing = await cli('upgradesstables', '--data-dir', '.');
-  t.is(missing.code, 2);
-  t.regex(missing.stderr, /--schema/);
-});
+test(
+  'usage errors exit 2: no command, unknown command, unknown option, missing required ' + 'option',
+  async (t) => {
+    t.is((await cli()).code, 2);
+    t.is((await cli('upgradesstable')).code, 2);
+    t.is((await cli('verify', '--data-dir', '.', '--bogus')).code, 2);
+    const missing = await cli('upgradesstables', '--data-dir', '.');
+    t.is(missing.code, 2);
+    t.regex(missing.stderr, /--schema/);
+  },
+);
 
 test('a missing data directory is a failure (exit 1) that names it', async (t) => {
   const r = await cli('describe', '--data-dir', '/nonexistent/data');
@@ -96,41 +99,44 @@ test('the built command runs as a process with documented exit codes', async (t)
   t.regex(execFileSync(process.execPath, [bin, '--version']).toString(), /^\d+\.\d+\.\d+/);
 });
 
-test('encryptconfigvalue refuses an empty value and keeps a character split between pipe reads', async (t) => {
-  const keys = makeKeySetup();
-  createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
-  for (const input of ['', '\n']) {
-    const r = cliWithInput(['encryptconfigvalue', '--config', keys.configFile], input);
-    t.is(r.code, 1, JSON.stringify(input));
-    t.regex(r.stderr, /ERR_TDE_INVALID_ARGUMENT.*value to encrypt is empty.*nothing was/);
-    t.is(r.stdout, '', 'no encrypted value is printed');
-  }
+test(
+  'encryptconfigvalue refuses an empty value and keeps a character split between pipe ' + 'reads',
+  async (t) => {
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+    for (const input of ['', '\n']) {
+      const r = cliWithInput(['encryptconfigvalue', '--config', keys.configFile], input);
+      t.is(r.code, 1, JSON.stringify(input));
+      t.regex(r.stderr, /ERR_TDE_INVALID_ARGUMENT.*value to encrypt is empty.*nothing was/);
+      t.is(r.stdout, '', 'no encrypted value is printed');
+    }
 
-  // "pä" then the rest: the two bytes of "ä" arrive in two reads of the pipe.
-  const value = Buffer.from('päss', 'utf8');
-  const child = spawn(process.execPath, [
-    '--import=tsx',
-    path.join(ROOT, 'src/cli/run.ts'),
-    'encryptconfigvalue',
-    '--config',
-    keys.configFile,
-    '--json',
-  ]);
-  let stdout = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stdin.write(value.subarray(0, 2));
-  // It reads once it has named its key; give that read time to take the first part alone.
-  await new Promise((resolve) => child.stderr.once('data', resolve));
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  child.stdin.end(Buffer.concat([value.subarray(2), Buffer.from('\n')]));
-  const code = await new Promise((resolve) => child.on('close', resolve));
-  t.is(code, 0);
-  const [entry] = readKeyFile(path.join(keys.dir, 'system_key'));
-  const cipher = createChunkCipher({
-    cipher_algorithm: entry.transformation,
-    secret_key_strength: entry.strength,
-    key: entry.key,
-  });
-  t.is(decryptValue(cipher, JSON.parse(stdout).value), 'päss');
-  cipher.destroy();
-});
+    // "pä" then the rest: the two bytes of "ä" arrive in two reads of the pipe.
+    const value = Buffer.from('päss', 'utf8');
+    const child = spawn(process.execPath, [
+      '--import=tsx',
+      path.join(ROOT, 'src/cli/run.ts'),
+      'encryptconfigvalue',
+      '--config',
+      keys.configFile,
+      '--json',
+    ]);
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stdin.write(value.subarray(0, 2));
+    // It reads once it has named its key; give that read time to take the first part alone.
+    await new Promise((resolve) => child.stderr.once('data', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.stdin.end(Buffer.concat([value.subarray(2), Buffer.from('\n')]));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    t.is(code, 0);
+    const [entry] = readKeyFile(path.join(keys.dir, 'system_key'));
+    const cipher = createChunkCipher({
+      cipher_algorithm: entry.transformation,
+      secret_key_strength: entry.strength,
+      key: entry.key,
+    });
+    t.is(decryptValue(cipher, JSON.parse(stdout).value), 'päss');
+    cipher.destroy();
+  },
+);

@@ -22,7 +22,8 @@ import { cli, cliProcess, makeDataDir, makeKeySetup, onlySSTable, readAll } from
 const TABLES = ['legacy_nb_clust', 'legacy_me_clust'];
 const SCHEMA = TABLES.map(
   (t) =>
-    `ALTER TABLE legacy_tables.${t} WITH compression = {'class': 'EncryptingLZ4Compressor', 'chunk_length_kb': 4};`,
+    `ALTER TABLE legacy_tables.${t} WITH compression = {'class': 'EncryptingLZ4Compressor', ` +
+    `'chunk_length_kb': 4};`,
 ).join('\n');
 
 async function setup() {
@@ -38,77 +39,12 @@ async function setup() {
 }
 
 for (const point of CRASH_POINTS) {
-  test(`killed at "${point}": one complete SSTable per table, verify passes, a rerun finishes the job`, async (t) => {
-    const s = await setup();
-    const args = [
-      'upgradesstables',
-      '--data-dir',
-      s.dataDir,
-      '--schema',
-      s.schema,
-      '--config',
-      s.keys.configFile,
-    ];
-    const killed = await cliProcess(args, { SSTABLE_TDE_CRASH_AT: point });
-    t.is(killed.signal, 'SIGKILL', `the process should have been killed: ${killed.stderr}`);
-
-    for (const table of TABLES) {
-      const dir = path.join(s.dataDir, 'legacy_tables', table);
-      const live = liveSSTables(dir).sstables;
-      t.is(live.length, 1, `${table}: live SSTables ${live.map((l) => l.generation)}`);
-      const toc = readToc(path.join(dir, `${live[0].version}-${live[0].generation}-big-TOC.txt`));
-      for (const c of toc)
-        t.true(live[0].components.includes(c), `${table}: ${c} listed in TOC but missing`);
-      t.true((await readAll(live[0], s.keys.config)).equals(s.originals.get(table)!));
-    }
-    const verify = await cli('verify', '--data-dir', s.dataDir, '--config', s.keys.configFile);
-    t.is(verify.code, 0, verify.stdout);
-
-    const rerun = await cli(...args);
-    t.is(rerun.code, 0, rerun.stdout + rerun.stderr);
-    for (const table of TABLES) {
-      const dir = path.join(s.dataDir, 'legacy_tables', table);
-      t.deepEqual(
-        fs.readdirSync(dir).filter((f) => f.endsWith('.log')),
-        [],
-        'no transaction log is left',
-      );
-      const [only, ...rest] = scanTableDirectory(dir).sstables;
-      t.is(rest.length, 0, 'no debris is left');
-      t.true(only.components.includes('CompressionInfo.db'));
-      t.true((await readAll(only, s.keys.config)).equals(s.originals.get(table)!));
-    }
-    const described = await cli('describe', '--data-dir', s.dataDir, '--json');
-    t.true(
-      JSON.parse(described.stdout).every(
-        (d: { compressor: string }) => d.compressor === 'EncryptingLZ4Compressor',
-      ),
-    );
-  });
-}
-
-test('a second rewrite of the same data directory refuses, naming the holder of the lock', async (t) => {
-  const s = await setup();
-  const lock = lockDataDirectory(s.dataDir, 'sstable-tde upgradesstables');
-  try {
-    const r = await cli(
-      'upgradesstables',
-      '--data-dir',
-      s.dataDir,
-      '--schema',
-      s.schema,
-      '--config',
-      s.keys.configFile,
-    );
-    t.is(r.code, 1);
-    t.regex(r.stderr, new RegExp(`ERR_TDE_LOCKED.*process ${process.pid} on host`));
-    t.regex(r.stderr, /sstable-tde upgradesstables, since/);
-  } finally {
-    lock.release();
-  }
-  t.is(
-    (
-      await cli(
+  test(
+    `killed at "${point}": one complete SSTable per table, verify passes, a rerun finishes ` +
+      `the job`,
+    async (t) => {
+      const s = await setup();
+      const args = [
         'upgradesstables',
         '--data-dir',
         s.dataDir,
@@ -116,11 +52,83 @@ test('a second rewrite of the same data directory refuses, naming the holder of 
         s.schema,
         '--config',
         s.keys.configFile,
-      )
-    ).code,
-    0,
+      ];
+      const killed = await cliProcess(args, { SSTABLE_TDE_CRASH_AT: point });
+      t.is(killed.signal, 'SIGKILL', `the process should have been killed: ${killed.stderr}`);
+
+      for (const table of TABLES) {
+        const dir = path.join(s.dataDir, 'legacy_tables', table);
+        const live = liveSSTables(dir).sstables;
+        t.is(live.length, 1, `${table}: live SSTables ${live.map((l) => l.generation)}`);
+        const toc = readToc(path.join(dir, `${live[0].version}-${live[0].generation}-big-TOC.txt`));
+        for (const c of toc)
+          t.true(live[0].components.includes(c), `${table}: ${c} listed in TOC but missing`);
+        t.true((await readAll(live[0], s.keys.config)).equals(s.originals.get(table)!));
+      }
+      const verify = await cli('verify', '--data-dir', s.dataDir, '--config', s.keys.configFile);
+      t.is(verify.code, 0, verify.stdout);
+
+      const rerun = await cli(...args);
+      t.is(rerun.code, 0, rerun.stdout + rerun.stderr);
+      for (const table of TABLES) {
+        const dir = path.join(s.dataDir, 'legacy_tables', table);
+        t.deepEqual(
+          fs.readdirSync(dir).filter((f) => f.endsWith('.log')),
+          [],
+          'no transaction log is left',
+        );
+        const [only, ...rest] = scanTableDirectory(dir).sstables;
+        t.is(rest.length, 0, 'no debris is left');
+        t.true(only.components.includes('CompressionInfo.db'));
+        t.true((await readAll(only, s.keys.config)).equals(s.originals.get(table)!));
+      }
+      const described = await cli('describe', '--data-dir', s.dataDir, '--json');
+      t.true(
+        JSON.parse(described.stdout).every(
+          (d: { compressor: string }) => d.compressor === 'EncryptingLZ4Compressor',
+        ),
+      );
+    },
   );
-});
+}
+
+test(
+  'a second rewrite of the same data directory refuses, naming the holder of the ' + 'lock',
+  async (t) => {
+    const s = await setup();
+    const lock = lockDataDirectory(s.dataDir, 'sstable-tde upgradesstables');
+    try {
+      const r = await cli(
+        'upgradesstables',
+        '--data-dir',
+        s.dataDir,
+        '--schema',
+        s.schema,
+        '--config',
+        s.keys.configFile,
+      );
+      t.is(r.code, 1);
+      t.regex(r.stderr, new RegExp(`ERR_TDE_LOCKED.*process ${process.pid} on host`));
+      t.regex(r.stderr, /sstable-tde upgradesstables, since/);
+    } finally {
+      lock.release();
+    }
+    t.is(
+      (
+        await cli(
+          'upgradesstables',
+          '--data-dir',
+          s.dataDir,
+          '--schema',
+          s.schema,
+          '--config',
+          s.keys.configFile,
+        )
+      ).code,
+      0,
+    );
+  },
+);
 
 test('a lock left by a killed run is taken over', async (t) => {
   const s = await setup();

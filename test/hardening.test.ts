@@ -33,95 +33,108 @@ async function setup(tables: string[], key = 'AES/CBC/PKCS5Padding') {
   return { dataDir, keys, schema, run };
 }
 
-test('whole chunks swapped in an unauthenticated SSTable: verify does not call the digest alone wrong, upgrade refuses', async (t) => {
-  const s = await setup(['legacy_nb_clust']);
-  const enc = s.schema(
-    `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'chunk_length_in_kb': 16};`,
-  );
-  t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
-  const files = onlySSTable(path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust'));
-  const dataFile = path.join(files.dir, `nb-${files.generation}-big-Data.db`);
-  const data = fs.readFileSync(dataFile);
-  const n = 16400 + 16 + 4; // IV + padded 16 KiB + checksum: every full chunk has this size
-  const swapped = Buffer.concat([
-    data.subarray(0, n),
-    data.subarray(2 * n, 3 * n),
-    data.subarray(n, 2 * n),
-    data.subarray(3 * n),
-  ]);
-  t.is(swapped.length, data.length);
-  fs.writeFileSync(dataFile, swapped);
+test(
+  'whole chunks swapped in an unauthenticated SSTable: verify does not call the digest alone ' +
+    'wrong, upgrade refuses',
+  async (t) => {
+    const s = await setup(['legacy_nb_clust']);
+    const enc = s.schema(
+      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', ` +
+        `'chunk_length_in_kb': 16};`,
+    );
+    t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
+    const files = onlySSTable(path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust'));
+    const dataFile = path.join(files.dir, `nb-${files.generation}-big-Data.db`);
+    const data = fs.readFileSync(dataFile);
+    const n = 16400 + 16 + 4; // IV + padded 16 KiB + checksum: every full chunk has this size
+    const swapped = Buffer.concat([
+      data.subarray(0, n),
+      data.subarray(2 * n, 3 * n),
+      data.subarray(n, 2 * n),
+      data.subarray(3 * n),
+    ]);
+    t.is(swapped.length, data.length);
+    fs.writeFileSync(dataFile, swapped);
 
-  const v = await s.run('verify', '--data-dir', s.dataDir);
-  t.is(v.code, 1);
-  t.regex(v.stdout, /whole chunks were reordered or replaced/);
-  t.notRegex(v.stdout, /digest file alone is wrong/);
-  const before = treeHashes(s.dataDir);
-  const dec = s.schema(
-    `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'LZ4Compressor'};`,
-  );
-  const up = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', dec);
-  t.is(up.code, 1);
-  t.deepEqual(treeHashes(s.dataDir), before);
-});
+    const v = await s.run('verify', '--data-dir', s.dataDir);
+    t.is(v.code, 1);
+    t.regex(v.stdout, /whole chunks were reordered or replaced/);
+    t.notRegex(v.stdout, /digest file alone is wrong/);
+    const before = treeHashes(s.dataDir);
+    const dec = s.schema(
+      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'LZ4Compressor'};`,
+    );
+    const up = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', dec);
+    t.is(up.code, 1);
+    t.deepEqual(treeHashes(s.dataDir), before);
+  },
+);
 
-test('schema tables with no directory in the data directory are MISSING and fail the run', async (t) => {
-  const s = await setup(['legacy_nb_clust']);
-  const typo = s.schema(
-    `ALTER TABLE legacy_tables.legacy_nb_clsut WITH compression = {'class': 'Encryptor'};`,
-  );
-  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', typo);
-  t.is(r.code, 1);
-  t.regex(r.stdout, /MISSING +legacy_tables\.legacy_nb_clsut: named in .* but has no directory/);
-  // One level too high: the directory that holds the data directory.
-  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-parent-'));
-  fs.renameSync(s.dataDir, path.join(parent, 'data'));
-  const tooHigh = await s.run(
-    'upgradesstables',
-    '--data-dir',
-    parent,
-    '--schema',
-    s.schema(
-      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
-    ),
-  );
-  t.is(tooHigh.code, 1);
-  t.regex(tooHigh.stdout, /MISSING/);
-  fs.rmSync(parent, { recursive: true, force: true });
-});
+test(
+  'schema tables with no directory in the data directory are MISSING and fail the ' + 'run',
+  async (t) => {
+    const s = await setup(['legacy_nb_clust']);
+    const typo = s.schema(
+      `ALTER TABLE legacy_tables.legacy_nb_clsut WITH compression = {'class': 'Encryptor'};`,
+    );
+    const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', typo);
+    t.is(r.code, 1);
+    t.regex(r.stdout, /MISSING +legacy_tables\.legacy_nb_clsut: named in .* but has no directory/);
+    // One level too high: the directory that holds the data directory.
+    const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-parent-'));
+    fs.renameSync(s.dataDir, path.join(parent, 'data'));
+    const tooHigh = await s.run(
+      'upgradesstables',
+      '--data-dir',
+      parent,
+      '--schema',
+      s.schema(
+        `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
+      ),
+    );
+    t.is(tooHigh.code, 1);
+    t.regex(tooHigh.stdout, /MISSING/);
+    fs.rmSync(parent, { recursive: true, force: true });
+  },
+);
 
-test('schema typos are errors: unknown statements, a missing "=", duplicate options, an empty file', async (t) => {
-  const s = await setup(['legacy_nb_clust']);
-  const cases: [string, RegExp][] = [
-    [
-      `ALTER TABEL legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
-      /ALTER TABEL is not a statement.*did you mean "TABLE"/,
-    ],
-    [
-      `ALTR TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
-      /"ALTR" does not start a CQL statement.*ALTER/,
-    ],
-    [
-      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression {'class': 'Encryptor'};`,
-      /expected a table option/,
-    ],
-    [
-      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'class': 'LZ4Compressor'};`,
-      /given twice/,
-    ],
-    [
-      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': Encryptor};`,
-      /expected a quoted value/,
-    ],
-    ['', /names no table/],
-    ['-- only a comment\n', /names no table/],
-  ];
-  for (const [body, expected] of cases) {
-    const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', s.schema(body));
-    t.is(r.code, 1, body);
-    t.regex(r.stderr, expected, body);
-  }
-});
+test(
+  'schema typos are errors: unknown statements, a missing "=", duplicate options, an empty ' +
+    'file',
+  async (t) => {
+    const s = await setup(['legacy_nb_clust']);
+    const cases: [string, RegExp][] = [
+      [
+        `ALTER TABEL legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
+        /ALTER TABEL is not a statement.*did you mean "TABLE"/,
+      ],
+      [
+        `ALTR TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
+        /"ALTR" does not start a CQL statement.*ALTER/,
+      ],
+      [
+        `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression {'class': 'Encryptor'};`,
+        /expected a table option/,
+      ],
+      [
+        `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', ` +
+          `'class': 'LZ4Compressor'};`,
+        /given twice/,
+      ],
+      [
+        `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': Encryptor};`,
+        /expected a quoted value/,
+      ],
+      ['', /names no table/],
+      ['-- only a comment\n', /names no table/],
+    ];
+    for (const [body, expected] of cases) {
+      const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', s.schema(body));
+      t.is(r.code, 1, body);
+      t.regex(r.stderr, expected, body);
+    }
+  },
+);
 
 test('symbolically linked table and keyspace directories are followed', async (t) => {
   const s = await setup(['legacy_nb_clust', 'legacy_me_simple']);
@@ -148,9 +161,12 @@ test('symbolically linked table and keyspace directories are followed', async (t
 
 test('two runs started together on a stale lock: only one proceeds, every time', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-lock-'));
-  const script = `
-    const { lockDataDirectory } = require(${JSON.stringify(path.join(ROOT, 'dist/rewrite/lock.js'))});
-    try { const l = lockDataDirectory(process.argv[1], 'test'); console.log('GOT'); process.stdin.on('end', () => l.release()); process.stdin.resume(); }
+  const script =
+    `
+    const { lockDataDirectory } = ` +
+    `require(${JSON.stringify(path.join(ROOT, 'dist/rewrite/lock.js'))});
+    try { const l = lockDataDirectory(process.argv[1], 'test'); console.log('GOT'); ` +
+    `process.stdin.on('end', () => l.release()); process.stdin.resume(); }
     catch (e) { console.log(e.code); }`;
   // Each run reports, then a winner holds the lock until told to let go (its standard input
   // closes), so a run that starts late on a busy machine still meets the lock.
@@ -256,52 +272,64 @@ test('a damaged or foreign committed transaction log never removes the live SSTa
   }
 });
 
-test("new files keep the source SSTable's permission bits (and owner, when run as root)", async (t) => {
-  const s = await setup(['legacy_oa_simple']);
-  const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_oa_simple');
-  for (const f of fs.readdirSync(dir)) {
-    fs.chmodSync(path.join(dir, f), 0o600);
-    if (process.getuid?.() === 0) fs.chownSync(path.join(dir, f), 65534, 65534);
-  }
-  const enc = s.schema(
-    `ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`,
-  );
-  t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
-  const files = fs.readdirSync(dir);
-  t.true(files.every((f) => f.startsWith('oa-2-big-')));
-  for (const f of files) {
-    const st = fs.statSync(path.join(dir, f));
-    t.is(st.mode & 0o777, 0o600, f);
-    if (process.getuid?.() === 0) t.is(st.uid, 65534, f);
-  }
-});
+test(
+  "new files keep the source SSTable's permission bits (and owner, when run as " + 'root)',
+  async (t) => {
+    const s = await setup(['legacy_oa_simple']);
+    const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_oa_simple');
+    for (const f of fs.readdirSync(dir)) {
+      fs.chmodSync(path.join(dir, f), 0o600);
+      if (process.getuid?.() === 0) fs.chownSync(path.join(dir, f), 65534, 65534);
+    }
+    const enc = s.schema(
+      `ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`,
+    );
+    t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
+    const files = fs.readdirSync(dir);
+    t.true(files.every((f) => f.startsWith('oa-2-big-')));
+    for (const f of files) {
+      const st = fs.statSync(path.join(dir, f));
+      t.is(st.mode & 0o777, 0o600, f);
+      if (process.getuid?.() === 0) t.is(st.uid, 65534, f);
+    }
+  },
+);
 
-test('a real dse.yaml with settings sstable-tde does not use is accepted; a misspelt one of its own is not', async (t) => {
-  const s = await setup(['legacy_oa_simple']);
-  fs.writeFileSync(
-    s.keys.configFile,
-    `system_key_directory: ${s.keys.dir}\nmax_memory_to_lock_fraction: 0.20\n` +
-      'authentication_options:\n  enabled: false\nnode_health_options:\n  refresh_rate_ms: 60000\n',
-  );
-  t.is((await s.run('verify', '--data-dir', s.dataDir)).code, 0);
-  fs.writeFileSync(s.keys.configFile, `system_key_dir: ${s.keys.dir}\n`);
-  const r = await s.run('verify', '--data-dir', s.dataDir);
-  t.is(r.code, 1);
-  t.regex(r.stderr, /unknown setting "system_key_dir" \(did you mean "system_key_directory"\?\)/);
-});
+test(
+  'a real dse.yaml with settings sstable-tde does not use is accepted; a misspelt one of its ' +
+    'own is not',
+  async (t) => {
+    const s = await setup(['legacy_oa_simple']);
+    fs.writeFileSync(
+      s.keys.configFile,
+      `system_key_directory: ${s.keys.dir}\nmax_memory_to_lock_fraction: 0.20\n` +
+        'authentication_options:\n  enabled: false\nnode_health_options:\n  ' +
+        'refresh_rate_ms: 60000\n',
+    );
+    t.is((await s.run('verify', '--data-dir', s.dataDir)).code, 0);
+    fs.writeFileSync(s.keys.configFile, `system_key_dir: ${s.keys.dir}\n`);
+    const r = await s.run('verify', '--data-dir', s.dataDir);
+    t.is(r.code, 1);
+    t.regex(r.stderr, /unknown setting "system_key_dir" \(did you mean "system_key_directory"\?\)/);
+  },
+);
 
-test('a key file replaced under the same name makes "unchanged" SSTables fail with ERR_TDE_WRONG_KEY', async (t) => {
-  const s = await setup(['legacy_oa_simple']);
-  const enc = s.schema(
-    `ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`,
-  );
-  t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
-  fs.rmSync(path.join(s.keys.dir, 'system_key'));
-  createKeyFile(s.keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
-  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
-  t.is(r.code, 1);
-  t.regex(r.stdout, /FAILED .*ERR_TDE_WRONG_KEY/);
-});
+test(
+  'a key file replaced under the same name makes "unchanged" SSTables fail with ' +
+    'ERR_TDE_WRONG_KEY',
+  async (t) => {
+    const s = await setup(['legacy_oa_simple']);
+    const enc = s.schema(
+      `ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor'};`,
+    );
+    t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
+    fs.rmSync(path.join(s.keys.dir, 'system_key'));
+    createKeyFile(s.keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+    const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+    t.is(r.code, 1);
+    t.regex(r.stdout, /FAILED .*ERR_TDE_WRONG_KEY/);
+  },
+);
 
 test('a FIFO in place of the key file is refused at once instead of blocking', async (t) => {
   const s = await setup(['legacy_oa_simple']);
@@ -316,28 +344,31 @@ test('a FIFO in place of the key file is refused at once instead of blocking', a
   t.regex(r.stdout, /ERR_TDE_KEY_FILE.*not a regular file \(it is a pipe\)/);
 });
 
-test('a damaged TOC.txt or a listed component that is missing is reported and never carried over', async (t) => {
-  const s = await setup(['legacy_nb_clust', 'legacy_me_simple']);
-  fs.writeFileSync(
-    path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust', 'nb-1-big-TOC.txt'),
-    Buffer.alloc(92),
-  );
-  fs.rmSync(path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple', 'me-1-big-Index.db'));
-  const v = await s.run('verify', '--data-dir', s.dataDir);
-  t.is(v.code, 1);
-  t.regex(v.stdout, /ERR_TDE_CORRUPT_TOC.*nb-1-big-TOC\.txt is damaged/);
-  t.regex(v.stdout, /ERR_TDE_MISSING_COMPONENT.*lacks Index\.db, which its TOC\.txt lists/);
-  const before = treeHashes(s.dataDir);
-  const enc = s.schema(
-    ['legacy_nb_clust', 'legacy_me_simple']
-      .map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor'};`)
-      .join('\n'),
-  );
-  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
-  t.is(r.code, 1);
-  t.regex(r.stdout, /0 rewritten.*2 failed/s);
-  t.deepEqual(treeHashes(s.dataDir), before);
-});
+test(
+  'a damaged TOC.txt or a listed component that is missing is reported and never carried ' + 'over',
+  async (t) => {
+    const s = await setup(['legacy_nb_clust', 'legacy_me_simple']);
+    fs.writeFileSync(
+      path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust', 'nb-1-big-TOC.txt'),
+      Buffer.alloc(92),
+    );
+    fs.rmSync(path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple', 'me-1-big-Index.db'));
+    const v = await s.run('verify', '--data-dir', s.dataDir);
+    t.is(v.code, 1);
+    t.regex(v.stdout, /ERR_TDE_CORRUPT_TOC.*nb-1-big-TOC\.txt is damaged/);
+    t.regex(v.stdout, /ERR_TDE_MISSING_COMPONENT.*lacks Index\.db, which its TOC\.txt lists/);
+    const before = treeHashes(s.dataDir);
+    const enc = s.schema(
+      ['legacy_nb_clust', 'legacy_me_simple']
+        .map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor'};`)
+        .join('\n'),
+    );
+    const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+    t.is(r.code, 1);
+    t.regex(r.stdout, /0 rewritten.*2 failed/s);
+    t.deepEqual(treeHashes(s.dataDir), before);
+  },
+);
 
 test('Ctrl-C rolls back the SSTable in progress, removes the lock and exits 130', async (t) => {
   const s = await setup(['legacy_nb_clust', 'legacy_me_clust']);
@@ -345,7 +376,8 @@ test('Ctrl-C rolls back the SSTable in progress, removes the lock and exits 130'
     ['legacy_nb_clust', 'legacy_me_clust']
       .map(
         (tb) =>
-          `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'EncryptingLZ4Compressor', 'chunk_length_kb': 4};`,
+          `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': ` +
+          `'EncryptingLZ4Compressor', 'chunk_length_kb': 4};`,
       )
       .join('\n'),
   );
@@ -359,102 +391,123 @@ test('Ctrl-C rolls back the SSTable in progress, removes the lock and exits 130'
   t.deepEqual(treeHashes(s.dataDir), before, 'nothing changed, nothing left behind, lock removed');
 });
 
-test('NoPadding with ECB or CBC is refused as a table option, with the padding to use instead', async (t) => {
-  const s = await setup(['legacy_oa_simple']);
-  const r = await s.run(
-    'upgradesstables',
-    '--data-dir',
-    s.dataDir,
-    '--schema',
-    s.schema(
-      `ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor', 'cipher_algorithm': 'AES/CBC/NoPadding'};`,
-    ),
-  );
-  t.is(r.code, 1);
-  t.regex(
-    r.stderr + r.stdout,
-    /AES\/CBC\/NoPadding cannot encrypt SSTable chunks.*use AES\/CBC\/PKCS5Padding/,
-  );
-});
+test(
+  'NoPadding with ECB or CBC is refused as a table option, with the padding to use ' + 'instead',
+  async (t) => {
+    const s = await setup(['legacy_oa_simple']);
+    const r = await s.run(
+      'upgradesstables',
+      '--data-dir',
+      s.dataDir,
+      '--schema',
+      s.schema(
+        `ALTER TABLE legacy_tables.legacy_oa_simple WITH compression = {'class': 'Encryptor', ` +
+          `'cipher_algorithm': 'AES/CBC/NoPadding'};`,
+      ),
+    );
+    t.is(r.code, 1);
+    t.regex(
+      r.stderr + r.stdout,
+      /AES\/CBC\/NoPadding cannot encrypt SSTable chunks.*use AES\/CBC\/PKCS5Padding/,
+    );
+  },
+);
 
 test('the rewritten data is still identical after all this hardening (sanity)', async (t) => {
   const s = await setup(['legacy_da_clust']);
   const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_da_clust');
   const original = await readAll(onlySSTable(dir));
   const enc = s.schema(
-    `ALTER TABLE legacy_tables.legacy_da_clust WITH compression = {'class': 'EncryptingDeflateCompressor'};`,
+    `ALTER TABLE legacy_tables.legacy_da_clust WITH compression = {'class': ` +
+      `'EncryptingDeflateCompressor'};`,
   );
   t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
   t.true((await readAll(onlySSTable(dir), s.keys.config)).equals(original));
 });
 
-test('a table with a Cassandra transaction log of its own is refused until Cassandra settles it', async (t) => {
-  const s = await setup(['legacy_nb_clust']);
-  const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust');
-  fs.writeFileSync(
-    path.join(dir, 'nb_txn_compaction_0d1e2f30-0000-11ee-8000-000000000000.log'),
-    'ADD:[...]\n',
-  );
-  const before = treeHashes(s.dataDir);
-  const r = await s.run(
-    'upgradesstables',
-    '--data-dir',
-    s.dataDir,
-    '--schema',
-    s.schema(
+test(
+  'a table with a Cassandra transaction log of its own is refused until Cassandra settles ' + 'it',
+  async (t) => {
+    const s = await setup(['legacy_nb_clust']);
+    const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust');
+    fs.writeFileSync(
+      path.join(dir, 'nb_txn_compaction_0d1e2f30-0000-11ee-8000-000000000000.log'),
+      'ADD:[...]\n',
+    );
+    const before = treeHashes(s.dataDir);
+    const r = await s.run(
+      'upgradesstables',
+      '--data-dir',
+      s.dataDir,
+      '--schema',
+      s.schema(
+        `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
+      ),
+    );
+    t.is(r.code, 1);
+    t.regex(
+      r.stdout,
+      new RegExp(
+        /Cassandra transaction log\(s\) nb_txn_compaction_.*start Cassandra once \(or run /.source +
+          /"sstableutil --cleanup"\)/.source,
+      ),
+    );
+    t.deepEqual(treeHashes(s.dataDir), before);
+  },
+);
+
+test(
+  'encrypting a table that has snapshots or backups warns that they still hold the old ' + 'copies',
+  async (t) => {
+    const s = await setup(['legacy_me_simple']);
+    const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple');
+    fs.mkdirSync(path.join(dir, 'snapshots', 'before'), { recursive: true });
+    fs.copyFileSync(
+      path.join(dir, 'me-1-big-Data.db'),
+      path.join(dir, 'snapshots', 'before', 'me-1-big-Data.db'),
+    );
+    const r = await s.run(
+      'upgradesstables',
+      '--data-dir',
+      s.dataDir,
+      '--schema',
+      s.schema(
+        `ALTER TABLE legacy_tables.legacy_me_simple WITH compression = {'class': 'Encryptor'};`,
+      ),
+    );
+    t.is(r.code, 0);
+    t.regex(
+      r.stderr,
+      new RegExp(
+        /warning: table legacy_tables\.legacy_me_simple: .*snapshots still hold copies /.source +
+          /.*nodetool clearsnapshot/.source,
+      ),
+    );
+  },
+);
+
+test(
+  'an "unchanged" SSTable without a key check value (as DSE writes them) is tried with the ' +
+    'key',
+  async (t) => {
+    const s = await setup(['legacy_nb_clust']);
+    const enc = s.schema(
       `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
-    ),
-  );
-  t.is(r.code, 1);
-  t.regex(
-    r.stdout,
-    /Cassandra transaction log\(s\) nb_txn_compaction_.*start Cassandra once \(or run "sstableutil --cleanup"\)/,
-  );
-  t.deepEqual(treeHashes(s.dataDir), before);
-});
-
-test('encrypting a table that has snapshots or backups warns that they still hold the old copies', async (t) => {
-  const s = await setup(['legacy_me_simple']);
-  const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple');
-  fs.mkdirSync(path.join(dir, 'snapshots', 'before'), { recursive: true });
-  fs.copyFileSync(
-    path.join(dir, 'me-1-big-Data.db'),
-    path.join(dir, 'snapshots', 'before', 'me-1-big-Data.db'),
-  );
-  const r = await s.run(
-    'upgradesstables',
-    '--data-dir',
-    s.dataDir,
-    '--schema',
-    s.schema(
-      `ALTER TABLE legacy_tables.legacy_me_simple WITH compression = {'class': 'Encryptor'};`,
-    ),
-  );
-  t.is(r.code, 0);
-  t.regex(
-    r.stderr,
-    /warning: table legacy_tables\.legacy_me_simple: .*snapshots still hold copies .*nodetool clearsnapshot/,
-  );
-});
-
-test('an "unchanged" SSTable without a key check value (as DSE writes them) is tried with the key', async (t) => {
-  const s = await setup(['legacy_nb_clust']);
-  const enc = s.schema(
-    `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor'};`,
-  );
-  t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
-  // Drop the fingerprint, as a DSE-written SSTable would lack it, then replace the key.
-  const files = onlySSTable(path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust'));
-  const ci = path.join(files.dir, `nb-${files.generation}-big-CompressionInfo.db`);
-  const info = parseCompressionInfo(fs.readFileSync(ci), ci, true);
-  delete info.options.key_check_value;
-  fs.writeFileSync(ci, serializeCompressionInfo(info, true));
-  fs.rmSync(path.join(s.keys.dir, 'system_key'));
-  createKeyFile(s.keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
-  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
-  t.is(r.code, 1);
-  t.regex(r.stdout, /FAILED .*ERR_TDE_DECRYPT_FAILED/);
-});
+    );
+    t.is((await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc)).code, 0);
+    // Drop the fingerprint, as a DSE-written SSTable would lack it, then replace the key.
+    const files = onlySSTable(path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust'));
+    const ci = path.join(files.dir, `nb-${files.generation}-big-CompressionInfo.db`);
+    const info = parseCompressionInfo(fs.readFileSync(ci), ci, true);
+    delete info.options.key_check_value;
+    fs.writeFileSync(ci, serializeCompressionInfo(info, true));
+    fs.rmSync(path.join(s.keys.dir, 'system_key'));
+    createKeyFile(s.keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+    const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+    t.is(r.code, 1);
+    t.regex(r.stdout, /FAILED .*ERR_TDE_DECRYPT_FAILED/);
+  },
+);
 
 test('verify and describe with nothing to look at say so and exit 1', async (t) => {
   const s = await setup(['legacy_nb_clust']);
@@ -480,7 +533,8 @@ test('a value that looks like key material is never quoted back in an error', as
     s.dataDir,
     '--schema',
     s.schema(
-      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', 'cipher_algorithm': '${key}'};`,
+      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'Encryptor', ` +
+        `'cipher_algorithm': '${key}'};`,
     ),
   );
   t.is(r.code, 1);

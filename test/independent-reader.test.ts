@@ -51,59 +51,64 @@ function chunksOf(data: Buffer, offsets: number[]): Buffer[] {
   });
 }
 
-test("an encrypted Data.db decrypts with only the DSE layout, the key file and Node's crypto", async (t) => {
-  const dataDir = makeDataDir((c) => c.table === 'legacy_nb_clust');
-  const keys = makeKeySetup();
-  createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
-  const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_clust');
+test(
+  "an encrypted Data.db decrypts with only the DSE layout, the key file and Node's " + 'crypto',
+  async (t) => {
+    const dataDir = makeDataDir((c) => c.table === 'legacy_nb_clust');
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+    const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_clust');
 
-  // The original, decoded independently too: LZ4 chunks with a 4-byte little-endian length.
-  const plainInfo = compressionInfo(
-    fs.readFileSync(path.join(dir, 'nb-1-big-CompressionInfo.db')),
-    true,
-  );
-  const original = Buffer.concat(
-    chunksOf(fs.readFileSync(path.join(dir, 'nb-1-big-Data.db')), plainInfo.offsets).map((c) =>
-      lz4.uncompressSync(c),
-    ),
-  );
-  t.is(original.length, plainInfo.dataLength);
+    // The original, decoded independently too: LZ4 chunks with a 4-byte little-endian length.
+    const plainInfo = compressionInfo(
+      fs.readFileSync(path.join(dir, 'nb-1-big-CompressionInfo.db')),
+      true,
+    );
+    const original = Buffer.concat(
+      chunksOf(fs.readFileSync(path.join(dir, 'nb-1-big-Data.db')), plainInfo.offsets).map((c) =>
+        lz4.uncompressSync(c),
+      ),
+    );
+    t.is(original.length, plainInfo.dataLength);
 
-  const report = await upgradeSSTables({
-    dataDir,
-    config: keys.config,
-    schema: parseSchema(
-      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 128, 'chunk_length_kb': 64};`,
-    ),
-  });
-  t.is(report.rewritten, 1);
+    const report = await upgradeSSTables({
+      dataDir,
+      config: keys.config,
+      schema: parseSchema(
+        `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': ` +
+          `'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', ` +
+          `'secret_key_strength': 128, 'chunk_length_kb': 64};`,
+      ),
+    });
+    t.is(report.rewritten, 1);
 
-  // The key file: one line ALG/MODE/PADDING:BITS:BASE64KEY.
-  const [transformation, bits, b64] = fs
-    .readFileSync(path.join(keys.dir, 'system_key'), 'utf8')
-    .trim()
-    .split(':');
-  t.is(transformation, 'AES/CBC/PKCS5Padding');
-  t.is(bits, '128');
-  const key = Buffer.from(b64, 'base64');
+    // The key file: one line ALG/MODE/PADDING:BITS:BASE64KEY.
+    const [transformation, bits, b64] = fs
+      .readFileSync(path.join(keys.dir, 'system_key'), 'utf8')
+      .trim()
+      .split(':');
+    t.is(transformation, 'AES/CBC/PKCS5Padding');
+    t.is(bits, '128');
+    const key = Buffer.from(b64, 'base64');
 
-  const info = compressionInfo(
-    fs.readFileSync(path.join(dir, 'nb-2-big-CompressionInfo.db')),
-    true,
-  );
-  t.is(info.className, 'EncryptingLZ4Compressor');
-  t.is(info.options.cipher_algorithm, 'AES/CBC/PKCS5Padding');
-  t.is(info.chunkLength, 65536);
-  const decoded = chunksOf(fs.readFileSync(path.join(dir, 'nb-2-big-Data.db')), info.offsets).map(
-    (chunk) => {
-      const decipher = crypto.createDecipheriv('aes-128-cbc', key, chunk.subarray(0, 16));
-      const compressed = Buffer.concat([decipher.update(chunk.subarray(16)), decipher.final()]);
-      return lz4.uncompressSync(compressed);
-    },
-  );
-  t.true(Buffer.concat(decoded).equals(original));
+    const info = compressionInfo(
+      fs.readFileSync(path.join(dir, 'nb-2-big-CompressionInfo.db')),
+      true,
+    );
+    t.is(info.className, 'EncryptingLZ4Compressor');
+    t.is(info.options.cipher_algorithm, 'AES/CBC/PKCS5Padding');
+    t.is(info.chunkLength, 65536);
+    const decoded = chunksOf(fs.readFileSync(path.join(dir, 'nb-2-big-Data.db')), info.offsets).map(
+      (chunk) => {
+        const decipher = crypto.createDecipheriv('aes-128-cbc', key, chunk.subarray(0, 16));
+        const compressed = Buffer.concat([decipher.update(chunk.subarray(16)), decipher.final()]);
+        return lz4.uncompressSync(compressed);
+      },
+    );
+    t.true(Buffer.concat(decoded).equals(original));
 
-  // The digest covers Data.db as stored.
-  const digest = fs.readFileSync(path.join(dir, 'nb-2-big-Digest.crc32'), 'utf8');
-  t.is(Number(digest), zlib.crc32(fs.readFileSync(path.join(dir, 'nb-2-big-Data.db'))));
-});
+    // The digest covers Data.db as stored.
+    const digest = fs.readFileSync(path.join(dir, 'nb-2-big-Digest.crc32'), 'utf8');
+    t.is(Number(digest), zlib.crc32(fs.readFileSync(path.join(dir, 'nb-2-big-Data.db'))));
+  },
+);

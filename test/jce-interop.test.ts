@@ -25,60 +25,67 @@ const STRENGTHS: Record<string, number[]> = {
   RC2: [40, 128],
 };
 
-test('Java decrypts what sstable-tde encrypts, for every transformation (CBC, CTR and GCM included)', async (t) => {
-  const lines: string[] = [];
-  const expected: string[] = [];
-  for (const name of supportedTransformations()) {
-    for (const bits of STRENGTHS[name.split('/')[0]]) {
-      const choice = resolveCipher(name, bits);
-      const key = crypto.randomBytes(choice.keyLength);
-      if (name.startsWith('DESede') && bits === 112) key.copy(key, 16, 0, 8);
-      const c = createChunkCipher({ cipher_algorithm: name, secret_key_strength: bits, key });
-      const lengths =
-        choice.padding === 'NoPadding' && (choice.mode === 'ECB' || choice.mode === 'CBC')
-          ? [16, 64, 4096]
-          : [0, 1, 17, 4095];
-      for (const len of lengths) {
-        const plain = crypto.randomBytes(len);
-        const aad = c.aead ? crypto.randomBytes(45) : undefined;
-        const chunk = await c.encrypt(plain, aad);
-        lines.push(
-          [name, bits, key.toString('hex'), chunk.toString('hex'), aad?.toString('hex')]
-            .filter((x) => x !== undefined)
-            .join(' '),
-        );
-        expected.push(plain.toString('hex'));
+test(
+  'Java decrypts what sstable-tde encrypts, for every transformation (CBC, CTR and GCM ' +
+    'included)',
+  async (t) => {
+    const lines: string[] = [];
+    const expected: string[] = [];
+    for (const name of supportedTransformations()) {
+      for (const bits of STRENGTHS[name.split('/')[0]]) {
+        const choice = resolveCipher(name, bits);
+        const key = crypto.randomBytes(choice.keyLength);
+        if (name.startsWith('DESede') && bits === 112) key.copy(key, 16, 0, 8);
+        const c = createChunkCipher({ cipher_algorithm: name, secret_key_strength: bits, key });
+        const lengths =
+          choice.padding === 'NoPadding' && (choice.mode === 'ECB' || choice.mode === 'CBC')
+            ? [16, 64, 4096]
+            : [0, 1, 17, 4095];
+        for (const len of lengths) {
+          const plain = crypto.randomBytes(len);
+          const aad = c.aead ? crypto.randomBytes(45) : undefined;
+          const chunk = await c.encrypt(plain, aad);
+          lines.push(
+            [name, bits, key.toString('hex'), chunk.toString('hex'), aad?.toString('hex')]
+              .filter((x) => x !== undefined)
+              .join(' '),
+          );
+          expected.push(plain.toString('hex'));
+        }
+        c.destroy();
       }
+    }
+    const answers = java(['decrypt'], lines.join('\n') + '\n')
+      .replace(/\n$/, '')
+      .split('\n');
+    t.is(answers.length, expected.length);
+    answers.forEach((a, i) => t.is(a, expected[i], lines[i].split(' ').slice(0, 2).join(' ')));
+  },
+);
+
+test(
+  'vectors Java generates now decrypt with sstable-tde, and ECB ones re-encrypt byte for ' + 'byte',
+  async (t) => {
+    const vectors = JSON.parse(java(['vectors', '4242'])) as {
+      transformation: string;
+      secret_key_strength: number;
+      key: string;
+      iv: string | null;
+      plaintext: string;
+      ciphertext: string;
+    }[];
+    t.true(vectors.length > 250);
+    for (const v of vectors) {
+      const c = createChunkCipher({
+        cipher_algorithm: v.transformation,
+        secret_key_strength: v.secret_key_strength,
+        key: Buffer.from(v.key, 'hex'),
+      });
+      const stored = Buffer.from((v.iv ?? '') + v.ciphertext, 'hex');
+      t.is((await c.decrypt(stored)).toString('hex'), v.plaintext);
+      if (v.iv === null)
+        t.is((await c.encrypt(Buffer.from(v.plaintext, 'hex'))).toString('hex'), v.ciphertext);
       c.destroy();
     }
-  }
-  const answers = java(['decrypt'], lines.join('\n') + '\n')
-    .replace(/\n$/, '')
-    .split('\n');
-  t.is(answers.length, expected.length);
-  answers.forEach((a, i) => t.is(a, expected[i], lines[i].split(' ').slice(0, 2).join(' ')));
-});
-
-test('vectors Java generates now decrypt with sstable-tde, and ECB ones re-encrypt byte for byte', async (t) => {
-  const vectors = JSON.parse(java(['vectors', '4242'])) as {
-    transformation: string;
-    secret_key_strength: number;
-    key: string;
-    iv: string | null;
-    plaintext: string;
-    ciphertext: string;
-  }[];
-  t.true(vectors.length > 250);
-  for (const v of vectors) {
-    const c = createChunkCipher({
-      cipher_algorithm: v.transformation,
-      secret_key_strength: v.secret_key_strength,
-      key: Buffer.from(v.key, 'hex'),
-    });
-    const stored = Buffer.from((v.iv ?? '') + v.ciphertext, 'hex');
-    t.is((await c.decrypt(stored)).toString('hex'), v.plaintext);
-    if (v.iv === null)
-      t.is((await c.encrypt(Buffer.from(v.plaintext, 'hex'))).toString('hex'), v.ciphertext);
-    c.destroy();
-  }
-});
+  },
+);

@@ -67,9 +67,10 @@ test.serial(
     const oa = path.join(dataDir, 'legacy_tables', 'legacy_oa_clust');
     const originals = [await readAll(onlySSTable(nb)), await readAll(onlySSTable(oa))];
     const alter = (table: string) =>
-      `ALTER TABLE legacy_tables.${table} WITH compression = {'class': 'EncryptingLZ4Compressor', ` +
-      `'key_provider': 'KmipKeyProviderFactory', 'kmip_host': 'kmip1', 'key_namespace': 'lifecycle', ` +
-      `'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 256};\n`;
+      `ALTER TABLE legacy_tables.${table} WITH compression = {'class': ` +
+      `'EncryptingLZ4Compressor', ` +
+      `'key_provider': 'KmipKeyProviderFactory', 'kmip_host': 'kmip1', 'key_namespace': ` +
+      `'lifecycle', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 256};\n`;
     const nbOnly = path.join(dir, 'nb.cql');
     const both = path.join(dir, 'both.cql');
     fs.writeFileSync(nbOnly, alter('legacy_nb_clust'));
@@ -106,7 +107,8 @@ test.serial(
     t.regex(
       text,
       new RegExp(
-        `\\n${k1} .* Active +n/a +\\w{3} \\w{3} \\d\\d \\d\\d:\\d\\d:\\d\\d UTC \\d{4} +n/a +lifecycle`,
+        `\\n${k1} .* Active +n/a +\\w{3} \\w{3} \\d\\d \\d\\d:\\d\\d:\\d\\d UTC \\d{4} +n/a ` +
+          `+lifecycle`,
       ),
     );
 
@@ -191,7 +193,8 @@ test('destroy refuses a key that is still active, and says how to proceed', asyn
   t.regex(
     r.stderr,
     new RegExp(
-      `key ${id} of kmip1 is Active, not revoked: revoke it first \\("sstable-tde managekmip revoke kmip1 ${id}"\\)`,
+      `key ${id} of kmip1 is Active, not revoked: revoke it first \\("sstable-tde managekmip ` +
+        `revoke kmip1 ${id}"\\)`,
     ),
   );
 });
@@ -210,73 +213,85 @@ test('managekmip errors: unknown group, unknown key, bad date', async (t) => {
   t.regex(d.stderr, /"next tuesday" is not a date and time/);
 });
 
-test("encryptconfigvalue with a local key: DSE's format, and loadConfig decrypts dse.yaml and cassandra.yaml", async (t) => {
-  const { dir, config } = setup();
-  createKeyFile(dir, 'system_key', 'AES/ECB/PKCS5Padding', 128);
-  const enc = (value: string) => {
-    const r = cliWithInput(['encryptconfigvalue', '--config', config], value + '\n');
-    if (r.code !== 0) throw new Error(r.stderr);
-    t.regex(r.stderr, /Using system key system_key/);
-    return /Your encrypted value is: (\S+)/.exec(r.stdout)![1];
-  };
-  const ldap = enc('s3cret-ldap');
-  t.regex(
-    ldap,
-    /^[A-Za-z0-9+/]{22}==$/,
-    'one ECB block, no IV: 24 base64 characters like the DSE example',
-  );
-  const ks = enc('keystore-pw');
-  const ts = enc('truststore-pw');
+test(
+  "encryptconfigvalue with a local key: DSE's format, and loadConfig decrypts dse.yaml and " +
+    'cassandra.yaml',
+  async (t) => {
+    const { dir, config } = setup();
+    createKeyFile(dir, 'system_key', 'AES/ECB/PKCS5Padding', 128);
+    const enc = (value: string) => {
+      const r = cliWithInput(['encryptconfigvalue', '--config', config], value + '\n');
+      if (r.code !== 0) throw new Error(r.stderr);
+      t.regex(r.stderr, /Using system key system_key/);
+      return /Your encrypted value is: (\S+)/.exec(r.stdout)![1];
+    };
+    const ldap = enc('s3cret-ldap');
+    t.regex(
+      ldap,
+      /^[A-Za-z0-9+/]{22}==$/,
+      'one ECB block, no IV: 24 base64 characters like the DSE example',
+    );
+    const ks = enc('keystore-pw');
+    const ts = enc('truststore-pw');
 
-  fs.appendFileSync(
-    config,
-    `config_encryption_active: true\nldap_options:\n  search_password: ${ldap}\n  truststore_password: ${enc('ldap-ts')}\n`,
-  );
-  fs.writeFileSync(
-    path.join(dir, 'cassandra.yaml'),
-    `server_encryption_options:\n  keystore_password: ${ks}\n  truststore_password: ${ts}\n` +
-      'client_encryption_options:\n  keystore_password: plain-text-password\n',
-  );
-  const err = await t.throwsAsync(() => loadConfig(config), { code: 'ERR_TDE_CONFIG' });
-  t.regex(
-    err!.message,
-    /not encrypted with system_key.*\n  - .*cassandra\.yaml: client_encryption_options\.keystore_password/,
-  );
-  t.false(err!.message.includes('plain-text-password'));
+    fs.appendFileSync(
+      config,
+      `config_encryption_active: true\nldap_options:\n  search_password: ${ldap}\n  ` +
+        `truststore_password: ${enc('ldap-ts')}\n`,
+    );
+    fs.writeFileSync(
+      path.join(dir, 'cassandra.yaml'),
+      `server_encryption_options:\n  keystore_password: ${ks}\n  truststore_password: ${ts}\n` +
+        'client_encryption_options:\n  keystore_password: plain-text-password\n',
+    );
+    const err = await t.throwsAsync(() => loadConfig(config), { code: 'ERR_TDE_CONFIG' });
+    t.regex(
+      err!.message,
+      new RegExp(
+        /not encrypted with system_key.*\n  - .*cassandra\.yaml: /.source +
+          /client_encryption_options\.keystore_password/.source,
+      ),
+    );
+    t.false(err!.message.includes('plain-text-password'));
 
-  fs.writeFileSync(
-    path.join(dir, 'cassandra.yaml'),
-    `server_encryption_options:\n  keystore_password: ${ks}\n  truststore_password: ${ts}\n`,
-  );
-  const loaded = await loadConfig(config);
-  t.is((loaded.values.ldap_options as Record<string, string>).search_password, 's3cret-ldap');
-  t.is(
-    (loaded.cassandra!.server_encryption_options as Record<string, string>).truststore_password,
-    'truststore-pw',
-  );
-  // The KMIP store passwords stay plain even with encryption active.
-  t.is(loaded.kmipHosts.get('kmip1')!.keystorePassword, 'storepass');
-});
+    fs.writeFileSync(
+      path.join(dir, 'cassandra.yaml'),
+      `server_encryption_options:\n  keystore_password: ${ks}\n  truststore_password: ${ts}\n`,
+    );
+    const loaded = await loadConfig(config);
+    t.is((loaded.values.ldap_options as Record<string, string>).search_password, 's3cret-ldap');
+    t.is(
+      (loaded.cassandra!.server_encryption_options as Record<string, string>).truststore_password,
+      'truststore-pw',
+    );
+    // The KMIP store passwords stay plain even with encryption active.
+    t.is(loaded.kmipHosts.get('kmip1')!.keystorePassword, 'storepass');
+  },
+);
 
-test('encryptconfigvalue with a KMIP system key (kmip://GROUP/ID), as the DSE guide configures it', async (t) => {
-  const { dir, config } = setup();
-  const url = (
-    await cli('createsystemkey', 'AES/CBC/PKCS5Padding', '128', '-k', 'kmip1', '--config', config)
-  ).stdout.trim();
-  fs.appendFileSync(config, `config_encryption_key_name: ${url}\n`);
-  const r = cliWithInput(['encryptconfigvalue', '--config', config, '--json'], 'bind-password\n');
-  t.is(r.code, 0, r.stderr);
-  const { value, key } = JSON.parse(r.stdout);
-  t.is(key, url);
-  t.is(Buffer.from(value, 'base64').length, 16 + 16, 'CBC: a 16-byte IV, then one block');
-  fs.appendFileSync(
-    config,
-    `config_encryption_active: true\nldap_options:\n  search_password: ${value}\n`,
-  );
-  const loaded = await loadConfig(config);
-  t.is((loaded.values.ldap_options as Record<string, string>).search_password, 'bind-password');
-  t.truthy(dir);
-});
+test(
+  'encryptconfigvalue with a KMIP system key (kmip://GROUP/ID), as the DSE guide configures ' +
+    'it',
+  async (t) => {
+    const { dir, config } = setup();
+    const url = (
+      await cli('createsystemkey', 'AES/CBC/PKCS5Padding', '128', '-k', 'kmip1', '--config', config)
+    ).stdout.trim();
+    fs.appendFileSync(config, `config_encryption_key_name: ${url}\n`);
+    const r = cliWithInput(['encryptconfigvalue', '--config', config, '--json'], 'bind-password\n');
+    t.is(r.code, 0, r.stderr);
+    const { value, key } = JSON.parse(r.stdout);
+    t.is(key, url);
+    t.is(Buffer.from(value, 'base64').length, 16 + 16, 'CBC: a 16-byte IV, then one block');
+    fs.appendFileSync(
+      config,
+      `config_encryption_active: true\nldap_options:\n  search_password: ${value}\n`,
+    );
+    const loaded = await loadConfig(config);
+    t.is((loaded.values.ldap_options as Record<string, string>).search_password, 'bind-password');
+    t.truthy(dir);
+  },
+);
 
 test('config changes are picked up without a restart', async (t) => {
   const { config } = setup();

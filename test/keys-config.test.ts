@@ -44,15 +44,18 @@ test('createsystemkey takes a name and every cipher, and the key file reads back
   t.true(des.key.subarray(0, 8).equals(des.key.subarray(16, 24)));
 });
 
-test('createsystemkey rejects an unknown cipher or strength with usage-friendly errors', async (t) => {
-  const dir = tempDir('keys');
-  const r = await cli('createsystemkey', 'AES/XTS/PKCS5Padding', '128', '-d', dir);
-  t.is(r.code, 1);
-  t.regex(r.stderr, /ERR_TDE_UNKNOWN_CIPHER.*ECB or CBC/);
-  const s = await cli('createsystemkey', 'AES', '512', '-d', dir);
-  t.regex(s.stderr, /ERR_TDE_KEY_STRENGTH.*128, 192 or 256/);
-  t.deepEqual(fs.readdirSync(dir), []);
-});
+test(
+  'createsystemkey rejects an unknown cipher or strength with usage-friendly ' + 'errors',
+  async (t) => {
+    const dir = tempDir('keys');
+    const r = await cli('createsystemkey', 'AES/XTS/PKCS5Padding', '128', '-d', dir);
+    t.is(r.code, 1);
+    t.regex(r.stderr, /ERR_TDE_UNKNOWN_CIPHER.*ECB or CBC/);
+    const s = await cli('createsystemkey', 'AES', '512', '-d', dir);
+    t.regex(s.stderr, /ERR_TDE_KEY_STRENGTH.*128, 192 or 256/);
+    t.deepEqual(fs.readdirSync(dir), []);
+  },
+);
 
 test('a damaged key file line is reported with its line number and never quotes a field', (t) => {
   const secret = 'c2VjcmV0c2VjcmV0c2VjcmV0';
@@ -87,19 +90,23 @@ test('a key file that is a symbolic link or world-readable is refused', (t) => {
   t.throws(() => readKeyFile(file), { message: /chmod 600/ });
 });
 
-test('config: relative system_key_directory resolves beside the file; unknown settings are named with a suggestion', (t) => {
-  const dir = tempDir('config');
-  const file = path.join(dir, 'dse.yaml');
-  fs.writeFileSync(file, 'system_key_directory: keys\n');
-  t.is(readConfig(file).systemKeyDirectory, path.join(dir, 'keys'));
-  fs.writeFileSync(file, 'system_key_directry: keys\nconfig_encryption_active: maybe\n');
-  const err = t.throws(() => readConfig(file), { code: 'ERR_TDE_CONFIG' });
-  t.regex(
-    err!.message,
-    /unknown setting "system_key_directry" \(did you mean "system_key_directory"\?\)/,
-  );
-  t.regex(err!.message, /config_encryption_active must be true or false/);
-  fs.writeFileSync(file, 'system_key_directory: [unclosed\n');
-  t.throws(() => readConfig(file), { message: /not valid YAML/ });
-  t.is(configFromObject({}).systemKeyDirectory, '/etc/dse/conf');
-});
+test(
+  'config: relative system_key_directory resolves beside the file; unknown settings are named ' +
+    'with a suggestion',
+  (t) => {
+    const dir = tempDir('config');
+    const file = path.join(dir, 'dse.yaml');
+    fs.writeFileSync(file, 'system_key_directory: keys\n');
+    t.is(readConfig(file).systemKeyDirectory, path.join(dir, 'keys'));
+    fs.writeFileSync(file, 'system_key_directry: keys\nconfig_encryption_active: maybe\n');
+    const err = t.throws(() => readConfig(file), { code: 'ERR_TDE_CONFIG' });
+    t.regex(
+      err!.message,
+      /unknown setting "system_key_directry" \(did you mean "system_key_directory"\?\)/,
+    );
+    t.regex(err!.message, /config_encryption_active must be true or false/);
+    fs.writeFileSync(file, 'system_key_directory: [unclosed\n');
+    t.throws(() => readConfig(file), { message: /not valid YAML/ });
+    t.is(configFromObject({}).systemKeyDirectory, '/etc/dse/conf');
+  },
+);

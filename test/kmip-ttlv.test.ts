@@ -1,4 +1,6 @@
-/** The TTLV codec: every corpus vector round-trips byte for byte; hostile bytes give typed errors. */
+/**
+ * The TTLV codec: every corpus vector round-trips byte for byte; hostile bytes give typed errors.
+ */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -82,42 +84,48 @@ test("the specification's primitive examples decode to their documented values",
   }
 });
 
-test('vendor-extension tags and unknown enumeration values are kept as numbers, not rejected', (t) => {
-  const item: TtlvItem = {
-    tag: 0x540001,
-    type: 'Structure',
-    value: [
-      { tag: 0x540002, type: 'TextString', value: 'x-vendor' },
-      { tag: 'Operation', type: 'Enumeration', value: 0x8000000a },
-    ],
-  };
-  const bytes = ttlv.encode(item);
-  t.deepEqual(ttlv.decode(bytes), item);
-});
+test(
+  'vendor-extension tags and unknown enumeration values are kept as numbers, not ' + 'rejected',
+  (t) => {
+    const item: TtlvItem = {
+      tag: 0x540001,
+      type: 'Structure',
+      value: [
+        { tag: 0x540002, type: 'TextString', value: 'x-vendor' },
+        { tag: 'Operation', type: 'Enumeration', value: 0x8000000a },
+      ],
+    };
+    const bytes = ttlv.encode(item);
+    t.deepEqual(ttlv.decode(bytes), item);
+  },
+);
 
-test('hostile bytes give ERR_TDE_TTLV with the offset, never a crash or a large allocation', (t) => {
-  const bad: [string, RegExp][] = [
-    ['42007801', /8 header bytes/],
-    ['420078010000FFF0', /declares 65520 bytes but only 0 remain/],
-    ['42002002000000080000000800000000', /must be 4 bytes long/],
-    ['420020FF0000000400000000', /unknown item type 0xff/],
-    ['42002006000000080000000000000002', /Boolean must be 0 or 1/],
-    ['42002002000000040000000800000001', /padding bytes are not zero/],
-    ['420020070000000280FF000000000000', /not valid UTF-8/],
-    ['4200200200000004000000080000000042', /1 bytes follow the item/],
-    ['420078010000000742000000', /multiple of 8|declares/],
-  ];
-  for (const [h, message] of bad) {
-    const err = t.throws(() => ttlv.decode(hex(h)), { code: 'ERR_TDE_TTLV' }, h);
-    t.regex(err!.message, message, h);
-    t.regex(err!.message, /at byte \d+/);
-  }
-  // A length of 4 GiB on a 12-byte input: refused before anything is allocated.
-  t.throws(() => ttlv.decode(hex('42002008FFFFFFFF00000000')), {
-    code: 'ERR_TDE_TTLV',
-    message: /declares 4294967295/,
-  });
-});
+test(
+  'hostile bytes give ERR_TDE_TTLV with the offset, never a crash or a large ' + 'allocation',
+  (t) => {
+    const bad: [string, RegExp][] = [
+      ['42007801', /8 header bytes/],
+      ['420078010000FFF0', /declares 65520 bytes but only 0 remain/],
+      ['42002002000000080000000800000000', /must be 4 bytes long/],
+      ['420020FF0000000400000000', /unknown item type 0xff/],
+      ['42002006000000080000000000000002', /Boolean must be 0 or 1/],
+      ['42002002000000040000000800000001', /padding bytes are not zero/],
+      ['420020070000000280FF000000000000', /not valid UTF-8/],
+      ['4200200200000004000000080000000042', /1 bytes follow the item/],
+      ['420078010000000742000000', /multiple of 8|declares/],
+    ];
+    for (const [h, message] of bad) {
+      const err = t.throws(() => ttlv.decode(hex(h)), { code: 'ERR_TDE_TTLV' }, h);
+      t.regex(err!.message, message, h);
+      t.regex(err!.message, /at byte \d+/);
+    }
+    // A length of 4 GiB on a 12-byte input: refused before anything is allocated.
+    t.throws(() => ttlv.decode(hex('42002008FFFFFFFF00000000')), {
+      code: 'ERR_TDE_TTLV',
+      message: /declares 4294967295/,
+    });
+  },
+);
 
 test(`structures nested deeper than ${MAX_DEPTH} are refused`, (t) => {
   let item: TtlvItem = { tag: 'Attribute', type: 'Structure', value: [] };

@@ -13,21 +13,28 @@ import { NATIVE_ERROR_CODES } from '../src/errors';
 import { native } from '../src/native';
 import { ROOT } from './helpers';
 
-test('error codes declared in native/errors.h are exactly those TypeScript lists as native', (t) => {
-  const header = fs.readFileSync(path.join(ROOT, 'native/errors.h'), 'utf8');
-  const fromHeader = [...header.matchAll(/^\s*X\((ERR_TDE_[A-Z_]+)\)/gm)].map((m) => m[1]);
-  t.deepEqual(fromHeader, [...NATIVE_ERROR_CODES]);
-  t.deepEqual(native().errorCodes(), [...NATIVE_ERROR_CODES]);
-});
+test(
+  'error codes declared in native/errors.h are exactly those TypeScript lists as ' + 'native',
+  (t) => {
+    const header = fs.readFileSync(path.join(ROOT, 'native/errors.h'), 'utf8');
+    const fromHeader = [...header.matchAll(/^\s*X\((ERR_TDE_[A-Z_]+)\)/gm)].map((m) => m[1]);
+    t.deepEqual(fromHeader, [...NATIVE_ERROR_CODES]);
+    t.deepEqual(native().errorCodes(), [...NATIVE_ERROR_CODES]);
+  },
+);
 
-test("legacy ciphers come from the addon's private library context, leaving Node's crypto unchanged", (t) => {
-  for (const name of ['BF-CBC', 'RC2-CBC', 'DES-CBC', 'DES-EDE3-CBC']) {
-    t.true(native().cipherAvailable(name), name);
-  }
-  const nodeCiphers = crypto.getCiphers();
-  t.false(nodeCiphers.includes('bf-cbc'));
-  t.false(nodeCiphers.includes('rc2-cbc'));
-});
+test(
+  "legacy ciphers come from the addon's private library context, leaving Node's crypto " +
+    'unchanged',
+  (t) => {
+    for (const name of ['BF-CBC', 'RC2-CBC', 'DES-CBC', 'DES-EDE3-CBC']) {
+      t.true(native().cipherAvailable(name), name);
+    }
+    const nodeCiphers = crypto.getCiphers();
+    t.false(nodeCiphers.includes('bf-cbc'));
+    t.false(nodeCiphers.includes('rc2-cbc'));
+  },
+);
 
 test('an unknown OpenSSL cipher name is reported as unavailable, not a crash', (t) => {
   t.false(native().cipherAvailable('NOT-A-CIPHER'));
@@ -61,31 +68,37 @@ test('destroy() during a running batch lets the batch finish with correct output
   t.true(Buffer.concat([d.update(out[63].subarray(16)), d.final()]).equals(chunks[63]));
 });
 
-test('a batch runs off the event loop: timers fire while a large batch is encrypting', async (t) => {
-  const c = createChunkCipher({
-    cipher_algorithm: 'AES/CBC/PKCS5Padding',
-    secret_key_strength: 256,
-    key: crypto.randomBytes(32),
-  });
-  const chunks = Array.from({ length: 512 }, () => Buffer.alloc(65536, 7));
-  let ticks = 0;
-  const timer = setInterval(() => ticks++, 1);
-  const started = Date.now();
-  await c.encryptBatch(chunks);
-  clearInterval(timer);
-  const elapsed = Date.now() - started;
-  c.destroy();
-  // 32 MiB takes tens of milliseconds; a blocked loop would see no tick at all.
-  t.true(elapsed < 5 || ticks > 0, `elapsed ${elapsed} ms, ticks ${ticks}`);
-});
+test(
+  'a batch runs off the event loop: timers fire while a large batch is ' + 'encrypting',
+  async (t) => {
+    const c = createChunkCipher({
+      cipher_algorithm: 'AES/CBC/PKCS5Padding',
+      secret_key_strength: 256,
+      key: crypto.randomBytes(32),
+    });
+    const chunks = Array.from({ length: 512 }, () => Buffer.alloc(65536, 7));
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    const started = Date.now();
+    await c.encryptBatch(chunks);
+    clearInterval(timer);
+    const elapsed = Date.now() - started;
+    c.destroy();
+    // 32 MiB takes tens of milliseconds; a blocked loop would see no tick at all.
+    t.true(elapsed < 5 || ticks > 0, `elapsed ${elapsed} ms, ticks ${ticks}`);
+  },
+);
 
 test('the addon loads and encrypts in worker threads, several at once', async (t) => {
-  const script = `
+  const script =
+    `
     require('tsx/cjs');
     const { parentPort, workerData } = require('node:worker_threads');
     const { createChunkCipher } = require(workerData.src);
-    const c = createChunkCipher({ cipher_algorithm: 'AES/ECB/PKCS5Padding', secret_key_strength: 128, key: Buffer.alloc(16, workerData.n) });
-    c.encryptBatch([Buffer.from('hello')]).then((out) => { c.destroy(); parentPort.postMessage(out[0].toString('hex')); });
+    const c = createChunkCipher({ cipher_algorithm: 'AES/ECB/PKCS5Padding', ` +
+    `secret_key_strength: 128, key: Buffer.alloc(16, workerData.n) });
+    c.encryptBatch([Buffer.from('hello')]).then((out) => { c.destroy(); ` +
+    `parentPort.postMessage(out[0].toString('hex')); });
   `;
   const results = await Promise.all(
     [1, 2, 3].map(
@@ -117,96 +130,109 @@ test('adler32 matches the reference values', (t) => {
   );
 });
 
-test('buffers transferred away while their batch runs do not crash the process; the batch completes', async (t) => {
-  const c = createChunkCipher({
-    cipher_algorithm: 'AES/CBC/PKCS5Padding',
-    secret_key_strength: 128,
-    key: crypto.randomBytes(16),
-  });
-  const chunks = Array.from({ length: 32 }, () => Buffer.from(crypto.randomBytes(1 << 20)));
-  const pending = c.encryptBatch(chunks);
-  const moved = structuredClone(chunks[3].buffer, { transfer: [chunks[3].buffer] });
-  t.is(chunks[3].length, 0, 'the buffer was detached');
-  // Churn the heap so freed memory, if any, would be reused.
-  for (let i = 0; i < 64; i++) Buffer.alloc(1 << 20, i);
-  const out = await pending;
-  t.is(out.length, 32);
-  t.is(out[4].length, 16 + (1 << 20) + 16);
-  t.is((moved as ArrayBuffer).byteLength, 1 << 20);
-  c.destroy();
-});
+test(
+  'buffers transferred away while their batch runs do not crash the process; the batch ' +
+    'completes',
+  async (t) => {
+    const c = createChunkCipher({
+      cipher_algorithm: 'AES/CBC/PKCS5Padding',
+      secret_key_strength: 128,
+      key: crypto.randomBytes(16),
+    });
+    const chunks = Array.from({ length: 32 }, () => Buffer.from(crypto.randomBytes(1 << 20)));
+    const pending = c.encryptBatch(chunks);
+    const moved = structuredClone(chunks[3].buffer, { transfer: [chunks[3].buffer] });
+    t.is(chunks[3].length, 0, 'the buffer was detached');
+    // Churn the heap so freed memory, if any, would be reused.
+    for (let i = 0; i < 64; i++) Buffer.alloc(1 << 20, i);
+    const out = await pending;
+    t.is(out.length, 32);
+    t.is(out[4].length, 16 + (1 << 20) + 16);
+    t.is((moved as ArrayBuffer).byteLength, 1 << 20);
+    c.destroy();
+  },
+);
 
-test('a worker thread terminated while its batch runs does not bring the process down', async (t) => {
-  const script = `
+test(
+  'a worker thread terminated while its batch runs does not bring the process ' + 'down',
+  async (t) => {
+    const script =
+      `
     require('tsx/cjs');
     const { parentPort, workerData } = require('node:worker_threads');
     const { createChunkCipher } = require(workerData.src);
-    const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 256, key: Buffer.alloc(32, 1) });
+    const c = createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', ` +
+      `secret_key_strength: 256, key: Buffer.alloc(32, 1) });
     const chunks = Array.from({ length: 256 }, () => Buffer.alloc(1 << 18, 7));
     c.encryptBatch(chunks);
     parentPort.postMessage('queued');
   `;
-  for (let round = 0; round < 5; round++) {
-    const w = new Worker(script, {
-      eval: true,
-      workerData: { src: path.join(ROOT, 'src/index.ts') },
-    });
-    await new Promise((resolve) => w.once('message', resolve));
-    await w.terminate();
-  }
-  t.pass('still alive after five terminated workers');
-});
-
-test("checksum batches (CRC32 by carry-less multiplication, Adler-32) equal zlib's, for any length and alignment", async (t) => {
-  const crc = checksumFor('crc32');
-  const adler = checksumFor('adler32');
-  const lengths = [
-    0,
-    1,
-    15,
-    16,
-    63,
-    64,
-    127,
-    128,
-    129,
-    255,
-    1000,
-    4096,
-    65536,
-    65537,
-    (1 << 20) + 3,
-    (3 << 20) + 17,
-  ];
-  for (const len of lengths) {
-    for (const offset of [0, 1, 7]) {
-      const b = crypto.randomBytes(len + offset).subarray(offset);
-      const start = crypto.randomBytes(4).readUInt32BE(0);
-      const r = await crc.batch([b, b.subarray(0, len >> 1)], start);
-      t.is(r.sums[0], zlib.crc32(b), `crc32 of ${len} bytes at +${offset}`);
-      t.is(r.sums[1], zlib.crc32(b.subarray(0, len >> 1)));
-      // (Node's zlib.crc32 gives 0 for a zero-length buffer with no memory behind it, whatever
-      // the starting value; a CRC over nothing is the starting value.)
-      t.is(
-        r.combined,
-        len === 0 ? start : zlib.crc32(b.subarray(0, len >> 1), zlib.crc32(b, start)),
-      );
-      const a = await adler.batch([b], 1);
-      t.is(a.sums[0], native().adler32(b), `adler32 of ${len} bytes`);
+    for (let round = 0; round < 5; round++) {
+      const w = new Worker(script, {
+        eval: true,
+        workerData: { src: path.join(ROOT, 'src/index.ts') },
+      });
+      await new Promise((resolve) => w.once('message', resolve));
+      await w.terminate();
     }
-  }
-  // Framed: each buffer followed by its checksum, big-endian, as Data.db stores chunks.
-  const chunks = [crypto.randomBytes(5000), crypto.randomBytes(300)];
-  const framed = await crc.batch(chunks, 0, true);
-  const expect = Buffer.concat(
-    chunks.flatMap((c) => {
-      const s = Buffer.alloc(4);
-      s.writeUInt32BE(zlib.crc32(c));
-      return [c, s];
-    }),
-  );
-  t.is(framed.combined, zlib.crc32(expect));
-});
+    t.pass('still alive after five terminated workers');
+  },
+);
+
+test(
+  "checksum batches (CRC32 by carry-less multiplication, Adler-32) equal zlib's, for any " +
+    'length and alignment',
+  async (t) => {
+    const crc = checksumFor('crc32');
+    const adler = checksumFor('adler32');
+    const lengths = [
+      0,
+      1,
+      15,
+      16,
+      63,
+      64,
+      127,
+      128,
+      129,
+      255,
+      1000,
+      4096,
+      65536,
+      65537,
+      (1 << 20) + 3,
+      (3 << 20) + 17,
+    ];
+    for (const len of lengths) {
+      for (const offset of [0, 1, 7]) {
+        const b = crypto.randomBytes(len + offset).subarray(offset);
+        const start = crypto.randomBytes(4).readUInt32BE(0);
+        const r = await crc.batch([b, b.subarray(0, len >> 1)], start);
+        t.is(r.sums[0], zlib.crc32(b), `crc32 of ${len} bytes at +${offset}`);
+        t.is(r.sums[1], zlib.crc32(b.subarray(0, len >> 1)));
+        // (Node's zlib.crc32 gives 0 for a zero-length buffer with no memory behind it, whatever
+        // the starting value; a CRC over nothing is the starting value.)
+        t.is(
+          r.combined,
+          len === 0 ? start : zlib.crc32(b.subarray(0, len >> 1), zlib.crc32(b, start)),
+        );
+        const a = await adler.batch([b], 1);
+        t.is(a.sums[0], native().adler32(b), `adler32 of ${len} bytes`);
+      }
+    }
+    // Framed: each buffer followed by its checksum, big-endian, as Data.db stores chunks.
+    const chunks = [crypto.randomBytes(5000), crypto.randomBytes(300)];
+    const framed = await crc.batch(chunks, 0, true);
+    const expect = Buffer.concat(
+      chunks.flatMap((c) => {
+        const s = Buffer.alloc(4);
+        s.writeUInt32BE(zlib.crc32(c));
+        return [c, s];
+      }),
+    );
+    t.is(framed.combined, zlib.crc32(expect));
+  },
+);
 
 test('chunk spans outside their buffer are refused before any thread reads them', async (t) => {
   const data = Buffer.alloc(4096, 1);
@@ -254,59 +280,66 @@ test('chunk spans outside their buffer are refused before any thread reads them'
   t.deepEqual([...edge.subarray(0, 3)], [0, zlib.crc32(data), zlib.crc32(data.subarray(0, 1))]);
 });
 
-test('a spans getter that detaches what an earlier getter returned cannot make the addon read it', (t) => {
-  const data = Buffer.alloc(1 << 16, 2);
-  const offsets = new Float64Array(1024);
-  const spans = {
-    data,
-    offsets,
-    get lengths() {
-      // Moves the offsets' memory away, as postMessage with a transfer list would.
-      structuredClone(offsets.buffer, { transfer: [offsets.buffer] });
-      return new Uint32Array(1024).fill(16);
-    },
-  };
-  t.throws(() => native().checksumBatch('crc32', spans, 0), {
-    code: 'ERR_TDE_INVALID_ARGUMENT',
-    message: /offsets and lengths differ in length/,
-  });
-  t.is(offsets.length, 0, 'the offsets were detached before they were read');
-});
+test(
+  'a spans getter that detaches what an earlier getter returned cannot make the addon read ' + 'it',
+  (t) => {
+    const data = Buffer.alloc(1 << 16, 2);
+    const offsets = new Float64Array(1024);
+    const spans = {
+      data,
+      offsets,
+      get lengths() {
+        // Moves the offsets' memory away, as postMessage with a transfer list would.
+        structuredClone(offsets.buffer, { transfer: [offsets.buffer] });
+        return new Uint32Array(1024).fill(16);
+      },
+    };
+    t.throws(() => native().checksumBatch('crc32', spans, 0), {
+      code: 'ERR_TDE_INVALID_ARGUMENT',
+      message: /offsets and lengths differ in length/,
+    });
+    t.is(offsets.length, 0, 'the offsets were detached before they were read');
+  },
+);
 
-test('buffers in a resizable ArrayBuffer are refused by batches (a shrink would take their pages)', async (t) => {
-  const key = crypto.randomBytes(16);
-  const c = createChunkCipher({
-    cipher_algorithm: 'AES/CBC/PKCS5Padding',
-    secret_key_strength: 128,
-    key,
-  });
-  const resizable = () => new ArrayBuffer(1 << 16, { maxByteLength: 1 << 20 } as never);
-  const input = new Uint8Array(resizable(), 0, 1000);
-  await t.throwsAsync(() => c.encryptBatch([input, new Uint8Array(input.buffer, 1000, 1000)]), {
-    code: 'ERR_TDE_INVALID_ARGUMENT',
-    message: /resizable ArrayBuffer.*copy it into a Buffer/,
-  });
-  await t.throwsAsync(() => c.encryptBatch([input]), { code: 'ERR_TDE_INVALID_ARGUMENT' });
-  // Outputs, which the pool threads write: shrinking one mid-batch crashed the process.
-  const out = new Uint8Array(resizable());
-  t.throws(() => native().codecEncodeInto('LZ4', [Buffer.alloc(100)], [out], null), {
-    code: 'ERR_TDE_INVALID_ARGUMENT',
-    message: /each output lies in a resizable ArrayBuffer/,
-  });
-  t.throws(
-    () =>
-      native().checksumBatch(
-        'crc32',
-        { data: out, offsets: new Float64Array([0]), lengths: new Uint32Array([1]) },
-        0,
-      ),
-    { code: 'ERR_TDE_INVALID_ARGUMENT' },
-  );
-  // A copy works, and so do the one-off calls that finish before JavaScript runs again.
-  t.is((await c.encryptBatch([Buffer.from(input)]))[0].length, 16 + 1008);
-  t.is(c.decryptSync(c.encryptSync(input)).length, 1000);
-  c.destroy();
-});
+test(
+  'buffers in a resizable ArrayBuffer are refused by batches (a shrink would take their ' +
+    'pages)',
+  async (t) => {
+    const key = crypto.randomBytes(16);
+    const c = createChunkCipher({
+      cipher_algorithm: 'AES/CBC/PKCS5Padding',
+      secret_key_strength: 128,
+      key,
+    });
+    const resizable = () => new ArrayBuffer(1 << 16, { maxByteLength: 1 << 20 } as never);
+    const input = new Uint8Array(resizable(), 0, 1000);
+    await t.throwsAsync(() => c.encryptBatch([input, new Uint8Array(input.buffer, 1000, 1000)]), {
+      code: 'ERR_TDE_INVALID_ARGUMENT',
+      message: /resizable ArrayBuffer.*copy it into a Buffer/,
+    });
+    await t.throwsAsync(() => c.encryptBatch([input]), { code: 'ERR_TDE_INVALID_ARGUMENT' });
+    // Outputs, which the pool threads write: shrinking one mid-batch crashed the process.
+    const out = new Uint8Array(resizable());
+    t.throws(() => native().codecEncodeInto('LZ4', [Buffer.alloc(100)], [out], null), {
+      code: 'ERR_TDE_INVALID_ARGUMENT',
+      message: /each output lies in a resizable ArrayBuffer/,
+    });
+    t.throws(
+      () =>
+        native().checksumBatch(
+          'crc32',
+          { data: out, offsets: new Float64Array([0]), lengths: new Uint32Array([1]) },
+          0,
+        ),
+      { code: 'ERR_TDE_INVALID_ARGUMENT' },
+    );
+    // A copy works, and so do the one-off calls that finish before JavaScript runs again.
+    t.is((await c.encryptBatch([Buffer.from(input)]))[0].length, 16 + 1008);
+    t.is(c.decryptSync(c.encryptSync(input)).length, 1000);
+    c.destroy();
+  },
+);
 
 test('empty chunks in buffers with no memory behind them encode and decode', async (t) => {
   // Buffer.alloc(0) has no memory at all: zlib refused such an output ("invalid stream", read as
@@ -363,50 +396,60 @@ test('the addon refuses a cipher that would use one all-zero IV for every chunk'
   t.notThrows(() => make({ evpName: 'AES-128-CBC', fixedIv: Buffer.alloc(16, 1) }).destroy());
 });
 
-test('of several bad chunks in a batch, the lowest-numbered is reported, however threads split it', async (t) => {
-  const c = createChunkCipher({
-    cipher_algorithm: 'AES/ECB/PKCS5Padding',
-    secret_key_strength: 128,
-    key: Buffer.alloc(16, 3),
-  });
-  // Small chunks in one allocation: threads take them in runs of many, out of order.
-  const plain = Array.from({ length: 3000 }, (_, i) => Buffer.alloc(500, i));
-  const stored = await c.encryptBatch(plain);
-  const whole = Buffer.concat(stored);
-  let at = 0;
-  const chunks = stored.map((s) => whole.subarray(at, (at += s.length)));
-  for (const bad of [2990, 1801, 1800, 977]) chunks[bad] = chunks[bad].subarray(0, 15);
-  const before = native().parallelism();
-  for (const threads of [1, 2, 4]) {
-    native().setParallelism(threads);
-    const err = await t.throwsAsync(() => c.decryptBatch(chunks), { code: 'ERR_TDE_CHUNK_LENGTH' });
-    t.regex(err?.message ?? '', /chunk 977 of the batch/, `${threads} threads`);
-  }
-  native().setParallelism(before);
-  // The good chunks still decrypt to what was written.
-  t.deepEqual(await c.decryptBatch(chunks.slice(0, 977)), plain.slice(0, 977));
-  c.destroy();
-});
+test(
+  'of several bad chunks in a batch, the lowest-numbered is reported, however threads split ' +
+    'it',
+  async (t) => {
+    const c = createChunkCipher({
+      cipher_algorithm: 'AES/ECB/PKCS5Padding',
+      secret_key_strength: 128,
+      key: Buffer.alloc(16, 3),
+    });
+    // Small chunks in one allocation: threads take them in runs of many, out of order.
+    const plain = Array.from({ length: 3000 }, (_, i) => Buffer.alloc(500, i));
+    const stored = await c.encryptBatch(plain);
+    const whole = Buffer.concat(stored);
+    let at = 0;
+    const chunks = stored.map((s) => whole.subarray(at, (at += s.length)));
+    for (const bad of [2990, 1801, 1800, 977]) chunks[bad] = chunks[bad].subarray(0, 15);
+    const before = native().parallelism();
+    for (const threads of [1, 2, 4]) {
+      native().setParallelism(threads);
+      const err = await t.throwsAsync(() => c.decryptBatch(chunks), {
+        code: 'ERR_TDE_CHUNK_LENGTH',
+      });
+      t.regex(err?.message ?? '', /chunk 977 of the batch/, `${threads} threads`);
+    }
+    native().setParallelism(before);
+    // The good chunks still decrypt to what was written.
+    t.deepEqual(await c.decryptBatch(chunks.slice(0, 977)), plain.slice(0, 977));
+    c.destroy();
+  },
+);
 
 test('workers that load the addon alone and end mid-batch leave the process running', async (t) => {
   // A process whose main thread never loads the addon: each worker brings its own copy, and it
   // ends (terminated or by process.exit) while its batch is still on the pool's threads.
-  const worker = `
+  const worker =
+    `
     const { parentPort, workerData } = require('node:worker_threads');
     const { createChunkCipher } = require(workerData.dist);
-    const c = createChunkCipher({ cipher_algorithm: 'AES/ECB/PKCS5Padding', secret_key_strength: 128,
+    const c = createChunkCipher({ cipher_algorithm: 'AES/ECB/PKCS5Padding', ` +
+    `secret_key_strength: 128,
       key: Buffer.alloc(16, 1) });
     const chunks = Array.from({ length: 512 }, () => Buffer.alloc(1 << 17, 7));
     c.encryptBatch(chunks).then((out) => parentPort.postMessage(out.length));
     if (workerData.exit) process.exit(0);
     parentPort.postMessage('queued');
   `;
-  const main = `
+  const main =
+    `
     const { Worker } = require('node:worker_threads');
     (async () => {
       for (let round = 0; round < 6; round++) {
         const w = new Worker(${JSON.stringify(worker)}, { eval: true,
-          workerData: { dist: ${JSON.stringify(path.join(ROOT, 'dist'))}, exit: round % 2 === 1 } });
+          workerData: { ` +
+    `dist: ${JSON.stringify(path.join(ROOT, 'dist'))}, exit: round % 2 === 1 } });
         const first = new Promise((resolve) => w.once('message', resolve));
         if (round % 2 === 0) {
           await first;

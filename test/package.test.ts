@@ -4,10 +4,13 @@ import test from 'ava';
 
 import { ROOT } from './helpers';
 
-const SNIPPET = (load: string) => `
+const SNIPPET = (load: string) =>
+  `
   ${load}
-  const c = m.createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', secret_key_strength: 128, key: Buffer.alloc(16, 1) });
-  c.encrypt(Buffer.from('hello')).then((e) => c.decrypt(e)).then((d) => { c.destroy(); console.log(d.toString(), typeof m.upgradeSSTables, typeof m.TdeError); });
+  const c = m.createChunkCipher({ cipher_algorithm: 'AES/CBC/PKCS5Padding', ` +
+  `secret_key_strength: 128, key: Buffer.alloc(16, 1) });
+  c.encrypt(Buffer.from('hello')).then((e) => c.decrypt(e)).then((d) => { c.destroy(); ` +
+  `console.log(d.toString(), typeof m.upgradeSSTables, typeof m.TdeError); });
 `;
 
 test('the package main works with require()', (t) => {
@@ -24,7 +27,8 @@ test('the package main works with import, named exports included', (t) => {
       '--input-type=module',
       '-e',
       SNIPPET(
-        "import * as m from 'sstable-tde'; import { createChunkCipher } from 'sstable-tde'; if (typeof createChunkCipher !== 'function') throw new Error('no named export');",
+        "import * as m from 'sstable-tde'; import { createChunkCipher } from 'sstable-tde'; if " +
+          "(typeof createChunkCipher !== 'function') throw new Error('no named export');",
       ),
     ],
     { cwd: ROOT },

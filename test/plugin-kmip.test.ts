@@ -234,9 +234,11 @@ test(
   },
 );
 
-test('a process that opens the plugin, polls and never calls close() still exits on its own', async (t) => {
-  const file = configFile(kmipYaml(server, 'g'));
-  const script = `
+test(
+  'a process that opens the plugin, polls and never calls close() still exits on its ' + 'own',
+  async (t) => {
+    const file = configFile(kmipYaml(server, 'g'));
+    const script = `
     const { openPlugin } = require(${JSON.stringify(path.join(ROOT, 'src/index.ts'))});
     (async () => {
       const plugin = await openPlugin({ config: ${JSON.stringify(file)}, keyStatePollMillis: 20 });
@@ -246,12 +248,13 @@ test('a process that opens the plugin, polls and never calls close() still exits
       console.log('opened, used, left open');
     })();
   `;
-  // The timeout only ends a hang that would otherwise stall the suite; it is not the assertion.
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import=tsx', '-e', script], {
-    timeout: 120000,
-  });
-  t.is(stdout.trim(), 'opened, used, left open');
-});
+    // The timeout only ends a hang that would otherwise stall the suite; it is not the assertion.
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import=tsx', '-e', script], {
+      timeout: 120000,
+    });
+    t.is(stdout.trim(), 'opened, used, left open');
+  },
+);
 
 test(
   'a commit log segment whose KMIP key is revoked writes nothing more with it; its pending ' +

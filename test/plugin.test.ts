@@ -67,138 +67,147 @@ async function flush(
   return id;
 }
 
-test('a flush is written encrypted, read back by position, and every step is counted', async (t) => {
-  const keys = keyDir();
-  const plugin = await openPlugin({ config: keys.config });
-  const fetched: KeyFetchedEvent[] = [];
-  plugin.on('keyFetched', (e) => fetched.push(e));
-  try {
-    const dir = tempDir('plugin-flush');
-    const data = memtable(2000, 1);
-    const id = await flush(plugin, dir, '1', data);
-    const stored = fs.readFileSync(path.join(dir, 'nb-1-big-Data.db'));
-    t.false(stored.includes(Buffer.from('partition-1-5|')), 'no plain row on disk');
-    const index = fs.readFileSync(path.join(dir, 'nb-1-big-Index.db'));
-    t.false(index.includes(Buffer.from('partition-0')), 'index encrypted');
-
-    const chunks = Math.ceil(data.length / 4096);
-    let m = plugin.metrics();
-    t.is(m.encrypted.chunks, chunks);
-    t.is(m.encrypted.bytes, data.length + 'index of 1: partition-0 at 0'.length);
-    t.is(m.encrypted.pages, 1);
-    t.is(m.keys.fetches, 1);
-    t.deepEqual(
-      fetched.map((e) => [e.source, e.key]),
-      [['local', 'system_key']],
-    );
-
-    const reader = await plugin.openReader(id);
+test(
+  'a flush is written encrypted, read back by position, and every step is ' + 'counted',
+  async (t) => {
+    const keys = keyDir();
+    const plugin = await openPlugin({ config: keys.config });
+    const fetched: KeyFetchedEvent[] = [];
+    plugin.on('keyFetched', (e) => fetched.push(e));
     try {
-      for (const [pos, len] of [
-        [0, 20],
-        [4090, 12],
-        [30000, 5000],
-        [data.length - 3, 3],
-      ]) {
-        const bytes = await reader.read(pos, len);
-        t.true(bytes.equals(data.subarray(pos, pos + len)), `read(${pos}, ${len})`);
-      }
-      const component = await reader.openComponent('Index.db');
-      t.is((await component.readAll()).toString(), 'index of 1: partition-0 at 0');
-      await component.close();
-    } finally {
-      await reader.close();
-    }
-    m = plugin.metrics();
-    // Four reads: chunk 0, chunks 0-1, chunks 7-8, the last chunk. The index's one page is read
-    // on open (for its plain size) and again by readAll.
-    t.is(m.decrypted.chunks, 1 + 2 + 2 + 1);
-    t.is(m.decrypted.pages, 2);
-    t.is(m.keys.fetches, 1, 'the key file was read once');
-    t.true(m.keys.cacheHits >= 1);
-    t.is(m.integrityFailures, 0);
-    t.is(m.kmip.requests, 0);
-  } finally {
-    await plugin.close();
-  }
-});
+      const dir = tempDir('plugin-flush');
+      const data = memtable(2000, 1);
+      const id = await flush(plugin, dir, '1', data);
+      const stored = fs.readFileSync(path.join(dir, 'nb-1-big-Data.db'));
+      t.false(stored.includes(Buffer.from('partition-1-5|')), 'no plain row on disk');
+      const index = fs.readFileSync(path.join(dir, 'nb-1-big-Index.db'));
+      t.false(index.includes(Buffer.from('partition-0')), 'index encrypted');
 
-test('rotateKey with local keys: a new key file, new SSTables use it, old ones keep reading', async (t) => {
-  const keys = keyDir();
-  const plugin = await openPlugin({ config: keys.config });
-  try {
-    const rotated: KeyRotatedEvent[] = [];
-    plugin.on('keyRotated', (e) => rotated.push(e));
-    const dir = tempDir('plugin-rotate');
-    const old = memtable(500, 2);
-    const first = await flush(plugin, dir, '1', old);
+      const chunks = Math.ceil(data.length / 4096);
+      let m = plugin.metrics();
+      t.is(m.encrypted.chunks, chunks);
+      t.is(m.encrypted.bytes, data.length + 'index of 1: partition-0 at 0'.length);
+      t.is(m.encrypted.pages, 1);
+      t.is(m.keys.fetches, 1);
+      t.deepEqual(
+        fetched.map((e) => [e.source, e.key]),
+        [['local', 'system_key']],
+      );
 
-    const r = await plugin.rotateKey(CBC);
-    t.is(r.key, 'system_key-2');
-    t.is(r.previous, 'system_key');
-    t.is(r.tableOptions.system_key_file, 'system_key-2');
-    t.deepEqual(
-      rotated.map((e) => [e.source, e.previous, e.key]),
-      [['local', 'system_key', 'system_key-2']],
-    );
-    t.is(fs.statSync(path.join(keys.dir, 'system_key-2')).mode & 0o777, 0o600);
-    const again = await plugin.rotateKey(r.tableOptions);
-    t.is(again.key, 'system_key-3', 'a second rotation takes the next name');
-
-    const fresh = memtable(500, 3);
-    const second = await flush(plugin, dir, '2', fresh, r.tableOptions);
-    t.is(compressionInfo(dir, 2).options.system_key_file, 'system_key-2');
-    for (const [id, data] of [
-      [first, old],
-      [second, fresh],
-    ] as const) {
       const reader = await plugin.openReader(id);
-      t.true((await reader.read(0, data.length)).equals(data));
-      await reader.close();
+      try {
+        for (const [pos, len] of [
+          [0, 20],
+          [4090, 12],
+          [30000, 5000],
+          [data.length - 3, 3],
+        ]) {
+          const bytes = await reader.read(pos, len);
+          t.true(bytes.equals(data.subarray(pos, pos + len)), `read(${pos}, ${len})`);
+        }
+        const component = await reader.openComponent('Index.db');
+        t.is((await component.readAll()).toString(), 'index of 1: partition-0 at 0');
+        await component.close();
+      } finally {
+        await reader.close();
+      }
+      m = plugin.metrics();
+      // Four reads: chunk 0, chunks 0-1, chunks 7-8, the last chunk. The index's one page is read
+      // on open (for its plain size) and again by readAll.
+      t.is(m.decrypted.chunks, 1 + 2 + 2 + 1);
+      t.is(m.decrypted.pages, 2);
+      t.is(m.keys.fetches, 1, 'the key file was read once');
+      t.true(m.keys.cacheHits >= 1);
+      t.is(m.integrityFailures, 0);
+      t.is(m.kmip.requests, 0);
+    } finally {
+      await plugin.close();
     }
-    t.is(plugin.metrics().keys.rotations, 2);
-  } finally {
-    await plugin.close();
-  }
-});
+  },
+);
 
-test('an altered GCM chunk is one integrity failure, reported with its file and chunk', async (t) => {
-  const keys = keyDir();
-  const plugin = await openPlugin({ config: keys.config });
-  const seen: IntegrityFailureEvent[] = [];
-  plugin.on('integrityFailure', (e) => seen.push(e));
-  try {
-    const dir = tempDir('plugin-gcm');
-    const data = memtable(1500, 4);
-    const id = await flush(plugin, dir, '1', data, { ...GCM, system_key_file: 'gcm_key' });
+test(
+  'rotateKey with local keys: a new key file, new SSTables use it, old ones keep ' + 'reading',
+  async (t) => {
+    const keys = keyDir();
+    const plugin = await openPlugin({ config: keys.config });
+    try {
+      const rotated: KeyRotatedEvent[] = [];
+      plugin.on('keyRotated', (e) => rotated.push(e));
+      const dir = tempDir('plugin-rotate');
+      const old = memtable(500, 2);
+      const first = await flush(plugin, dir, '1', old);
 
-    // Alter chunk 1 and give it a matching checksum, so only the GCM tag can tell.
-    const dataFile = path.join(dir, 'nb-1-big-Data.db');
-    const info = compressionInfo(dir, 1);
-    const bytes = fs.readFileSync(dataFile);
-    const [start, end] = [info.chunkOffsets[1], info.chunkOffsets[2] - 4];
-    bytes[start + 20] ^= 1;
-    bytes.writeUInt32BE(zlib.crc32(bytes.subarray(start, end)) >>> 0, end);
-    fs.writeFileSync(dataFile, bytes);
+      const r = await plugin.rotateKey(CBC);
+      t.is(r.key, 'system_key-2');
+      t.is(r.previous, 'system_key');
+      t.is(r.tableOptions.system_key_file, 'system_key-2');
+      t.deepEqual(
+        rotated.map((e) => [e.source, e.previous, e.key]),
+        [['local', 'system_key', 'system_key-2']],
+      );
+      t.is(fs.statSync(path.join(keys.dir, 'system_key-2')).mode & 0o777, 0o600);
+      const again = await plugin.rotateKey(r.tableOptions);
+      t.is(again.key, 'system_key-3', 'a second rotation takes the next name');
 
-    const reader = await plugin.openReader(id);
-    const report = await reader.verify();
-    await reader.close();
-    t.deepEqual(
-      report.faults.map((f) => [f.code, f.chunk]),
-      [['ERR_TDE_INTEGRITY', 1]],
-    );
-    // verify retried the batch chunk by chunk: still one failure.
-    t.is(plugin.metrics().integrityFailures, 1);
-    t.is(seen.length, 1);
-    t.is(seen[0].code, 'ERR_TDE_INTEGRITY');
-    t.is(seen[0].file, dataFile);
-    t.is(seen[0].chunk, 1);
-    t.is(seen[0].key, 'gcm_key');
-  } finally {
-    await plugin.close();
-  }
-});
+      const fresh = memtable(500, 3);
+      const second = await flush(plugin, dir, '2', fresh, r.tableOptions);
+      t.is(compressionInfo(dir, 2).options.system_key_file, 'system_key-2');
+      for (const [id, data] of [
+        [first, old],
+        [second, fresh],
+      ] as const) {
+        const reader = await plugin.openReader(id);
+        t.true((await reader.read(0, data.length)).equals(data));
+        await reader.close();
+      }
+      t.is(plugin.metrics().keys.rotations, 2);
+    } finally {
+      await plugin.close();
+    }
+  },
+);
+
+test(
+  'an altered GCM chunk is one integrity failure, reported with its file and ' + 'chunk',
+  async (t) => {
+    const keys = keyDir();
+    const plugin = await openPlugin({ config: keys.config });
+    const seen: IntegrityFailureEvent[] = [];
+    plugin.on('integrityFailure', (e) => seen.push(e));
+    try {
+      const dir = tempDir('plugin-gcm');
+      const data = memtable(1500, 4);
+      const id = await flush(plugin, dir, '1', data, { ...GCM, system_key_file: 'gcm_key' });
+
+      // Alter chunk 1 and give it a matching checksum, so only the GCM tag can tell.
+      const dataFile = path.join(dir, 'nb-1-big-Data.db');
+      const info = compressionInfo(dir, 1);
+      const bytes = fs.readFileSync(dataFile);
+      const [start, end] = [info.chunkOffsets[1], info.chunkOffsets[2] - 4];
+      bytes[start + 20] ^= 1;
+      bytes.writeUInt32BE(zlib.crc32(bytes.subarray(start, end)) >>> 0, end);
+      fs.writeFileSync(dataFile, bytes);
+
+      const reader = await plugin.openReader(id);
+      const report = await reader.verify();
+      await reader.close();
+      t.deepEqual(
+        report.faults.map((f) => [f.code, f.chunk]),
+        [['ERR_TDE_INTEGRITY', 1]],
+      );
+      // verify retried the batch chunk by chunk: still one failure.
+      t.is(plugin.metrics().integrityFailures, 1);
+      t.is(seen.length, 1);
+      t.is(seen[0].code, 'ERR_TDE_INTEGRITY');
+      t.is(seen[0].file, dataFile);
+      t.is(seen[0].chunk, 1);
+      t.is(seen[0].key, 'gcm_key');
+    } finally {
+      await plugin.close();
+    }
+  },
+);
 
 test(
   'close() is idempotent, aborts unfinished writers and wipes keys; the plugin then refuses ' +
@@ -243,52 +252,58 @@ test('close() waits for calls in flight, then closes what they made', async (t) 
   t.deepEqual(fs.readdirSync(dir), [], 'the writer was aborted by the shutdown');
 });
 
-test('commit log segments and hints through the plugin are encrypted, readable, and counted', async (t) => {
-  const keys = keyDir();
-  const systemInfo = {
-    enabled: true,
-    cipher_algorithm: 'AES/CBC/PKCS5Padding',
-    secret_key_strength: 128,
-  };
-  const config = { ...keys.config, system_info_encryption: systemInfo };
-  const plugin = await openPlugin({ config });
-  const dir = tempDir('plugin-commitlog');
-  const resolve = async (alias: string) => readKeyFile(path.join(keys.dir, alias))[0].key;
-  try {
-    const segment = await plugin.commitLogWriter(path.join(dir, 'CommitLog-7-1.log'), 1n);
-    const entries = Array.from({ length: 50 }, (_, i) =>
-      Buffer.from(`mutation ${i} ${'x'.repeat(i)}`),
-    );
-    for (const e of entries.slice(0, 30)) segment.append(e);
-    t.is(segment.pendingEntries().length, 30);
-    await segment.sync();
-    t.is(segment.unsynced, 0);
-    for (const e of entries.slice(30)) segment.append(e);
-    await segment.close();
+test(
+  'commit log segments and hints through the plugin are encrypted, readable, and ' + 'counted',
+  async (t) => {
+    const keys = keyDir();
+    const systemInfo = {
+      enabled: true,
+      cipher_algorithm: 'AES/CBC/PKCS5Padding',
+      secret_key_strength: 128,
+    };
+    const config = { ...keys.config, system_info_encryption: systemInfo };
+    const plugin = await openPlugin({ config });
+    const dir = tempDir('plugin-commitlog');
+    const resolve = async (alias: string) => readKeyFile(path.join(keys.dir, alias))[0].key;
+    try {
+      const segment = await plugin.commitLogWriter(path.join(dir, 'CommitLog-7-1.log'), 1n);
+      const entries = Array.from({ length: 50 }, (_, i) =>
+        Buffer.from(`mutation ${i} ${'x'.repeat(i)}`),
+      );
+      for (const e of entries.slice(0, 30)) segment.append(e);
+      t.is(segment.pendingEntries().length, 30);
+      await segment.sync();
+      t.is(segment.unsynced, 0);
+      for (const e of entries.slice(30)) segment.append(e);
+      await segment.close();
 
-    const read: Buffer[] = [];
-    const report = await readSegment(segment.file, resolve, (e) => read.push(e));
-    t.true(report.complete);
-    t.is(report.keyAlias, 'system_key');
-    t.deepEqual(read.map(String), entries.map(String));
-    t.false(fs.readFileSync(segment.file).includes(Buffer.from('mutation 1')));
+      const read: Buffer[] = [];
+      const report = await readSegment(segment.file, resolve, (e) => read.push(e));
+      t.true(report.complete);
+      t.is(report.keyAlias, 'system_key');
+      t.deepEqual(read.map(String), entries.map(String));
+      t.false(fs.readFileSync(segment.file).includes(Buffer.from('mutation 1')));
 
-    const descriptor = { hostId: '4fc9a1b2-0000-4000-8000-000000000001', timestamp: 1700000000000 };
-    const names = hintsFileNames(dir, descriptor.hostId, descriptor.timestamp);
-    const hints = await plugin.hintsWriter(names, descriptor);
-    await hints.write([Buffer.from('hint one'), Buffer.from('hint two')]);
-    await hints.close();
-    const got: string[] = [];
-    await readHintsFile(names, resolve, (h) => got.push(String(h)));
-    t.deepEqual(got, ['hint one', 'hint two']);
+      const descriptor = {
+        hostId: '4fc9a1b2-0000-4000-8000-000000000001',
+        timestamp: 1700000000000,
+      };
+      const names = hintsFileNames(dir, descriptor.hostId, descriptor.timestamp);
+      const hints = await plugin.hintsWriter(names, descriptor);
+      await hints.write([Buffer.from('hint one'), Buffer.from('hint two')]);
+      await hints.close();
+      const got: string[] = [];
+      await readHintsFile(names, resolve, (h) => got.push(String(h)));
+      t.deepEqual(got, ['hint one', 'hint two']);
 
-    const m = plugin.metrics();
-    t.deepEqual(m.commitLog, { entries: 50, bytes: entries.reduce((n, e) => n + e.length, 0) });
-    t.deepEqual(m.hints, { hints: 2, bytes: 16 });
-  } finally {
-    await plugin.close();
-  }
-});
+      const m = plugin.metrics();
+      t.deepEqual(m.commitLog, { entries: 50, bytes: entries.reduce((n, e) => n + e.length, 0) });
+      t.deepEqual(m.hints, { hints: 2, bytes: 16 });
+    } finally {
+      await plugin.close();
+    }
+  },
+);
 
 test('openPlugin validates its options and the config, and names what is wrong', async (t) => {
   await t.throwsAsync(() => openPlugin({} as never), {

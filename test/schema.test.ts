@@ -6,12 +6,17 @@ import { parseSchema } from '../src/schema/cql';
 test("the DSE documentation's CREATE and ALTER statements parse, both option spellings", (t) => {
   const tables = parseSchema(
     `
-    CREATE TABLE cycling.customers (id uuid PRIMARY KEY, name text) WITH COMPRESSION = { 'class': 'Encryptor',
-      'key_provider': 'KmipKeyProviderFactory', 'kmip_host': 'kmip_group_name', 'cipher_algorithm': 'AES/ECB/PKCS5Padding',
+    CREATE TABLE cycling.customers (id uuid PRIMARY KEY, name text) WITH COMPRESSION = { ` +
+      `'class': 'Encryptor',
+      'key_provider': 'KmipKeyProviderFactory', 'kmip_host': 'kmip_group_name', ` +
+      `'cipher_algorithm': 'AES/ECB/PKCS5Padding',
       'secret_key_strength': 128 };
-    ALTER TABLE cycling.riders WITH compression = { 'sstable_compression': 'EncryptingDeflateCompressor',
-      'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 256, 'chunk_length_kb': 128 };
-    ALTER TABLE cycling.teams WITH compression = { 'class': 'LZ4Compressor', 'chunk_length_in_kb': '16' };
+    ALTER TABLE cycling.riders WITH compression = { ` +
+      `'sstable_compression': 'EncryptingDeflateCompressor',
+      'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 256, ` +
+      `'chunk_length_kb': 128 };
+    ALTER TABLE cycling.teams WITH compression = { ` +
+      `'class': 'LZ4Compressor', 'chunk_length_in_kb': '16' };
   `,
     'schema.cql',
   );
@@ -28,8 +33,10 @@ test("the DSE documentation's CREATE and ALTER statements parse, both option spe
 });
 
 test('a DESC KEYSPACE dump with USE, comments, other options and clustering order parses', (t) => {
-  const tables = parseSchema(`
-    CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': '1'}  AND durable_writes = true;
+  const tables = parseSchema(
+    `
+    CREATE KEYSPACE ks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': '1'} ` +
+      ` AND durable_writes = true;
     USE ks; -- default keyspace from here on
     /* a block
        comment */
@@ -39,12 +46,14 @@ test('a DESC KEYSPACE dump with USE, comments, other options and clustering orde
         AND bloom_filter_fp_chance = 0.01
         AND caching = {'keys': 'ALL', 'rows_per_partition': 'NONE'}
         AND comment = 'it''s a table; with a semicolon'
-        AND compression = {'chunk_length_in_kb': '64', 'class': 'org.apache.cassandra.io.compress.LZ4Compressor'}
+        AND compression = {'chunk_length_in_kb': '64', ` +
+      `'class': 'org.apache.cassandra.io.compress.LZ4Compressor'}
         AND id = 5a1c395e-b41f-11e5-9f22-ba0be0483c18
         AND default_time_to_live = 0;
     CREATE TABLE plain (k int PRIMARY KEY);
     CREATE INDEX ON plain (k);
-  `);
+  `,
+  );
   const mixed = tables.get('ks.MixedCase')!;
   t.is(mixed.compression!.class, 'org.apache.cassandra.io.compress.LZ4Compressor');
   t.is(parseTableCompression(mixed.compression!, 16384).className, 'LZ4Compressor');
@@ -127,7 +136,8 @@ test('schema typos that would leave a table as it is are errors, not skipped sta
     ],
     ["ALTER TYPE a.b WITH compression = {'class': 'Encryptor'};", /compression is a table option/],
     [
-      "ALTER TABLE a.b WITH compression = {'class': 'Encryptor'} AND compression = {'class': 'LZ4Compressor'};",
+      "ALTER TABLE a.b WITH compression = {'class': 'Encryptor'} AND compression = {'class': " +
+        "'LZ4Compressor'};",
       /compression is given twice/,
     ],
   ];

@@ -89,93 +89,111 @@ test('every corpus CRC.db parses and serializes back to the same bytes', (t) => 
   }
 });
 
-test('a truncated CompressionInfo.db is refused with ERR_TDE_CORRUPT_COMPRESSION_INFO naming the file', (t) => {
-  const table = corpusTables().find((c) => c.table === 'legacy_nb_clust')!;
-  const file = path.join(table.dir, 'nb-1-big-CompressionInfo.db');
-  const raw = fs.readFileSync(file);
-  for (const cut of [0, 1, 10, 30, raw.length - 1]) {
-    const err = t.throws(() => parseCompressionInfo(raw.subarray(0, cut), file, true), {
+test(
+  'a truncated CompressionInfo.db is refused with ERR_TDE_CORRUPT_COMPRESSION_INFO naming the ' +
+    'file',
+  (t) => {
+    const table = corpusTables().find((c) => c.table === 'legacy_nb_clust')!;
+    const file = path.join(table.dir, 'nb-1-big-CompressionInfo.db');
+    const raw = fs.readFileSync(file);
+    for (const cut of [0, 1, 10, 30, raw.length - 1]) {
+      const err = t.throws(() => parseCompressionInfo(raw.subarray(0, cut), file, true), {
+        code: 'ERR_TDE_CORRUPT_COMPRESSION_INFO',
+      });
+      t.true(err?.message.includes(file));
+    }
+  },
+);
+
+test(
+  'CompressionInfo.db with impossible values is refused before anything is allocated from ' +
+    'them',
+  (t) => {
+    const table = corpusTables().find((c) => c.table === 'legacy_nb_clust')!;
+    const raw = fs.readFileSync(path.join(table.dir, 'nb-1-big-CompressionInfo.db'));
+    const nameLen = raw.readUInt16BE(0);
+    const at = 2 + nameLen + 4; // chunk length follows class name and option count
+    const zeroChunk = Buffer.from(raw);
+    zeroChunk.writeInt32BE(0, at);
+    t.throws(() => parseCompressionInfo(zeroChunk, 'x', true), { message: /chunk length 0/ });
+    const hugeCount = Buffer.from(raw);
+    hugeCount.writeInt32BE(0x7fffffff, at + 4 + 4 + 8);
+    t.throws(() => parseCompressionInfo(hugeCount, 'x', true), {
       code: 'ERR_TDE_CORRUPT_COMPRESSION_INFO',
     });
-    t.true(err?.message.includes(file));
-  }
-});
-
-test('CompressionInfo.db with impossible values is refused before anything is allocated from them', (t) => {
-  const table = corpusTables().find((c) => c.table === 'legacy_nb_clust')!;
-  const raw = fs.readFileSync(path.join(table.dir, 'nb-1-big-CompressionInfo.db'));
-  const nameLen = raw.readUInt16BE(0);
-  const at = 2 + nameLen + 4; // chunk length follows class name and option count
-  const zeroChunk = Buffer.from(raw);
-  zeroChunk.writeInt32BE(0, at);
-  t.throws(() => parseCompressionInfo(zeroChunk, 'x', true), { message: /chunk length 0/ });
-  const hugeCount = Buffer.from(raw);
-  hugeCount.writeInt32BE(0x7fffffff, at + 4 + 4 + 8);
-  t.throws(() => parseCompressionInfo(hugeCount, 'x', true), {
-    code: 'ERR_TDE_CORRUPT_COMPRESSION_INFO',
-  });
-  const negativeLength = Buffer.from(raw);
-  negativeLength.writeBigInt64BE(-5n, at + 8);
-  t.throws(() => parseCompressionInfo(negativeLength, 'x', true), { message: /out of range/ });
-  const manyOptions = Buffer.from(raw);
-  manyOptions.writeInt32BE(1 << 30, 2 + nameLen);
-  t.throws(() => parseCompressionInfo(manyOptions, 'x', true), { message: /option count/ });
-});
+    const negativeLength = Buffer.from(raw);
+    negativeLength.writeBigInt64BE(-5n, at + 8);
+    t.throws(() => parseCompressionInfo(negativeLength, 'x', true), { message: /out of range/ });
+    const manyOptions = Buffer.from(raw);
+    manyOptions.writeInt32BE(1 << 30, 2 + nameLen);
+    t.throws(() => parseCompressionInfo(manyOptions, 'x', true), { message: /option count/ });
+  },
+);
 
 for (const table of corpusTables().filter((c) => !CORRUPT_TABLES.has(c.table))) {
-  test(`${table.format}/${table.table}: reads every chunk and verifies checksums and digest`, async (t) => {
+  test(
+    `${table.format}/${table.table}: reads every chunk and verifies checksums and ` + `digest`,
+    async (t) => {
+      const [files] = scanTableDirectory(table.dir).sstables;
+      const reader = await SSTableReader.open(files);
+      try {
+        t.is(reader.dataLength, EXPECTED[table.table].dataLength);
+        t.is(reader.features.checksum, EXPECTED[table.table].checksum as 'crc32' | 'adler32');
+        const report = await reader.verify(files.components.find((c) => c.startsWith('Digest.')));
+        t.deepEqual(report.faults, []);
+        t.is(report.dataBytes, EXPECTED[table.table].dataLength);
+
+        // Reads by position agree with the streamed data.
+        const all = await readAll(files);
+        t.is(all.length, reader.dataLength);
+        const mid = Math.floor(all.length / 3);
+        const len = Math.min(all.length - mid, 70000);
+        t.true((await reader.read(mid, len)).equals(all.subarray(mid, mid + len)));
+        t.true((await reader.read(0, 1)).equals(all.subarray(0, 1)));
+        await t.throwsAsync(() => reader.read(all.length - 1, 2), { code: 'ERR_TDE_READ_RANGE' });
+      } finally {
+        await reader.close();
+      }
+    },
+  );
+}
+
+test(
+  'legacy_me_simple: the data starts with the first partition key that Index.db ' + 'lists',
+  async (t) => {
+    // sstable-format.md §8: Index.db and each partition in Data.db start with a 2-byte key length
+    // and the key; the first index entry points at position 0.
+    const table = corpusTables().find((c) => c.table === 'legacy_me_simple')!;
+    const data = await readAll(scanTableDirectory(table.dir).sstables[0]);
+    const index = fs.readFileSync(path.join(table.dir, 'me-1-big-Index.db'));
+    const keyLen = index.readUInt16BE(0);
+    t.true(keyLen > 0 && keyLen < 64);
+    t.true(data.subarray(0, 2 + keyLen).equals(index.subarray(0, 2 + keyLen)));
+  },
+);
+
+test(
+  'lz4_invalid_checksums: chunk 2 is reported with its index and offset, and the digest ' +
+    'mismatch too',
+  async (t) => {
+    const table = corpusTables().find((c) => c.table === 'lz4_invalid_checksums')!;
     const [files] = scanTableDirectory(table.dir).sstables;
     const reader = await SSTableReader.open(files);
     try {
-      t.is(reader.dataLength, EXPECTED[table.table].dataLength);
-      t.is(reader.features.checksum, EXPECTED[table.table].checksum as 'crc32' | 'adler32');
-      const report = await reader.verify(files.components.find((c) => c.startsWith('Digest.')));
-      t.deepEqual(report.faults, []);
-      t.is(report.dataBytes, EXPECTED[table.table].dataLength);
-
-      // Reads by position agree with the streamed data.
-      const all = await readAll(files);
-      t.is(all.length, reader.dataLength);
-      const mid = Math.floor(all.length / 3);
-      const len = Math.min(all.length - mid, 70000);
-      t.true((await reader.read(mid, len)).equals(all.subarray(mid, mid + len)));
-      t.true((await reader.read(0, 1)).equals(all.subarray(0, 1)));
-      await t.throwsAsync(() => reader.read(all.length - 1, 2), { code: 'ERR_TDE_READ_RANGE' });
+      const report = await reader.verify('Digest.crc32');
+      t.deepEqual(
+        report.faults.map((f) => [f.code, f.chunk]),
+        [
+          ['ERR_TDE_CHUNK_CHECKSUM', 2],
+          ['ERR_TDE_DIGEST_MISMATCH', undefined],
+        ],
+      );
+      t.is(report.faults[0].offset, reader.compressionInfo!.chunkOffsets[2]);
+      t.regex(report.faults[0].message, /chunk 2 at offset \d+/);
+      await t.throwsAsync(() => reader.readChunks(2, 1), { code: 'ERR_TDE_CHUNK_CHECKSUM' });
+      t.is((await reader.readChunks(1, 1))[0].length, 4096);
     } finally {
       await reader.close();
     }
-  });
-}
-
-test('legacy_me_simple: the data starts with the first partition key that Index.db lists', async (t) => {
-  // sstable-format.md §8: Index.db and each partition in Data.db start with a 2-byte key length
-  // and the key; the first index entry points at position 0.
-  const table = corpusTables().find((c) => c.table === 'legacy_me_simple')!;
-  const data = await readAll(scanTableDirectory(table.dir).sstables[0]);
-  const index = fs.readFileSync(path.join(table.dir, 'me-1-big-Index.db'));
-  const keyLen = index.readUInt16BE(0);
-  t.true(keyLen > 0 && keyLen < 64);
-  t.true(data.subarray(0, 2 + keyLen).equals(index.subarray(0, 2 + keyLen)));
-});
-
-test('lz4_invalid_checksums: chunk 2 is reported with its index and offset, and the digest mismatch too', async (t) => {
-  const table = corpusTables().find((c) => c.table === 'lz4_invalid_checksums')!;
-  const [files] = scanTableDirectory(table.dir).sstables;
-  const reader = await SSTableReader.open(files);
-  try {
-    const report = await reader.verify('Digest.crc32');
-    t.deepEqual(
-      report.faults.map((f) => [f.code, f.chunk]),
-      [
-        ['ERR_TDE_CHUNK_CHECKSUM', 2],
-        ['ERR_TDE_DIGEST_MISMATCH', undefined],
-      ],
-    );
-    t.is(report.faults[0].offset, reader.compressionInfo!.chunkOffsets[2]);
-    t.regex(report.faults[0].message, /chunk 2 at offset \d+/);
-    await t.throwsAsync(() => reader.readChunks(2, 1), { code: 'ERR_TDE_CHUNK_CHECKSUM' });
-    t.is((await reader.readChunks(1, 1))[0].length, 4096);
-  } finally {
-    await reader.close();
-  }
-});
+  },
+);

@@ -1,4 +1,7 @@
-/** The library API a storage process uses: write a new SSTable's data from a stream, read it by position. */
+/**
+ * The library API a storage process uses: write a new SSTable's data from a stream, read it by
+ * position.
+ */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -16,62 +19,68 @@ import { createKeyFile } from '../src/keys/key-file';
 import { parseSchema } from '../src/schema/cql';
 import { makeDataDir, makeKeySetup, onlySSTable, readAll, tempDir } from './helpers';
 
-test('a storage process writes Data.db + CompressionInfo.db from a stream and reads it back by position', async (t) => {
-  const keys = makeKeySetup();
-  createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 256);
-  const provider = new KeyProviders(keys.config);
-  const compressor = await compressorForTable(
-    {
-      class: 'EncryptingSnappyCompressor',
-      cipher_algorithm: 'AES/CBC/PKCS5Padding',
-      secret_key_strength: 256,
-      chunk_length_kb: 16,
-    },
-    { keys: provider },
-  );
-  const dir = tempDir('flush');
-  const id = { dir, version: 'nb', generation: '7', format: 'big' as const };
-  const writer = await SSTableDataWriter.create({ id, params: compressor.params, compressor });
+test(
+  'a storage process writes Data.db + CompressionInfo.db from a stream and reads it back by ' +
+    'position',
+  async (t) => {
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 256);
+    const provider = new KeyProviders(keys.config);
+    const compressor = await compressorForTable(
+      {
+        class: 'EncryptingSnappyCompressor',
+        cipher_algorithm: 'AES/CBC/PKCS5Padding',
+        secret_key_strength: 256,
+        chunk_length_kb: 16,
+      },
+      { keys: provider },
+    );
+    const dir = tempDir('flush');
+    const id = { dir, version: 'nb', generation: '7', format: 'big' as const };
+    const writer = await SSTableDataWriter.create({ id, params: compressor.params, compressor });
 
-  // A memtable flush: many small appends of partly compressible data.
-  const data = Buffer.concat(
-    Array.from({ length: 300 }, (_, i) =>
-      Buffer.concat([
-        Buffer.from(`partition-${i}:`),
-        crypto.randomBytes(i % 50),
-        Buffer.alloc(1000, i),
-      ]),
-    ),
-  );
-  for (let at = 0; at < data.length; at += 777) await writer.write(data.subarray(at, at + 777));
-  const result = await writer.finish();
-  compressor.close();
-  t.deepEqual(result.components, ['Data.db', 'CompressionInfo.db', 'Digest.crc32']);
-  t.is(result.dataLength, data.length);
-  t.is(result.chunkCount, Math.ceil(data.length / 16384));
-  t.false(fs.readFileSync(path.join(dir, 'nb-7-big-Data.db')).includes(Buffer.from('partition-1')));
+    // A memtable flush: many small appends of partly compressible data.
+    const data = Buffer.concat(
+      Array.from({ length: 300 }, (_, i) =>
+        Buffer.concat([
+          Buffer.from(`partition-${i}:`),
+          crypto.randomBytes(i % 50),
+          Buffer.alloc(1000, i),
+        ]),
+      ),
+    );
+    for (let at = 0; at < data.length; at += 777) await writer.write(data.subarray(at, at + 777));
+    const result = await writer.finish();
+    compressor.close();
+    t.deepEqual(result.components, ['Data.db', 'CompressionInfo.db', 'Digest.crc32']);
+    t.is(result.dataLength, data.length);
+    t.is(result.chunkCount, Math.ceil(data.length / 16384));
+    t.false(
+      fs.readFileSync(path.join(dir, 'nb-7-big-Data.db')).includes(Buffer.from('partition-1')),
+    );
 
-  const reader = await SSTableReader.open(id, { keys: provider });
-  try {
-    t.true(reader.encrypted);
-    for (const [pos, len] of [
-      [0, 10],
-      [16380, 10],
-      [100000, 50000],
-      [data.length - 1, 1],
-    ]) {
-      t.true(
-        (await reader.read(pos, len)).equals(data.subarray(pos, pos + len)),
-        `read(${pos}, ${len})`,
-      );
+    const reader = await SSTableReader.open(id, { keys: provider });
+    try {
+      t.true(reader.encrypted);
+      for (const [pos, len] of [
+        [0, 10],
+        [16380, 10],
+        [100000, 50000],
+        [data.length - 1, 1],
+      ]) {
+        t.true(
+          (await reader.read(pos, len)).equals(data.subarray(pos, pos + len)),
+          `read(${pos}, ${len})`,
+        );
+      }
+      const report = await reader.verify('Digest.crc32');
+      t.deepEqual(report.faults, []);
+    } finally {
+      await reader.close();
+      provider.close();
     }
-    const report = await reader.verify('Digest.crc32');
-    t.deepEqual(report.faults, []);
-  } finally {
-    await reader.close();
-    provider.close();
-  }
-});
+  },
+);
 
 test('an uncompressed SSTable can be written too: Data.db with CRC.db', async (t) => {
   const dir = tempDir('plain');
@@ -108,50 +117,54 @@ test('table directories named TABLE-<table id> are found like plain TABLE ones',
   t.is(onlySSTable(withId).generation, '2');
 });
 
-test('the writer serialises concurrent writes, refuses writes after finish or abort, and takes any byte view', async (t) => {
-  const dir = tempDir('misuse');
-  const id = { dir, version: 'nb', generation: '3', format: 'big' as const };
-  const w = await SSTableDataWriter.create({
-    id,
-    params: { enabled: false, chunkLength: 65536, codecOptions: {} },
-  });
-  const a = Buffer.alloc(100000, 1);
-  const b = Buffer.alloc(100000, 2);
-  const u16 = new Uint16Array([1, 256, 3]);
-  await Promise.all([w.write(a), w.write(b), w.write(u16), w.write(new Uint8Array([9]).buffer)]);
-  await t.throwsAsync(() => w.write(12345 as unknown as Uint8Array), {
-    code: 'ERR_TDE_INVALID_ARGUMENT',
-    message: /takes bytes/,
-  });
-  const last = w.write(Buffer.from('tail'));
-  const finishing = w.finish();
-  await t.throwsAsync(() => w.write(Buffer.from('late')), {
-    message: /write\(\) after finish\(\)/,
-  });
-  await t.throwsAsync(() => w.finish(), { message: /finish\(\) after finish\(\)/ });
-  await last;
-  const result = await finishing;
-  const expected = Buffer.concat([
-    a,
-    b,
-    Buffer.from(u16.buffer),
-    Buffer.from([9]),
-    Buffer.from('tail'),
-  ]);
-  t.is(result.dataLength, expected.length);
-  t.true((await readAll({ ...id, components: result.components })).equals(expected));
+test(
+  'the writer serialises concurrent writes, refuses writes after finish or abort, and takes ' +
+    'any byte view',
+  async (t) => {
+    const dir = tempDir('misuse');
+    const id = { dir, version: 'nb', generation: '3', format: 'big' as const };
+    const w = await SSTableDataWriter.create({
+      id,
+      params: { enabled: false, chunkLength: 65536, codecOptions: {} },
+    });
+    const a = Buffer.alloc(100000, 1);
+    const b = Buffer.alloc(100000, 2);
+    const u16 = new Uint16Array([1, 256, 3]);
+    await Promise.all([w.write(a), w.write(b), w.write(u16), w.write(new Uint8Array([9]).buffer)]);
+    await t.throwsAsync(() => w.write(12345 as unknown as Uint8Array), {
+      code: 'ERR_TDE_INVALID_ARGUMENT',
+      message: /takes bytes/,
+    });
+    const last = w.write(Buffer.from('tail'));
+    const finishing = w.finish();
+    await t.throwsAsync(() => w.write(Buffer.from('late')), {
+      message: /write\(\) after finish\(\)/,
+    });
+    await t.throwsAsync(() => w.finish(), { message: /finish\(\) after finish\(\)/ });
+    await last;
+    const result = await finishing;
+    const expected = Buffer.concat([
+      a,
+      b,
+      Buffer.from(u16.buffer),
+      Buffer.from([9]),
+      Buffer.from('tail'),
+    ]);
+    t.is(result.dataLength, expected.length);
+    t.true((await readAll({ ...id, components: result.components })).equals(expected));
 
-  const aborted = await SSTableDataWriter.create({
-    id: { ...id, generation: '4' },
-    params: { enabled: false, chunkLength: 65536, codecOptions: {} },
-  });
-  await aborted.abort();
-  await t.throwsAsync(() => aborted.finish(), { message: /after abort\(\)/ });
-  t.deepEqual(
-    fs.readdirSync(dir).filter((f) => f.startsWith('nb-4-')),
-    [],
-  );
-});
+    const aborted = await SSTableDataWriter.create({
+      id: { ...id, generation: '4' },
+      params: { enabled: false, chunkLength: 65536, codecOptions: {} },
+    });
+    await aborted.abort();
+    await t.throwsAsync(() => aborted.finish(), { message: /after abort\(\)/ });
+    t.deepEqual(
+      fs.readdirSync(dir).filter((f) => f.startsWith('nb-4-')),
+      [],
+    );
+  },
+);
 
 test('SSTable ids that could name files outside their directory are refused', async (t) => {
   const dir = tempDir('ids');

@@ -62,128 +62,152 @@ for (const cls of [
   'EncryptingDeflateCompressor',
   'EncryptingSnappyCompressor',
 ]) {
-  test(`every corpus table: original -> ${cls} AES/CBC/PKCS5Padding 128 -> LZ4Compressor keeps the data byte for byte`, async (t) => {
-    const expected = await originals();
-    const dataDir = makeDataDir();
-    const keys = makeKeySetup();
-    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+  test(
+    `every corpus table: original -> ${cls} AES/CBC/PKCS5Padding 128 -> LZ4Compressor keeps ` +
+      `the data byte for byte`,
+    async (t) => {
+      const expected = await originals();
+      const dataDir = makeDataDir();
+      const keys = makeKeySetup();
+      createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
 
-    const encrypt = await upgradeSSTables({
+      const encrypt = await upgradeSSTables({
+        dataDir,
+        config: keys.config,
+        schema: parseSchema(
+          schemaFor(
+            `{'class': '${cls}', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', ` +
+              `'secret_key_strength': 128}`,
+          ),
+        ),
+      });
+      t.is(encrypt.failed, 0, JSON.stringify(encrypt.results.filter((r) => r.error)));
+      t.is(encrypt.rewritten, GOOD.length);
+      await checkStage(t, dataDir, keys.config, expected, cls);
+      for (const d of describeDataDirectory(dataDir)) {
+        t.true(d.encrypted);
+        t.is(d.options.cipher_algorithm, 'AES/CBC/PKCS5Padding');
+        t.is(d.options.system_key_file, 'system_key');
+      }
+
+      const decrypt = await upgradeSSTables({
+        dataDir,
+        config: keys.config,
+        schema: parseSchema(schemaFor(`{'class': 'LZ4Compressor'}`)),
+      });
+      t.is(decrypt.failed, 0, JSON.stringify(decrypt.results.filter((r) => r.error)));
+      t.is(decrypt.rewritten, GOOD.length);
+      await checkStage(t, dataDir, keys.config, expected, 'LZ4Compressor');
+    },
+  );
+}
+
+test(
+  'encrypted Data.db holds no plaintext: a string from the data is gone after ' + 'Encryptor',
+  async (t) => {
+    const dataDir = makeDataDir((c) => c.table === 'pk_types_uncompressed');
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'system_key', 'AES/ECB/PKCS5Padding', 256);
+    const dir = path.join(dataDir, 'test_ks', 'pk_types_uncompressed');
+    const before = fs.readFileSync(path.join(dir, 'mc-1-big-Data.db'));
+    // Any 8-byte run of the plain file: with ECB or CBC none survives encryption.
+    const needle = before.subarray(before.length - 40, before.length - 32);
+    t.true(before.includes(needle));
+
+    const report = await upgradeSSTables({
       dataDir,
       config: keys.config,
       schema: parseSchema(
-        schemaFor(
-          `{'class': '${cls}', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 128}`,
-        ),
+        `ALTER TABLE test_ks.pk_types_uncompressed WITH compression = {'class': 'Encryptor', ` +
+          `'cipher_algorithm': 'AES/ECB/PKCS5Padding', 'secret_key_strength': 256};`,
       ),
     });
-    t.is(encrypt.failed, 0, JSON.stringify(encrypt.results.filter((r) => r.error)));
-    t.is(encrypt.rewritten, GOOD.length);
-    await checkStage(t, dataDir, keys.config, expected, cls);
-    for (const d of describeDataDirectory(dataDir)) {
-      t.true(d.encrypted);
-      t.is(d.options.cipher_algorithm, 'AES/CBC/PKCS5Padding');
-      t.is(d.options.system_key_file, 'system_key');
-    }
+    t.is(report.rewritten, 1);
+    const after = fs.readFileSync(path.join(dir, 'mc-2-big-Data.db'));
+    t.false(after.includes(needle));
+    t.true((await readAll(onlySSTable(dir), keys.config)).equals(before));
+  },
+);
 
-    const decrypt = await upgradeSSTables({
-      dataDir,
-      config: keys.config,
-      schema: parseSchema(schemaFor(`{'class': 'LZ4Compressor'}`)),
-    });
-    t.is(decrypt.failed, 0, JSON.stringify(decrypt.results.filter((r) => r.error)));
-    t.is(decrypt.rewritten, GOOD.length);
-    await checkStage(t, dataDir, keys.config, expected, 'LZ4Compressor');
-  });
-}
-
-test('encrypted Data.db holds no plaintext: a string from the data is gone after Encryptor', async (t) => {
-  const dataDir = makeDataDir((c) => c.table === 'pk_types_uncompressed');
-  const keys = makeKeySetup();
-  createKeyFile(keys.dir, 'system_key', 'AES/ECB/PKCS5Padding', 256);
-  const dir = path.join(dataDir, 'test_ks', 'pk_types_uncompressed');
-  const before = fs.readFileSync(path.join(dir, 'mc-1-big-Data.db'));
-  // Any 8-byte run of the plain file: with ECB or CBC none survives encryption.
-  const needle = before.subarray(before.length - 40, before.length - 32);
-  t.true(before.includes(needle));
-
-  const report = await upgradeSSTables({
-    dataDir,
-    config: keys.config,
-    schema: parseSchema(
-      `ALTER TABLE test_ks.pk_types_uncompressed WITH compression = {'class': 'Encryptor', 'cipher_algorithm': 'AES/ECB/PKCS5Padding', 'secret_key_strength': 256};`,
-    ),
-  });
-  t.is(report.rewritten, 1);
-  const after = fs.readFileSync(path.join(dir, 'mc-2-big-Data.db'));
-  t.false(after.includes(needle));
-  t.true((await readAll(onlySSTable(dir), keys.config)).equals(before));
-});
-
-test('tables already as their schema asks are left alone, and -a rewrites them anyway', async (t) => {
-  const dataDir = makeDataDir(
-    (c) => c.table === 'legacy_nb_clust' || c.table === 'legacy_me_simple',
-  );
-  const keys = makeKeySetup();
-  const schema = parseSchema(`
-    CREATE TABLE legacy_tables.legacy_nb_clust (k int PRIMARY KEY) WITH compression = {'class': 'LZ4Compressor', 'chunk_length_in_kb': '16'};
-    CREATE TABLE legacy_tables.legacy_me_simple (k int PRIMARY KEY);`);
-  const first = await upgradeSSTables({ dataDir, config: keys.config, schema });
-  t.deepEqual(
-    first.results.map((r) => r.status),
-    ['unchanged', 'unchanged'],
-  );
-
-  const all = await upgradeSSTables({ dataDir, config: keys.config, schema, includeAll: true });
-  t.deepEqual(
-    all.results.map((r) => r.status),
-    ['rewritten', 'rewritten'],
-  );
-  t.is(onlySSTable(path.join(dataDir, 'legacy_tables', 'legacy_nb_clust')).generation, '2');
-});
-
-test('chunk_length_kb may differ from the source: 16 KiB LZ4 becomes 4 KiB encrypted chunks', async (t) => {
-  const dataDir = makeDataDir((c) => c.table === 'legacy_oa_clust');
-  const keys = makeKeySetup();
-  createKeyFile(keys.dir, 'k2', 'AES/CBC/PKCS5Padding', 192);
-  const dir = path.join(dataDir, 'legacy_tables', 'legacy_oa_clust');
-  const original = await readAll(onlySSTable(dir));
-  const report = await upgradeSSTables({
-    dataDir,
-    config: keys.config,
-    schema: parseSchema(
-      `ALTER TABLE legacy_tables.legacy_oa_clust WITH compression = {'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', 'secret_key_strength': 192, 'system_key_file': 'k2', 'chunk_length_kb': 4};`,
-    ),
-  });
-  t.is(report.rewritten, 1);
-  const [d] = describeDataDirectory(dataDir);
-  t.is(d.chunkLength, 4096);
-  t.is(d.chunkCount, Math.ceil(original.length / 4096));
-  t.true((await readAll(onlySSTable(dir), keys.config)).equals(original));
-});
-
-test('rekeying: a table moved to a new key file is rewritten from the old key to the new one', async (t) => {
-  const dataDir = makeDataDir((c) => c.table === 'legacy_nb_clust');
-  const keys = makeKeySetup();
-  createKeyFile(keys.dir, 'old_key', 'AES/CBC/PKCS5Padding', 128);
-  createKeyFile(keys.dir, 'new_key', 'AES/CBC/PKCS5Padding', 128);
-  const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_clust');
-  const original = await readAll(onlySSTable(dir));
-  const alter = (key: string) =>
-    parseSchema(
-      `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': 'EncryptingLZ4Compressor', 'system_key_file': '${key}'};`,
+test(
+  'tables already as their schema asks are left alone, and -a rewrites them ' + 'anyway',
+  async (t) => {
+    const dataDir = makeDataDir(
+      (c) => c.table === 'legacy_nb_clust' || c.table === 'legacy_me_simple',
+    );
+    const keys = makeKeySetup();
+    const schema = parseSchema(
+      `
+    CREATE TABLE legacy_tables.legacy_nb_clust (k int PRIMARY KEY) WITH compression = {` +
+        `'class': 'LZ4Compressor', 'chunk_length_in_kb': '16'};
+    CREATE TABLE legacy_tables.legacy_me_simple (k int PRIMARY KEY);`,
+    );
+    const first = await upgradeSSTables({ dataDir, config: keys.config, schema });
+    t.deepEqual(
+      first.results.map((r) => r.status),
+      ['unchanged', 'unchanged'],
     );
 
-  t.is(
-    (await upgradeSSTables({ dataDir, config: keys.config, schema: alter('old_key') })).rewritten,
-    1,
-  );
-  t.is(
-    (await upgradeSSTables({ dataDir, config: keys.config, schema: alter('new_key') })).rewritten,
-    1,
-  );
-  // The old key file is no longer needed: move it away and read with the new key only.
-  fs.renameSync(path.join(keys.dir, 'old_key'), path.join(keys.dir, 'old_key.bak'));
-  t.true((await readAll(onlySSTable(dir), keys.config)).equals(original));
-  t.is(describeDataDirectory(dataDir)[0].options.system_key_file, 'new_key');
-});
+    const all = await upgradeSSTables({ dataDir, config: keys.config, schema, includeAll: true });
+    t.deepEqual(
+      all.results.map((r) => r.status),
+      ['rewritten', 'rewritten'],
+    );
+    t.is(onlySSTable(path.join(dataDir, 'legacy_tables', 'legacy_nb_clust')).generation, '2');
+  },
+);
+
+test(
+  'chunk_length_kb may differ from the source: 16 KiB LZ4 becomes 4 KiB encrypted ' + 'chunks',
+  async (t) => {
+    const dataDir = makeDataDir((c) => c.table === 'legacy_oa_clust');
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'k2', 'AES/CBC/PKCS5Padding', 192);
+    const dir = path.join(dataDir, 'legacy_tables', 'legacy_oa_clust');
+    const original = await readAll(onlySSTable(dir));
+    const report = await upgradeSSTables({
+      dataDir,
+      config: keys.config,
+      schema: parseSchema(
+        `ALTER TABLE legacy_tables.legacy_oa_clust WITH compression = {'class': ` +
+          `'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', ` +
+          `'secret_key_strength': 192, 'system_key_file': 'k2', 'chunk_length_kb': 4};`,
+      ),
+    });
+    t.is(report.rewritten, 1);
+    const [d] = describeDataDirectory(dataDir);
+    t.is(d.chunkLength, 4096);
+    t.is(d.chunkCount, Math.ceil(original.length / 4096));
+    t.true((await readAll(onlySSTable(dir), keys.config)).equals(original));
+  },
+);
+
+test(
+  'rekeying: a table moved to a new key file is rewritten from the old key to the new ' + 'one',
+  async (t) => {
+    const dataDir = makeDataDir((c) => c.table === 'legacy_nb_clust');
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'old_key', 'AES/CBC/PKCS5Padding', 128);
+    createKeyFile(keys.dir, 'new_key', 'AES/CBC/PKCS5Padding', 128);
+    const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_clust');
+    const original = await readAll(onlySSTable(dir));
+    const alter = (key: string) =>
+      parseSchema(
+        `ALTER TABLE legacy_tables.legacy_nb_clust WITH compression = {'class': ` +
+          `'EncryptingLZ4Compressor', 'system_key_file': '${key}'};`,
+      );
+
+    t.is(
+      (await upgradeSSTables({ dataDir, config: keys.config, schema: alter('old_key') })).rewritten,
+      1,
+    );
+    t.is(
+      (await upgradeSSTables({ dataDir, config: keys.config, schema: alter('new_key') })).rewritten,
+      1,
+    );
+    // The old key file is no longer needed: move it away and read with the new key only.
+    fs.renameSync(path.join(keys.dir, 'old_key'), path.join(keys.dir, 'old_key.bak'));
+    t.true((await readAll(onlySSTable(dir), keys.config)).equals(original));
+    t.is(describeDataDirectory(dataDir)[0].options.system_key_file, 'new_key');
+  },
+);
