@@ -92,7 +92,7 @@ test('a wrong key is named as such, with the key file to restore', async (t) => 
 });
 
 test(
-  'a missing key file says to restore it for existing data, or how to make one for new ' + 'data',
+  'a missing key file says to restore it for ' + 'existing data, or how to make one for new data',
   async (t) => {
     const s = await encryptedTable();
     fs.rmSync(path.join(s.keys.dir, 'system_key'));
@@ -177,7 +177,7 @@ test('a CRC.db cut inside a checksum says so, never counting fractions of checks
 });
 
 test(
-  'an unknown compressor class in CompressionInfo.db is reported with the known ' + 'ones',
+  'an unknown compressor class in CompressionInfo.db ' + 'is reported with the known ones',
   async (t) => {
     const s = await encryptedTable();
     const file = path.join(s.dir, 'nb-2-big-CompressionInfo.db');
@@ -194,7 +194,7 @@ test(
 );
 
 test(
-  'encrypted_components naming a path out of the table directory is refused, not ' + 'opened',
+  'encrypted_components naming a path out of ' + 'the table directory is refused, not opened',
   async (t) => {
     const s = await encryptedTable();
     const file = path.join(s.dir, 'nb-2-big-CompressionInfo.db');

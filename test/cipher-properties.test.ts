@@ -75,7 +75,7 @@ test('encrypt then decrypt is the identity for every transformation, key and len
 });
 
 test(
-  'GCM never returns data for a wrong key, a flipped byte or different additional ' + 'data',
+  'GCM never returns data for a wrong key, a ' + 'flipped byte or different additional data',
   async (t) => {
     const gcm = setup.filter(
       (s) =>
@@ -167,7 +167,7 @@ test(
 );
 
 test(
-  'arbitrary bytes given to decrypt give a typed error or bytes, never a crash or ' + 'hang',
+  'arbitrary bytes given to decrypt give a ' + 'typed error or bytes, never a crash or hang',
   async (t) => {
     await fc.assert(
       fc.asyncProperty(setup, fc.uint8Array({ maxLength: 200 }), async (s, junk) => {
@@ -252,7 +252,7 @@ test(
 );
 
 test(
-  'AES-CBC NoPadding batch: a chunk that is not whole blocks is named, whichever engine ' + 'runs',
+  'AES-CBC NoPadding batch: a chunk that is not ' + 'whole blocks is named, whichever engine runs',
   async (t) => {
     for (const on of [true, false]) {
       native().setMultiBuffer(on);

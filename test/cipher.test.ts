@@ -142,7 +142,7 @@ test("AES/ECB/PKCS5Padding has no IV and matches Node's aes-ecb", async (t) => {
 });
 
 test(
-  'decrypting with the wrong key fails with ERR_TDE_DECRYPT_FAILED naming the ' + 'chunk',
+  'decrypting with the wrong key fails with ' + 'ERR_TDE_DECRYPT_FAILED naming the chunk',
   async (t) => {
     const a = createChunkCipher({
       cipher_algorithm: 'AES/CBC/PKCS5Padding',

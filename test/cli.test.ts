@@ -21,7 +21,7 @@ test('--help of every command shows examples and exits 0', async (t) => {
 });
 
 test(
-  'usage errors exit 2: no command, unknown command, unknown option, missing required ' + 'option',
+  'usage errors exit 2: no command, unknown ' + 'command, unknown option, missing required option',
   async (t) => {
     t.is((await cli()).code, 2);
     t.is((await cli('upgradesstable')).code, 2);
@@ -100,7 +100,7 @@ test('the built command runs as a process with documented exit codes', async (t)
 });
 
 test(
-  'encryptconfigvalue refuses an empty value and keeps a character split between pipe ' + 'reads',
+  'encryptconfigvalue refuses an empty value and ' + 'keeps a character split between pipe reads',
   async (t) => {
     const keys = makeKeySetup();
     createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);

@@ -36,7 +36,7 @@ const CODEC_OF: Record<string, CodecName> = {
 const where = (i: number) => ({ prefix: `chunk ${i}`, context: { chunk: i } });
 
 test(
-  'every corpus table encrypted and decrypted back comes out as the Data.db Cassandra ' + 'wrote',
+  'every corpus table encrypted and decrypted ' + 'back comes out as the Data.db Cassandra wrote',
   async (t) => {
     const dataDir = makeDataDir();
     const keys = makeKeySetup();

@@ -126,7 +126,7 @@ test(
 );
 
 test(
-  'a Cassandra segment verified with --config instead of its key store is told to use ' + 'it',
+  'a Cassandra segment verified with --config ' + 'instead of its key store is told to use it',
   async (t) => {
     const keys = makeKeySetup();
     const r = await cli('commitlog', 'verify', FULL, '--config', keys.configFile);
@@ -138,7 +138,7 @@ test(
 );
 
 test(
-  'a truncated segment stops at the cut and says so; a damaged block is told ' + 'apart',
+  'a truncated segment stops at the cut and ' + 'says so; a damaged block is told apart',
   async (t) => {
     const dir = tempDir('cl');
     const cut = path.join(dir, 'cut.log');
@@ -160,7 +160,7 @@ test(
 );
 
 test(
-  'segments sstable-tde writes read back entry for entry, and verify from the command ' + 'line',
+  'segments sstable-tde writes read back entry ' + 'for entry, and verify from the command line',
   async (t) => {
     const dir = tempDir('cl');
     const file = path.join(dir, 'CommitLog-7-42.log');

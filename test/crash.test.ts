@@ -93,7 +93,7 @@ for (const point of CRASH_POINTS) {
 }
 
 test(
-  'a second rewrite of the same data directory refuses, naming the holder of the ' + 'lock',
+  'a second rewrite of the same data directory ' + 'refuses, naming the holder of the lock',
   async (t) => {
     const s = await setup();
     const lock = lockDataDirectory(s.dataDir, 'sstable-tde upgradesstables');

@@ -101,7 +101,7 @@ async function expectIntegrityFailure(
 }
 
 test(
-  'GCM tables round-trip and verify; chunks are [12-byte nonce][ciphertext][16-byte ' + 'tag]',
+  'GCM tables round-trip and verify; chunks ' + 'are [12-byte nonce][ciphertext][16-byte tag]',
   async (t) => {
     const s = await gcmTables();
     const original = await readAll(
@@ -185,7 +185,7 @@ test(
 );
 
 test(
-  'GCM: the last chunk is marked, so a cut end fails at the chunk level too (tag check ' + 'aside)',
+  'GCM: the last chunk is marked, so a cut end ' + 'fails at the chunk level too (tag check aside)',
   async (t) => {
     const id = Buffer.alloc(16, 7);
     const kcv = '0011223344556677';

@@ -71,7 +71,7 @@ test(
 );
 
 test(
-  'schema tables with no directory in the data directory are MISSING and fail the ' + 'run',
+  'schema tables with no directory in the data ' + 'directory are MISSING and fail the run',
   async (t) => {
     const s = await setup(['legacy_nb_clust']);
     const typo = s.schema(
@@ -345,7 +345,7 @@ test('a FIFO in place of the key file is refused at once instead of blocking', a
 });
 
 test(
-  'a damaged TOC.txt or a listed component that is missing is reported and never carried ' + 'over',
+  'a damaged TOC.txt or a listed component that ' + 'is missing is reported and never carried over',
   async (t) => {
     const s = await setup(['legacy_nb_clust', 'legacy_me_simple']);
     fs.writeFileSync(
@@ -392,7 +392,7 @@ test('Ctrl-C rolls back the SSTable in progress, removes the lock and exits 130'
 });
 
 test(
-  'NoPadding with ECB or CBC is refused as a table option, with the padding to use ' + 'instead',
+  'NoPadding with ECB or CBC is refused as a ' + 'table option, with the padding to use instead',
   async (t) => {
     const s = await setup(['legacy_oa_simple']);
     const r = await s.run(
@@ -426,7 +426,7 @@ test('the rewritten data is still identical after all this hardening (sanity)', 
 });
 
 test(
-  'a table with a Cassandra transaction log of its own is refused until Cassandra settles ' + 'it',
+  'a table with a Cassandra transaction log of ' + 'its own is refused until Cassandra settles it',
   async (t) => {
     const s = await setup(['legacy_nb_clust']);
     const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust');
@@ -457,7 +457,7 @@ test(
 );
 
 test(
-  'encrypting a table that has snapshots or backups warns that they still hold the old ' + 'copies',
+  'encrypting a table that has snapshots or backups ' + 'warns that they still hold the old copies',
   async (t) => {
     const s = await setup(['legacy_me_simple']);
     const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple');

@@ -234,7 +234,7 @@ function resealPage(file: string, n: number, alter: (page: Buffer) => void): voi
 }
 
 test(
-  'pages follow the DSE layout: ciphertext, zero fill, encrypted length, CRC32 of the ' + 'rest',
+  'pages follow the DSE layout: ciphertext, zero ' + 'fill, encrypted length, CRC32 of the rest',
   async (t) => {
     const { files } = await encryptedClust();
     const index = fs.readFileSync(componentPath(files, 'Index.db'));
@@ -254,7 +254,7 @@ test(
 );
 
 test(
-  'a damaged page is reported by verify and by reads, naming the file and the ' + 'page',
+  'a damaged page is reported by verify and ' + 'by reads, naming the file and the page',
   async (t) => {
     const { dataDir, keys, files } = await encryptedClust();
     const index = componentPath(files, 'Index.db');
@@ -302,7 +302,7 @@ test(
 );
 
 test(
-  'GCM: two pages swapped (CRCs intact) fail authentication at the first moved ' + 'page',
+  'GCM: two pages swapped (CRCs intact) fail ' + 'authentication at the first moved page',
   async (t) => {
     const { keys, files } = await encryptedClust(GCM);
     const index = componentPath(files, 'Index.db');
@@ -325,7 +325,7 @@ test(
 );
 
 test(
-  'GCM: Statistics.db pages moved in from another SSTable under the same key ' + 'fail',
+  'GCM: Statistics.db pages moved in from ' + 'another SSTable under the same key fail',
   async (t) => {
     // The same table encrypted twice under one key: only the SSTable binding tells them apart.
     const a = await encryptedClust(GCM);
@@ -376,7 +376,7 @@ test('describe (CLI) lists the encrypted components of each SSTable', async (t) 
 });
 
 test(
-  'start-up: disk_failure_policy decides on an SSTable whose key is gone, and always names ' + 'it',
+  'start-up: disk_failure_policy decides on an ' + 'SSTable whose key is gone, and always names it',
   async (t) => {
     const dataDir = makeDataDir(
       (c) => c.table === 'legacy_oa_simple' || c.table === 'legacy_da_simple',

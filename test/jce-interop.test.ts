@@ -64,7 +64,7 @@ test(
 );
 
 test(
-  'vectors Java generates now decrypt with sstable-tde, and ECB ones re-encrypt byte for ' + 'byte',
+  'vectors Java generates now decrypt with ' + 'sstable-tde, and ECB ones re-encrypt byte for byte',
   async (t) => {
     const vectors = JSON.parse(java(['vectors', '4242'])) as {
       transformation: string;

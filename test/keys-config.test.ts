@@ -45,7 +45,7 @@ test('createsystemkey takes a name and every cipher, and the key file reads back
 });
 
 test(
-  'createsystemkey rejects an unknown cipher or strength with usage-friendly ' + 'errors',
+  'createsystemkey rejects an unknown cipher ' + 'or strength with usage-friendly errors',
   async (t) => {
     const dir = tempDir('keys');
     const r = await cli('createsystemkey', 'AES/XTS/PKCS5Padding', '128', '-d', dir);

@@ -199,7 +199,7 @@ async function badServer(
 }
 
 test(
-  'a server that closes the stream after 0 bytes is blamed on trust, as the DSE guide ' + 'says',
+  'a server that closes the stream after 0 bytes ' + 'is blamed on trust, as the DSE guide says',
   async (t) => {
     const bad = await badServer((s) => s.destroy());
     try {

@@ -170,7 +170,7 @@ test(
 );
 
 test(
-  'after the cache refresh a revoked key no longer encrypts, but still decrypts by its ' + 'id',
+  'after the cache refresh a revoked key no ' + 'longer encrypts, but still decrypts by its id',
   async (t) => {
     let now = Date.now();
     const keys = new KeyProviders(

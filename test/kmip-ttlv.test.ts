@@ -85,7 +85,7 @@ test("the specification's primitive examples decode to their documented values",
 });
 
 test(
-  'vendor-extension tags and unknown enumeration values are kept as numbers, not ' + 'rejected',
+  'vendor-extension tags and unknown enumeration ' + 'values are kept as numbers, not rejected',
   (t) => {
     const item: TtlvItem = {
       tag: 0x540001,
@@ -101,7 +101,7 @@ test(
 );
 
 test(
-  'hostile bytes give ERR_TDE_TTLV with the offset, never a crash or a large ' + 'allocation',
+  'hostile bytes give ERR_TDE_TTLV with the ' + 'offset, never a crash or a large allocation',
   (t) => {
     const bad: [string, RegExp][] = [
       ['42007801', /8 header bytes/],

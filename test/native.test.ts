@@ -14,7 +14,7 @@ import { native } from '../src/native';
 import { ROOT } from './helpers';
 
 test(
-  'error codes declared in native/errors.h are exactly those TypeScript lists as ' + 'native',
+  'error codes declared in native/errors.h are ' + 'exactly those TypeScript lists as native',
   (t) => {
     const header = fs.readFileSync(path.join(ROOT, 'native/errors.h'), 'utf8');
     const fromHeader = [...header.matchAll(/^\s*X\((ERR_TDE_[A-Z_]+)\)/gm)].map((m) => m[1]);
@@ -69,7 +69,7 @@ test('destroy() during a running batch lets the batch finish with correct output
 });
 
 test(
-  'a batch runs off the event loop: timers fire while a large batch is ' + 'encrypting',
+  'a batch runs off the event loop: timers ' + 'fire while a large batch is encrypting',
   async (t) => {
     const c = createChunkCipher({
       cipher_algorithm: 'AES/CBC/PKCS5Padding',
@@ -154,7 +154,7 @@ test(
 );
 
 test(
-  'a worker thread terminated while its batch runs does not bring the process ' + 'down',
+  'a worker thread terminated while its ' + 'batch runs does not bring the process down',
   async (t) => {
     const script =
       `
@@ -281,7 +281,7 @@ test('chunk spans outside their buffer are refused before any thread reads them'
 });
 
 test(
-  'a spans getter that detaches what an earlier getter returned cannot make the addon read ' + 'it',
+  'a spans getter that detaches what an earlier ' + 'getter returned cannot make the addon read it',
   (t) => {
     const data = Buffer.alloc(1 << 16, 2);
     const offsets = new Float64Array(1024);

@@ -235,7 +235,7 @@ test(
 );
 
 test(
-  'a process that opens the plugin, polls and never calls close() still exits on its ' + 'own',
+  'a process that opens the plugin, polls and ' + 'never calls close() still exits on its own',
   async (t) => {
     const file = configFile(kmipYaml(server, 'g'));
     const script = `

@@ -68,7 +68,7 @@ async function flush(
 }
 
 test(
-  'a flush is written encrypted, read back by position, and every step is ' + 'counted',
+  'a flush is written encrypted, read back ' + 'by position, and every step is counted',
   async (t) => {
     const keys = keyDir();
     const plugin = await openPlugin({ config: keys.config });
@@ -127,7 +127,7 @@ test(
 );
 
 test(
-  'rotateKey with local keys: a new key file, new SSTables use it, old ones keep ' + 'reading',
+  'rotateKey with local keys: a new key file, ' + 'new SSTables use it, old ones keep reading',
   async (t) => {
     const keys = keyDir();
     const plugin = await openPlugin({ config: keys.config });
@@ -169,7 +169,7 @@ test(
 );
 
 test(
-  'an altered GCM chunk is one integrity failure, reported with its file and ' + 'chunk',
+  'an altered GCM chunk is one integrity ' + 'failure, reported with its file and chunk',
   async (t) => {
     const keys = keyDir();
     const plugin = await openPlugin({ config: keys.config });
@@ -253,7 +253,7 @@ test('close() waits for calls in flight, then closes what they made', async (t) 
 });
 
 test(
-  'commit log segments and hints through the plugin are encrypted, readable, and ' + 'counted',
+  'commit log segments and hints through the ' + 'plugin are encrypted, readable, and counted',
   async (t) => {
     const keys = keyDir();
     const systemInfo = {

@@ -159,7 +159,7 @@ for (const table of corpusTables().filter((c) => !CORRUPT_TABLES.has(c.table))) 
 }
 
 test(
-  'legacy_me_simple: the data starts with the first partition key that Index.db ' + 'lists',
+  'legacy_me_simple: the data starts with the ' + 'first partition key that Index.db lists',
   async (t) => {
     // sstable-format.md §8: Index.db and each partition in Data.db start with a 2-byte key length
     // and the key; the first index entry points at position 0.

@@ -103,7 +103,7 @@ for (const cls of [
 }
 
 test(
-  'encrypted Data.db holds no plaintext: a string from the data is gone after ' + 'Encryptor',
+  'encrypted Data.db holds no plaintext: a ' + 'string from the data is gone after Encryptor',
   async (t) => {
     const dataDir = makeDataDir((c) => c.table === 'pk_types_uncompressed');
     const keys = makeKeySetup();
@@ -130,7 +130,7 @@ test(
 );
 
 test(
-  'tables already as their schema asks are left alone, and -a rewrites them ' + 'anyway',
+  'tables already as their schema asks are ' + 'left alone, and -a rewrites them anyway',
   async (t) => {
     const dataDir = makeDataDir(
       (c) => c.table === 'legacy_nb_clust' || c.table === 'legacy_me_simple',
@@ -158,7 +158,7 @@ test(
 );
 
 test(
-  'chunk_length_kb may differ from the source: 16 KiB LZ4 becomes 4 KiB encrypted ' + 'chunks',
+  'chunk_length_kb may differ from the source: ' + '16 KiB LZ4 becomes 4 KiB encrypted chunks',
   async (t) => {
     const dataDir = makeDataDir((c) => c.table === 'legacy_oa_clust');
     const keys = makeKeySetup();
@@ -183,7 +183,7 @@ test(
 );
 
 test(
-  'rekeying: a table moved to a new key file is rewritten from the old key to the new ' + 'one',
+  'rekeying: a table moved to a new key file is ' + 'rewritten from the old key to the new one',
   async (t) => {
     const dataDir = makeDataDir((c) => c.table === 'legacy_nb_clust');
     const keys = makeKeySetup();
