@@ -8,6 +8,7 @@ import test from 'ava';
 
 import { createKeyFile } from '../src/keys/key-file';
 import { lockDataDirectory, LOCK_NAME } from '../src/rewrite/lock';
+import { verifyDataDirectory } from '../src/tools/verify';
 import { parseCompressionInfo, serializeCompressionInfo } from '../src/sstable/compression-info';
 import {
   cli,
@@ -540,4 +541,46 @@ test('a value that looks like key material is never quoted back in an error', as
   t.is(r.code, 1);
   t.regex(r.stdout + r.stderr, /looks like key material, not shown/);
   t.false((r.stdout + r.stderr).includes(key));
+});
+
+test('verify reports a table directory it cannot list and goes on with the others', async (t) => {
+  const dataDir = makeDataDir((c) => ['legacy_nb_clust', 'legacy_nb_simple'].includes(c.table));
+  const keys = makeKeySetup();
+  const blocked = path.join(dataDir, 'legacy_tables', 'legacy_nb_clust');
+  t.true(fs.statSync(blocked).isDirectory());
+
+  // Root reads any directory whatever its mode, so the refusal is made here, as the kernel makes
+  // it for a user without read permission.
+  // The module object itself: the modules under test read readdirSync from it at each call.
+  const nodeFs: typeof fs = require('node:fs');
+  const readdirSync = nodeFs.readdirSync;
+  const patched = ((dir: fs.PathLike, ...rest: unknown[]) => {
+    if (path.resolve(String(dir)) === blocked) {
+      throw Object.assign(new Error(`EACCES: permission denied, scandir '${dir}'`), {
+        code: 'EACCES',
+        errno: -13,
+        syscall: 'scandir',
+        path: String(dir),
+      });
+    }
+    return (readdirSync as (...a: unknown[]) => unknown)(dir, ...rest);
+  }) as typeof fs.readdirSync;
+  nodeFs.readdirSync = patched;
+  let report;
+  try {
+    report = await verifyDataDirectory({ dataDir, config: keys.config });
+  } finally {
+    nodeFs.readdirSync = readdirSync;
+  }
+
+  t.is(report.faults, 1);
+  const names = report.sstables.map((s) => s.sstable);
+  t.true(names.includes('legacy_tables.legacy_nb_clust'), names.join(', '));
+  const failed = report.sstables.find((s) => s.sstable === 'legacy_tables.legacy_nb_clust');
+  t.is(failed?.faults[0].file, blocked);
+  t.regex(failed?.faults[0].message ?? '', /legacy_nb_clust/);
+  // The other table was still read through, chunk by chunk, without a fault.
+  const other = report.sstables.filter((s) => s.sstable.includes('nb-'));
+  t.true(other.length >= 1);
+  t.true(other.every((s) => s.faults.length === 0 && s.chunks > 0));
 });

@@ -3,12 +3,12 @@
  * decrypts and decompresses, and reports each fault with its SSTable, chunk and offset.
  */
 import { TdeConfig } from '../config/config';
-import { isTdeError } from '../errors';
+import { isTdeError, TdeError } from '../errors';
 import { KeyProviders } from '../keys/provider';
 import { TdeObserver } from '../metrics/observer';
 import { checkComponents } from '../sstable/components';
 import { findTables, liveSSTables } from '../sstable/data-dir';
-import { displayName, prefixOf } from '../sstable/descriptor';
+import { displayName, prefixOf, SSTableFiles } from '../sstable/descriptor';
 import { lockHolder } from '../rewrite/lock';
 import { Fault, SSTableReader, VerifyReport } from '../sstable/reader';
 
@@ -51,7 +51,19 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
     out.rewriteInProgress = `process ${holder.pid} on ${holder.host}, since ${holder.since}`;
   try {
     for (const table of findTables(options.dataDir, options.keyspace, options.tables)) {
-      const listing = liveSSTables(table.dir);
+      let listing: ReturnType<typeof liveSSTables>;
+      try {
+        listing = liveSSTables(table.dir);
+      } catch (err) {
+        // A table directory that cannot be listed is a fault of that table; the others are
+        // still verified.
+        if (!isTdeError(err)) throw err;
+        const report = faultReport(`${table.keyspace}.${table.table}`, err, table.dir);
+        out.sstables.push(report);
+        out.faults += 1;
+        options.onReport?.(report);
+        continue;
+      }
       out.interrupted.push(...listing.interrupted);
       out.legacy.push(...listing.legacy);
       for (const files of listing.sstables) {
@@ -63,30 +75,12 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
           report = await reader.verify(files.components.find((c) => c.startsWith('Digest.')));
         } catch (err) {
           if (!isTdeError(err)) throw err;
-          const fault: Fault = {
-            code: err.code,
-            message: err.message,
-            file: err.file ?? files.dir,
-            chunk: err.chunk,
-            offset: err.offset,
-            length: err.length,
-          };
-          report = {
-            sstable: displayName(files),
-            chunks: 0,
-            storedBytes: 0,
-            dataBytes: 0,
-            dataChecksum: 0,
-            faults: [fault],
-          };
+          report = faultReport(displayName(files), err, files.dir);
         } finally {
           await reader?.close();
         }
         // A rewrite running beside us may have replaced this SSTable while it was being read.
-        if (
-          report.faults.length > 0 &&
-          !liveSSTables(table.dir).sstables.some((s) => prefixOf(s) === prefixOf(files))
-        ) {
+        if (report.faults.length > 0 && replaced(table.dir, files)) {
           out.replaced.push(displayName(files));
           continue;
         }
@@ -99,4 +93,33 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
     keys.close();
   }
   return out;
+}
+
+/** A report of one fault that kept an SSTable (or a whole table) from being read at all. */
+function faultReport(name: string, err: TdeError, where: string): VerifyReport {
+  const fault: Fault = {
+    code: err.code,
+    message: err.message,
+    file: err.file ?? where,
+    chunk: err.chunk,
+    offset: err.offset,
+    length: err.length,
+  };
+  return {
+    sstable: name,
+    chunks: 0,
+    storedBytes: 0,
+    dataBytes: 0,
+    dataChecksum: 0,
+    faults: [fault],
+  };
+}
+
+/** Whether `files` is no longer live in its table directory (a rewrite replaced it). */
+function replaced(dir: string, files: SSTableFiles): boolean {
+  try {
+    return !liveSSTables(dir).sstables.some((s) => prefixOf(s) === prefixOf(files));
+  } catch {
+    return false; // the directory cannot be listed now: the fault found stands as it is
+  }
 }
