@@ -31,6 +31,12 @@ export interface TxnState {
   /** Prefix of the SSTable it replaces. */
   remove?: string;
   committed: boolean;
+  /**
+   * The log is not one this package wrote in full (its first line is wrong), yet the SSTable its
+   * name says it adds exists. A log is synced before any new file exists, so this is damage
+   * done later, after which nobody can tell whether the rewrite committed: nothing is removed.
+   */
+  damaged?: boolean;
 }
 
 function appendDurably(file: string, text: string, create: boolean): void {
@@ -122,8 +128,13 @@ export function readTxns(dir: string): TxnState[] {
         else if (line === 'commit') state.committed = Boolean(state.add && state.remove);
       }
     }
-    // Fall back to the name for the added SSTable, which the log is named after.
+    // Fall back to the name for the added SSTable, which the log is named after: a log torn
+    // while it was first written names an SSTable that was never started.
     state.add ??= prefix(LOG.exec(name)?.[1]);
+    if (lines[0] !== HEADER && state.add !== undefined) {
+      const started = `${state.add}-`;
+      state.damaged = names.some((n) => n.startsWith(started));
+    }
     // A commit is only ever written once the new SSTable is complete, and nothing removes it
     // while the log exists: a committed log whose new Data.db is missing is damaged or came from
     // elsewhere, and must not remove the SSTable that is still the only copy of the data.
@@ -140,7 +151,7 @@ export function debrisPrefixes(dir: string): Set<string> {
   const out = new Set<string>();
   for (const t of readTxns(dir)) {
     const dead = t.committed ? t.remove : t.add;
-    if (dead) out.add(dead);
+    if (dead && !t.damaged) out.add(dead);
   }
   return out;
 }
@@ -152,10 +163,14 @@ export interface Recovery {
   removed: string;
 }
 
-/** Finishes or undoes every interrupted rewrite in a table directory. */
+/**
+ * Finishes or undoes every interrupted rewrite in a table directory. Damaged logs are left as
+ * they are, with every SSTable they might concern: they are the operator's to settle.
+ */
 export function recoverTable(dir: string): Recovery[] {
   const done: Recovery[] = [];
   for (const t of readTxns(dir)) {
+    if (t.damaged) continue;
     const dead = t.committed ? t.remove : t.add;
     if (dead) removeSSTableFiles(dir, dead);
     syncDirectory(dir);

@@ -98,6 +98,8 @@ export interface LiveListing {
   legacy: string[];
   /** Transaction logs of interrupted rewrites. */
   interrupted: string[];
+  /** Those of them that are damaged (see TxnState.damaged): their SSTables all count as live. */
+  damagedTxns: string[];
   /**
    * Cassandra's own transaction logs (`<format>_txn_<operation>_<id>.log`): an interrupted
    * flush or compaction that Cassandra finishes or undoes when it next starts. Until then which
@@ -113,6 +115,7 @@ export function liveSSTables(dir: string): LiveListing {
   const { sstables, legacy } = scanTableDirectory(dir);
   const debris = debrisPrefixes(dir);
   const names = fs.readdirSync(dir);
+  const txns = readTxns(dir);
   const copies = ['snapshots', 'backups']
     .map((d) => path.join(dir, d))
     .filter((d) => {
@@ -125,7 +128,8 @@ export function liveSSTables(dir: string): LiveListing {
   return {
     sstables: sstables.filter((s) => !debris.has(prefixOf(s))),
     legacy,
-    interrupted: readTxns(dir).map((t) => t.file),
+    interrupted: txns.map((t) => t.file),
+    damagedTxns: txns.filter((t) => t.damaged).map((t) => t.file),
     cassandraTxns: names
       .filter((n) => /^[a-z]{2}_txn_.+\.log$/.test(n))
       .map((n) => path.join(dir, n)),
