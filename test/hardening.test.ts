@@ -585,56 +585,67 @@ test('verify reports a table directory it cannot list and goes on with the other
   t.true(other.every((s) => s.faults.length === 0 && s.chunks > 0));
 });
 
-test('a damaged transaction log beside the SSTable it names removes nothing and says why', async (t) => {
-  const dataDir = makeDataDir((c) => c.table === 'legacy_nb_simple');
-  const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_simple');
-  const keys = makeKeySetup();
-  const schema = path.join(keys.dir, 's.cql');
-  fs.writeFileSync(
-    schema,
-    `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = {'class': 'DeflateCompressor'};`,
-  );
-  // A copy of the SSTable as nb-9-big, and a log for it whose first line was overwritten.
-  for (const f of fs.readdirSync(dir)) {
-    fs.copyFileSync(path.join(dir, f), path.join(dir, f.replace(/^nb-1-big-/, 'nb-9-big-')));
-  }
-  const log = path.join(dir, 'sstable-tde-txn-nb-9-big.log');
-  fs.writeFileSync(log, 'Xstable-tde rewrite v1\nadd nb-9-big\nremove nb-1-big\ncommit\n');
-  const before = treeHashes(dir);
+test(
+  'a damaged transaction log beside the SSTable it names ' + 'removes nothing and says why',
+  async (t) => {
+    const dataDir = makeDataDir((c) => c.table === 'legacy_nb_simple');
+    const dir = path.join(dataDir, 'legacy_tables', 'legacy_nb_simple');
+    const keys = makeKeySetup();
+    const schema = path.join(keys.dir, 's.cql');
+    fs.writeFileSync(
+      schema,
+      'ALTER TABLE legacy_tables.legacy_nb_simple ' +
+        "WITH compression = {'class': 'DeflateCompressor'};",
+    );
+    // A copy of the SSTable as nb-9-big, and a log for it whose first line was overwritten.
+    for (const f of fs.readdirSync(dir)) {
+      fs.copyFileSync(path.join(dir, f), path.join(dir, f.replace(/^nb-1-big-/, 'nb-9-big-')));
+    }
+    const log = path.join(dir, 'sstable-tde-txn-nb-9-big.log');
+    fs.writeFileSync(log, 'Xstable-tde rewrite v1\nadd nb-9-big\nremove nb-1-big\ncommit\n');
+    const before = treeHashes(dir);
 
-  const up = await cli(
-    'upgradesstables',
-    '--data-dir',
-    dataDir,
-    '--schema',
-    schema,
-    '--config',
-    keys.configFile,
-  );
-  t.is(up.code, 1, up.stdout + up.stderr);
-  t.regex(up.stdout + up.stderr, /damaged transaction log sstable-tde-txn-nb-9-big\.log/);
-  t.regex(up.stdout + up.stderr, /nothing was removed/);
-  t.deepEqual(treeHashes(dir), before, 'every file and the log are as they were');
-  // Both SSTables count as live until the operator settles it, so verify reads both.
-  const verify = await cli('verify', '--data-dir', dataDir, '--config', keys.configFile, '--json');
-  const sstables = JSON.parse(verify.stdout).sstables.map((s: { sstable: string }) => s.sstable);
-  t.is(sstables.length, 2, verify.stdout);
+    const up = await cli(
+      'upgradesstables',
+      '--data-dir',
+      dataDir,
+      '--schema',
+      schema,
+      '--config',
+      keys.configFile,
+    );
+    t.is(up.code, 1, up.stdout + up.stderr);
+    t.regex(up.stdout + up.stderr, /damaged transaction log sstable-tde-txn-nb-9-big\.log/);
+    t.regex(up.stdout + up.stderr, /nothing was removed/);
+    t.deepEqual(treeHashes(dir), before, 'every file and the log are as they were');
+    // Both SSTables count as live until the operator settles it, so verify reads both.
+    const verify = await cli(
+      'verify',
+      '--data-dir',
+      dataDir,
+      '--config',
+      keys.configFile,
+      '--json',
+    );
+    const sstables = JSON.parse(verify.stdout).sstables.map((s: { sstable: string }) => s.sstable);
+    t.is(sstables.length, 2, verify.stdout);
 
-  // A log torn while first written, before its SSTable was started, is simply rolled back.
-  for (const f of fs.readdirSync(dir).filter((n) => n.startsWith('nb-9-big-'))) {
-    fs.rmSync(path.join(dir, f));
-  }
-  fs.writeFileSync(log, 'sstable-tde rew');
-  const again = await cli(
-    'upgradesstables',
-    '--data-dir',
-    dataDir,
-    '--schema',
-    schema,
-    '--config',
-    keys.configFile,
-  );
-  t.is(again.code, 0, again.stdout + again.stderr);
-  t.regex(again.stdout, /rolled back/);
-  t.false(fs.existsSync(log));
-});
+    // A log torn while first written, before its SSTable was started, is simply rolled back.
+    for (const f of fs.readdirSync(dir).filter((n) => n.startsWith('nb-9-big-'))) {
+      fs.rmSync(path.join(dir, f));
+    }
+    fs.writeFileSync(log, 'sstable-tde rew');
+    const again = await cli(
+      'upgradesstables',
+      '--data-dir',
+      dataDir,
+      '--schema',
+      schema,
+      '--config',
+      keys.configFile,
+    );
+    t.is(again.code, 0, again.stdout + again.stderr);
+    t.regex(again.stdout, /rolled back/);
+    t.false(fs.existsSync(log));
+  },
+);

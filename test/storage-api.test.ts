@@ -185,48 +185,51 @@ test('SSTable ids that could name files outside their directory are refused', as
   t.deepEqual(fs.readdirSync(dir), []);
 });
 
-test('small chunks over several batches, from copied and kept writes, read back as written', async (t) => {
-  const keys = makeKeySetup();
-  createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
-  const provider = new KeyProviders(keys.config);
-  const compressor = await compressorForTable(
-    {
-      class: 'EncryptingLZ4Compressor',
-      cipher_algorithm: 'AES/CBC/PKCS5Padding',
-      secret_key_strength: 128,
-      chunk_length_kb: 4,
-    },
-    { keys: provider },
-  );
-  const dir = tempDir('small');
-  const id = { dir, version: 'nb', generation: '3', format: 'big' as const };
-  const writer = await SSTableDataWriter.create({ id, params: compressor.params, compressor });
+test(
+  'small chunks over several batches, from copied ' + 'and kept writes, read back as written',
+  async (t) => {
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+    const provider = new KeyProviders(keys.config);
+    const compressor = await compressorForTable(
+      {
+        class: 'EncryptingLZ4Compressor',
+        cipher_algorithm: 'AES/CBC/PKCS5Padding',
+        secret_key_strength: 128,
+        chunk_length_kb: 4,
+      },
+      { keys: provider },
+    );
+    const dir = tempDir('small');
+    const id = { dir, version: 'nb', generation: '3', format: 'big' as const };
+    const writer = await SSTableDataWriter.create({ id, params: compressor.params, compressor });
 
-  // 2500 chunks of 4 KiB: over two 1024-chunk batches. Small copied writes fill chunks cut from
-  // shared regions; a large kept write in between hands whole chunks over as they are.
-  const data = Buffer.alloc(2500 * 4096);
-  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
-  const keptFrom = 700 * 4096;
-  const keptTo = 1900 * 4096;
-  for (let at = 0; at < keptFrom; at += 1000) {
-    await writer.write(data.subarray(at, Math.min(at + 1000, keptFrom)));
-  }
-  await writer.write(Buffer.from(data.subarray(keptFrom, keptTo)), { keep: true });
-  for (let at = keptTo; at < data.length; at += 3000) {
-    await writer.write(data.subarray(at, Math.min(at + 3000, data.length)));
-  }
-  const result = await writer.finish();
-  compressor.close();
-  t.is(result.chunkCount, 2500);
+    // 2500 chunks of 4 KiB: over two 1024-chunk batches. Small copied writes fill chunks cut from
+    // shared regions; a large kept write in between hands whole chunks over as they are.
+    const data = Buffer.alloc(2500 * 4096);
+    for (let i = 0; i < data.length; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const keptFrom = 700 * 4096;
+    const keptTo = 1900 * 4096;
+    for (let at = 0; at < keptFrom; at += 1000) {
+      await writer.write(data.subarray(at, Math.min(at + 1000, keptFrom)));
+    }
+    await writer.write(Buffer.from(data.subarray(keptFrom, keptTo)), { keep: true });
+    for (let at = keptTo; at < data.length; at += 3000) {
+      await writer.write(data.subarray(at, Math.min(at + 3000, data.length)));
+    }
+    const result = await writer.finish();
+    compressor.close();
+    t.is(result.chunkCount, 2500);
 
-  const reader = await SSTableReader.open(id, { keys: provider });
-  try {
-    const back: Buffer[] = [];
-    for await (const chunks of reader.batches()) back.push(...chunks.map((c) => Buffer.from(c)));
-    t.true(Buffer.concat(back).equals(data));
-    t.deepEqual((await reader.verify('Digest.crc32')).faults, []);
-  } finally {
-    await reader.close();
-    provider.close();
-  }
-});
+    const reader = await SSTableReader.open(id, { keys: provider });
+    try {
+      const back: Buffer[] = [];
+      for await (const chunks of reader.batches()) back.push(...chunks.map((c) => Buffer.from(c)));
+      t.true(Buffer.concat(back).equals(data));
+      t.deepEqual((await reader.verify('Digest.crc32')).faults, []);
+    } finally {
+      await reader.close();
+      provider.close();
+    }
+  },
+);
