@@ -271,6 +271,33 @@ TDE_TARGET_AES void CbcDecrypt(const RoundKeys& inverse, const uint8_t* iv, cons
     CbcDecryptBlocks<1>(dk, inverse.rounds, &prev, in, out);
 }
 
+// N independent blocks through the cipher (kDecrypt: the inverse cipher, with inverse keys).
+template <int N, bool kDecrypt>
+TDE_TARGET_AES void EcbBlocks(const __m128i* rk, int rounds, const uint8_t* in, uint8_t* out) {
+  __m128i x[N];
+  for (int k = 0; k < N; k++)
+    x[k] = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 16 * k)), rk[0]);
+  for (int r = 1; r < rounds; r++) {
+    const __m128i key = _mm_load_si128(rk + r);
+    for (int k = 0; k < N; k++)
+      x[k] = kDecrypt ? _mm_aesdec_si128(x[k], key) : _mm_aesenc_si128(x[k], key);
+  }
+  const __m128i last = _mm_load_si128(rk + rounds);
+  for (int k = 0; k < N; k++) {
+    __m128i y = kDecrypt ? _mm_aesdeclast_si128(x[k], last) : _mm_aesenclast_si128(x[k], last);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * k), y);
+  }
+}
+
+template <bool kDecrypt>
+TDE_TARGET_AES void Ecb(const RoundKeys& keys, const uint8_t* in, uint8_t* out, size_t len) {
+  const __m128i* rk = reinterpret_cast<const __m128i*>(keys.bytes);
+  for (; len >= 128; in += 128, out += 128, len -= 128)
+    EcbBlocks<8, kDecrypt>(rk, keys.rounds, in, out);
+  for (; len >= 16; in += 16, out += 16, len -= 16)
+    EcbBlocks<1, kDecrypt>(rk, keys.rounds, in, out);
+}
+
 TDE_TARGET_AES void Inverse(const RoundKeys& keys, RoundKeys* out) {
   const __m128i* ek = reinterpret_cast<const __m128i*>(keys.bytes);
   __m128i* dk = reinterpret_cast<__m128i*>(out->bytes);
@@ -358,6 +385,28 @@ void CtrXor(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t
 #else
   (void)keys;
   (void)iv;
+  (void)in;
+  (void)out;
+  (void)len;
+#endif
+}
+
+void EncryptEcb(const RoundKeys& keys, const uint8_t* in, uint8_t* out, size_t len) {
+#if TDE_AESNI
+  Ecb<false>(keys, in, out, len);
+#else
+  (void)keys;
+  (void)in;
+  (void)out;
+  (void)len;
+#endif
+}
+
+void DecryptEcb(const RoundKeys& inverse, const uint8_t* in, uint8_t* out, size_t len) {
+#if TDE_AESNI
+  Ecb<true>(inverse, in, out, len);
+#else
+  (void)inverse;
   (void)in;
   (void)out;
   (void)len;

@@ -1,5 +1,5 @@
 // AES with AES-NI where OpenSSL's EVP interface costs too much per chunk or leaves speed unused:
-// multi-buffer CBC encryption, and CTR.
+// multi-buffer CBC encryption, CBC decryption, CTR and ECB.
 //
 // Multi-buffer AES-CBC encryption:
 // CBC encryption is serial inside a chunk: each block is encrypted with the previous block's
@@ -67,6 +67,11 @@ void CtrXor(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t
 // caller's to check.
 void DecryptCbc(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, uint8_t* out,
                 size_t len);
+
+// AES-ECB over `len` bytes (a multiple of 16; padding is the caller's), eight blocks in flight
+// and no setup per call. Decryption takes the inverse keys. `out` may be `in`.
+void EncryptEcb(const RoundKeys& keys, const uint8_t* in, uint8_t* out, size_t len);
+void DecryptEcb(const RoundKeys& inverse, const uint8_t* in, uint8_t* out, size_t len);
 
 }  // namespace aesni
 }  // namespace tde

@@ -135,12 +135,14 @@ export interface NativeBinding {
   parallelism(): number;
   setParallelism(threads: number): void;
   /**
-   * Whether AES-CBC batches encrypt up to eight chunks at once per thread with AES-NI
-   * (native/aes_ni.h); false where the processor lacks AES-NI. On by default;
-   * SSTABLE_TDE_MULTIBUFFER=0 turns it off. Output is the same either way.
+   * Whether AES runs in the addon's AES-NI code (native/aes_ni.h): AES-CBC batches encrypt up
+   * to eight chunks at once per thread, and CBC decryption, CTR and ECB skip OpenSSL's EVP cost
+   * per chunk. False where the processor lacks AES-NI. On by default;
+   * SSTABLE_TDE_MULTIBUFFER=0 turns it off, and ciphers made while it is off keep to EVP.
+   * Output is the same either way.
    */
   multiBuffer(): boolean;
-  /** Turns multi-buffer encryption on or off (benchmarks); returns multiBuffer(). */
+  /** Turns the AES-NI code on or off (benchmarks, tests); returns multiBuffer(). */
   setMultiBuffer(on: boolean): boolean;
   /** The error codes native/errors.h declares. */
   errorCodes(): string[];
