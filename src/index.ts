@@ -5,7 +5,7 @@
  * ({@link TdeError}, with stable `code`s), and never writes to the console.
  */
 export { ChunkCipher, createChunkCipher } from './cipher/chunk-cipher';
-export type { ChunkCipherOptions } from './cipher/chunk-cipher';
+export type { ChunkCipherOptions, ChunkSpans } from './cipher/chunk-cipher';
 export {
   parseTransformation,
   resolveCipher,

@@ -243,3 +243,97 @@ test('IV length follows DSE: 16 for AES, 8 for the 64-bit-block ciphers, none fo
   t.is(resolveCipher('Blowfish/CBC/PKCS5Padding', 128).ivLength, 8);
   t.is(resolveCipher('AES/ECB/PKCS5Padding', 256).ivLength, 0);
 });
+
+/** `lengths.length` chunks laid end to end in one buffer, described as spans. */
+function spansOf(lengths: number[]) {
+  const offsets = new Float64Array(lengths.length);
+  let total = 0;
+  lengths.forEach((n, i) => {
+    offsets[i] = total;
+    total += n;
+  });
+  return { data: crypto.randomBytes(total), offsets, lengths: Uint32Array.from(lengths) };
+}
+
+const chunkOf = (s: { data: Uint8Array; offsets: Float64Array; lengths: Uint32Array }, i: number) =>
+  Buffer.from(s.data.buffer, s.data.byteOffset + s.offsets[i], s.lengths[i]);
+
+test(
+  'encryptSpans and decryptSpans: the same chunks as the Buffer[] methods, ' +
+    'with no object per chunk',
+  async (t) => {
+    const key = crypto.randomBytes(16);
+    const c = createChunkCipher({
+      cipher_algorithm: 'AES/CBC/PKCS5Padding',
+      secret_key_strength: 128,
+      key,
+    });
+    const plain = spansOf([4096, 0, 15, 16, 17, 4096, 65536, 3]);
+    const enc = await c.encryptSpans(plain);
+
+    t.deepEqual(
+      Array.from(enc.lengths),
+      Array.from(plain.lengths, (n) => c.encryptedLength(n)),
+    );
+    for (let i = 0; i < plain.lengths.length; i++) {
+      const e = chunkOf(enc, i);
+      const node = crypto.createDecipheriv('aes-128-cbc', key, e.subarray(0, 16));
+      const back = Buffer.concat([node.update(e.subarray(16)), node.final()]);
+      t.true(back.equals(chunkOf(plain, i)), `chunk ${i} decrypts with Node's crypto`);
+    }
+
+    // What one form encrypts the other decrypts.
+    const indexes = [...plain.lengths.keys()];
+    const viaBatch = await c.decryptBatch(indexes.map((i) => chunkOf(enc, i)));
+    t.true(viaBatch.every((b, i) => b.equals(chunkOf(plain, i))));
+    const dec = await c.decryptSpans(enc);
+    t.deepEqual(Array.from(dec.lengths), Array.from(plain.lengths));
+    for (const i of indexes) t.true(chunkOf(dec, i).equals(chunkOf(plain, i)), `chunk ${i}`);
+
+    // Given back, the memory serves the next batch.
+    const slab = enc.data.buffer;
+    c.recycleSpans(enc);
+    t.is((await c.encryptSpans(plain)).data.buffer, slab);
+    c.destroy();
+  },
+);
+
+test(
+  'encryptSpans: malformed spans, a span outside its buffer and a missing aad ' +
+    'are refused before any work',
+  async (t) => {
+    const c = createChunkCipher({
+      cipher_algorithm: 'AES/GCM/NoPadding',
+      secret_key_strength: 128,
+      key: crypto.randomBytes(16),
+    });
+    const good = spansOf([100, 200]);
+    const aad = spansOf([46, 46]);
+    const bad = [
+      { ...good, offsets: [0, 100] },
+      { ...good, lengths: new Uint32Array(1) },
+      { ...good, offsets: Float64Array.of(0, 250) },
+      { ...good, offsets: Float64Array.of(0, 0.5) },
+    ];
+    for (const spans of bad) {
+      await t.throwsAsync(c.encryptSpans(spans as never, aad), {
+        code: 'ERR_TDE_INVALID_ARGUMENT',
+      });
+    }
+    await t.throwsAsync(c.encryptSpans(bad[2], aad), {
+      message: /chunk 1 \(offset 250, 200 bytes\) lies outside its 300-byte buffer/,
+    });
+    await t.throwsAsync(c.encryptSpans(good), {
+      code: 'ERR_TDE_INVALID_ARGUMENT',
+      message: /one aad buffer per chunk/,
+    });
+
+    // A chunk altered after encryption is named by its index.
+    const enc = await c.encryptSpans(good, aad);
+    enc.data[enc.offsets[1] + 20] ^= 1;
+    const err = await t.throwsAsync(c.decryptSpans(enc, aad), { code: 'ERR_TDE_INTEGRITY' });
+    t.regex(err?.message ?? '', /chunk 1 of the batch/);
+    c.destroy();
+    await t.throwsAsync(c.encryptSpans(good, aad), { code: 'ERR_TDE_CIPHER_DESTROYED' });
+  },
+);

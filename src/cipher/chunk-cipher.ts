@@ -5,8 +5,14 @@
  */
 import { ChunkLocator, fromNative, TdeError } from '../errors';
 import { native, NativeChunkCipher, NativeCodecName } from '../native';
-import { asSpans, SlabPool, viewsOf } from '../util/slabs';
+import { asSpans, checkSpans, SlabPool, Spans, viewsOf } from '../util/slabs';
 import { CipherChoice, normalizeKey, resolveCipher } from './transformation';
+
+/**
+ * A batch of chunks lying in one buffer: chunk i is `lengths[i]` bytes of `data` from byte
+ * `offsets[i]`. The spans methods take and give batches in this form.
+ */
+export type ChunkSpans = Spans;
 
 export interface ChunkCipherOptions {
   /** JCE transformation, for example `AES/CBC/PKCS5Padding`. */
@@ -76,7 +82,7 @@ export class ChunkCipher {
     return this.choice.ivLength + this.choice.tagLength;
   }
 
-  private checkAad(chunks: Uint8Array[], aad: Uint8Array[] | undefined): void {
+  private checkAad(chunks: ArrayLike<unknown>, aad: ArrayLike<unknown> | undefined): void {
     if (this.aead && (!aad || aad.length !== chunks.length)) {
       throw new TdeError(
         'ERR_TDE_INVALID_ARGUMENT',
@@ -151,6 +157,64 @@ export class ChunkCipher {
     } catch (err) {
       throw fromNative(err, locate(where));
     }
+  }
+
+  /**
+   * {@link encryptBatch} for chunks that lie in one buffer, with the results described the same
+   * way: no object is made per chunk on either side, which on batches of small chunks (4 KiB) is
+   * most of what the JS thread spends. The result's `lengths` are the encrypted lengths; its
+   * `data` is this cipher's memory until given back through {@link recycleSpans}.
+   */
+  async encryptSpans(
+    chunks: ChunkSpans,
+    aad?: ChunkSpans,
+    where: ChunkLocator = byIndex,
+  ): Promise<ChunkSpans> {
+    const handle = this.live();
+    checkSpans(chunks, 'chunks');
+    if (aad) checkSpans(aad, 'aad');
+    this.checkAad(chunks.lengths, aad?.lengths);
+    const sizes = new Uint32Array(chunks.lengths.length);
+    for (let i = 0; i < sizes.length; i++) sizes[i] = this.encryptedLength(chunks.lengths[i]);
+    const out = this.slabs.carveSpans(sizes);
+    try {
+      out.lengths = await handle.encryptInto(chunks, out, aad);
+      return out;
+    } catch (err) {
+      this.slabs.recycleSlab(out.data.buffer);
+      throw fromNative(err, locate(where));
+    }
+  }
+
+  /** {@link decryptBatch} in the form of {@link encryptSpans}. */
+  async decryptSpans(
+    chunks: ChunkSpans,
+    aad?: ChunkSpans,
+    where: ChunkLocator = byIndex,
+  ): Promise<ChunkSpans> {
+    const handle = this.live();
+    checkSpans(chunks, 'chunks');
+    if (aad) checkSpans(aad, 'aad');
+    this.checkAad(chunks.lengths, aad?.lengths);
+    const sizes = new Uint32Array(chunks.lengths.length);
+    for (let i = 0; i < sizes.length; i++)
+      sizes[i] = Math.max(0, chunks.lengths[i] - this.overhead);
+    const out = this.slabs.carveSpans(sizes);
+    try {
+      out.lengths = await handle.decryptInto(chunks, out, aad);
+      return out;
+    } catch (err) {
+      this.slabs.recycleSlab(out.data.buffer);
+      throw fromNative(err, locate(where));
+    }
+  }
+
+  /**
+   * Gives back the memory of a spans result, for the next batch to reuse: only once nothing
+   * reads its `data` any more.
+   */
+  recycleSpans(result: ChunkSpans): void {
+    this.slabs.recycleSlab(result.data.buffer);
   }
 
   /** Encrypts one small value on the calling thread (config values, tests). */

@@ -5,6 +5,8 @@
  * collector from chasing them.
  */
 
+import { TdeError } from '../errors';
+
 /** Free slabs kept per pool: enough for a pipeline that keeps two or three batches alive. */
 const MAX_FREE = 2;
 
@@ -44,8 +46,12 @@ export class SlabPool {
    * every buffer of that batch; buffers never given back are simply garbage-collected.
    */
   recycle(batch: Buffer[]): void {
-    const slab = batch[0]?.buffer as ArrayBuffer | undefined;
-    if (!slab || !this.lent.has(slab)) return;
+    this.recycleSlab(batch[0]?.buffer as ArrayBuffer | undefined);
+  }
+
+  /** The same for a batch handed out as {@link Spans}: its `data`'s memory. */
+  recycleSlab(slab: ArrayBufferLike | undefined): void {
+    if (!(slab instanceof ArrayBuffer) || !this.lent.has(slab)) return;
     this.lent.delete(slab);
     if (this.free.length < MAX_FREE) this.free.push(slab);
   }
@@ -74,6 +80,38 @@ export interface Spans {
   data: Uint8Array;
   offsets: Float64Array;
   lengths: Uint32Array;
+}
+
+/**
+ * Checks a caller's {@link Spans} before they reach the addon (which checks them again): the
+ * right array types, of one length, and every span inside `data`.
+ */
+export function checkSpans(spans: Spans, what: string): void {
+  const ok =
+    spans !== null &&
+    typeof spans === 'object' &&
+    spans.data instanceof Uint8Array &&
+    spans.offsets instanceof Float64Array &&
+    spans.lengths instanceof Uint32Array &&
+    spans.offsets.length === spans.lengths.length;
+  if (!ok) {
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      `${what} must be { data: Uint8Array, offsets: Float64Array, lengths: Uint32Array } ` +
+        'with one offset and one length per chunk',
+    );
+  }
+  const size = spans.data.byteLength;
+  for (let i = 0; i < spans.offsets.length; i++) {
+    const at = spans.offsets[i];
+    if (!(Number.isInteger(at) && at >= 0 && at + spans.lengths[i] <= size)) {
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        `${what}: chunk ${i} (offset ${at}, ${spans.lengths[i]} bytes) lies outside ` +
+          `its ${size}-byte buffer`,
+      );
+    }
+  }
 }
 
 /**
