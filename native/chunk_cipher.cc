@@ -282,7 +282,8 @@ Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in
   if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 1, nullptr) != 1) {
     return EvpFailure("EVP_CipherInit_ex2 (IV)");
   }
-  EVP_CIPHER_CTX_set_padding(c, spec_.padding ? 1 : 0);
+  // GCM never pads, and setting it costs a provider parameter lookup per chunk.
+  if (spec_.tag_length == 0) EVP_CIPHER_CTX_set_padding(c, spec_.padding ? 1 : 0);
 
   Status st = AddAad(c, aad);
   if (!st.ok()) return st;
@@ -357,7 +358,8 @@ Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in
   if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 0, nullptr) != 1) {
     return EvpFailure("EVP_CipherInit_ex2 (IV)");
   }
-  EVP_CIPHER_CTX_set_padding(c, spec_.padding ? 1 : 0);
+  // GCM never pads, and setting it costs a provider parameter lookup per chunk.
+  if (spec_.tag_length == 0) EVP_CIPHER_CTX_set_padding(c, spec_.padding ? 1 : 0);
   if (spec_.tag_length > 0) {
     // OpenSSL takes the expected tag through a non-const pointer; hand it a copy.
     uint8_t tag[16];
