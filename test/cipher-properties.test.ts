@@ -272,13 +272,14 @@ test(
 );
 
 /**
- * AES-CTR, ECB and CBC run in native/aes_ni.cc (ECB padded and unpadded in native/chunk_cipher.cc),
- * outside OpenSSL's EVP, unless AES-NI is turned off: either way Node's crypto (OpenSSL EVP) must
- * agree with them byte for byte, and each decrypts what the other encrypts.
+ * AES-CTR, ECB, CBC and GCM run in native/aes_ni.cc (ECB padded and unpadded in
+ * native/chunk_cipher.cc, GCM's GHASH in OpenSSL's CRYPTO_gcm128), outside OpenSSL's EVP, unless
+ * AES-NI is turned off: either way Node's crypto (OpenSSL EVP) must agree with them byte for
+ * byte, and each decrypts what the other encrypts. Lengths reach past GCM's 3 KiB GHASH runs.
  */
 test(
-  "AES-CTR, ECB and CBC chunks agree with Node's crypto both ways, for every length and key " +
-    'size',
+  "AES-CTR, ECB, CBC and GCM chunks agree with Node's crypto both ways, for every length and " +
+    'key size',
   async (t) => {
     await fc.assert(
       fc.asyncProperty(
@@ -288,31 +289,41 @@ test(
           'AES/ECB/NoPadding',
           'AES/CBC/PKCS5Padding',
           'AES/CBC/NoPadding',
+          'AES/GCM/NoPadding',
         ),
         fc.constantFrom(128, 192, 256),
         fc.uint8Array({ minLength: 32, maxLength: 32 }),
-        fc.array(fc.integer({ min: 0, max: 1500 }), { minLength: 1, maxLength: 12 }),
+        fc.array(fc.integer({ min: 0, max: 7000 }), { minLength: 1, maxLength: 12 }),
         fc.boolean(),
-        async (name, bits, keyBytes, lengths, aesNi) => {
+        fc.uint8Array({ maxLength: 80 }),
+        async (name, bits, keyBytes, lengths, aesNi, aadBytes) => {
           const key = Buffer.from(keyBytes.subarray(0, bits / 8));
-          const ecb = name.includes('ECB');
           const mode = name.split('/')[1].toLowerCase();
+          const ivLength = { ecb: 0, gcm: 12 }[mode] ?? 16;
+          const tagLength = mode === 'gcm' ? 16 : 0;
           const chunks = lengths.map((n, i) => {
-            const len = name.endsWith('/NoPadding') && mode !== 'ctr' ? n - (n % 16) : n;
+            const len = name.endsWith('/NoPadding') && /ecb|cbc/.test(mode) ? n - (n % 16) : n;
             return Buffer.alloc(len, (i * 37 + len) & 0xff);
           });
+          const aad = tagLength ? chunks.map(() => Buffer.from(aadBytes)) : undefined;
           // Off: every AES mode goes through OpenSSL's EVP, the reference.
           native().setMultiBuffer(aesNi);
           const c = createChunkCipher({ cipher_algorithm: name, secret_key_strength: bits, key });
           try {
-            const enc = await c.encryptBatch(chunks);
-            const dec = await c.decryptBatch(enc);
+            const enc = await c.encryptBatch(chunks, undefined, aad);
+            const dec = await c.decryptBatch(enc, undefined, aad);
             return enc.every((e, i) => {
-              const iv = ecb ? null : e.subarray(0, 16);
-              const node = crypto.createCipheriv(`aes-${bits}-${mode}`, key, iv);
+              const iv = ivLength ? e.subarray(0, ivLength) : null;
+              const node = crypto.createCipheriv(
+                `aes-${bits}-${mode}`,
+                key,
+                iv,
+              ) as crypto.CipherGCM;
               node.setAutoPadding(name.endsWith('PKCS5Padding'));
-              const expect = Buffer.concat([node.update(chunks[i]), node.final()]);
-              return e.subarray(ecb ? 0 : 16).equals(expect) && dec[i].equals(chunks[i]);
+              if (tagLength) node.setAAD(aadBytes);
+              const body = Buffer.concat([node.update(chunks[i]), node.final()]);
+              const expect = tagLength ? Buffer.concat([body, node.getAuthTag()]) : body;
+              return e.subarray(ivLength).equals(expect) && dec[i].equals(chunks[i]);
             });
           } finally {
             c.destroy();
@@ -320,7 +331,7 @@ test(
           }
         },
       ),
-      { numRuns: 150 },
+      { numRuns: 200 },
     );
     t.pass();
   },
