@@ -5,7 +5,9 @@
  *   - OpenSSL itself: one thread encrypting one continuous stream through the same EVP cipher
  *     (`openssl speed -evp` style, over as much memory as a batch), times the threads used;
  *   - Node's crypto.createCipheriv, one cipher object per chunk, as a Node program would do it.
- * AES-CBC is also measured with multi-buffer encryption turned off, to show what it brings.
+ * AES-CBC is also measured with multi-buffer encryption turned off, to show what it brings, and
+ * every AES case also through encryptSpans (a batch and its results as spans of one buffer, no
+ * object per chunk), to show what the Buffer[] form costs the JS thread on small chunks.
  *
  *   node bench/cipher.js [--quick] [--json FILE]      (--quick: AES at 64 KiB only)
  *
@@ -126,6 +128,14 @@ async function run({ quick = false, log = () => {} } = {}) {
       const aads = choice.tagLength
         ? chunks.map((_, i) => aadRegion.subarray(46 * i, 46 * (i + 1)))
         : undefined;
+      // The same batch as spans (ChunkCipher.encryptSpans): no object per chunk either way.
+      const spansOf = (data, each) => ({
+        data,
+        offsets: Float64Array.from({ length: count }, (_, i) => i * each),
+        lengths: new Uint32Array(count).fill(each),
+      });
+      const spans = spansOf(region, size);
+      const aadSpans = choice.tagLength ? spansOf(aadRegion, 46) : undefined;
       const bytes = size * count;
 
       const node = nodeName(choice)
@@ -134,17 +144,23 @@ async function run({ quick = false, log = () => {} } = {}) {
       const stream = opensslStreamMBps(choice, key, size);
       // OpenSSL on every core at once, each thread its own stream: what the hardware gives.
       const streams = all > 1 ? opensslStreamMBps(choice, key, size, all) : stream;
-      const engines =
-        name.startsWith('AES/CBC') && native().multiBuffer() ? [true, false] : [undefined];
+      // Each AES case also through the spans form; AES-CBC also with multi-buffer off.
+      const engines = [{ mb: undefined, form: 'buffers' }];
+      if (name.startsWith('AES')) engines.push({ mb: undefined, form: 'spans' });
+      if (name.startsWith('AES/CBC') && native().multiBuffer())
+        engines.push({ mb: false, form: 'buffers' });
       for (const threads of [...new Set([1, all])]) {
-        for (const mb of engines) {
+        for (const { mb, form } of engines) {
           if (mb === false && threads !== 1) continue;
           if (mb !== undefined) native().setMultiBuffer(mb);
           native().setParallelism(threads);
           // One batch at a time on one thread; on all cores, a steady two in flight: each
           // measured step waits for the oldest batch and starts the next, as a writer does.
-          const one = () =>
-            cipher.encryptBatch(chunks, undefined, aads).then((out) => cipher.recycle(out));
+          const one =
+            form === 'spans'
+              ? () => cipher.encryptSpans(spans, aadSpans).then((out) => cipher.recycleSpans(out))
+              : () =>
+                  cipher.encryptBatch(chunks, undefined, aads).then((out) => cipher.recycle(out));
           const depth = threads === 1 ? 1 : 2;
           const inflight = Array.from({ length: depth - 1 }, one);
           const step = () => {
@@ -157,7 +173,8 @@ async function run({ quick = false, log = () => {} } = {}) {
           const label =
             `encrypt ${name} ${bits} ${size / 1024} KiB, ` +
             `${threads} thread${threads > 1 ? 's' : ''}` +
-            (mb === false ? ', multi-buffer off' : '');
+            (mb === false ? ', multi-buffer off' : '') +
+            (form === 'spans' ? ', spans' : '');
           const c = result(
             'cipher',
             label,
@@ -170,6 +187,7 @@ async function run({ quick = false, log = () => {} } = {}) {
               chunkBytes: size,
               threads,
               multiBuffer: mb ?? null,
+              form,
               opensslConcurrent:
                 threads > 1
                   ? {

@@ -80,7 +80,7 @@ function markdown(doc) {
 /** Cipher throughput by chunk size, one panel per thread count, one line per cipher (vega-lite). */
 async function chart(doc) {
   const values = doc.cases
-    .filter((c) => c.suite === 'cipher' && c.multiBuffer !== false)
+    .filter((c) => c.suite === 'cipher' && c.multiBuffer !== false && c.form !== 'spans')
     .map((c) => ({
       cipher: `${c.transformation} ${c.bits}`,
       chunk: `${c.chunkBytes / 1024} KiB`,
