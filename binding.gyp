@@ -9,6 +9,7 @@
         "native/chunk_cipher.cc",
         "native/cipher_suite.cc",
         "native/codec.cc",
+        "native/gcm_ni.cc",
         "native/pipeline.cc",
         "native/stream_bench.cc",
         "native/thread_pool.cc"

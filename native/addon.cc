@@ -684,9 +684,9 @@ Napi::Value JsCodecDecodeInto(const Napi::CallbackInfo& info) {
   return QueueJob(env, std::move(job), info[1], info[3], env.Undefined());
 }
 
-// setMultiBuffer(on): whether AES runs in the AES-NI code of aes_ni.h (multi-buffer CBC
-// encryption, CBC decryption, CTR, ECB) rather than through EVP. Returns whether it now does
-// (false where the CPU lacks AES-NI).
+// setMultiBuffer(on): whether AES runs in the AES-NI code of aes_ni.h and gcm_ni.h (multi-buffer
+// CBC encryption, CBC decryption, CTR, ECB, GCM) rather than through EVP. Returns whether it now
+// does (false where the CPU lacks AES-NI).
 Napi::Value JsSetMultiBuffer(const Napi::CallbackInfo& info) {
   aesni::SetEnabled(info[0].ToBoolean().Value());
   return Napi::Boolean::New(info.Env(), aesni::Available());

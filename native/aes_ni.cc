@@ -30,12 +30,10 @@ std::atomic<bool> g_enabled{EnabledByEnvironment()};
 // Only these functions need AES-NI; the rest of the addon runs on any x86-64, and Available()
 // keeps these from being called where the instructions are missing.
 #define TDE_TARGET_AES __attribute__((target("aes,sse2")))
-// GCM's 32-bit counter is set with PINSRD (SSE4.1, which every AES-NI processor has).
-#define TDE_TARGET_AES41 __attribute__((target("aes,sse4.1")))
 
 bool CpuHasAesNi() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("aes") && __builtin_cpu_supports("sse4.1");
+  return __builtin_cpu_supports("aes");
 }
 
 // FIPS-197's SubWord (the S-box on each byte), from AESKEYGENASSIST, which applies it to the
@@ -300,41 +298,6 @@ TDE_TARGET_AES void Ecb(const RoundKeys& keys, const uint8_t* in, uint8_t* out, 
     EcbBlocks<1, kDecrypt>(rk, keys.rounds, in, out);
 }
 
-// N blocks of GCM's counter mode: `base` with its last four bytes replaced by the big-endian
-// counter, which wraps at 32 bits.
-template <int N>
-TDE_TARGET_AES41 void Ctr32Blocks(const __m128i* rk, int rounds, __m128i base, uint32_t* ctr,
-                                  const uint8_t* in, uint8_t* out) {
-  __m128i x[N];
-  for (int k = 0; k < N; k++) {
-    __m128i c = _mm_insert_epi32(base, static_cast<int>(__builtin_bswap32(*ctr)), 3);
-    ++*ctr;
-    x[k] = _mm_xor_si128(c, rk[0]);
-  }
-  for (int r = 1; r < rounds; r++) {
-    const __m128i key = _mm_load_si128(rk + r);
-    for (int k = 0; k < N; k++) x[k] = _mm_aesenc_si128(x[k], key);
-  }
-  const __m128i last = _mm_load_si128(rk + rounds);
-  for (int k = 0; k < N; k++) {
-    __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 16 * k));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16 * k),
-                     _mm_xor_si128(p, _mm_aesenclast_si128(x[k], last)));
-  }
-}
-
-TDE_TARGET_AES41 void Ctr32(const RoundKeys& keys, const uint8_t* ivec, const uint8_t* in,
-                            uint8_t* out, size_t blocks) {
-  const __m128i* rk = reinterpret_cast<const __m128i*>(keys.bytes);
-  const __m128i base = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ivec));
-  uint32_t ctr = static_cast<uint32_t>(ivec[12]) << 24 | static_cast<uint32_t>(ivec[13]) << 16 |
-                 static_cast<uint32_t>(ivec[14]) << 8 | ivec[15];
-  for (; blocks >= 8; in += 128, out += 128, blocks -= 8)
-    Ctr32Blocks<8>(rk, keys.rounds, base, &ctr, in, out);
-  for (; blocks > 0; in += 16, out += 16, blocks--)
-    Ctr32Blocks<1>(rk, keys.rounds, base, &ctr, in, out);
-}
-
 TDE_TARGET_AES void Inverse(const RoundKeys& keys, RoundKeys* out) {
   const __m128i* ek = reinterpret_cast<const __m128i*>(keys.bytes);
   __m128i* dk = reinterpret_cast<__m128i*>(out->bytes);
@@ -447,23 +410,6 @@ void DecryptEcb(const RoundKeys& inverse, const uint8_t* in, uint8_t* out, size_
   (void)in;
   (void)out;
   (void)len;
-#endif
-}
-
-void GcmBlock(const unsigned char in[16], unsigned char out[16], const void* key) {
-  EncryptEcb(*static_cast<const RoundKeys*>(key), in, out, 16);
-}
-
-void GcmCtr32(const unsigned char* in, unsigned char* out, size_t blocks, const void* key,
-              const unsigned char ivec[16]) {
-#if TDE_AESNI
-  Ctr32(*static_cast<const RoundKeys*>(key), ivec, in, out, blocks);
-#else
-  (void)in;
-  (void)out;
-  (void)blocks;
-  (void)key;
-  (void)ivec;
 #endif
 }
 

@@ -1,5 +1,5 @@
 // AES with AES-NI where OpenSSL's EVP interface costs too much per chunk or leaves speed unused:
-// multi-buffer CBC encryption, CBC decryption, CTR, ECB, and the AES inside GCM.
+// multi-buffer CBC encryption, CBC decryption, CTR and ECB (GCM: gcm_ni.h).
 //
 // Multi-buffer AES-CBC encryption:
 // CBC encryption is serial inside a chunk: each block is encrypted with the previous block's
@@ -72,14 +72,6 @@ void DecryptCbc(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, 
 // and no setup per call. Decryption takes the inverse keys. `out` may be `in`.
 void EncryptEcb(const RoundKeys& keys, const uint8_t* in, uint8_t* out, size_t len);
 void DecryptEcb(const RoundKeys& inverse, const uint8_t* in, uint8_t* out, size_t len);
-
-// The block and counter-mode functions OpenSSL's GCM (openssl/modes.h, CRYPTO_gcm128_*) takes,
-// so that GCM chunks pay no EVP cost per chunk: OpenSSL computes GHASH, these the AES. `key` is
-// a RoundKeys. GcmCtr32 encrypts `blocks` whole blocks counting as GCM does: only the last four
-// bytes of `ivec`, a big-endian number that wraps at 32 bits.
-void GcmBlock(const unsigned char in[16], unsigned char out[16], const void* key);
-void GcmCtr32(const unsigned char* in, unsigned char* out, size_t blocks, const void* key,
-              const unsigned char ivec[16]);
 
 }  // namespace aesni
 }  // namespace tde

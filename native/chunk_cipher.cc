@@ -98,23 +98,24 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
   if (mode == EVP_CIPH_ECB_MODE) core->mode_ = Mode::kEcb;
   if (aes && mode == EVP_CIPH_CBC_MODE) core->mode_ = Mode::kCbc;
   if (aes && mode == EVP_CIPH_CTR_MODE) core->mode_ = Mode::kCtr;
-  // GCM with the standard 12-byte IV, which OpenSSL's GCM turns into a counter directly.
+  // GCM with a fresh standard 12-byte IV per chunk (gcm_ni.h).
   bool gcm = aes && mode == EVP_CIPH_GCM_MODE && spec.iv_length == 12 && spec.fixed_iv.empty() &&
-             spec.tag_length > 0 && spec.tag_length <= 16;
+             spec.tag_length > 0 && spec.tag_length <= 16 && gcmni::Available();
   if (gcm) core->mode_ = Mode::kGcm;
   bool per_chunk_iv = spec.iv_length == 16 && spec.fixed_iv.empty();
   bool aes_ecb = aes && core->mode_ == Mode::kEcb && spec.tag_length == 0;
   if ((((core->mode_ == Mode::kCbc || core->mode_ == Mode::kCtr) && per_chunk_iv) || aes_ecb ||
        gcm) &&
       aesni::Available()) {
-    aesni::RoundKeys expanded[2];
-    if (aesni::ExpandKey(key, key_len, &expanded[0])) {
-      aesni::InverseKeys(expanded[0], &expanded[1]);
+    AesKeySet expanded;
+    if (aesni::ExpandKey(key, key_len, &expanded.forward)) {
+      aesni::InverseKeys(expanded.forward, &expanded.inverse);
+      if (gcm) gcmni::Init(expanded.forward, &expanded.hash);
       core->aes_keys_.reset(
-          new SecureBytes(reinterpret_cast<const uint8_t*>(expanded), sizeof expanded));
+          new SecureBytes(reinterpret_cast<const uint8_t*>(&expanded), sizeof expanded));
       if (!core->aes_keys_->valid()) core->aes_keys_.reset();
     }
-    OPENSSL_cleanse(expanded, sizeof expanded);
+    OPENSSL_cleanse(&expanded, sizeof expanded);
   }
 
   // Prepare once now, so a key OpenSSL rejects (for example a variable-length key outside the
@@ -228,39 +229,26 @@ Status ChunkCipherCore::DecryptEcb(EVP_CIPHER_CTX* c, const uint8_t* in, size_t 
   return Unpad(out, static_cast<size_t>(n), written);
 }
 
-Status ChunkCipherCore::EncryptGcm(CipherContext* ctx, const aesni::RoundKeys& keys,
-                                   const uint8_t* in, size_t in_len, Span aad, uint8_t* out,
-                                   size_t* written) const {
-  GCM128_CONTEXT* g = ctx->Gcm(&keys);
-  if (g == nullptr) return EvpFailure("CRYPTO_gcm128_new");
-  CRYPTO_gcm128_setiv(g, out, spec_.iv_length);
-  if (aad.size > 0 && CRYPTO_gcm128_aad(g, aad.data, aad.size) != 0) {
-    return EvpFailure("CRYPTO_gcm128_aad");
-  }
+Status ChunkCipherCore::EncryptGcm(const AesKeySet& keys, const uint8_t* in, size_t in_len,
+                                   Span aad, uint8_t* out, size_t* written) const {
   uint8_t* body = out + spec_.iv_length;
-  if (CRYPTO_gcm128_encrypt_ctr32(g, in, body, in_len, aesni::GcmCtr32) != 0) {
-    return EvpFailure("CRYPTO_gcm128_encrypt_ctr32");
-  }
-  CRYPTO_gcm128_tag(g, body + in_len, spec_.tag_length);
+  uint8_t tag[16];
+  gcmni::Encrypt(keys.forward, keys.hash, out, aad.data, aad.size, in, body, in_len, tag);
+  std::memcpy(body + in_len, tag, spec_.tag_length);
   *written = spec_.iv_length + in_len + spec_.tag_length;
   return Status::Ok();
 }
 
-Status ChunkCipherCore::DecryptGcm(CipherContext* ctx, const aesni::RoundKeys& keys,
-                                   const uint8_t* in, size_t body_len, Span aad, uint8_t* out,
-                                   size_t* written) const {
-  GCM128_CONTEXT* g = ctx->Gcm(&keys);
-  if (g == nullptr) return EvpFailure("CRYPTO_gcm128_new");
-  CRYPTO_gcm128_setiv(g, in, spec_.iv_length);
-  if (aad.size > 0 && CRYPTO_gcm128_aad(g, aad.data, aad.size) != 0) {
-    return EvpFailure("CRYPTO_gcm128_aad");
-  }
-  if (CRYPTO_gcm128_decrypt_ctr32(g, in + spec_.iv_length, out, body_len, aesni::GcmCtr32) != 0) {
-    return EvpFailure("CRYPTO_gcm128_decrypt_ctr32");
-  }
+Status ChunkCipherCore::DecryptGcm(const AesKeySet& keys, const uint8_t* in, size_t body_len,
+                                   Span aad, uint8_t* out, size_t* written) const {
+  uint8_t expected[16];
+  gcmni::Decrypt(keys.forward, keys.hash, in, aad.data, aad.size, in + spec_.iv_length, out,
+                 body_len, expected);
   // Compared in constant time. The plaintext is written before the tag is checked: wiped here
   // on a mismatch, and the batch layer discards `out` on any error.
-  if (CRYPTO_gcm128_finish(g, in + spec_.iv_length + body_len, spec_.tag_length) != 0) {
+  bool match = CRYPTO_memcmp(expected, in + spec_.iv_length + body_len, spec_.tag_length) == 0;
+  OPENSSL_cleanse(expected, sizeof expected);
+  if (!match) {
     OPENSSL_cleanse(out, body_len);
     return IntegrityFailure();
   }
@@ -330,8 +318,8 @@ Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in
     }
     iv = out;
   }
-  const aesni::RoundKeys* gcm = mode_ == Mode::kGcm ? AesKeys() : nullptr;
-  if (gcm != nullptr) return EncryptGcm(ctx, *gcm, in, in_len, aad, out, written);
+  const AesKeySet* gcm = mode_ == Mode::kGcm ? KeySet() : nullptr;
+  if (gcm != nullptr) return EncryptGcm(*gcm, in, in_len, aad, out, written);
   if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 1, nullptr) != 1) {
     return EvpFailure("EVP_CipherInit_ex2 (IV)");
   }
@@ -407,8 +395,8 @@ Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in
     return Unpad(out, body_len, written);
   }
 
-  const aesni::RoundKeys* gcm = mode_ == Mode::kGcm ? AesKeys() : nullptr;
-  if (gcm != nullptr) return DecryptGcm(ctx, *gcm, in, body_len, aad, out, written);
+  const AesKeySet* gcm = mode_ == Mode::kGcm ? KeySet() : nullptr;
+  if (gcm != nullptr) return DecryptGcm(*gcm, in, body_len, aad, out, written);
 
   const uint8_t* iv = spec_.iv_length > 0 ? in : FixedIv();
   if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 0, nullptr) != 1) {

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <openssl/evp.h>
-#include <openssl/modes.h>
 
 #include <cstdint>
 #include <memory>
@@ -11,6 +10,7 @@
 
 #include "aes_ni.h"
 #include "errors.h"
+#include "gcm_ni.h"
 #include "secure_bytes.h"
 
 namespace tde {
@@ -37,25 +37,21 @@ struct Span {
 class CipherContext {
  public:
   CipherContext() : ctx_(EVP_CIPHER_CTX_new()) {}
-  ~CipherContext() {
-    EVP_CIPHER_CTX_free(ctx_);
-    if (gcm_ != nullptr) CRYPTO_gcm128_release(gcm_);  // wipes the GHASH key it holds
-  }
+  ~CipherContext() { EVP_CIPHER_CTX_free(ctx_); }
   CipherContext(const CipherContext&) = delete;
   CipherContext& operator=(const CipherContext&) = delete;
   EVP_CIPHER_CTX* get() const { return ctx_; }
 
-  // OpenSSL's GCM state over the addon's AES (aes_ni.h), made on first use; null when out of
-  // memory. `keys` must outlive this context, and stay the same for it.
-  GCM128_CONTEXT* Gcm(const aesni::RoundKeys* keys) {
-    if (gcm_ == nullptr)
-      gcm_ = CRYPTO_gcm128_new(const_cast<aesni::RoundKeys*>(keys), aesni::GcmBlock);
-    return gcm_;
-  }
-
  private:
   EVP_CIPHER_CTX* ctx_;
-  GCM128_CONTEXT* gcm_ = nullptr;
+};
+
+// An AES key as the addon's AES-NI code takes it: expanded for encryption and for decryption,
+// and (GCM only) the GHASH key derived from it.
+struct AesKeySet {
+  aesni::RoundKeys forward;
+  aesni::RoundKeys inverse;
+  gcmni::HashKey hash;
 };
 
 class ChunkCipherCore {
@@ -116,16 +112,22 @@ class ChunkCipherCore {
                     size_t* written) const;
   // Checks and removes PKCS5 padding from `len` decrypted bytes at `out`.
   Status Unpad(uint8_t* out, size_t len, size_t* written) const;
-  // AES-GCM through OpenSSL's GCM over the addon's AES (no EVP call per chunk). `iv` is the
-  // chunk's IV, already in place at the start of `out` when encrypting.
-  Status EncryptGcm(CipherContext* ctx, const aesni::RoundKeys& keys, const uint8_t* in,
-                    size_t in_len, Span aad, uint8_t* out, size_t* written) const;
-  Status DecryptGcm(CipherContext* ctx, const aesni::RoundKeys& keys, const uint8_t* in,
-                    size_t body_len, Span aad, uint8_t* out, size_t* written) const;
-  // The expanded key (aes_keys_ holds it, then the inverse cipher's keys), or null.
-  const aesni::RoundKeys* AesKeys(bool inverse = false) const {
+  // AES-GCM through gcm_ni.h (no EVP call per chunk). Encrypting, the chunk's IV is already in
+  // place at the start of `out`.
+  Status EncryptGcm(const AesKeySet& keys, const uint8_t* in, size_t in_len, Span aad, uint8_t* out,
+                    size_t* written) const;
+  Status DecryptGcm(const AesKeySet& keys, const uint8_t* in, size_t body_len, Span aad,
+                    uint8_t* out, size_t* written) const;
+  // The AES-NI key set (aes_keys_), or null when there is none or the code is turned off.
+  const AesKeySet* KeySet() const {
     if (!aes_keys_ || aes_keys_->wiped() || !aesni::Available()) return nullptr;
-    return reinterpret_cast<const aesni::RoundKeys*>(aes_keys_->data()) + (inverse ? 1 : 0);
+    return reinterpret_cast<const AesKeySet*>(aes_keys_->data());
+  }
+  // Its expanded key, or the inverse cipher's; null as KeySet().
+  const aesni::RoundKeys* AesKeys(bool inverse = false) const {
+    const AesKeySet* set = KeySet();
+    if (set == nullptr) return nullptr;
+    return inverse ? &set->inverse : &set->forward;
   }
 
   enum class Mode { kOther, kEcb, kCbc, kCtr, kGcm };
@@ -135,8 +137,7 @@ class ChunkCipherCore {
   size_t block_size_;
   SecureBytes key_;
   Mode mode_ = Mode::kOther;
-  // AES-CBC and AES-CTR with per-chunk IVs, where the processor has AES-NI: the expanded key,
-  // then the inverse cipher's (two RoundKeys).
+  // AES-CBC, CTR, ECB and GCM where the processor has AES-NI: an AesKeySet, in locked memory.
   std::unique_ptr<SecureBytes> aes_keys_;
 };
 

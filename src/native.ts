@@ -135,9 +135,9 @@ export interface NativeBinding {
   parallelism(): number;
   setParallelism(threads: number): void;
   /**
-   * Whether AES runs in the addon's AES-NI code (native/aes_ni.h): AES-CBC batches encrypt up
-   * to eight chunks at once per thread, and CBC decryption, CTR and ECB skip OpenSSL's EVP cost
-   * per chunk. False where the processor lacks AES-NI. On by default;
+   * Whether AES runs in the addon's AES-NI code (native/aes_ni.h, gcm_ni.h): AES-CBC batches
+   * encrypt up to eight chunks at once per thread, and CBC decryption, CTR, ECB and (with VAES)
+   * GCM skip OpenSSL's EVP cost per chunk. False where the processor lacks AES-NI. On by default;
    * SSTABLE_TDE_MULTIBUFFER=0 turns it off, and ciphers made while it is off keep to EVP.
    * Output is the same either way.
    */

@@ -1,4 +1,7 @@
-/** Property-based checks of the chunk cipher over every transformation, with fast-check. */
+/**
+ * Property-based checks of the chunk cipher over every transformation, with fast-check. Tests that
+ * turn the addon's AES-NI code on and off (a process-wide switch) run serially.
+ */
 import * as crypto from 'node:crypto';
 
 import test from 'ava';
@@ -201,7 +204,7 @@ test(
  * thread and refills lanes as chunks of different lengths finish. Every chunk of a batch of mixed
  * lengths must decrypt with Node's own OpenSSL to its plaintext, with the engine on and off.
  */
-test(
+test.serial(
   "AES-CBC batches (multi-buffer and not) decrypt with Node's crypto, for mixed chunk " + 'lengths',
   async (t) => {
     const batchArb = fc.record({
@@ -251,7 +254,7 @@ test(
   },
 );
 
-test(
+test.serial(
   'AES-CBC NoPadding batch: a chunk that is not ' + 'whole blocks is named, whichever engine runs',
   async (t) => {
     for (const on of [true, false]) {
@@ -277,7 +280,7 @@ test(
  * AES-NI is turned off: either way Node's crypto (OpenSSL EVP) must agree with them byte for
  * byte, and each decrypts what the other encrypts. Lengths reach past GCM's 3 KiB GHASH runs.
  */
-test(
+test.serial(
   "AES-CTR, ECB, CBC and GCM chunks agree with Node's crypto both ways, for every length and " +
     'key size',
   async (t) => {
