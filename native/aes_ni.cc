@@ -308,6 +308,115 @@ TDE_TARGET_AES void Inverse(const RoundKeys& keys, RoundKeys* out) {
   out->rounds = n;
 }
 
+// With VAES (Intel since Ice Lake, AMD since Zen 3) one instruction takes a round of two blocks
+// in a 256-bit register. CTR, ECB and CBC decryption, whose blocks are independent, then run eight
+// blocks as four pairs; what is left after the last whole eight goes through the code above.
+#define TDE_TARGET_VAES __attribute__((target("aes,sse4.1,avx,avx2,vaes")))
+
+// SSTABLE_TDE_VAES=0 keeps to the 128-bit code (benchmarks compare both).
+bool CpuHasVaes() {
+  __builtin_cpu_init();
+  const char* env = std::getenv("SSTABLE_TDE_VAES");
+  return (env == nullptr || std::strcmp(env, "0") != 0) && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("vaes");
+}
+
+bool Vaes() {
+  static const bool on = CpuHasVaes();
+  return on;
+}
+
+TDE_TARGET_VAES inline __m256i Load2(const uint8_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+TDE_TARGET_VAES inline void Store2(uint8_t* p, __m256i x) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), x);
+}
+
+TDE_TARGET_VAES inline __m256i Broadcast(const __m128i* rk, int r) {
+  return _mm256_broadcastsi128_si256(_mm_load_si128(rk + r));
+}
+
+// Four pairs of blocks through the cipher (kDecrypt: the inverse cipher, with inverse keys).
+template <bool kDecrypt>
+TDE_TARGET_VAES inline void Rounds2(const __m128i* rk, int rounds, __m256i* x) {
+  for (int k = 0; k < 4; k++) x[k] = _mm256_xor_si256(x[k], Broadcast(rk, 0));
+  for (int r = 1; r < rounds; r++) {
+    const __m256i key = Broadcast(rk, r);
+    for (int k = 0; k < 4; k++)
+      x[k] = kDecrypt ? _mm256_aesdec_epi128(x[k], key) : _mm256_aesenc_epi128(x[k], key);
+  }
+  const __m256i last = Broadcast(rk, rounds);
+  for (int k = 0; k < 4; k++)
+    x[k] = kDecrypt ? _mm256_aesdeclast_epi128(x[k], last) : _mm256_aesenclast_epi128(x[k], last);
+}
+
+template <bool kDecrypt>
+TDE_TARGET_VAES void EcbVaes(const RoundKeys& keys, const uint8_t* in, uint8_t* out, size_t len) {
+  const __m128i* rk = reinterpret_cast<const __m128i*>(keys.bytes);
+  for (; len >= 128; in += 128, out += 128, len -= 128) {
+    __m256i x[4];
+    for (int k = 0; k < 4; k++) x[k] = Load2(in + 32 * k);
+    Rounds2<kDecrypt>(rk, keys.rounds, x);
+    for (int k = 0; k < 4; k++) Store2(out + 32 * k, x[k]);
+  }
+  Ecb<kDecrypt>(keys, in, out, len);
+}
+
+TDE_TARGET_VAES void CtrVaes(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in,
+                             uint8_t* out, size_t len) {
+  const __m128i* rk = reinterpret_cast<const __m128i*>(keys.bytes);
+  uint64_t hi = 0;
+  uint64_t lo = 0;
+  for (int i = 0; i < 8; i++) {
+    hi = hi << 8 | iv[i];
+    lo = lo << 8 | iv[8 + i];
+  }
+  for (; len >= 128; in += 128, out += 128, len -= 128) {
+    __m256i x[4];
+    for (int k = 0; k < 4; k++) {
+      __m128i first = CounterBlock(hi, lo);
+      if (++lo == 0) ++hi;
+      __m128i second = CounterBlock(hi, lo);
+      if (++lo == 0) ++hi;
+      x[k] = _mm256_set_m128i(second, first);
+    }
+    Rounds2<false>(rk, keys.rounds, x);
+    for (int k = 0; k < 4; k++) Store2(out + 32 * k, _mm256_xor_si256(x[k], Load2(in + 32 * k)));
+  }
+  if (len == 0) return;
+  uint8_t counter[16];
+  for (int i = 0; i < 8; i++) {
+    counter[i] = static_cast<uint8_t>(hi >> (56 - 8 * i));
+    counter[8 + i] = static_cast<uint8_t>(lo >> (56 - 8 * i));
+  }
+  Ctr(keys, counter, in, out, len);
+}
+
+// CBC decryption: each plaintext block is its ciphertext block decrypted, xored with the block
+// before it, which for a pair is the 32 bytes starting 16 bytes earlier. Every input of a group is
+// loaded before any output is stored, so `out` may be `in`.
+TDE_TARGET_VAES void CbcDecryptVaes(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in,
+                                    uint8_t* out, size_t len) {
+  const __m128i* dk = reinterpret_cast<const __m128i*>(inverse.bytes);
+  __m128i prev = _mm_loadu_si128(reinterpret_cast<const __m128i*>(iv));
+  for (; len >= 128; in += 128, out += 128, len -= 128) {
+    __m256i x[4];
+    __m256i before[4];
+    for (int k = 0; k < 4; k++) x[k] = Load2(in + 32 * k);
+    before[0] = _mm256_set_m128i(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in)), prev);
+    for (int k = 1; k < 4; k++) before[k] = Load2(in + 32 * k - 16);
+    prev = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 112));
+    Rounds2<true>(dk, inverse.rounds, x);
+    for (int k = 0; k < 4; k++) Store2(out + 32 * k, _mm256_xor_si256(x[k], before[k]));
+  }
+  if (len == 0) return;
+  uint8_t chain[16];
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(chain), prev);
+  CbcDecrypt(inverse, chain, in, out, len);
+}
+
 #endif  // TDE_AESNI
 
 }  // namespace
@@ -369,7 +478,7 @@ void InverseKeys(const RoundKeys& keys, RoundKeys* out) {
 void DecryptCbc(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, uint8_t* out,
                 size_t len) {
 #if TDE_AESNI
-  CbcDecrypt(inverse, iv, in, out, len);
+  (Vaes() ? CbcDecryptVaes : CbcDecrypt)(inverse, iv, in, out, len);
 #else
   (void)inverse;
   (void)iv;
@@ -381,7 +490,7 @@ void DecryptCbc(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in, 
 
 void CtrXor(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t len) {
 #if TDE_AESNI
-  Ctr(keys, iv, in, out, len);
+  (Vaes() ? CtrVaes : Ctr)(keys, iv, in, out, len);
 #else
   (void)keys;
   (void)iv;
@@ -393,7 +502,7 @@ void CtrXor(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t
 
 void EncryptEcb(const RoundKeys& keys, const uint8_t* in, uint8_t* out, size_t len) {
 #if TDE_AESNI
-  Ecb<false>(keys, in, out, len);
+  (Vaes() ? EcbVaes<false> : Ecb<false>)(keys, in, out, len);
 #else
   (void)keys;
   (void)in;
@@ -404,7 +513,7 @@ void EncryptEcb(const RoundKeys& keys, const uint8_t* in, uint8_t* out, size_t l
 
 void DecryptEcb(const RoundKeys& inverse, const uint8_t* in, uint8_t* out, size_t len) {
 #if TDE_AESNI
-  Ecb<true>(inverse, in, out, len);
+  (Vaes() ? EcbVaes<true> : Ecb<true>)(inverse, in, out, len);
 #else
   (void)inverse;
   (void)in;
