@@ -528,6 +528,7 @@ class JsChunkCipher : public Napi::ObjectWrap<JsChunkCipher> {
       st = encrypt ? core->Encrypt(&ctx, in.data, in.size, aad, out.data, out.size, &written)
                    : core->Decrypt(&ctx, in.data, in.size, aad, out.data, out.size, &written);
     }
+    ScrubStack();
     if (!st.ok()) throw MakeError(env, st);
     return Napi::Number::New(env, static_cast<double>(written));
   }

@@ -10,6 +10,7 @@
 
 #include "aes_ni.h"
 #include "cipher_suite.h"
+#include "secure_bytes.h"
 #include "thread_pool.h"
 
 namespace tde {
@@ -230,7 +231,11 @@ void ChunkJob::Start(std::function<void()> done) {
   progress_ = std::make_shared<Progress>(&status, n, run);
 
   ThreadPool::Instance().Post(
-      participants, [this] { Body(); },
+      participants,
+      [this] {
+        Body();
+        ScrubStack();
+      },
       [this, done = std::move(done)] {
         OPENSSL_cleanse(ivs_.data(), ivs_.size());
         done();

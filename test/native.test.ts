@@ -396,6 +396,21 @@ test('the addon refuses a cipher that would use one all-zero IV for every chunk'
   t.notThrows(() => make({ evpName: 'AES-128-CBC', fixedIv: Buffer.alloc(16, 1) }).destroy());
 });
 
+test('the addon refuses GCM tags shorter than 12 bytes, which trial forgery could beat', (t) => {
+  const make = (tagLength: number) =>
+    new (native().ChunkCipher)(
+      { evpName: 'AES-128-GCM', ivLength: 12, padding: false, rc2KeyBits: 0, tagLength },
+      crypto.randomBytes(16),
+    );
+  for (const tagLength of [1, 4, 8, 11, 17]) {
+    t.throws(() => make(tagLength), {
+      code: 'ERR_TDE_INVALID_ARGUMENT',
+      message: /AES-128-GCM needs a tag length of 12 to 16 bytes/,
+    });
+  }
+  for (const tagLength of [12, 16]) t.notThrows(() => make(tagLength).destroy());
+});
+
 test(
   'of several bad chunks in a batch, the lowest-numbered is reported, however threads split ' +
     'it',
