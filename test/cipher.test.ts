@@ -325,7 +325,19 @@ test(
     });
     await t.throwsAsync(c.encryptSpans(good), {
       code: 'ERR_TDE_INVALID_ARGUMENT',
-      message: /one aad buffer per chunk/,
+      message: /one aad buffer per chunk \(none for 2 chunks\)/,
+    });
+    await t.throwsAsync(c.encryptSpans(good, spansOf([46])), {
+      message: /one aad buffer per chunk \(1 for 2 chunks\)/,
+    });
+    await t.throwsAsync(c.encryptSpans(bad[1], aad), {
+      message: /chunks has 2 offsets but 1 lengths/,
+    });
+    // Memory that could shrink under the addon's threads is refused up front.
+    const resizable = new Uint8Array(new (ArrayBuffer as any)(300, { maxByteLength: 600 }));
+    await t.throwsAsync(c.encryptSpans({ ...good, data: resizable }, aad), {
+      code: 'ERR_TDE_INVALID_ARGUMENT',
+      message: /chunks: data lies in a resizable ArrayBuffer/,
     });
 
     // A chunk altered after encryption is named by its index.

@@ -87,7 +87,8 @@ export class ChunkCipher {
       throw new TdeError(
         'ERR_TDE_INVALID_ARGUMENT',
         `${this.choice.name} authenticates each chunk ` +
-          'with additional data: pass one aad buffer per chunk',
+          'with additional data: pass one aad buffer per chunk ' +
+          `(${aad ? aad.length : 'none'} for ${chunks.length} chunks)`,
       );
     }
     if (!this.aead && aad) {
@@ -211,9 +212,11 @@ export class ChunkCipher {
 
   /**
    * Gives back the memory of a spans result, for the next batch to reuse: only once nothing
-   * reads its `data` any more.
+   * reads its `data` any more. Anything else (memory not from this cipher, a result given back
+   * already, a destroyed cipher) is ignored.
    */
   recycleSpans(result: ChunkSpans): void {
+    if (!this.handle || !(result?.data instanceof Uint8Array)) return;
     this.slabs.recycleSlab(result.data.buffer);
   }
 

@@ -50,7 +50,7 @@ export class SlabPool {
   }
 
   /** The same for a batch handed out as {@link Spans}: its `data`'s memory. */
-  recycleSlab(slab: ArrayBufferLike | undefined): void {
+  recycleSlab(slab: unknown): void {
     if (!(slab instanceof ArrayBuffer) || !this.lent.has(slab)) return;
     this.lent.delete(slab);
     if (this.free.length < MAX_FREE) this.free.push(slab);
@@ -92,13 +92,28 @@ export function checkSpans(spans: Spans, what: string): void {
     typeof spans === 'object' &&
     spans.data instanceof Uint8Array &&
     spans.offsets instanceof Float64Array &&
-    spans.lengths instanceof Uint32Array &&
-    spans.offsets.length === spans.lengths.length;
+    spans.lengths instanceof Uint32Array;
   if (!ok) {
     throw new TdeError(
       'ERR_TDE_INVALID_ARGUMENT',
       `${what} must be { data: Uint8Array, offsets: Float64Array, lengths: Uint32Array } ` +
         'with one offset and one length per chunk',
+    );
+  }
+  if (spans.offsets.length !== spans.lengths.length) {
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      `${what} has ${spans.offsets.length} offsets but ${spans.lengths.length} lengths: ` +
+        'give one of each per chunk',
+    );
+  }
+  // A buffer that can shrink could move a chunk out from under the addon's threads.
+  const memory = spans.data.buffer as ArrayBufferLike & { resizable?: boolean };
+  if (memory.resizable === true) {
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      `${what}: data lies in a resizable ArrayBuffer, which could shrink while the batch runs; ` +
+        'copy it into a fixed-length buffer',
     );
   }
   const size = spans.data.byteLength;
