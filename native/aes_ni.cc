@@ -313,12 +313,9 @@ TDE_TARGET_AES void Inverse(const RoundKeys& keys, RoundKeys* out) {
 // blocks as four pairs; what is left after the last whole eight goes through the code above.
 #define TDE_TARGET_VAES __attribute__((target("aes,sse4.1,avx,avx2,vaes")))
 
-// SSTABLE_TDE_VAES=0 keeps to the 128-bit code (benchmarks compare both).
 bool CpuHasVaes() {
   __builtin_cpu_init();
-  const char* env = std::getenv("SSTABLE_TDE_VAES");
-  return (env == nullptr || std::strcmp(env, "0") != 0) && __builtin_cpu_supports("avx2") &&
-         __builtin_cpu_supports("vaes");
+  return WideAllowed() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("vaes");
 }
 
 bool Vaes() {
@@ -420,6 +417,14 @@ TDE_TARGET_VAES void CbcDecryptVaes(const RoundKeys& inverse, const uint8_t* iv,
 #endif  // TDE_AESNI
 
 }  // namespace
+
+bool WideAllowed() {
+  static const bool allowed = [] {
+    const char* env = std::getenv("SSTABLE_TDE_VAES");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  return allowed;
+}
 
 bool Available() {
 #if TDE_AESNI

@@ -21,6 +21,10 @@
 namespace tde {
 namespace aesni {
 
+// Whether the addon's 256-bit code (VAES, VPCLMULQDQ: here, in gcm_ni.h and for CRC32) may run:
+// true unless the environment variable SSTABLE_TDE_VAES is 0. Each user checks the processor.
+bool WideAllowed();
+
 // True on x86-64 processors with AES-NI, unless turned off by SetEnabled(false) or the
 // environment variable SSTABLE_TDE_MULTIBUFFER=0 (benchmarks compare both ways).
 bool Available();

@@ -8,9 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 
+#include "aes_ni.h"
 #include "thread_pool.h"
 
 namespace tde {
@@ -141,12 +140,10 @@ bool HasClmul() {
   return __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
 }
 
-// SSTABLE_TDE_VAES=0 keeps to the 128-bit code here too.
 bool HasVclmul() {
   __builtin_cpu_init();
-  const char* env = std::getenv("SSTABLE_TDE_VAES");
-  return (env == nullptr || std::strcmp(env, "0") != 0) && HasClmul() &&
-         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("vpclmulqdq");
+  return aesni::WideAllowed() && HasClmul() && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("vpclmulqdq");
 }
 
 const bool kClmul = HasClmul();

@@ -2,7 +2,6 @@
 
 #include <openssl/crypto.h>
 
-#include <cstdlib>
 #include <cstring>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -28,8 +27,7 @@ namespace {
 // EVP runs) is as fast as this code would be. SSTABLE_TDE_VAES=0 turns it off.
 bool CpuHasVaes() {
   __builtin_cpu_init();
-  const char* env = std::getenv("SSTABLE_TDE_VAES");
-  return (env == nullptr || std::strcmp(env, "0") != 0) && __builtin_cpu_supports("pclmul") &&
+  return aesni::WideAllowed() && __builtin_cpu_supports("pclmul") &&
          __builtin_cpu_supports("ssse3") && __builtin_cpu_supports("sse4.1") &&
          __builtin_cpu_supports("avx2") && __builtin_cpu_supports("vaes") &&
          __builtin_cpu_supports("vpclmulqdq");

@@ -171,20 +171,13 @@ export class ChunkCipher {
     aad?: ChunkSpans,
     where: ChunkLocator = byIndex,
   ): Promise<ChunkSpans> {
-    const handle = this.live();
-    checkSpans(chunks, 'chunks');
-    if (aad) checkSpans(aad, 'aad');
-    this.checkAad(chunks.lengths, aad?.lengths);
-    const sizes = new Uint32Array(chunks.lengths.length);
-    for (let i = 0; i < sizes.length; i++) sizes[i] = this.encryptedLength(chunks.lengths[i]);
-    const out = this.slabs.carveSpans(sizes);
-    try {
-      out.lengths = await handle.encryptInto(chunks, out, aad);
-      return out;
-    } catch (err) {
-      this.slabs.recycleSlab(out.data.buffer);
-      throw fromNative(err, locate(where));
-    }
+    return this.runSpans(
+      chunks,
+      aad,
+      where,
+      (n) => this.encryptedLength(n),
+      (h, out) => h.encryptInto(chunks, out, aad),
+    );
   }
 
   /** {@link decryptBatch} in the form of {@link encryptSpans}. */
@@ -193,16 +186,32 @@ export class ChunkCipher {
     aad?: ChunkSpans,
     where: ChunkLocator = byIndex,
   ): Promise<ChunkSpans> {
+    return this.runSpans(
+      chunks,
+      aad,
+      where,
+      (n) => Math.max(0, n - this.overhead),
+      (h, out) => h.decryptInto(chunks, out, aad),
+    );
+  }
+
+  /** Checks a spans batch, carves its output (`room(n)` bytes for a chunk of n), runs `op`. */
+  private async runSpans(
+    chunks: ChunkSpans,
+    aad: ChunkSpans | undefined,
+    where: ChunkLocator,
+    room: (length: number) => number,
+    op: (handle: NativeChunkCipher, out: ChunkSpans) => Promise<Uint32Array>,
+  ): Promise<ChunkSpans> {
     const handle = this.live();
     checkSpans(chunks, 'chunks');
     if (aad) checkSpans(aad, 'aad');
     this.checkAad(chunks.lengths, aad?.lengths);
     const sizes = new Uint32Array(chunks.lengths.length);
-    for (let i = 0; i < sizes.length; i++)
-      sizes[i] = Math.max(0, chunks.lengths[i] - this.overhead);
+    for (let i = 0; i < sizes.length; i++) sizes[i] = room(chunks.lengths[i]);
     const out = this.slabs.carveSpans(sizes);
     try {
-      out.lengths = await handle.decryptInto(chunks, out, aad);
+      out.lengths = await op(handle, out);
       return out;
     } catch (err) {
       this.slabs.recycleSlab(out.data.buffer);
