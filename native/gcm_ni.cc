@@ -150,11 +150,15 @@ TDE_TARGET_GCM TDE_INLINE __m128i Fold(__m256i x) {
   return _mm_xor_si128(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
 }
 
-// Eight() with two blocks in each 256-bit register: four AES states of two blocks, and GHASH
-// two blocks per multiplication, its two lanes summed before the one reduction.
-TDE_TARGET_GCM TDE_INLINE void EightWide(const __m128i* rk, int rounds, const __m256i* pairs,
-                                         __m128i base, uint32_t* ctr, const uint8_t* in,
-                                         uint8_t* out, const uint8_t* hashed, __m128i* y) {
+// Counter mode over eight blocks from `in` to `out`, two per 256-bit register, while GHASH takes
+// in the eight blocks at `hashed` (when not null), two per multiplication: each of the first four
+// rounds is followed by one pair's multiplication, so the AES unit and the multiplier work side by
+// side, and the two lanes' sums are added before the one reduction. Decryption hashes the blocks
+// it decrypts (all read before `out` is written, so `out` may be `in`); encryption hashes the
+// eight before.
+TDE_TARGET_GCM TDE_INLINE void Eight(const __m128i* rk, int rounds, const __m256i* pairs,
+                                     __m128i base, uint32_t* ctr, const uint8_t* in, uint8_t* out,
+                                     const uint8_t* hashed, __m128i* y) {
   const __m256i reverse = _mm256_broadcastsi128_si256(
       _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
   __m256i x[4];
@@ -258,9 +262,9 @@ TDE_TARGET_GCM TDE_INLINE void Finish(Chunk* c, const uint8_t* pending, const ui
 
 // Encryption hashes each group's ciphertext while it encrypts the next; decryption hashes the
 // group it decrypts.
-TDE_TARGET_GCM void RunWide(const aesni::RoundKeys& keys, const HashKey& hash, const uint8_t* iv,
-                            const uint8_t* aad, size_t aad_len, const uint8_t* in, uint8_t* out,
-                            size_t len, uint8_t tag[16], bool decrypt) {
+TDE_TARGET_GCM void Run(const aesni::RoundKeys& keys, const HashKey& hash, const uint8_t* iv,
+                        const uint8_t* aad, size_t aad_len, const uint8_t* in, uint8_t* out,
+                        size_t len, uint8_t tag[16], bool decrypt) {
   Chunk c = Start(keys, hash, iv, aad, aad_len);
   // The powers in pairs, as the 256-bit multiplications take them: block 2j of a group (low
   // lane) with H^(8-2j), block 2j+1 (high lane) with H^(7-2j).
@@ -268,7 +272,7 @@ TDE_TARGET_GCM void RunWide(const aesni::RoundKeys& keys, const HashKey& hash, c
   for (int j = 0; j < 4; j++) pairs[j] = _mm256_set_m128i(c.h[6 - 2 * j], c.h[7 - 2 * j]);
   const uint8_t* pending = nullptr;
   for (size_t g = len / 128; g > 0; g--, in += 128, out += 128) {
-    EightWide(c.rk, c.rounds, pairs, c.base, &c.ctr, in, out, decrypt ? in : pending, &c.y);
+    Eight(c.rk, c.rounds, pairs, c.base, &c.ctr, in, out, decrypt ? in : pending, &c.y);
     pending = decrypt ? nullptr : out;
   }
   Finish(&c, pending, in, out, len % 128, aad_len, len, decrypt, tag);
@@ -293,13 +297,13 @@ void Init(const aesni::RoundKeys& keys, HashKey* out) { Powers(keys, out); }
 void Encrypt(const aesni::RoundKeys& keys, const HashKey& hash, const uint8_t* iv,
              const uint8_t* aad, size_t aad_len, const uint8_t* in, uint8_t* out, size_t len,
              uint8_t tag[16]) {
-  RunWide(keys, hash, iv, aad, aad_len, in, out, len, tag, false);
+  Run(keys, hash, iv, aad, aad_len, in, out, len, tag, false);
 }
 
 void Decrypt(const aesni::RoundKeys& keys, const HashKey& hash, const uint8_t* iv,
              const uint8_t* aad, size_t aad_len, const uint8_t* in, uint8_t* out, size_t len,
              uint8_t tag[16]) {
-  RunWide(keys, hash, iv, aad, aad_len, in, out, len, tag, true);
+  Run(keys, hash, iv, aad, aad_len, in, out, len, tag, true);
 }
 
 #else  // !TDE_GCMNI
