@@ -12,12 +12,21 @@
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
 
-import * as lz4 from 'lz4-napi';
-import * as snappy from 'snappy';
+import type * as Lz4Napi from 'lz4-napi';
+import type * as SnappyNpm from 'snappy';
 
 import { ChunkLocator, fromNative, TdeError } from '../errors';
 import { native } from '../native';
 import { asSpans, SlabPool, viewsOf } from '../util/slabs';
+
+// The npm codecs are loaded on first use: each runs `ldd` as it loads, to pick its binary, which
+// would cost every command tens of milliseconds where the addon's system codecs serve instead.
+let lz4Module: typeof Lz4Napi | undefined;
+let snappyModule: typeof SnappyNpm | undefined;
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const lz4 = (): typeof Lz4Napi => (lz4Module ??= require('lz4-napi') as typeof Lz4Napi);
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const snappy = (): typeof SnappyNpm => (snappyModule ??= require('snappy') as typeof SnappyNpm);
 
 export type CodecName = 'LZ4' | 'Deflate' | 'Snappy' | 'None';
 
@@ -98,7 +107,7 @@ async function eachChunk(
 const lz4Codec: Codec = {
   name: 'LZ4',
   native: false,
-  compress: (chunks) => eachChunk(chunks, (c) => lz4.compress(c)),
+  compress: (chunks) => eachChunk(chunks, (c) => lz4().compress(c)),
   uncompress: (chunks, lengths, where) =>
     eachChunk(chunks, async (c, i) => {
       if (c.length < 4)
@@ -122,7 +131,7 @@ const lz4Codec: Codec = {
       }
       let out: Buffer;
       try {
-        out = await lz4.uncompress(c);
+        out = await lz4().uncompress(c);
       } catch (err) {
         throw corrupt(where, i, 'LZ4 block does not decode', err);
       }
@@ -166,7 +175,7 @@ function snappyLength(c: Buffer): number | undefined {
 const snappyCodec: Codec = {
   name: 'Snappy',
   native: false,
-  compress: (chunks) => eachChunk(chunks, (c) => snappy.compress(c)),
+  compress: (chunks) => eachChunk(chunks, (c) => snappy().compress(c)),
   uncompress: (chunks, lengths, where) =>
     eachChunk(chunks, async (c, i) => {
       const claimed = snappyLength(c);
@@ -190,7 +199,7 @@ const snappyCodec: Codec = {
       }
       let out: Buffer;
       try {
-        out = (await snappy.uncompress(c, { asBuffer: true })) as Buffer;
+        out = (await snappy().uncompress(c, { asBuffer: true })) as Buffer;
       } catch (err) {
         throw corrupt(where, i, 'Snappy block does not decode', err);
       }
