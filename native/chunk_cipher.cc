@@ -106,7 +106,7 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
              gcmni::Available();
   if (gcm) core->mode_ = Mode::kGcm;
   bool per_chunk_iv = spec.iv_length == 16 && spec.fixed_iv.empty();
-  bool aes_ecb = aes && core->mode_ == Mode::kEcb && spec.tag_length == 0;
+  bool aes_ecb = aes && core->mode_ == Mode::kEcb;
   if ((((core->mode_ == Mode::kCbc || core->mode_ == Mode::kCtr) && per_chunk_iv) || aes_ecb ||
        gcm) &&
       aesni::Available()) {
@@ -177,8 +177,9 @@ Status ChunkCipherCore::Prepare(CipherContext* ctx, bool encrypt) const {
   if (EVP_CipherInit_ex2(c, nullptr, key_.data(), nullptr, enc, nullptr) != 1) {
     return EvpFailure("EVP_CipherInit_ex2 (key)");
   }
-  // ECB chunks are padded and unpadded here (EncryptEcb, DecryptEcb), so EVP keeps no state.
-  if (mode_ == Mode::kEcb) EVP_CIPHER_CTX_set_padding(c, 0);
+  // Set once: re-initialising with only an IV, as each chunk does, keeps it. ECB chunks are
+  // padded and unpadded here (EncryptEcb, DecryptEcb), so EVP keeps no state between them.
+  EVP_CIPHER_CTX_set_padding(c, spec_.padding && mode_ != Mode::kEcb ? 1 : 0);
   return Status::Ok();
 }
 
@@ -326,8 +327,6 @@ Status ChunkCipherCore::Encrypt(CipherContext* ctx, const uint8_t* in, size_t in
   if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 1, nullptr) != 1) {
     return EvpFailure("EVP_CipherInit_ex2 (IV)");
   }
-  // GCM never pads, and setting it costs a provider parameter lookup per chunk.
-  if (spec_.tag_length == 0) EVP_CIPHER_CTX_set_padding(c, spec_.padding ? 1 : 0);
 
   Status st = AddAad(c, aad);
   if (!st.ok()) return st;
@@ -405,8 +404,6 @@ Status ChunkCipherCore::Decrypt(CipherContext* ctx, const uint8_t* in, size_t in
   if (EVP_CipherInit_ex2(c, nullptr, nullptr, iv, 0, nullptr) != 1) {
     return EvpFailure("EVP_CipherInit_ex2 (IV)");
   }
-  // GCM never pads, and setting it costs a provider parameter lookup per chunk.
-  if (spec_.tag_length == 0) EVP_CIPHER_CTX_set_padding(c, spec_.padding ? 1 : 0);
   if (spec_.tag_length > 0) {
     // OpenSSL takes the expected tag through a non-const pointer; hand it a copy.
     uint8_t tag[16];

@@ -334,7 +334,7 @@ test(
       message: /chunks has 2 offsets but 1 lengths/,
     });
     // Memory that could shrink under the addon's threads is refused up front.
-    const resizable = new Uint8Array(new (ArrayBuffer as any)(300, { maxByteLength: 600 }));
+    const resizable = new Uint8Array(new ArrayBuffer(300, { maxByteLength: 600 } as never));
     await t.throwsAsync(c.encryptSpans({ ...good, data: resizable }, aad), {
       code: 'ERR_TDE_INVALID_ARGUMENT',
       message: /chunks: data lies in a resizable ArrayBuffer/,

@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
-import { lz4, plausibleLength } from '../compression/codecs';
+import { lz4Napi, plausibleLength } from '../compression/codecs';
 import { fromSystem, TdeError } from '../errors';
 import { writeFully } from '../util/files';
 import { BLOCK_HEADER_SIZE, frameEntry, readEntries } from './format';
@@ -95,7 +95,7 @@ export class HintsWriter {
     const plain: Buffer[] = [];
     for (let at = 0; at < data.length; at += this.blockLength) {
       const slice = data.subarray(at, at + this.blockLength);
-      const compressed = await lz4().compress(slice);
+      const compressed = await lz4Napi().compress(slice);
       const block = Buffer.alloc(4 + compressed.length);
       block.writeInt32BE(slice.length, 0);
       compressed.copy(block, 4);
@@ -215,7 +215,7 @@ export async function readHintsFile(
             'bytes',
         );
       }
-      const out = await lz4()
+      const out = await lz4Napi()
         .uncompress(p.subarray(4))
         .catch(() => fail('a block does not decompress'));
       if (out.length !== raw) fail(`a block decompresses to ${out.length} bytes, not ${raw}`);

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { fromSystem, isTdeError, TdeError } from '../errors';
-import { lz4, plausibleLength } from '../compression/codecs';
+import { lz4Napi, plausibleLength } from '../compression/codecs';
 import { writeFully, writevFully } from '../util/files';
 import {
   BLOCK_HEADER_SIZE,
@@ -150,7 +150,7 @@ async function inflateBlocks(plain: Buffer[], where: string): Promise<Buffer> {
           'than LZ4 can produce',
       );
     }
-    const out = await lz4().uncompress(p.subarray(4));
+    const out = await lz4Napi().uncompress(p.subarray(4));
     if (out.length !== raw)
       throw new Error(`${where}: a block decompresses to ${out.length} bytes, not ${raw}`);
     parts.push(out);
@@ -411,7 +411,7 @@ export class SegmentWriter {
       const plain: Buffer[] = [];
       for (let at = 0; at < data.length; at += this.blockLength) {
         const slice = data.subarray(at, at + this.blockLength);
-        const compressed = await lz4().compress(slice);
+        const compressed = await lz4Napi().compress(slice);
         const withLength = Buffer.alloc(4 + compressed.length);
         withLength.writeInt32BE(slice.length, 0);
         compressed.copy(withLength, 4);

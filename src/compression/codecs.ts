@@ -19,12 +19,13 @@ import { ChunkLocator, fromNative, TdeError } from '../errors';
 import { native } from '../native';
 import { asSpans, SlabPool, viewsOf } from '../util/slabs';
 
-// The npm codecs are loaded on first use: each runs `ldd` as it loads, to pick its binary, which
-// would cost every command tens of milliseconds where the addon's system codecs serve instead.
+// The npm codecs are loaded on first use: loading them (each looks up which C library the
+// system has, to pick its binary) would cost every command some milliseconds where the addon's
+// system codecs serve instead.
 let lz4Module: typeof Lz4Napi | undefined;
 let snappyModule: typeof SnappyNpm | undefined;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-export const lz4 = (): typeof Lz4Napi => (lz4Module ??= require('lz4-napi') as typeof Lz4Napi);
+export const lz4Napi = (): typeof Lz4Napi => (lz4Module ??= require('lz4-napi') as typeof Lz4Napi);
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const snappy = (): typeof SnappyNpm => (snappyModule ??= require('snappy') as typeof SnappyNpm);
 
@@ -107,7 +108,7 @@ async function eachChunk(
 const lz4Codec: Codec = {
   name: 'LZ4',
   native: false,
-  compress: (chunks) => eachChunk(chunks, (c) => lz4().compress(c)),
+  compress: (chunks) => eachChunk(chunks, (c) => lz4Napi().compress(c)),
   uncompress: (chunks, lengths, where) =>
     eachChunk(chunks, async (c, i) => {
       if (c.length < 4)
@@ -131,7 +132,7 @@ const lz4Codec: Codec = {
       }
       let out: Buffer;
       try {
-        out = await lz4().uncompress(c);
+        out = await lz4Napi().uncompress(c);
       } catch (err) {
         throw corrupt(where, i, 'LZ4 block does not decode', err);
       }
