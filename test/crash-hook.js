@@ -17,6 +17,11 @@
  *                            matches this regular expression
  *   SSTABLE_TDE_FAIL_AT_OP   make operation N fail, as a failing disk would, with the errno
  *                            SSTABLE_TDE_FAIL_CODE (default EIO), without doing it
+ *   SSTABLE_TDE_GARBLE_MATCH  the first file-handle write (write, writev, writeFile) whose
+ *                            "kind path" line matches this regular expression stores its data
+ *                            with one byte changed and reports success, as a disk, driver or
+ *                            bad memory that corrupts data silently would; the caller's own
+ *                            buffers are left as they were
  *
  * Only calls made through Node's fs module are seen; file I/O done in native code is not.
  */
@@ -39,6 +44,10 @@ function install(root) {
   let stopped = false;
   const failAt = Number(process.env.SSTABLE_TDE_FAIL_AT_OP || 0);
   const failCode = process.env.SSTABLE_TDE_FAIL_CODE || 'EIO';
+  const garbleMatch = process.env.SSTABLE_TDE_GARBLE_MATCH
+    ? new RegExp(process.env.SSTABLE_TDE_GARBLE_MATCH)
+    : undefined;
+  let garbled = false;
   const original = { appendFileSync: fs.appendFileSync };
   /** Paths of descriptors opened under the root, by descriptor. */
   const fds = new Map();
@@ -205,7 +214,14 @@ function install(root) {
       proto[name] = function (...args) {
         const target = handlePaths.get(this);
         const err = target !== undefined ? step(`handle.${name}`, target) : undefined;
-        return err ? Promise.reject(err) : fn.apply(this, args);
+        if (err) return Promise.reject(err);
+        const line = target !== undefined && `handle.${name} ${path.relative(root, target)}`;
+        if (garbleMatch && !garbled && line && garbleMatch.test(line)) {
+          const changed = garble(name, args);
+          garbled = changed !== args;
+          return fn.apply(this, changed);
+        }
+        return fn.apply(this, args);
       };
     }
   };
@@ -218,4 +234,36 @@ function install(root) {
     if (counted) handlePaths.set(handle, String(target));
     return handle;
   };
+}
+
+/**
+ * The arguments of a handle write with one byte of its data changed, in a copy: the middle byte
+ * of write's range, of writev's largest buffer, or of writeFile's data. The same arguments when
+ * there is nothing to change.
+ */
+function garble(name, args) {
+  const flipped = (bytes, at) => {
+    const copy = Buffer.from(bytes);
+    copy[at] ^= 0x5a;
+    return copy;
+  };
+  if (name === 'write' && Buffer.isBuffer(args[0]) && args[0].length > 0) {
+    const offset = typeof args[1] === 'number' ? args[1] : 0;
+    const length = typeof args[2] === 'number' ? args[2] : args[0].length - offset;
+    if (length <= 0) return args;
+    return [flipped(args[0], offset + (length >> 1)), ...args.slice(1)];
+  }
+  if (name === 'writev' && Array.isArray(args[0]) && args[0].length > 0) {
+    const buffers = [...args[0]];
+    let big = 0;
+    buffers.forEach((b, i) => (b.length > buffers[big].length ? (big = i) : 0));
+    if (buffers[big].length === 0) return args;
+    buffers[big] = flipped(buffers[big], buffers[big].length >> 1);
+    return [buffers, ...args.slice(1)];
+  }
+  if (name === 'writeFile' && args[0] !== undefined && args[0].length > 0) {
+    const data = Buffer.from(args[0]);
+    return [flipped(data, data.length >> 1), ...args.slice(1)];
+  }
+  return args;
 }

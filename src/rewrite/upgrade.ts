@@ -20,7 +20,7 @@ import {
   sameCompression,
 } from '../compression/options';
 import { TdeConfig } from '../config/config';
-import { fromSystem, isTdeError, TdeError } from '../errors';
+import { ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
 import { KeyProviders } from '../keys/provider';
 import { TdeObserver } from '../metrics/observer';
 import { TableSchema } from '../schema/cql';
@@ -425,40 +425,81 @@ class Rewriter {
     sourceName: string,
     transcoded: { component: string; crc: number }[],
   ): Promise<void> {
-    const reader = await SSTableReader.open(id, { keys: this.keys });
+    let reader: SSTableReader;
+    try {
+      reader = await SSTableReader.open(id, { keys: this.keys });
+    } catch (err) {
+      throw isDamage(err) ? notVerified(id, sourceName, err.message, err) : err;
+    }
     try {
       for (const t of transcoded) {
         const c = await reader.openComponent(t.component);
         const crc = zlib.crc32(await c.readAll()) >>> 0;
         await c.close();
         if (crc !== t.crc) {
-          throw new TdeError(
-            'ERR_TDE_REWRITE_FAILED',
-            `the new ${t.component} of ${displayName(id)} does not hold ` +
-              `the same bytes as ${sourceName}'s; ${sourceName} is left as it was`,
+          throw notVerified(
+            id,
+            sourceName,
+            `its ${t.component} does not hold the same bytes as ${sourceName}'s`,
           );
         }
       }
       const report = await reader.verify(components.find((c) => c.startsWith('Digest.')));
       if (report.faults.length > 0) {
-        throw new TdeError(
-          'ERR_TDE_REWRITE_FAILED',
-          `the new SSTable ${displayName(id)} did not ` +
-            `verify (${report.faults[0].message}); ${sourceName} is left as it was`,
-        );
+        throw notVerified(id, sourceName, report.faults[0].message);
       }
       if (report.dataChecksum !== expected) {
-        throw new TdeError(
-          'ERR_TDE_REWRITE_FAILED',
-          `the new SSTable ${displayName(id)} does not ` +
-            `hold the same data as ${sourceName} (CRC32 ${report.dataChecksum} vs ${expected}); ` +
-            `${sourceName} is left as it was`,
+        throw notVerified(
+          id,
+          sourceName,
+          `it does not hold the same data as ${sourceName}: CRC32 ${report.dataChecksum} ` +
+            `vs ${expected}`,
         );
       }
+    } catch (err) {
+      throw isDamage(err) ? notVerified(id, sourceName, err.message, err) : err;
     } finally {
       await reader.close();
     }
   }
+}
+
+/**
+ * Errors that say a file is not what it should be. Others met while checking a new SSTable (a
+ * key server down, a failing read, a cancel) keep their own code and advice.
+ */
+const DAMAGE: ReadonlySet<ErrorCodeName> = new Set<ErrorCodeName>([
+  'ERR_TDE_CORRUPT_COMPRESSION_INFO',
+  'ERR_TDE_CORRUPT_CRC',
+  'ERR_TDE_CHUNK_CHECKSUM',
+  'ERR_TDE_CORRUPT_CHUNK',
+  'ERR_TDE_DIGEST_MISMATCH',
+  'ERR_TDE_MISSING_COMPONENT',
+  'ERR_TDE_CORRUPT_TOC',
+  'ERR_TDE_DECRYPT_FAILED',
+  'ERR_TDE_INTEGRITY',
+  'ERR_TDE_WRONG_KEY',
+]);
+
+const isDamage = (err: unknown): err is TdeError => isTdeError(err) && DAMAGE.has(err.code);
+
+/**
+ * A new SSTable that fails the check made before the commit. What the check found is told as
+ * it is, less any advice to restore or compare with a backup: that is for a damaged original, and
+ * here the original is intact and the new files are removed. A file that does not read back as
+ * it was just written points at the machine, which is what the advice names instead.
+ */
+function notVerified(id: SSTableId, sourceName: string, found: string, cause?: TdeError) {
+  const what = found.replace(/[;.] ([Rr]estore|Compare) .*$/s, '');
+  return new TdeError(
+    'ERR_TDE_REWRITE_FAILED',
+    `the new SSTable ${displayName(id)} did not verify (${what}); ${sourceName} is left as it ` +
+      'was and the new files are removed. Files that do not read back as just written point at ' +
+      'the disk, its driver or memory: check the system log (dmesg) before running the command ' +
+      'again',
+    cause?.context,
+    cause,
+  );
 }
 
 /**
