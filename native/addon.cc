@@ -5,6 +5,8 @@
 #include <uv.h>
 #include <v8.h>
 
+#include <fcntl.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -633,6 +635,61 @@ Napi::Value JsChecksumBatch(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// Starts the kernel writing a file range to disk without waiting for it (Linux
+// sync_file_range with SYNC_FILE_RANGE_WRITE), on a libuv thread: submitting the pages can block
+// while the device's queue is full. Advisory: it resolves false where the call is not available
+// or the file system refuses it, and the caller's fsync still makes the data durable.
+class WritebackWorker : public Napi::AsyncWorker {
+ public:
+  WritebackWorker(Napi::Env env, int fd, int64_t offset, int64_t length)
+      : Napi::AsyncWorker(env, "sstable-tde:writeback"),
+        fd_(fd),
+        offset_(offset),
+        length_(length),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+#if defined(__linux__)
+    started_ = sync_file_range(fd_, offset_, length_, SYNC_FILE_RANGE_WRITE) == 0;
+#endif
+  }
+
+  void OnOK() override {
+    try {
+      deferred_.Resolve(Napi::Boolean::New(Env(), started_));
+    } catch (const Napi::Error&) {
+      // The environment is going away; no one is left to tell.
+    }
+  }
+
+  void OnError(const Napi::Error&) override {}
+
+ private:
+  int fd_;
+  int64_t offset_;
+  int64_t length_;
+  bool started_ = false;
+  Napi::Promise::Deferred deferred_;
+};
+
+// startWriteback(fd, offset, length): Promise<boolean>, see WritebackWorker.
+Napi::Value JsStartWriteback(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+    ThrowContract(env, "expected (fd, offset, length)");
+  int64_t fd = info[0].As<Napi::Number>().Int64Value();
+  int64_t offset = info[1].As<Napi::Number>().Int64Value();
+  int64_t length = info[2].As<Napi::Number>().Int64Value();
+  if (fd < 0 || fd > INT32_MAX || offset < 0 || length < 0)
+    ThrowContract(env, "fd, offset and length must not be negative");
+  auto* worker = new WritebackWorker(env, static_cast<int>(fd), offset, length);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
 Napi::Value JsCipherAvailable(const Napi::CallbackInfo& info) {
   Status st;
   bool ok = FetchCipher(info[0].As<Napi::String>().Utf8Value(), &st) != nullptr;
@@ -737,6 +794,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("checksumCombine", Napi::Function::New(env, JsChecksumCombine));
   exports.Set("checksumBatch", Napi::Function::New(env, JsChecksumBatch));
   exports.Set("cipherAvailable", Napi::Function::New(env, JsCipherAvailable));
+  exports.Set("startWriteback", Napi::Function::New(env, JsStartWriteback));
   exports.Set("setParallelism", Napi::Function::New(env, JsSetParallelism));
   exports.Set("parallelism", Napi::Function::New(env, JsParallelism));
   exports.Set("codecAvailable", Napi::Function::New(env, JsCodecAvailable));

@@ -131,6 +131,13 @@ export interface NativeBinding {
   ): Promise<Uint32Array>;
   /** Whether OpenSSL, in the addon's private library context, can provide this cipher. */
   cipherAvailable(evpName: string): boolean;
+  /**
+   * Starts writing a range of an open file to disk and does not wait for it (Linux
+   * sync_file_range), so that the disk works while later data is prepared and the final fsync
+   * has little left to do. Advisory: resolves false where it is not available; never a
+   * substitute for fsync.
+   */
+  startWriteback(fd: number, offset: number, length: number): Promise<boolean>;
   /** How many threads a batch may use (default: the number of cores). */
   parallelism(): number;
   setParallelism(threads: number): void;

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { Worker } from 'node:worker_threads';
@@ -486,4 +487,24 @@ test('workers that load the addon alone and end mid-batch leave the process runn
   t.is(r.signal, null, r.stderr);
   t.is(r.status, 0, r.stderr);
   t.deepEqual(JSON.parse(r.stdout.trim()), ['queued', 512]);
+});
+
+test('startWriteback starts writing a range of a file and says false where it cannot', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-writeback-'));
+  const file = path.join(dir, 'data');
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, crypto.randomBytes(1 << 20));
+    t.is(await native().startWriteback(fd, 0, 1 << 20), process.platform === 'linux');
+    // Advisory: the data is unchanged, and fsync still has the last word.
+    fs.fsyncSync(fd);
+    t.is(fs.statSync(file).size, 1 << 20);
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  // A descriptor that no process can have open (beyond any limit): false, not an exception.
+  t.false(await native().startWriteback(1 << 30, 0, 4096));
+  t.throws(() => native().startWriteback(-1, 0, 4096), { code: 'ERR_TDE_INVALID_ARGUMENT' });
+  t.throws(() => native().startWriteback(0, -1, 4096), { code: 'ERR_TDE_INVALID_ARGUMENT' });
 });

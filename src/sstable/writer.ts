@@ -19,6 +19,7 @@ import {
 import { Compressor } from '../compression/compressor';
 import { CompressionParams } from '../compression/options';
 import { fromSystem, TdeError } from '../errors';
+import { native } from '../native';
 
 /** Batches at most between compression and disk: one being written while the next compresses. */
 const IN_FLIGHT = 2;
@@ -54,6 +55,12 @@ export interface WriteResult {
   storedLength: number;
   chunkCount: number;
 }
+
+/**
+ * Data.db bytes appended between requests to start writing them to disk: large enough that the
+ * requests cost nothing, small enough that the disk starts early.
+ */
+const WRITEBACK_BYTES = 8 * 1024 * 1024;
 
 /** Uncompressed tables: CRC.db slice size, as Cassandra writes it. */
 const CRC_CHUNK = 65536;
@@ -96,6 +103,9 @@ export class SSTableDataWriter {
   private waiting: { chunks: number; fn: () => void }[] = [];
   /** For authenticated chunks: this SSTable's random id (see compression/binding.ts). */
   private readonly sstableId: Buffer | undefined;
+  /** Data.db bytes handed to startWriteback so far, and the last such request. */
+  private writtenBack = 0;
+  private writeback: Promise<void> = Promise.resolve();
 
   private constructor(private readonly options: DataWriterOptions) {
     this.features = featuresOf(options.id);
@@ -342,6 +352,28 @@ export class SSTableDataWriter {
     if (compressed) (this.options.compressor as Compressor).recycle(stored);
     this.chunksWritten += plain.length;
     this.notifyWritten();
+    this.startWriteback(fd, false);
+  }
+
+  /**
+   * Has the kernel start writing what was appended since the last call to disk, once there is
+   * WRITEBACK_BYTES of it (or all of it, `final`), without waiting: otherwise a whole SSTable
+   * can sit in the page cache until finish()'s fsync, the disk idle while chunks are encoded.
+   */
+  private startWriteback(fd: fs.promises.FileHandle, final: boolean): void {
+    const length = this.position - this.writtenBack;
+    if (length === 0 || (!final && length < WRITEBACK_BYTES)) return;
+    const offset = this.writtenBack;
+    this.writtenBack = this.position;
+    // One request at a time, and all of them settled before the descriptor is closed.
+    this.writeback = this.writeback.then(() =>
+      native()
+        .startWriteback(fd.fd, offset, length)
+        .then(
+          () => {},
+          () => {},
+        ),
+    );
   }
 
   /** This SSTable's random id, when its compressor authenticates chunks (page codecs need it). */
@@ -375,6 +407,8 @@ export class SSTableDataWriter {
     if (this.failed) throw this.failed;
 
     const fd = this.fd as fs.promises.FileHandle;
+    this.startWriteback(fd, true);
+    await this.writeback;
     try {
       await fd.sync();
       await fd.close();
@@ -457,6 +491,7 @@ export class SSTableDataWriter {
     await this.queue;
     await this.inflight.catch(() => {});
     this.notifyWritten(true);
+    await this.writeback;
     await this.fd?.close().catch(() => {});
     this.fd = undefined;
     for (const f of this.created) await fs.promises.rm(f, { force: true });
