@@ -674,17 +674,23 @@ class WritebackWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
 };
 
-// startWriteback(fd, offset, length): Promise<boolean>, see WritebackWorker.
+// startWriteback(fd, offset, length): Promise<boolean>, see WritebackWorker. The arguments must
+// be whole numbers: fd from 0 to 2^31 - 1, offset and length from 0 to 2^53 (length 0 means "to
+// the end of the file", as for sync_file_range).
 Napi::Value JsStartWriteback(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
-    ThrowContract(env, "expected (fd, offset, length)");
-  int64_t fd = info[0].As<Napi::Number>().Int64Value();
-  int64_t offset = info[1].As<Napi::Number>().Int64Value();
-  int64_t length = info[2].As<Napi::Number>().Int64Value();
-  if (fd < 0 || fd > INT32_MAX || offset < 0 || length < 0)
-    ThrowContract(env, "fd, offset and length must not be negative");
-  auto* worker = new WritebackWorker(env, static_cast<int>(fd), offset, length);
+  constexpr double kMaxSafe = 9007199254740992.0;  // 2^53
+  double args[3];
+  for (size_t i = 0; i < 3; i++) {
+    if (info.Length() <= i || !info[i].IsNumber())
+      ThrowContract(env, "expected (fd, offset, length), three numbers");
+    args[i] = info[i].As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(args[i]) || std::trunc(args[i]) != args[i] || args[i] < 0 ||
+        args[i] > (i == 0 ? static_cast<double>(INT32_MAX) : kMaxSafe))
+      ThrowContract(env, "fd, offset and length must be whole numbers, 0 or more, fd below 2^31");
+  }
+  auto* worker = new WritebackWorker(env, static_cast<int>(args[0]), static_cast<int64_t>(args[1]),
+                                     static_cast<int64_t>(args[2]));
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -134,8 +134,9 @@ export interface NativeBinding {
   /**
    * Starts writing a range of an open file to disk and does not wait for it (Linux
    * sync_file_range), so that the disk works while later data is prepared and the final fsync
-   * has little left to do. Advisory: resolves false where it is not available; never a
-   * substitute for fsync.
+   * has little left to do. Advisory: resolves false where it is not available or the file
+   * cannot take it; never a substitute for fsync. Throws ERR_TDE_INVALID_ARGUMENT unless all
+   * three are whole numbers, 0 or more (fd below 2^31, the others up to 2^53).
    */
   startWriteback(fd: number, offset: number, length: number): Promise<boolean>;
   /** How many threads a batch may use (default: the number of cores). */

@@ -505,6 +505,23 @@ test('startWriteback starts writing a range of a file and says false where it ca
   }
   // A descriptor that no process can have open (beyond any limit): false, not an exception.
   t.false(await native().startWriteback(1 << 30, 0, 4096));
-  t.throws(() => native().startWriteback(-1, 0, 4096), { code: 'ERR_TDE_INVALID_ARGUMENT' });
-  t.throws(() => native().startWriteback(0, -1, 4096), { code: 'ERR_TDE_INVALID_ARGUMENT' });
+  // Anything but whole numbers in range is refused, never rounded to some other descriptor.
+  for (const [fd, offset, length] of [
+    [-1, 0, 4096],
+    [0, -1, 4096],
+    [1.5, 0, 4096],
+    [Number.NaN, 0, 4096],
+    [0, 0, Number.POSITIVE_INFINITY],
+    [2 ** 31, 0, 4096],
+    [0, 2 ** 53 + 2, 4096],
+  ]) {
+    t.throws(() => native().startWriteback(fd, offset, length), {
+      code: 'ERR_TDE_INVALID_ARGUMENT',
+      message: /whole numbers/,
+    });
+  }
+  t.throws(() => native().startWriteback('3' as unknown as number, 0, 4096), {
+    code: 'ERR_TDE_INVALID_ARGUMENT',
+    message: /three numbers/,
+  });
 });

@@ -233,3 +233,56 @@ test(
     }
   },
 );
+
+test(
+  'a compressor that fails mid-stream: the write reports its error, the SSTable reads back its ' +
+    'companions as written, and abort() removes every file without touching a closed file',
+  async (t) => {
+    const keys = makeKeySetup();
+    const provider = new KeyProviders(keys.config);
+    const lz4 = await compressorForTable(
+      { class: 'LZ4Compressor', chunk_length_kb: 64 },
+      { keys: provider },
+    );
+    // The third batch fails at once, while the second, slow to encode, is still to be written
+    // (past 8 MiB, so its writeback is asked for): abort() must wait for that write.
+    let batches = 0;
+    const failing = Object.create(lz4);
+    failing.compressBatch = async (chunks: Buffer[]) => {
+      const n = batches++;
+      if (n === 2) throw new Error('codec gone');
+      if (n === 1) await new Promise((resolve) => setTimeout(resolve, 300));
+      return lz4.compressBatch(chunks);
+    };
+    const dir = tempDir('mid-fail');
+    const id = { dir, version: 'nb', generation: '5', format: 'big' as const };
+    const writer = await SSTableDataWriter.create({
+      id,
+      params: lz4.params,
+      compressor: failing,
+    });
+    const data = crypto.randomBytes(24 << 20);
+    await t.throwsAsync(
+      async () => {
+        for (let at = 0; at < data.length; at += 1 << 20) {
+          await writer.write(data.subarray(at, at + (1 << 20)));
+        }
+        await writer.finish();
+      },
+      { message: 'codec gone' },
+    );
+    await writer.abort();
+    t.deepEqual(fs.readdirSync(dir), []);
+
+    // The same writer's result, without the failure, lists each companion's bytes as written.
+    const ok = await SSTableDataWriter.create({ id, params: lz4.params, compressor: lz4 });
+    await ok.write(data.subarray(0, 10 << 20));
+    const result = await ok.finish();
+    t.deepEqual([...result.companions.keys()], ['CompressionInfo.db', 'Digest.crc32']);
+    for (const [component, bytes] of result.companions) {
+      t.true(fs.readFileSync(path.join(dir, `nb-5-big-${component}`)).equals(bytes), component);
+    }
+    lz4.close();
+    provider.close();
+  },
+);

@@ -54,6 +54,11 @@ export interface WriteResult {
   dataLength: number;
   storedLength: number;
   chunkCount: number;
+  /**
+   * Each companion component's bytes as written (CompressionInfo.db or CRC.db, and the digest),
+   * by component name: for a caller that checks the files on disk before trusting them.
+   */
+  companions: Map<string, Buffer>;
 }
 
 /**
@@ -106,6 +111,7 @@ export class SSTableDataWriter {
   /** Data.db bytes handed to startWriteback so far, and the last such request. */
   private writtenBack = 0;
   private writeback: Promise<void> = Promise.resolve();
+  private readonly companions = new Map<string, Buffer>();
 
   private constructor(private readonly options: DataWriterOptions) {
     this.features = featuresOf(options.id);
@@ -296,9 +302,12 @@ export class SSTableDataWriter {
     const encoded = this.options.params.enabled
       ? (this.options.compressor as Compressor).compressBatch(batch, binding)
       : Promise.resolve(batch);
-    // Appended after the batch before it (and not at all if that one failed).
+    // Appended after the batch before it (and not at all if that one failed). A failure to encode
+    // is reported only once the batch before is on disk, so that abort(), which waits for the
+    // last batch, never closes the file under an append still running.
+    encoded.catch(() => {});
     const previous = this.inflight;
-    this.inflight = Promise.all([encoded, previous]).then(([stored]) => this.append(batch, stored));
+    this.inflight = previous.then(() => encoded).then((stored) => this.append(batch, stored));
     this.inflight.catch((err) => (this.failed ??= err));
     this.flights.push(this.inflight);
   }
@@ -365,15 +374,13 @@ export class SSTableDataWriter {
     if (length === 0 || (!final && length < WRITEBACK_BYTES)) return;
     const offset = this.writtenBack;
     this.writtenBack = this.position;
-    // One request at a time, and all of them settled before the descriptor is closed.
-    this.writeback = this.writeback.then(() =>
-      native()
-        .startWriteback(fd.fd, offset, length)
-        .then(
-          () => {},
-          () => {},
-        ),
-    );
+    // One request at a time, and all of them settled before the descriptor is closed; none for
+    // a handle already closed (fd -1), and no failure of this hint ever reaches the caller.
+    this.writeback = this.writeback
+      .then(async () => {
+        if (fd.fd >= 0) await native().startWriteback(fd.fd, offset, length);
+      })
+      .catch(() => {});
   }
 
   /** This SSTable's random id, when its compressor authenticates chunks (page codecs need it). */
@@ -468,6 +475,7 @@ export class SSTableDataWriter {
       dataLength: this.dataLength,
       storedLength: this.position,
       chunkCount: params.enabled ? this.offsets.length : this.sliceChecksums.length,
+      companions: this.companions,
     };
   }
 
@@ -482,6 +490,7 @@ export class SSTableDataWriter {
     } finally {
       await fd.close();
     }
+    this.companions.set(component, data);
   }
 
   /** Stops and removes every file this writer created. */
