@@ -17,11 +17,15 @@
  *                            matches this regular expression
  *   SSTABLE_TDE_FAIL_AT_OP   make operation N fail, as a failing disk would, with the errno
  *                            SSTABLE_TDE_FAIL_CODE (default EIO), without doing it
- *   SSTABLE_TDE_GARBLE_MATCH  the first file-handle write (write, writev, writeFile) whose
- *                            "kind path" line matches this regular expression stores its data
- *                            with one byte changed and reports success, as a disk, driver or
- *                            bad memory that corrupts data silently would; the caller's own
- *                            buffers are left as they were
+ *   SSTABLE_TDE_FAIL_MATCH   make every operation whose "kind path" line matches this regular
+ *                            expression fail the same way (e.g. links refused with EPERM)
+ *   SSTABLE_TDE_GARBLE_MATCH  the first write whose "kind path" line matches this regular
+ *                            expression (handle.write, handle.writev, handle.writeFile, write,
+ *                            writev; copyFile changes the copy once made) stores its data with
+ *                            one byte changed and reports success, as a disk, driver or bad
+ *                            memory that corrupts data silently would; the caller's own buffers
+ *                            are left as they were
+ *   SSTABLE_TDE_GARBLE_SKIP  let this many matching writes through untouched before garbling
  *
  * Only calls made through Node's fs module are seen; file I/O done in native code is not.
  */
@@ -44,10 +48,22 @@ function install(root) {
   let stopped = false;
   const failAt = Number(process.env.SSTABLE_TDE_FAIL_AT_OP || 0);
   const failCode = process.env.SSTABLE_TDE_FAIL_CODE || 'EIO';
+  const failMatch = process.env.SSTABLE_TDE_FAIL_MATCH
+    ? new RegExp(process.env.SSTABLE_TDE_FAIL_MATCH)
+    : undefined;
   const garbleMatch = process.env.SSTABLE_TDE_GARBLE_MATCH
     ? new RegExp(process.env.SSTABLE_TDE_GARBLE_MATCH)
     : undefined;
   let garbled = false;
+  let garbleSkip = Number(process.env.SSTABLE_TDE_GARBLE_SKIP || 0);
+  /** Whether this write is the one to garble (the first that matches, and only it). */
+  const toGarble = (kind, target) => {
+    if (!garbleMatch || garbled || !garbleMatch.test(`${kind} ${path.relative(root, target)}`))
+      return false;
+    if (garbleSkip-- > 0) return false;
+    garbled = true;
+    return true;
+  };
   const original = { appendFileSync: fs.appendFileSync };
   /** Paths of descriptors opened under the root, by descriptor. */
   const fds = new Map();
@@ -72,7 +88,7 @@ function install(root) {
       stopped = true;
       process.kill(process.pid, 'SIGSTOP');
     }
-    if (count !== failAt) return undefined;
+    if (count !== failAt && !(failMatch && failMatch.test(line))) return undefined;
     const err = new Error(
       `${failCode}: i/o error (injected by crash-hook.js), ${kind} '${target}'`,
     );
@@ -142,16 +158,21 @@ function install(root) {
     const fn = fs[name];
     fs[name] = function (from, to, ...rest) {
       if (!under(to)) return fn.call(this, from, to, ...rest);
-      failSync(step(name.replace(/Sync$/, ''), String(to)));
-      return nested(() => fn.call(this, from, to, ...rest));
+      const kind = name.replace(/Sync$/, '');
+      failSync(step(kind, String(to)));
+      const out = nested(() => fn.call(this, from, to, ...rest));
+      if (kind === 'copyFile' && toGarble(kind, String(to))) nested(() => garbleFile(String(to)));
+      return out;
     };
   }
   for (const name of byFd) {
     const fn = fs[name];
     fs[name] = function (fd, ...rest) {
       if (!fds.has(fd)) return fn.call(this, fd, ...rest);
-      failSync(step(name.replace(/Sync$/, ''), fds.get(fd)));
-      return nested(() => fn.call(this, fd, ...rest));
+      const kind = name.replace(/Sync$/, '');
+      failSync(step(kind, fds.get(fd)));
+      const args = toGarble(kind, fds.get(fd)) ? garble(kind, rest) : rest;
+      return nested(() => fn.call(this, fd, ...args));
     };
   }
   const openSync = fs.openSync;
@@ -215,13 +236,8 @@ function install(root) {
         const target = handlePaths.get(this);
         const err = target !== undefined ? step(`handle.${name}`, target) : undefined;
         if (err) return Promise.reject(err);
-        const line = target !== undefined && `handle.${name} ${path.relative(root, target)}`;
-        if (garbleMatch && !garbled && line && garbleMatch.test(line)) {
-          const changed = garble(name, args);
-          garbled = changed !== args;
-          return fn.apply(this, changed);
-        }
-        return fn.apply(this, args);
+        const garbling = target !== undefined && toGarble(`handle.${name}`, target);
+        return fn.apply(this, garbling ? garble(name, args) : args);
       };
     }
   };
@@ -237,9 +253,9 @@ function install(root) {
 }
 
 /**
- * The arguments of a handle write with one byte of its data changed, in a copy: the middle byte
- * of write's range, of writev's largest buffer, or of writeFile's data. The same arguments when
- * there is nothing to change.
+ * The arguments of a write (handle.write/writev/writeFile, or fs.writeSync/writevSync after the
+ * descriptor) with one byte of its data changed, in a copy: the middle byte of what write would
+ * store, of writev's largest buffer, or of writeFile's data.
  */
 function garble(name, args) {
   const flipped = (bytes, at) => {
@@ -247,11 +263,21 @@ function garble(name, args) {
     copy[at] ^= 0x5a;
     return copy;
   };
-  if (name === 'write' && Buffer.isBuffer(args[0]) && args[0].length > 0) {
-    const offset = typeof args[1] === 'number' ? args[1] : 0;
-    const length = typeof args[2] === 'number' ? args[2] : args[0].length - offset;
+  if (name === 'write' && typeof args[0] === 'string') {
+    // write(string, position?, encoding?): the same bytes as a buffer.
+    const bytes = Buffer.from(args[0], typeof args[2] === 'string' ? args[2] : 'utf8');
+    if (bytes.length === 0) return args;
+    const position = typeof args[1] === 'number' ? args[1] : null;
+    return [flipped(bytes, bytes.length >> 1), 0, bytes.length, position];
+  }
+  if (name === 'write' && ArrayBuffer.isView(args[0])) {
+    const data = Buffer.from(args[0].buffer, args[0].byteOffset, args[0].byteLength);
+    // write(buffer, offset?, length?, position?) or write(buffer, { offset, length, position })
+    const options = args[1] !== null && typeof args[1] === 'object' ? args[1] : undefined;
+    const offset = (options ? options.offset : args[1]) ?? 0;
+    const length = (options ? options.length : args[2]) ?? data.length - offset;
     if (length <= 0) return args;
-    return [flipped(args[0], offset + (length >> 1)), ...args.slice(1)];
+    return [flipped(data, offset + (length >> 1)), ...args.slice(1)];
   }
   if (name === 'writev' && Array.isArray(args[0]) && args[0].length > 0) {
     const buffers = [...args[0]];
@@ -262,8 +288,25 @@ function garble(name, args) {
     return [buffers, ...args.slice(1)];
   }
   if (name === 'writeFile' && args[0] !== undefined && args[0].length > 0) {
-    const data = Buffer.from(args[0]);
+    const encoding = typeof args[1] === 'string' ? args[1] : args[1]?.encoding;
+    const data =
+      typeof args[0] === 'string' ? Buffer.from(args[0], encoding) : Buffer.from(args[0]);
     return [flipped(data, data.length >> 1), ...args.slice(1)];
   }
   return args;
+}
+
+/** Changes the middle byte of a file in place (a copy that came out wrong). */
+function garbleFile(file) {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size === 0) return;
+    const byte = Buffer.alloc(1);
+    fs.readSync(fd, byte, 0, 1, size >> 1);
+    byte[0] ^= 0x5a;
+    fs.writeSync(fd, byte, 0, 1, size >> 1);
+  } finally {
+    fs.closeSync(fd);
+  }
 }

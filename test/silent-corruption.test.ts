@@ -21,14 +21,77 @@ import {
   treeHashes,
 } from './helpers';
 
-for (const [label, match] of [
-  ['a Data.db write', String.raw`^handle\.writev .*-Data\.db$`],
-  ['CompressionInfo.db', String.raw`^handle\.writeFile .*-CompressionInfo\.db$`],
-  ['Digest.crc32', String.raw`^handle\.writeFile .*-Digest\.crc32$`],
-  ['Index.db (encrypted)', String.raw`^handle\.write.* .*-Index\.db$`],
-] as const) {
-  test(`upgradesstables: ${label} stored with one byte changed is caught before the commit`, async (t) => {
-    const dataDir = makeDataDir((c) => c.table === 'legacy_nb_clust');
+const DID_NOT_VERIFY = /ERR_TDE_REWRITE_FAILED.*did not verify \(.*\); .* is left as it was/;
+const LOG_UNREADABLE = /ERR_TDE_REWRITE_FAILED.*transaction log .*does not read back as written/;
+
+interface Case {
+  label: string;
+  /** The first write whose line matches is garbled (after `skip` matching ones). */
+  match: string;
+  skip?: number;
+  /** Other hook settings: links refused, so that components are copied. */
+  env?: Record<string, string>;
+  message: RegExp;
+  /** What the message must name: the file found damaged. */
+  names: RegExp;
+}
+
+const CASES: Case[] = [
+  {
+    label: 'a Data.db write',
+    match: String.raw`^handle\.writev .*-Data\.db$`,
+    message: DID_NOT_VERIFY,
+    names: /nb-2-big-Data\.db: chunk \d+/,
+  },
+  {
+    label: 'CompressionInfo.db',
+    match: String.raw`^handle\.writeFile .*-CompressionInfo\.db$`,
+    message: DID_NOT_VERIFY,
+    names: /nb-2-big-CompressionInfo\.db does not read back as written: byte \d+ differs/,
+  },
+  {
+    label: 'Digest.crc32',
+    match: String.raw`^handle\.writeFile .*-Digest\.crc32$`,
+    message: DID_NOT_VERIFY,
+    names: /nb-2-big-Digest\.crc32 does not read back as written/,
+  },
+  {
+    label: 'Index.db (encrypted)',
+    match: String.raw`^handle\.write.* .*-Index\.db$`,
+    message: DID_NOT_VERIFY,
+    names: /nb-2-big-Index\.db: page \d+/,
+  },
+  {
+    label: 'TOC.txt',
+    match: String.raw`^write .*-TOC\.txt$`,
+    message: DID_NOT_VERIFY,
+    names: /nb-2-big-TOC\.txt does not read back as written/,
+  },
+  {
+    label: 'a copied Filter.db (hard links refused)',
+    match: String.raw`^copyFile .*-Filter\.db$`,
+    env: { SSTABLE_TDE_FAIL_MATCH: '^link legacy_tables/', SSTABLE_TDE_FAIL_CODE: 'EPERM' },
+    message: DID_NOT_VERIFY,
+    names: /nb-2-big-Filter\.db does not read back as a copy of .*nb-1-big-Filter\.db/,
+  },
+  {
+    label: "the transaction log's first record",
+    match: String.raw`^write .*sstable-tde-txn-.*\.log$`,
+    message: LOG_UNREADABLE,
+    names: /after its start; nothing was written/,
+  },
+  {
+    label: "the transaction log's commit record",
+    match: String.raw`^write .*sstable-tde-txn-.*\.log$`,
+    skip: 1,
+    message: LOG_UNREADABLE,
+    names: /after its commit record; the rewrite is undone/,
+  },
+];
+
+for (const c of CASES) {
+  test(`upgradesstables: ${c.label} stored with one byte changed is caught before the commit`, async (t) => {
+    const dataDir = makeDataDir((x) => x.table === 'legacy_nb_clust');
     const keys = makeKeySetup();
     createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
     const schema = path.join(keys.dir, 'schema.cql');
@@ -54,13 +117,14 @@ for (const [label, match] of [
     const run = await cliProcess(args, {
       NODE_OPTIONS: `--require=${path.join(ROOT, 'test', 'crash-hook.js')}`,
       SSTABLE_TDE_FS_ROOT: dataDir,
-      SSTABLE_TDE_GARBLE_MATCH: match,
+      SSTABLE_TDE_GARBLE_MATCH: c.match,
+      SSTABLE_TDE_GARBLE_SKIP: String(c.skip ?? 0),
+      ...c.env,
     });
     const output = run.stdout + run.stderr;
     t.is(run.code, 1, output);
-    t.regex(output, /ERR_TDE_REWRITE_FAILED/);
-    t.regex(output, /did not verify/);
-    t.regex(output, /legacy_nb_clust.*is left as it was/);
+    t.regex(output, c.message);
+    t.regex(output, c.names);
     t.regex(output, /check the system log/);
     t.notRegex(output, /restore|backup|--ignore-digest/i, 'the original needs no restoring');
     t.notRegex(output, /\n +at /, 'no stack trace');

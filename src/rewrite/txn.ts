@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { fromSystem } from '../errors';
+import { fromSystem, TdeError } from '../errors';
 import { prefixOf, SSTableId } from '../sstable/descriptor';
 import { syncDirectory, writeFullySync } from '../util/files';
 
@@ -63,19 +63,58 @@ export class RewriteTxn {
   private constructor(
     readonly file: string,
     readonly dir: string,
+    /** The log's whole text as written so far. */
+    private text: string,
   ) {}
 
-  /** Step 1: records the intent, before any new file is created. */
+  /**
+   * Step 1: records the intent, before any new file is created. The log is read back: one that
+   * named another SSTable would have a later recovery remove the wrong files.
+   */
   static begin(oldId: SSTableId, newId: SSTableId): RewriteTxn {
     const file = path.join(newId.dir, `sstable-tde-txn-${prefixOf(newId)}.log`);
-    appendDurably(file, `${HEADER}\nadd ${prefixOf(newId)}\nremove ${prefixOf(oldId)}\n`, true);
+    const text = `${HEADER}\nadd ${prefixOf(newId)}\nremove ${prefixOf(oldId)}\n`;
+    appendDurably(file, text, true);
     syncDirectory(newId.dir);
-    return new RewriteTxn(file, newId.dir);
+    const txn = new RewriteTxn(file, newId.dir, text);
+    try {
+      txn.checkReadsBack('its start', 'nothing was written');
+    } catch (err) {
+      txn.finish();
+      throw err;
+    }
+    return txn;
   }
 
-  /** Step 3: the new SSTable becomes the live one. */
+  /**
+   * Step 3: the new SSTable becomes the live one. The log is read back before the caller removes
+   * anything: a commit record that does not read back would have a crash soon after undo the
+   * rewrite while the old SSTable is half gone. The caller then treats it as not committed.
+   */
   commit(): void {
     appendDurably(this.file, 'commit\n', false);
+    this.text += 'commit\n';
+    this.checkReadsBack(
+      'its commit record',
+      'the rewrite is undone and the SSTable it replaces left as it was',
+    );
+  }
+
+  private checkReadsBack(what: string, outcome: string): void {
+    let back: string;
+    try {
+      back = fs.readFileSync(this.file, 'latin1');
+    } catch (err) {
+      throw fromSystem(err, this.file, 'read back transaction log');
+    }
+    if (back === this.text) return;
+    throw new TdeError(
+      'ERR_TDE_REWRITE_FAILED',
+      `the transaction log ${this.file} does not read back as written after ${what}; ` +
+        `${outcome}. A file that does not read back as just written points at the disk, its ` +
+        'driver or memory: check the system log (dmesg) before running the command again',
+      { file: this.file },
+    );
   }
 
   /**

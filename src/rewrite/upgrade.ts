@@ -39,7 +39,7 @@ import { DIGEST_ONLY_ADVICE, SSTableReader } from '../sstable/reader';
 import { formatToc, readToc } from '../sstable/toc';
 import { SENSITIVE_COMPONENTS, transcodeComponent } from '../sstable/page-file';
 import { SSTableDataWriter } from '../sstable/writer';
-import { matchOwner, syncDirectory, writeFileDurably } from '../util/files';
+import { matchOwner, readFully, syncDirectory, writeFileDurably } from '../util/files';
 import { crashPoint } from './crash-points';
 import { checksumFor } from '../checksum';
 
@@ -328,20 +328,26 @@ class Rewriter {
       writer = undefined;
       crashPoint('data-written');
 
-      written.push(
-        ...this.carryOver(
-          old,
-          newId,
-          result.components,
-          mode,
-          transcoded.map((t) => t.component),
-        ),
+      const carried = this.carryOver(
+        old,
+        newId,
+        result.components,
+        mode,
+        transcoded.map((t) => t.component),
       );
+      written.push(...carried.created);
       matchOwner(written, reference);
       syncDirectory(newId.dir);
       crashPoint('components-linked');
 
-      await this.verify(newId, result.components, sourceChecksum >>> 0, source.sstable, transcoded);
+      const expected = [
+        ...[...result.companions].map(([c, bytes]) => ({ file: componentPath(newId, c), bytes })),
+        ...carried.expected,
+      ];
+      await this.verify(newId, result.components, sourceChecksum >>> 0, source.sstable, {
+        transcoded,
+        expected,
+      });
       crashPoint('verified');
       this.checkCancelled();
       stored = result.storedLength;
@@ -401,21 +407,27 @@ class Rewriter {
     written: string[],
     mode: number,
     transcoded: string[],
-  ): string[] {
+  ): { created: string[]; expected: Expected[] } {
     const created: string[] = [];
+    const expected: Expected[] = [];
     for (const c of old.components) {
       if (isDataComponent(c) || transcoded.includes(c)) continue;
       const target = componentPath(newId, c);
-      if (!linkOrCopy(componentPath(old, c), target)) created.push(target);
+      if (linkOrCopy(componentPath(old, c), target)) continue;
+      created.push(target);
+      expected.push({ file: target, sameAs: componentPath(old, c) });
     }
-    if (!old.components.includes('TOC.txt')) return created;
+    if (!old.components.includes('TOC.txt')) return { created, expected };
 
     const toc = readToc(componentPath(old, 'TOC.txt'));
     const kept = toc.filter((c) => !isDataComponent(c) || c === 'TOC.txt' || written.includes(c));
     for (const c of written) if (!kept.includes(c)) kept.push(c);
-    writeFileDurably(componentPath(newId, 'TOC.txt'), formatToc(kept), mode);
-    created.push(componentPath(newId, 'TOC.txt'));
-    return created;
+    const target = componentPath(newId, 'TOC.txt');
+    const bytes = Buffer.from(formatToc(kept));
+    writeFileDurably(target, bytes, mode);
+    created.push(target);
+    expected.push({ file: target, bytes });
+    return { created, expected };
   }
 
   private async verify(
@@ -423,8 +435,15 @@ class Rewriter {
     components: string[],
     expected: number,
     sourceName: string,
-    transcoded: { component: string; crc: number }[],
+    files: { transcoded: { component: string; crc: number }[]; expected: Expected[] },
   ): Promise<void> {
+    // Files whose bytes are known (metadata, TOC.txt, copies) first: they say how to read the
+    // rest, and one damaged there could otherwise pass for another problem (a key file, a class).
+    for (const e of files.expected) {
+      const differs = await readsBackDifferently(e);
+      if (differs) throw notVerified(id, sourceName, `${e.file} ${differs}`);
+    }
+    const transcoded = files.transcoded;
     let reader: SSTableReader;
     try {
       reader = await SSTableReader.open(id, { keys: this.keys });
@@ -464,6 +483,57 @@ class Rewriter {
   }
 }
 
+/** A file just written whose bytes are known: given, or those of the file it was copied from. */
+interface Expected {
+  file: string;
+  bytes?: Buffer;
+  sameAs?: string;
+}
+
+/**
+ * Reads a file back and compares it with what it must hold, a MiB at a time (a copied Index.db
+ * can be large). Returns how it differs, or undefined when it reads back as written.
+ */
+async function readsBackDifferently(e: Expected): Promise<string | undefined> {
+  const PIECE = 1 << 20;
+  const file = await open(e.file);
+  const other = e.sameAs === undefined ? undefined : await open(e.sameAs);
+  try {
+    const length = (await file.stat()).size;
+    const wanted = e.bytes ? e.bytes.length : (await (other as fs.promises.FileHandle).stat()).size;
+    if (length !== wanted) return `reads back as ${length} bytes where ${wanted} were written`;
+
+    const a = Buffer.allocUnsafe(Math.min(PIECE, length));
+    const b = other ? Buffer.allocUnsafe(a.length) : undefined;
+    for (let at = 0; at < length; at += PIECE) {
+      const n = Math.min(PIECE, length - at);
+      await readFully(file, e.file, at, n, a);
+      const want = b
+        ? await readFully(other as fs.promises.FileHandle, e.sameAs as string, at, n, b)
+        : (e.bytes as Buffer).subarray(at, at + n);
+      const got = a.subarray(0, n);
+      if (!got.equals(want.subarray(0, n))) {
+        let i = 0;
+        while (got[i] === want[i]) i++;
+        const what = e.sameAs ? `a copy of ${e.sameAs}` : 'written';
+        return `does not read back as ${what}: byte ${at + i} differs`;
+      }
+    }
+    return undefined;
+  } finally {
+    await file.close();
+    await other?.close();
+  }
+}
+
+async function open(file: string): Promise<fs.promises.FileHandle> {
+  try {
+    return await fs.promises.open(file, 'r');
+  } catch (err) {
+    throw fromSystem(err, file, 'read back');
+  }
+}
+
 /**
  * Errors that say a file is not what it should be. Others met while checking a new SSTable (a
  * key server down, a failing read, a cancel) keep their own code and advice.
@@ -490,7 +560,7 @@ const isDamage = (err: unknown): err is TdeError => isTdeError(err) && DAMAGE.ha
  * it was just written points at the machine, which is what the advice names instead.
  */
 function notVerified(id: SSTableId, sourceName: string, found: string, cause?: TdeError) {
-  const what = found.replace(/[;.] ([Rr]estore|Compare) .*$/s, '');
+  const what = found.replace(/[;.:] ([Rr]estore|Compare) .*$/s, '');
   return new TdeError(
     'ERR_TDE_REWRITE_FAILED',
     `the new SSTable ${displayName(id)} did not verify (${what}); ${sourceName} is left as it ` +

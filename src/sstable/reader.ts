@@ -17,6 +17,7 @@ import { EncryptedComponent, PlainComponent, SENSITIVE_COMPONENTS } from './page
 import { Compressor, createCompressor, DecodedChunks } from '../compression/compressor';
 import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
 import { ChunkLocator, ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
+import { readFully } from '../util/files';
 import { SlabPool } from '../util/slabs';
 import { KeyProvider } from '../keys/provider';
 import { CompressionInfo, parseCompressionInfo } from './compression-info';
@@ -69,34 +70,6 @@ const BATCH_BYTES = 4 * 1024 * 1024;
 /** Regions at least this large have their checksums computed on the addon's thread pool. */
 const POOL_CHECKSUM_BYTES = 256 * 1024;
 const CRC32 = checksumFor('crc32');
-
-async function readExactly(
-  fd: fs.promises.FileHandle,
-  file: string,
-  position: number,
-  length: number,
-  buf: Buffer = Buffer.allocUnsafe(length),
-): Promise<Buffer> {
-  let at = 0;
-  while (at < length) {
-    let n: number;
-    try {
-      ({ bytesRead: n } = await fd.read(buf, at, length - at, position + at));
-    } catch (err) {
-      throw fromSystem(err, file, 'read');
-    }
-    if (n === 0) {
-      throw new TdeError(
-        'ERR_TDE_IO',
-        `${file} ended at byte ${position + at} while ${length} bytes ` +
-          `from ${position} were being read: was it truncated while in use?`,
-        { file, offset: position + at },
-      );
-    }
-    at += n;
-  }
-  return buf;
-}
 
 export class SSTableReader {
   readonly dataFile: string;
@@ -342,7 +315,7 @@ export class SSTableReader {
       this.compressionInfo && stop - start >= POOL_CHECKSUM_BYTES
         ? this.regions.carve([stop - start])[0]
         : undefined;
-    const region = await readExactly(this.fd, this.dataFile, start, stop - start, into);
+    const region = await readFully(this.fd, this.dataFile, start, stop - start, into);
 
     const chunks: Buffer[] = [];
     const views: Buffer[] = [];

@@ -145,3 +145,35 @@ export function readRegularFile(
     fs.closeSync(fd);
   }
 }
+
+/**
+ * Reads exactly `length` bytes at `position` (into `buf` when given), carrying on after short
+ * reads; a file that ends first is an error naming it, never a short result.
+ */
+export async function readFully(
+  fd: fs.promises.FileHandle,
+  file: string,
+  position: number,
+  length: number,
+  buf: Buffer = Buffer.allocUnsafe(length),
+): Promise<Buffer> {
+  let at = 0;
+  while (at < length) {
+    let n: number;
+    try {
+      ({ bytesRead: n } = await fd.read(buf, at, length - at, position + at));
+    } catch (err) {
+      throw fromSystem(err, file, 'read');
+    }
+    if (n === 0) {
+      throw new TdeError(
+        'ERR_TDE_IO',
+        `${file} ended at byte ${position + at} while ${length} bytes ` +
+          `from ${position} were being read: was it truncated while in use?`,
+        { file, offset: position + at },
+      );
+    }
+    at += n;
+  }
+  return buf;
+}
