@@ -489,7 +489,7 @@ test('workers that load the addon alone and end mid-batch leave the process runn
   t.deepEqual(JSON.parse(r.stdout.trim()), ['queued', 512]);
 });
 
-test('startWriteback starts writing a range of a file and says false where it cannot', async (t) => {
+test('startWriteback starts writing a range of a file, says false where it cannot', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-writeback-'));
   const file = path.join(dir, 'data');
   const fd = fs.openSync(file, 'w');

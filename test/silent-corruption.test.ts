@@ -90,7 +90,7 @@ const CASES: Case[] = [
 ];
 
 for (const c of CASES) {
-  test(`upgradesstables: ${c.label} stored with one byte changed is caught before the commit`, async (t) => {
+  test(`upgradesstables: ${c.label} with one byte changed is caught before the commit`, async (t) => {
     const dataDir = makeDataDir((x) => x.table === 'legacy_nb_clust');
     const keys = makeKeySetup();
     createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
