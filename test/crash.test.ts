@@ -177,3 +177,52 @@ test('files killed lock takers left (private files, a guard) are removed by the 
   // processes cannot be checked from here.
   t.deepEqual(fs.readdirSync(dir).sort(), [liveTemp, otherHost].sort());
 });
+
+test(
+  'a commit record lost after the old SSTable was partly removed: nothing is rolled back onto ' +
+    'the half-removed SSTable, the log is reported as damaged with what it lost',
+  async (t) => {
+    const s = await setup();
+    const args = [
+      'upgradesstables',
+      '--data-dir',
+      s.dataDir,
+      '--schema',
+      s.schema,
+      '--config',
+      s.keys.configFile,
+    ];
+    const killed = await cliProcess(args, { SSTABLE_TDE_CRASH_AT: 'old-partly-removed' });
+    t.is(killed.signal, 'SIGKILL', killed.stderr);
+
+    // The disk then loses the commit record, as a faulty one could.
+    const [table] = TABLES.filter((x) =>
+      fs.readdirSync(path.join(s.dataDir, 'legacy_tables', x)).some((f) => f.endsWith('.log')),
+    );
+    const dir = path.join(s.dataDir, 'legacy_tables', table);
+    const [log] = fs.readdirSync(dir).filter((f) => f.endsWith('.log'));
+    const file = path.join(dir, log);
+    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('commit\n', ''));
+    const before = fs.readdirSync(dir).sort();
+
+    const rerun = await cli(...args);
+    t.is(rerun.code, 1, rerun.stdout + rerun.stderr);
+    const output = rerun.stdout + rerun.stderr;
+    const [, log2] =
+      /damaged transaction log (\S+) \(it does not record a commit/.exec(output) ?? [];
+    t.is(log2, log);
+    t.regex(output, /yet \w\w-1-big has lost [A-Za-z.]+ as if it had\)/);
+    t.deepEqual(fs.readdirSync(dir).sort(), before, 'nothing removed');
+    // The new SSTable, complete, still holds the data.
+    t.true(
+      (await readAll({ ...onlySSTableOf(dir, '2'), dir }, s.keys.config)).equals(
+        s.originals.get(table)!,
+      ),
+    );
+  },
+);
+
+function onlySSTableOf(dir: string, generation: string) {
+  const [files] = scanTableDirectory(dir).sstables.filter((x) => x.generation === generation);
+  return files;
+}

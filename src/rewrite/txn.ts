@@ -37,6 +37,8 @@ export interface TxnState {
    * done later, after which nobody can tell whether the rewrite committed: nothing is removed.
    */
   damaged?: boolean;
+  /** Why it counts as damaged, for the operator. */
+  damage?: string;
 }
 
 function appendDurably(file: string, text: string, create: boolean): void {
@@ -173,6 +175,7 @@ export function readTxns(dir: string): TxnState[] {
     if (lines[0] !== HEADER && state.add !== undefined) {
       const started = `${state.add}-`;
       state.damaged = names.some((n) => n.startsWith(started));
+      if (state.damaged) state.damage = 'its first line is not one sstable-tde writes';
     }
     // A commit is only ever written once the new SSTable is complete, and nothing removes it
     // while the log exists: a committed log whose new Data.db is missing is damaged or came from
@@ -180,9 +183,38 @@ export function readTxns(dir: string): TxnState[] {
     if (state.committed && !fs.existsSync(path.join(dir, `${state.add}-Data.db`))) {
       state.committed = false;
     }
+    // The mirror case: old files are only removed after the commit, so an uncommitted log whose
+    // old SSTable has lost components while the new one is whole cannot be rolled back: that
+    // would leave no complete copy. (A commit record that a disk lost after reading it back.)
+    if (!state.committed && !state.damaged && state.remove && state.add) {
+      const lost = missingComponents(dir, state.remove);
+      if (lost.length > 0 && fs.existsSync(path.join(dir, `${state.add}-Data.db`))) {
+        state.damaged = true;
+        state.damage =
+          `it does not record a commit, yet ${state.remove} has lost ${lost.join(', ')} as if ` +
+          `it had`;
+      }
+    }
     out.push(state);
   }
   return out;
+}
+
+/**
+ * Components an SSTable's TOC.txt lists that are not there (none when it has no readable TOC:
+ * removal takes TOC.txt last, so a set being removed still has it).
+ */
+function missingComponents(dir: string, prefix: string): string[] {
+  let toc: string;
+  try {
+    toc = fs.readFileSync(path.join(dir, `${prefix}-TOC.txt`), 'utf8');
+  } catch {
+    return [];
+  }
+  return toc
+    .split(/\r?\n/)
+    .map((c) => c.trim())
+    .filter((c) => /^[A-Za-z0-9_.]+$/.test(c) && !fs.existsSync(path.join(dir, `${prefix}-${c}`)));
 }
 
 /** SSTable prefixes in `dir` that an interrupted rewrite left as debris: not live. */

@@ -680,7 +680,10 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
         continue;
       }
       if (listing.damagedTxns.length > 0) {
-        const logs = listing.damagedTxns.map((f) => path.basename(f)).join(', ');
+        const logs = readTxns(table.dir)
+          .filter((t) => t.damaged)
+          .map((t) => `${path.basename(t.file)} (${t.damage})`)
+          .join(', ');
         for (const files of listing.sstables) {
           add({
             sstable: displayName(files),
@@ -690,9 +693,9 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
             error: {
               code: 'ERR_TDE_REWRITE_FAILED',
               message:
-                `${table.dir} holds the damaged transaction log ${logs} (its first line is not ` +
-                'one sstable-tde writes) beside the SSTable it names, so whether that rewrite ' +
-                'committed cannot be told and nothing was removed. Run "sstable-tde verify" on ' +
+                `${table.dir} holds the damaged transaction log ${logs} beside the SSTables ` +
+                'it names, so whether that rewrite committed cannot be told and nothing was ' +
+                'removed. Run "sstable-tde verify" on ' +
                 'the table: remove the files of the SSTable that fails (or of the older one, if ' +
                 'both pass), then the log, and run this again',
             },
