@@ -26,6 +26,17 @@ const SCHEMA = TABLES.map(
     `'chunk_length_kb': 4};`,
 ).join('\n');
 
+/** upgradesstables over a setup's data directory, schema and keys. */
+const upgradeArgs = (s: { dataDir: string; schema: string; keys: { configFile: string } }) => [
+  'upgradesstables',
+  '--data-dir',
+  s.dataDir,
+  '--schema',
+  s.schema,
+  '--config',
+  s.keys.configFile,
+];
+
 async function setup() {
   const dataDir = makeDataDir((c) => TABLES.includes(c.table));
   const keys = makeKeySetup();
@@ -44,15 +55,7 @@ for (const point of CRASH_POINTS) {
       `the job`,
     async (t) => {
       const s = await setup();
-      const args = [
-        'upgradesstables',
-        '--data-dir',
-        s.dataDir,
-        '--schema',
-        s.schema,
-        '--config',
-        s.keys.configFile,
-      ];
+      const args = upgradeArgs(s);
       const killed = await cliProcess(args, { SSTABLE_TDE_CRASH_AT: point });
       t.is(killed.signal, 'SIGKILL', `the process should have been killed: ${killed.stderr}`);
 
@@ -98,63 +101,23 @@ test(
     const s = await setup();
     const lock = lockDataDirectory(s.dataDir, 'sstable-tde upgradesstables');
     try {
-      const r = await cli(
-        'upgradesstables',
-        '--data-dir',
-        s.dataDir,
-        '--schema',
-        s.schema,
-        '--config',
-        s.keys.configFile,
-      );
+      const r = await cli(...upgradeArgs(s));
       t.is(r.code, 1);
       t.regex(r.stderr, new RegExp(`ERR_TDE_LOCKED.*process ${process.pid} on host`));
       t.regex(r.stderr, /sstable-tde upgradesstables, since/);
     } finally {
       lock.release();
     }
-    t.is(
-      (
-        await cli(
-          'upgradesstables',
-          '--data-dir',
-          s.dataDir,
-          '--schema',
-          s.schema,
-          '--config',
-          s.keys.configFile,
-        )
-      ).code,
-      0,
-    );
+    t.is((await cli(...upgradeArgs(s))).code, 0);
   },
 );
 
 test('a lock left by a killed run is taken over', async (t) => {
   const s = await setup();
-  const killed = await cliProcess(
-    [
-      'upgradesstables',
-      '--data-dir',
-      s.dataDir,
-      '--schema',
-      s.schema,
-      '--config',
-      s.keys.configFile,
-    ],
-    { SSTABLE_TDE_CRASH_AT: 'data-written' },
-  );
+  const killed = await cliProcess(upgradeArgs(s), { SSTABLE_TDE_CRASH_AT: 'data-written' });
   t.is(killed.signal, 'SIGKILL');
   t.true(fs.existsSync(path.join(s.dataDir, '.sstable-tde.lock')));
-  const r = await cli(
-    'upgradesstables',
-    '--data-dir',
-    s.dataDir,
-    '--schema',
-    s.schema,
-    '--config',
-    s.keys.configFile,
-  );
+  const r = await cli(...upgradeArgs(s));
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /recovered .*rolled back/);
   t.false(fs.existsSync(path.join(s.dataDir, '.sstable-tde.lock')));
@@ -183,15 +146,7 @@ test(
     'the half-removed SSTable, the log is reported as damaged with what it lost',
   async (t) => {
     const s = await setup();
-    const args = [
-      'upgradesstables',
-      '--data-dir',
-      s.dataDir,
-      '--schema',
-      s.schema,
-      '--config',
-      s.keys.configFile,
-    ];
+    const args = upgradeArgs(s);
     const killed = await cliProcess(args, { SSTABLE_TDE_CRASH_AT: 'old-partly-removed' });
     t.is(killed.signal, 'SIGKILL', killed.stderr);
 
