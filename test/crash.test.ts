@@ -141,41 +141,53 @@ test('files killed lock takers left (private files, a guard) are removed by the 
   t.deepEqual(fs.readdirSync(dir).sort(), [liveTemp, otherHost].sort());
 });
 
-test(
-  'a commit record lost after the old SSTable was partly removed: nothing is rolled back onto ' +
-    'the half-removed SSTable, the log is reported as damaged with what it lost',
-  async (t) => {
-    const s = await setup();
-    const args = upgradeArgs(s);
-    const killed = await cliProcess(args, { SSTABLE_TDE_CRASH_AT: 'old-partly-removed' });
-    t.is(killed.signal, 'SIGKILL', killed.stderr);
+for (const [point, lost] of [
+  ['old-partly-removed', /[A-Za-z.]+(, [A-Za-z.]+)*/],
+  ['old-removed', /all its files/],
+] as const) {
+  test(
+    `a commit record lost once the old SSTable's removal began (killed at "${point}"): ` +
+      'nothing is rolled back onto it, and verify and the rerun name the damaged log',
+    async (t) => {
+      const s = await setup();
+      const args = upgradeArgs(s);
+      const killed = await cliProcess(args, { SSTABLE_TDE_CRASH_AT: point });
+      t.is(killed.signal, 'SIGKILL', killed.stderr);
 
-    // The disk then loses the commit record, as a faulty one could.
-    const [table] = TABLES.filter((x) =>
-      fs.readdirSync(path.join(s.dataDir, 'legacy_tables', x)).some((f) => f.endsWith('.log')),
-    );
-    const dir = path.join(s.dataDir, 'legacy_tables', table);
-    const [log] = fs.readdirSync(dir).filter((f) => f.endsWith('.log'));
-    const file = path.join(dir, log);
-    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('commit\n', ''));
-    const before = fs.readdirSync(dir).sort();
+      // The disk then loses the commit record, as a faulty one could.
+      const [table] = TABLES.filter((x) =>
+        fs.readdirSync(path.join(s.dataDir, 'legacy_tables', x)).some((f) => f.endsWith('.log')),
+      );
+      const dir = path.join(s.dataDir, 'legacy_tables', table);
+      const [log] = fs.readdirSync(dir).filter((f) => f.endsWith('.log'));
+      const file = path.join(dir, log);
+      fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('commit\n', ''));
+      const before = fs.readdirSync(dir).sort();
+      const damage = new RegExp(
+        String.raw`it does not record a commit, yet \w\w-1-big has lost ` +
+          `${lost.source}, which only a committed rewrite removes`,
+      );
 
-    const rerun = await cli(...args);
-    t.is(rerun.code, 1, rerun.stdout + rerun.stderr);
-    const output = rerun.stdout + rerun.stderr;
-    const [, log2] =
-      /damaged transaction log (\S+) \(it does not record a commit/.exec(output) ?? [];
-    t.is(log2, log);
-    t.regex(output, /yet \w\w-1-big has lost [A-Za-z.]+ as if it had\)/);
-    t.deepEqual(fs.readdirSync(dir).sort(), before, 'nothing removed');
-    // The new SSTable, complete, still holds the data.
-    t.true(
-      (await readAll({ ...onlySSTableOf(dir, '2'), dir }, s.keys.config)).equals(
-        s.originals.get(table)!,
-      ),
-    );
-  },
-);
+      const verify = await cli('verify', '--data-dir', s.dataDir, '--config', s.keys.configFile);
+      t.regex(verify.stdout, new RegExp(`note +damaged transaction log \\(.*${log}\\): `));
+      t.regex(verify.stdout, damage);
+      t.notRegex(verify.stdout, new RegExp(`interrupted rewrite \\(.*${log}\\)`));
+
+      const rerun = await cli(...args);
+      const output = rerun.stdout + rerun.stderr;
+      t.is(rerun.code, 1, output);
+      t.regex(output, new RegExp(`damaged transaction log ${log.replace(/\./g, '\\.')} \\(`));
+      t.regex(output, damage);
+      t.deepEqual(fs.readdirSync(dir).sort(), before, 'nothing removed');
+      // The new SSTable, complete, still holds the data.
+      t.true(
+        (await readAll({ ...onlySSTableOf(dir, '2'), dir }, s.keys.config)).equals(
+          s.originals.get(table)!,
+        ),
+      );
+    },
+  );
+}
 
 function onlySSTableOf(dir: string, generation: string) {
   const [files] = scanTableDirectory(dir).sstables.filter((x) => x.generation === generation);

@@ -75,8 +75,16 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
                 `(${report.rewriteInProgress}); SSTables it replaced while verify ran were skipped`,
             );
           } else {
-            for (const t of report.interrupted) {
+            const damaged = new Set(report.damaged.map((d) => d.log));
+            for (const t of report.interrupted.filter((x) => !damaged.has(x))) {
               io.out(`note   interrupted rewrite (${t}): run upgradesstables again to finish it`);
+            }
+            for (const d of report.damaged) {
+              io.out(
+                `note   damaged transaction log (${d.log}): ${d.why}. No run settles it: keep ` +
+                  'the SSTable it names that verifies (the newer, if both do), remove the ' +
+                  "other's files, then the log",
+              );
             }
           }
           for (const s of report.replaced)

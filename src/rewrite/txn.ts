@@ -16,7 +16,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { fromSystem, TdeError } from '../errors';
+import { COMPONENT_NAME } from '../sstable/components';
 import { prefixOf, SSTableId } from '../sstable/descriptor';
+import { readToc } from '../sstable/toc';
 import { syncDirectory, writeFullySync } from '../util/files';
 
 const HEADER = 'sstable-tde rewrite v1';
@@ -184,15 +186,15 @@ export function readTxns(dir: string): TxnState[] {
       state.committed = false;
     }
     // The mirror case: old files are only removed after the commit, so an uncommitted log whose
-    // old SSTable has lost components while the new one is whole cannot be rolled back: that
-    // would leave no complete copy. (A commit record that a disk lost after reading it back.)
+    // old SSTable has lost files while the new one is whole cannot be rolled back: that would
+    // leave no complete copy. (A commit record that a disk lost after it was read back.)
     if (!state.committed && !state.damaged && state.remove && state.add) {
-      const lost = missingComponents(dir, state.remove);
-      if (lost.length > 0 && fs.existsSync(path.join(dir, `${state.add}-Data.db`))) {
+      const lost = lostFiles(dir, names, state.remove);
+      if (lost && fs.existsSync(path.join(dir, `${state.add}-Data.db`))) {
         state.damaged = true;
         state.damage =
-          `it does not record a commit, yet ${state.remove} has lost ${lost.join(', ')} as if ` +
-          `it had`;
+          `it does not record a commit, yet ${state.remove} has lost ${lost}, which only a ` +
+          'committed rewrite removes';
       }
     }
     out.push(state);
@@ -201,20 +203,20 @@ export function readTxns(dir: string): TxnState[] {
 }
 
 /**
- * Components an SSTable's TOC.txt lists that are not there (none when it has no readable TOC:
- * removal takes TOC.txt last, so a set being removed still has it).
+ * What an SSTable has lost, or undefined when it is whole: all its files, the components its
+ * TOC.txt lists that are gone, or (with no readable TOC.txt) its Data.db. Removal takes TOC.txt
+ * last, so a set being removed keeps it until the very end.
  */
-function missingComponents(dir: string, prefix: string): string[] {
-  let toc: string;
+function lostFiles(dir: string, names: string[], prefix: string): string | undefined {
+  if (!names.some((n) => n.startsWith(`${prefix}-`))) return 'all its files';
+  let listed: string[];
   try {
-    toc = fs.readFileSync(path.join(dir, `${prefix}-TOC.txt`), 'utf8');
+    listed = readToc(path.join(dir, `${prefix}-TOC.txt`)).filter((c) => COMPONENT_NAME.test(c));
   } catch {
-    return [];
+    listed = ['Data.db'];
   }
-  return toc
-    .split(/\r?\n/)
-    .map((c) => c.trim())
-    .filter((c) => /^[A-Za-z0-9_.]+$/.test(c) && !fs.existsSync(path.join(dir, `${prefix}-${c}`)));
+  const lost = listed.filter((c) => !names.includes(`${prefix}-${c}`));
+  return lost.length > 0 ? lost.join(', ') : undefined;
 }
 
 /** SSTable prefixes in `dir` that an interrupted rewrite left as debris: not live. */

@@ -9,7 +9,8 @@ import { fromSystem, TdeError } from '../errors';
 import { componentPath, displayName, SSTableFiles } from './descriptor';
 import { readToc } from './toc';
 
-const COMPONENT_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
+/** What a component name in TOC.txt may be. */
+export const COMPONENT_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 
 /** Throws a TdeError naming the first problem; returns the TOC's components (or the files'). */
 export function checkComponents(files: SSTableFiles): string[] {

@@ -10,6 +10,7 @@ import { checkComponents } from '../sstable/components';
 import { findTables, liveSSTables } from '../sstable/data-dir';
 import { displayName, prefixOf, SSTableFiles } from '../sstable/descriptor';
 import { lockHolder } from '../rewrite/lock';
+import { readTxns } from '../rewrite/txn';
 import { Fault, SSTableReader, VerifyReport } from '../sstable/reader';
 
 export interface VerifyOptions {
@@ -27,6 +28,11 @@ export interface VerifyDirReport {
   sstables: VerifyReport[];
   /** Transaction logs of interrupted rewrites (their debris is not verified). */
   interrupted: string[];
+  /**
+   * Those of them that are damaged, and why: no run settles them, and every SSTable they name is
+   * verified as live (see TxnState.damaged).
+   */
+  damaged: { log: string; why: string }[];
   /** SSTables too old to read. */
   legacy: string[];
   /** SSTables a concurrent rewrite replaced before verify could read them. */
@@ -42,6 +48,7 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
     dataDir: options.dataDir,
     sstables: [],
     interrupted: [],
+    damaged: [],
     legacy: [],
     replaced: [],
     faults: 0,
@@ -65,6 +72,10 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
         continue;
       }
       out.interrupted.push(...listing.interrupted);
+      if (listing.damagedTxns.length > 0) {
+        for (const t of readTxns(table.dir).filter((x) => x.damaged))
+          out.damaged.push({ log: t.file, why: t.damage ?? 'damaged' });
+      }
       out.legacy.push(...listing.legacy);
       for (const files of listing.sstables) {
         let report: VerifyReport;
