@@ -17,7 +17,15 @@ import { LOCK_NAME, lockDataDirectory } from '../src/rewrite/lock';
 import { liveSSTables } from '../src/sstable/data-dir';
 import { scanTableDirectory } from '../src/sstable/descriptor';
 import { readToc } from '../src/sstable/toc';
-import { cli, cliProcess, makeDataDir, makeKeySetup, onlySSTable, readAll } from './helpers';
+import {
+  cli,
+  cliProcess,
+  makeDataDir,
+  makeKeySetup,
+  onlySSTable,
+  readAll,
+  upgradeCommand,
+} from './helpers';
 
 const TABLES = ['legacy_nb_clust', 'legacy_me_clust'];
 const SCHEMA = TABLES.map(
@@ -27,15 +35,8 @@ const SCHEMA = TABLES.map(
 ).join('\n');
 
 /** upgradesstables over a setup's data directory, schema and keys. */
-const upgradeArgs = (s: { dataDir: string; schema: string; keys: { configFile: string } }) => [
-  'upgradesstables',
-  '--data-dir',
-  s.dataDir,
-  '--schema',
-  s.schema,
-  '--config',
-  s.keys.configFile,
-];
+const upgradeArgs = (s: { dataDir: string; schema: string; keys: { configFile: string } }) =>
+  upgradeCommand(s.dataDir, s.schema, s.keys.configFile);
 
 async function setup() {
   const dataDir = makeDataDir((c) => TABLES.includes(c.table));

@@ -184,3 +184,8 @@ export function cliWithInput(args: string[], input: string): CliResult {
   );
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
+
+/** The CLI arguments of an upgradesstables run over a data directory, schema and config. */
+export function upgradeCommand(dataDir: string, schema: string, configFile: string): string[] {
+  return ['upgradesstables', '--data-dir', dataDir, '--schema', schema, '--config', configFile];
+}

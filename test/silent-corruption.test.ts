@@ -19,6 +19,7 @@ import {
   readAll,
   ROOT,
   treeHashes,
+  upgradeCommand,
 } from './helpers';
 
 const DID_NOT_VERIFY = /ERR_TDE_REWRITE_FAILED.*did not verify \(.*\); .* is left as it was/;
@@ -104,15 +105,7 @@ for (const c of CASES) {
     const tableDir = path.join(dataDir, 'legacy_tables', 'legacy_nb_clust');
     const before = treeHashes(dataDir);
     const original = await readAll(onlySSTable(tableDir));
-    const args = [
-      'upgradesstables',
-      '--data-dir',
-      dataDir,
-      '--schema',
-      schema,
-      '--config',
-      keys.configFile,
-    ];
+    const args = upgradeCommand(dataDir, schema, keys.configFile);
 
     const run = await cliProcess(args, {
       NODE_OPTIONS: `--require=${path.join(ROOT, 'test', 'crash-hook.js')}`,

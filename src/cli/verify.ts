@@ -75,13 +75,13 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
                 `(${report.rewriteInProgress}); SSTables it replaced while verify ran were skipped`,
             );
           } else {
-            const damaged = new Set(report.damaged.map((d) => d.log));
+            const damaged = new Set(report.damaged.map((d) => d.file));
             for (const t of report.interrupted.filter((x) => !damaged.has(x))) {
               io.out(`note   interrupted rewrite (${t}): run upgradesstables again to finish it`);
             }
             for (const d of report.damaged) {
               io.out(
-                `note   damaged transaction log (${d.log}): ${d.why}. No run settles it: keep ` +
+                `note   damaged transaction log (${d.file}): ${d.damage}. No run settles it: keep ` +
                   'the SSTable it names that verifies (the newer, if both do), remove the ' +
                   "other's files, then the log",
               );

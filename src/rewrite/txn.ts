@@ -34,12 +34,12 @@ export interface TxnState {
   remove?: string;
   committed: boolean;
   /**
-   * The log is not one this package wrote in full (its first line is wrong), yet the SSTable its
-   * name says it adds exists. A log is synced before any new file exists, so this is damage
-   * done later, after which nobody can tell whether the rewrite committed: nothing is removed.
+   * Set, saying why for the operator, when nobody can tell whether the rewrite committed, and so
+   * nothing may be removed: the log is not one this package wrote in full (its first line is
+   * wrong) yet the SSTable its name says it adds exists (a log is synced before any new file
+   * exists, so this is damage done later); or it records no commit, yet the SSTable it replaces
+   * has lost files that only a committed rewrite removes.
    */
-  damaged?: boolean;
-  /** Why it counts as damaged, for the operator. */
   damage?: string;
 }
 
@@ -176,8 +176,8 @@ export function readTxns(dir: string): TxnState[] {
     state.add ??= prefix(LOG.exec(name)?.[1]);
     if (lines[0] !== HEADER && state.add !== undefined) {
       const started = `${state.add}-`;
-      state.damaged = names.some((n) => n.startsWith(started));
-      if (state.damaged) state.damage = 'its first line is not one sstable-tde writes';
+      if (names.some((n) => n.startsWith(started)))
+        state.damage = 'its first line is not one sstable-tde writes';
     }
     // A commit is only ever written once the new SSTable is complete, and nothing removes it
     // while the log exists: a committed log whose new Data.db is missing is damaged or came from
@@ -188,10 +188,9 @@ export function readTxns(dir: string): TxnState[] {
     // The mirror case: old files are only removed after the commit, so an uncommitted log whose
     // old SSTable has lost files while the new one is whole cannot be rolled back: that would
     // leave no complete copy. (A commit record that a disk lost after it was read back.)
-    if (!state.committed && !state.damaged && state.remove && state.add) {
+    if (!state.committed && state.damage === undefined && state.remove && state.add) {
       const lost = lostFiles(dir, names, state.remove);
       if (lost && fs.existsSync(path.join(dir, `${state.add}-Data.db`))) {
-        state.damaged = true;
         state.damage =
           `it does not record a commit, yet ${state.remove} has lost ${lost}, which only a ` +
           'committed rewrite removes';
@@ -224,7 +223,7 @@ export function debrisPrefixes(dir: string): Set<string> {
   const out = new Set<string>();
   for (const t of readTxns(dir)) {
     const dead = t.committed ? t.remove : t.add;
-    if (dead && !t.damaged) out.add(dead);
+    if (dead && t.damage === undefined) out.add(dead);
   }
   return out;
 }
@@ -243,7 +242,7 @@ export interface Recovery {
 export function recoverTable(dir: string): Recovery[] {
   const done: Recovery[] = [];
   for (const t of readTxns(dir)) {
-    if (t.damaged) continue;
+    if (t.damage !== undefined) continue;
     const dead = t.committed ? t.remove : t.add;
     if (dead) removeSSTableFiles(dir, dead);
     syncDirectory(dir);

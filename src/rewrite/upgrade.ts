@@ -433,7 +433,7 @@ class Rewriter {
   private async verify(
     id: SSTableId,
     components: string[],
-    expected: number,
+    sourceCrc: number,
     sourceName: string,
     files: { transcoded: { component: string; crc: number }[]; expected: Expected[] },
   ): Promise<void> {
@@ -467,12 +467,12 @@ class Rewriter {
       if (report.faults.length > 0) {
         throw notVerified(id, sourceName, report.faults[0].message);
       }
-      if (report.dataChecksum !== expected) {
+      if (report.dataChecksum !== sourceCrc) {
         throw notVerified(
           id,
           sourceName,
           `it does not hold the same data as ${sourceName}: CRC32 ${report.dataChecksum} ` +
-            `vs ${expected}`,
+            `vs ${sourceCrc}`,
         );
       }
     } catch (err) {
@@ -680,8 +680,7 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
         continue;
       }
       if (listing.damagedTxns.length > 0) {
-        const logs = readTxns(table.dir)
-          .filter((t) => t.damaged)
+        const logs = listing.damagedTxns
           .map((t) => `${path.basename(t.file)} (${t.damage})`)
           .join(', ');
         for (const files of listing.sstables) {

@@ -98,8 +98,11 @@ export interface LiveListing {
   legacy: string[];
   /** Transaction logs of interrupted rewrites. */
   interrupted: string[];
-  /** Those of them that are damaged (see TxnState.damaged): their SSTables all count as live. */
-  damagedTxns: string[];
+  /**
+   * Those of them that are damaged, and why (see TxnState.damage): their SSTables all count as
+   * live, and no run settles them.
+   */
+  damagedTxns: { file: string; damage: string }[];
   /**
    * Cassandra's own transaction logs (`<format>_txn_<operation>_<id>.log`): an interrupted
    * flush or compaction that Cassandra finishes or undoes when it next starts. Until then which
@@ -129,7 +132,7 @@ export function liveSSTables(dir: string): LiveListing {
     sstables: sstables.filter((s) => !debris.has(prefixOf(s))),
     legacy,
     interrupted: txns.map((t) => t.file),
-    damagedTxns: txns.filter((t) => t.damaged).map((t) => t.file),
+    damagedTxns: txns.flatMap((t) => (t.damage ? [{ file: t.file, damage: t.damage }] : [])),
     cassandraTxns: names
       .filter((n) => /^[a-z]{2}_txn_.+\.log$/.test(n))
       .map((n) => path.join(dir, n)),

@@ -361,17 +361,17 @@ export class SSTableDataWriter {
     if (compressed) (this.options.compressor as Compressor).recycle(stored);
     this.chunksWritten += plain.length;
     this.notifyWritten();
-    this.startWriteback(fd, false);
+    this.startWriteback(fd);
   }
 
   /**
    * Has the kernel start writing what was appended since the last call to disk, once there is
-   * WRITEBACK_BYTES of it (or all of it, `final`), without waiting: otherwise a whole SSTable
-   * can sit in the page cache until finish()'s fsync, the disk idle while chunks are encoded.
+   * WRITEBACK_BYTES of it, without waiting: otherwise a whole SSTable can sit in the page cache
+   * until finish()'s fsync, the disk idle while chunks are encoded. (The tail is the fsync's.)
    */
-  private startWriteback(fd: fs.promises.FileHandle, final: boolean): void {
+  private startWriteback(fd: fs.promises.FileHandle): void {
     const length = this.position - this.writtenBack;
-    if (length === 0 || (!final && length < WRITEBACK_BYTES)) return;
+    if (length < WRITEBACK_BYTES) return;
     const offset = this.writtenBack;
     this.writtenBack = this.position;
     // One request at a time, and all of them settled before the descriptor is closed; none for
@@ -414,7 +414,6 @@ export class SSTableDataWriter {
     if (this.failed) throw this.failed;
 
     const fd = this.fd as fs.promises.FileHandle;
-    this.startWriteback(fd, true);
     await this.writeback;
     try {
       await fd.sync();

@@ -10,7 +10,6 @@ import { checkComponents } from '../sstable/components';
 import { findTables, liveSSTables } from '../sstable/data-dir';
 import { displayName, prefixOf, SSTableFiles } from '../sstable/descriptor';
 import { lockHolder } from '../rewrite/lock';
-import { readTxns } from '../rewrite/txn';
 import { Fault, SSTableReader, VerifyReport } from '../sstable/reader';
 
 export interface VerifyOptions {
@@ -30,9 +29,9 @@ export interface VerifyDirReport {
   interrupted: string[];
   /**
    * Those of them that are damaged, and why: no run settles them, and every SSTable they name is
-   * verified as live (see TxnState.damaged).
+   * verified as live (see TxnState.damage).
    */
-  damaged: { log: string; why: string }[];
+  damaged: { file: string; damage: string }[];
   /** SSTables too old to read. */
   legacy: string[];
   /** SSTables a concurrent rewrite replaced before verify could read them. */
@@ -72,10 +71,7 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
         continue;
       }
       out.interrupted.push(...listing.interrupted);
-      if (listing.damagedTxns.length > 0) {
-        for (const t of readTxns(table.dir).filter((x) => x.damaged))
-          out.damaged.push({ log: t.file, why: t.damage ?? 'damaged' });
-      }
+      out.damaged.push(...listing.damagedTxns);
       out.legacy.push(...listing.legacy);
       for (const files of listing.sstables) {
         let report: VerifyReport;
