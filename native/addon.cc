@@ -664,8 +664,6 @@ class WritebackWorker : public Napi::AsyncWorker {
     }
   }
 
-  void OnError(const Napi::Error&) override {}
-
  private:
   int fd_;
   int64_t offset_;

@@ -217,27 +217,38 @@ TDE_TARGET_AES void CtrBlocks(const __m128i* rk, int rounds, uint64_t* hi, uint6
   }
 }
 
-TDE_TARGET_AES void Ctr(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t* out,
-                        size_t len) {
-  const __m128i* rk = reinterpret_cast<const __m128i*>(keys.bytes);
-  uint64_t hi = 0;
-  uint64_t lo = 0;
+// The IV as a 128-bit big-endian counter, hi:lo.
+inline void CounterOf(const uint8_t* iv, uint64_t* hi, uint64_t* lo) {
+  *hi = 0;
+  *lo = 0;
   for (int i = 0; i < 8; i++) {
-    hi = hi << 8 | iv[i];
-    lo = lo << 8 | iv[8 + i];
+    *hi = *hi << 8 | iv[i];
+    *lo = *lo << 8 | iv[8 + i];
   }
+}
+
+// Counter mode over `len` bytes from the counter hi:lo.
+TDE_TARGET_AES void CtrFrom(const __m128i* rk, int rounds, uint64_t hi, uint64_t lo,
+                            const uint8_t* in, uint8_t* out, size_t len) {
   for (; len >= 128; in += 128, out += 128, len -= 128)
-    CtrBlocks<8>(rk, keys.rounds, &hi, &lo, in, out);
-  for (; len >= 16; in += 16, out += 16, len -= 16)
-    CtrBlocks<1>(rk, keys.rounds, &hi, &lo, in, out);
+    CtrBlocks<8>(rk, rounds, &hi, &lo, in, out);
+  for (; len >= 16; in += 16, out += 16, len -= 16) CtrBlocks<1>(rk, rounds, &hi, &lo, in, out);
   if (len > 0) {
     // The last, partial block: through a block of scratch so nothing past `len` is touched.
     alignas(16) uint8_t block[16] = {0};
     std::memcpy(block, in, len);
-    CtrBlocks<1>(rk, keys.rounds, &hi, &lo, block, block);
+    CtrBlocks<1>(rk, rounds, &hi, &lo, block, block);
     std::memcpy(out, block, len);
     OPENSSL_cleanse(block, sizeof block);
   }
+}
+
+TDE_TARGET_AES void Ctr(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in, uint8_t* out,
+                        size_t len) {
+  uint64_t hi;
+  uint64_t lo;
+  CounterOf(iv, &hi, &lo);
+  CtrFrom(reinterpret_cast<const __m128i*>(keys.bytes), keys.rounds, hi, lo, in, out, len);
 }
 
 template <int N>
@@ -261,14 +272,18 @@ TDE_TARGET_AES void CbcDecryptBlocks(const __m128i* dk, int rounds, __m128i* pre
   *prev = c[N - 1];
 }
 
+// CBC decryption of whole blocks, `prev` the ciphertext block (or IV) before `in`.
+TDE_TARGET_AES void CbcDecryptFrom(const __m128i* dk, int rounds, __m128i prev, const uint8_t* in,
+                                   uint8_t* out, size_t len) {
+  for (; len >= 128; in += 128, out += 128, len -= 128)
+    CbcDecryptBlocks<8>(dk, rounds, &prev, in, out);
+  for (; len >= 16; in += 16, out += 16, len -= 16) CbcDecryptBlocks<1>(dk, rounds, &prev, in, out);
+}
+
 TDE_TARGET_AES void CbcDecrypt(const RoundKeys& inverse, const uint8_t* iv, const uint8_t* in,
                                uint8_t* out, size_t len) {
-  const __m128i* dk = reinterpret_cast<const __m128i*>(inverse.bytes);
-  __m128i prev = _mm_loadu_si128(reinterpret_cast<const __m128i*>(iv));
-  for (; len >= 128; in += 128, out += 128, len -= 128)
-    CbcDecryptBlocks<8>(dk, inverse.rounds, &prev, in, out);
-  for (; len >= 16; in += 16, out += 16, len -= 16)
-    CbcDecryptBlocks<1>(dk, inverse.rounds, &prev, in, out);
+  CbcDecryptFrom(reinterpret_cast<const __m128i*>(inverse.bytes), inverse.rounds,
+                 _mm_loadu_si128(reinterpret_cast<const __m128i*>(iv)), in, out, len);
 }
 
 // N independent blocks through the cipher (kDecrypt: the inverse cipher, with inverse keys).
@@ -364,12 +379,9 @@ TDE_TARGET_VAES void EcbVaes(const RoundKeys& keys, const uint8_t* in, uint8_t* 
 TDE_TARGET_VAES void CtrVaes(const RoundKeys& keys, const uint8_t* iv, const uint8_t* in,
                              uint8_t* out, size_t len) {
   const __m128i* rk = reinterpret_cast<const __m128i*>(keys.bytes);
-  uint64_t hi = 0;
-  uint64_t lo = 0;
-  for (int i = 0; i < 8; i++) {
-    hi = hi << 8 | iv[i];
-    lo = lo << 8 | iv[8 + i];
-  }
+  uint64_t hi;
+  uint64_t lo;
+  CounterOf(iv, &hi, &lo);
   for (; len >= 128; in += 128, out += 128, len -= 128) {
     __m256i x[4];
     for (int k = 0; k < 4; k++) {
@@ -382,13 +394,7 @@ TDE_TARGET_VAES void CtrVaes(const RoundKeys& keys, const uint8_t* iv, const uin
     Rounds2<false>(rk, keys.rounds, x);
     for (int k = 0; k < 4; k++) Store2(out + 32 * k, _mm256_xor_si256(x[k], Load2(in + 32 * k)));
   }
-  if (len == 0) return;
-  uint8_t counter[16];
-  for (int i = 0; i < 8; i++) {
-    counter[i] = static_cast<uint8_t>(hi >> (56 - 8 * i));
-    counter[8 + i] = static_cast<uint8_t>(lo >> (56 - 8 * i));
-  }
-  Ctr(keys, counter, in, out, len);
+  CtrFrom(rk, keys.rounds, hi, lo, in, out, len);
 }
 
 // CBC decryption: each plaintext block is its ciphertext block decrypted, xored with the block
@@ -408,10 +414,7 @@ TDE_TARGET_VAES void CbcDecryptVaes(const RoundKeys& inverse, const uint8_t* iv,
     Rounds2<true>(dk, inverse.rounds, x);
     for (int k = 0; k < 4; k++) Store2(out + 32 * k, _mm256_xor_si256(x[k], before[k]));
   }
-  if (len == 0) return;
-  uint8_t chain[16];
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(chain), prev);
-  CbcDecrypt(inverse, chain, in, out, len);
+  CbcDecryptFrom(dk, inverse.rounds, prev, in, out, len);
 }
 
 #endif  // TDE_AESNI

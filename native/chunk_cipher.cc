@@ -106,10 +106,9 @@ std::shared_ptr<ChunkCipherCore> ChunkCipherCore::Create(const CipherSpec& spec,
              gcmni::Available();
   if (gcm) core->mode_ = Mode::kGcm;
   bool per_chunk_iv = spec.iv_length == 16 && spec.fixed_iv.empty();
-  bool aes_ecb = aes && core->mode_ == Mode::kEcb;
-  if ((((core->mode_ == Mode::kCbc || core->mode_ == Mode::kCtr) && per_chunk_iv) || aes_ecb ||
-       gcm) &&
-      aesni::Available()) {
+  bool aes_ni = gcm || (aes && core->mode_ == Mode::kEcb) ||
+                ((core->mode_ == Mode::kCbc || core->mode_ == Mode::kCtr) && per_chunk_iv);
+  if (aes_ni && aesni::Available()) {
     AesKeySet expanded;
     if (aesni::ExpandKey(key, key_len, &expanded.forward)) {
       aesni::InverseKeys(expanded.forward, &expanded.inverse);

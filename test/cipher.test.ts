@@ -6,6 +6,7 @@ import test from 'ava';
 
 import { createChunkCipher } from '../src/cipher/chunk-cipher';
 import { parseTransformation, resolveCipher } from '../src/cipher/transformation';
+import { SlabPool, viewsOf } from '../src/util/slabs';
 import { FIXTURES } from './helpers';
 
 interface Vector {
@@ -244,19 +245,12 @@ test('IV length follows DSE: 16 for AES, 8 for the 64-bit-block ciphers, none fo
   t.is(resolveCipher('AES/ECB/PKCS5Padding', 256).ivLength, 0);
 });
 
-/** `lengths.length` chunks laid end to end in one buffer, described as spans. */
+/** Random chunks of these lengths laid end to end in one buffer, described as spans. */
 function spansOf(lengths: number[]) {
-  const offsets = new Float64Array(lengths.length);
-  let total = 0;
-  lengths.forEach((n, i) => {
-    offsets[i] = total;
-    total += n;
-  });
-  return { data: crypto.randomBytes(total), offsets, lengths: Uint32Array.from(lengths) };
+  const spans = new SlabPool().carveSpans(lengths);
+  crypto.randomFillSync(spans.data);
+  return spans;
 }
-
-const chunkOf = (s: { data: Uint8Array; offsets: Float64Array; lengths: Uint32Array }, i: number) =>
-  Buffer.from(s.data.buffer, s.data.byteOffset + s.offsets[i], s.lengths[i]);
 
 test(
   'encryptSpans and decryptSpans: the same chunks as the Buffer[] methods, ' +
@@ -275,20 +269,20 @@ test(
       Array.from(enc.lengths),
       Array.from(plain.lengths, (n) => c.encryptedLength(n)),
     );
-    for (let i = 0; i < plain.lengths.length; i++) {
-      const e = chunkOf(enc, i);
+    const plainChunks = viewsOf(plain);
+    const encChunks = viewsOf(enc);
+    encChunks.forEach((e, i) => {
       const node = crypto.createDecipheriv('aes-128-cbc', key, e.subarray(0, 16));
       const back = Buffer.concat([node.update(e.subarray(16)), node.final()]);
-      t.true(back.equals(chunkOf(plain, i)), `chunk ${i} decrypts with Node's crypto`);
-    }
+      t.true(back.equals(plainChunks[i]), `chunk ${i} decrypts with Node's crypto`);
+    });
 
     // What one form encrypts the other decrypts.
-    const indexes = [...plain.lengths.keys()];
-    const viaBatch = await c.decryptBatch(indexes.map((i) => chunkOf(enc, i)));
-    t.true(viaBatch.every((b, i) => b.equals(chunkOf(plain, i))));
+    const viaBatch = await c.decryptBatch(encChunks);
+    t.true(viaBatch.every((b, i) => b.equals(plainChunks[i])));
     const dec = await c.decryptSpans(enc);
     t.deepEqual(Array.from(dec.lengths), Array.from(plain.lengths));
-    for (const i of indexes) t.true(chunkOf(dec, i).equals(chunkOf(plain, i)), `chunk ${i}`);
+    viewsOf(dec).forEach((d, i) => t.true(d.equals(plainChunks[i]), `chunk ${i}`));
 
     // Given back, the memory serves the next batch.
     const slab = enc.data.buffer;

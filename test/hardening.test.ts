@@ -19,6 +19,7 @@ import {
   readAll,
   ROOT,
   treeHashes,
+  upgradeCommand,
 } from './helpers';
 
 async function setup(tables: string[], key = 'AES/CBC/PKCS5Padding') {
@@ -257,15 +258,7 @@ test('a damaged or foreign committed transaction log never removes the live SSTa
       ['legacy_tables/legacy_nb_simple/nb-1-big'],
       remove,
     );
-    const up = await cli(
-      'upgradesstables',
-      '--data-dir',
-      dataDir,
-      '--schema',
-      schema,
-      '--config',
-      keys.configFile,
-    );
+    const up = await cli(...upgradeCommand(dataDir, schema, keys.configFile));
     t.is(up.code, 0, up.stdout + up.stderr);
     t.regex(up.stdout, /recovered .*sstable-tde-txn-nb-9-big\.log: .*rolled back/);
     t.regex(up.stdout, /unchanged +legacy_tables\/legacy_nb_simple\/nb-1-big/);
@@ -605,15 +598,7 @@ test(
     fs.writeFileSync(log, 'Xstable-tde rewrite v1\nadd nb-9-big\nremove nb-1-big\ncommit\n');
     const before = treeHashes(dir);
 
-    const up = await cli(
-      'upgradesstables',
-      '--data-dir',
-      dataDir,
-      '--schema',
-      schema,
-      '--config',
-      keys.configFile,
-    );
+    const up = await cli(...upgradeCommand(dataDir, schema, keys.configFile));
     t.is(up.code, 1, up.stdout + up.stderr);
     t.regex(up.stdout + up.stderr, /damaged transaction log sstable-tde-txn-nb-9-big\.log/);
     t.regex(up.stdout + up.stderr, /nothing was removed/);
@@ -635,15 +620,7 @@ test(
       fs.rmSync(path.join(dir, f));
     }
     fs.writeFileSync(log, 'sstable-tde rew');
-    const again = await cli(
-      'upgradesstables',
-      '--data-dir',
-      dataDir,
-      '--schema',
-      schema,
-      '--config',
-      keys.configFile,
-    );
+    const again = await cli(...upgradeCommand(dataDir, schema, keys.configFile));
     t.is(again.code, 0, again.stdout + again.stderr);
     t.regex(again.stdout, /rolled back/);
     t.false(fs.existsSync(log));
