@@ -29,6 +29,35 @@ export interface Checksum {
     previous?: number,
     framed?: boolean,
   ): Promise<{ sums: Uint32Array; combined: number }>;
+  /**
+   * What {@link batch} gives as `combined`, from each buffer's checksum and length alone: for
+   * buffers already checksummed on the way (a compressor's `sums`), so that the data is not read
+   * again.
+   */
+  fold(
+    sums: ArrayLike<number>,
+    lengths: ArrayLike<number>,
+    previous?: number,
+    framed?: boolean,
+  ): number;
+}
+
+function foldOf(
+  checksum: Checksum,
+  sums: ArrayLike<number>,
+  lengths: ArrayLike<number>,
+  previous: number,
+  framed: boolean,
+): number {
+  const be = Buffer.allocUnsafe(4);
+  let combined = previous;
+  for (let i = 0; i < sums.length; i++) {
+    combined = checksum.combine(combined, sums[i], lengths[i]);
+    if (!framed) continue;
+    be.writeUInt32BE(sums[i] >>> 0, 0);
+    combined = checksum.update(be, combined);
+  }
+  return combined >>> 0;
 }
 
 async function batchOf(
@@ -47,6 +76,8 @@ const crc32: Checksum = {
   update: (data, previous = 0) => zlib.crc32(data, previous) >>> 0,
   combine: (a, b, n) => native().checksumCombine('crc32', a, b, n),
   batch: (buffers, previous = 0, framed = false) => batchOf('crc32', buffers, previous, framed),
+  fold: (sums, lengths, previous = 0, framed = false) =>
+    foldOf(crc32, sums, lengths, previous, framed),
 };
 
 const adler32: Checksum = {
@@ -55,6 +86,8 @@ const adler32: Checksum = {
   update: (data, previous = 1) => native().adler32(data, previous) >>> 0,
   combine: (a, b, n) => native().checksumCombine('adler32', a, b, n),
   batch: (buffers, previous = 1, framed = false) => batchOf('adler32', buffers, previous, framed),
+  fold: (sums, lengths, previous = 1, framed = false) =>
+    foldOf(adler32, sums, lengths, previous, framed),
 };
 
 export function checksumFor(type: ChecksumType): Checksum {

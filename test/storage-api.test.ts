@@ -5,6 +5,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 
 import test from 'ava';
 
@@ -15,7 +16,9 @@ import {
   SSTableReader,
   upgradeSSTables,
 } from '../src/index';
+import { checksumFor } from '../src/checksum';
 import { createKeyFile } from '../src/keys/key-file';
+import { native } from '../src/native';
 import { parseSchema } from '../src/schema/cql';
 import { makeDataDir, makeKeySetup, onlySSTable, readAll, tempDir } from './helpers';
 
@@ -283,6 +286,126 @@ test(
       t.true(fs.readFileSync(path.join(dir, `nb-5-big-${component}`)).equals(bytes), component);
     }
     lz4.close();
+    provider.close();
+  },
+);
+
+test(
+  'compressBatch({ sums }) checksums each stored chunk in the encoding pass: the sums are those ' +
+    'of the bytes returned, and fold() gives the digest a separate pass gives',
+  async (t) => {
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+    createKeyFile(keys.dir, 'des_key', 'DESede/CBC/PKCS5Padding', 168);
+    const provider = new KeyProviders(keys.config);
+    // Compressible, incompressible, tiny and odd-sized chunks, as a batch of a real table holds.
+    const chunks = [
+      Buffer.alloc(65536, 'cassandra '),
+      crypto.randomBytes(65536),
+      Buffer.from('x'),
+      Buffer.concat([crypto.randomBytes(3000), Buffer.alloc(9001, 7)]),
+    ];
+    const classes = [
+      { class: 'LZ4Compressor' },
+      { class: 'DeflateCompressor' },
+      { class: 'SnappyCompressor' },
+      // AES-CBC takes the multi-buffer code, DESede goes through EVP, Encryptor has no codec.
+      { class: 'EncryptingLZ4Compressor', cipher_algorithm: 'AES/CBC/PKCS5Padding' },
+      {
+        class: 'EncryptingDeflateCompressor',
+        cipher_algorithm: 'DESede/CBC/PKCS5Padding',
+        secret_key_strength: 168,
+        system_key_file: 'des_key',
+      },
+      { class: 'Encryptor', cipher_algorithm: 'AES/ECB/PKCS5Padding' },
+    ];
+    for (const options of classes) {
+      const compressor = await compressorForTable(
+        { chunk_length_kb: 64, ...options },
+        { keys: provider },
+      );
+      for (const kind of ['crc32', 'adler32'] as const) {
+        const checksum = checksumFor(kind);
+        const stored = await compressor.compressBatch(chunks, undefined, { sums: kind });
+        const codec = compressor.params.className?.replace(/^Encrypting|Compressor$/g, '');
+        if (codec === 'LZ4' && native().codecAvailable('LZ4'))
+          t.truthy(stored.sums, `${options.class}: LZ4 runs in the addon here`);
+        if (!stored.sums) continue;
+        const lengths = stored.map((c) => c.length);
+        t.deepEqual(
+          [...stored.sums],
+          stored.map((c) => checksum.update(c)),
+          `${options.class} ${kind}`,
+        );
+        for (const framed of [false, true]) {
+          const pass = await checksum.batch(stored, 12345, framed);
+          t.deepEqual([...pass.sums], [...stored.sums]);
+          t.is(checksum.fold(stored.sums, lengths, 12345, framed), pass.combined);
+        }
+        compressor.recycle(stored);
+      }
+      compressor.close();
+    }
+    provider.close();
+  },
+);
+
+test(
+  'Data.db chunk checksums and the digest are right whether they come from the encoding pass or ' +
+    'from a pass of their own (chunks stored raw under min_compress_ratio)',
+  async (t) => {
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+    const provider = new KeyProviders(keys.config);
+    // Whole chunks alternately compressible and not, over several batches.
+    const data = Buffer.concat(
+      Array.from({ length: 150 }, (_, i) =>
+        i % 3 === 0 ? crypto.randomBytes(16384) : Buffer.alloc(16384, `row ${i} `),
+      ),
+    );
+    const tables = [
+      { class: 'LZ4Compressor', chunk_length_kb: 16, min_compress_ratio: 1.1 },
+      { class: 'LZ4Compressor', chunk_length_kb: 16 },
+      {
+        class: 'EncryptingLZ4Compressor',
+        cipher_algorithm: 'AES/CBC/PKCS5Padding',
+        chunk_length_kb: 16,
+      },
+    ];
+    for (const [n, options] of tables.entries()) {
+      const compressor = await compressorForTable(options, { keys: provider });
+      const dir = tempDir('sums');
+      const id = { dir, version: 'nb', generation: String(n + 1), format: 'big' as const };
+      const writer = await SSTableDataWriter.create({
+        id,
+        params: compressor.params,
+        compressor,
+      });
+      for (let at = 0; at < data.length; at += 50000)
+        await writer.write(data.subarray(at, at + 50000));
+      const result = await writer.finish();
+      compressor.close();
+
+      // Data.db is the chunks, each followed by its CRC32; the digest is the CRC32 of it all.
+      const file = fs.readFileSync(path.join(dir, `nb-${n + 1}-big-Data.db`));
+      const digest = fs.readFileSync(path.join(dir, `nb-${n + 1}-big-Digest.crc32`), 'utf8');
+      t.is(digest, String(zlib.crc32(file)), options.class);
+      const reader = await SSTableReader.open(
+        { ...id, components: result.components },
+        { keys: provider },
+      );
+      try {
+        t.true((await reader.read(0, data.length)).equals(data));
+        const report = await reader.verify('Digest.crc32');
+        t.deepEqual(report.faults, []);
+        t.is(report.chunks, 150);
+      } finally {
+        await reader.close();
+      }
+      // Under min_compress_ratio 1.1 a random chunk is stored raw (and its checksum cannot come
+      // from the encoding pass): chunk 0 then opens Data.db as it is.
+      t.is(file.subarray(0, 16384).equals(data.subarray(0, 16384)), n === 0, options.class);
+    }
     provider.close();
   },
 );

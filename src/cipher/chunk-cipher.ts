@@ -3,6 +3,7 @@
  * chunk (16 bytes for AES, 8 for the 64-bit-block ciphers, none for ECB) and PKCS5 padding unless
  * the transformation says NoPadding. The work runs in the native addon, off the event loop.
  */
+import type { ChecksumType } from '../checksum';
 import { ChunkLocator, fromNative, TdeError } from '../errors';
 import { native, NativeChunkCipher, NativeCodecName } from '../native';
 import { asSpans, checkSpans, SlabPool, Spans, viewsOf } from '../util/slabs';
@@ -274,30 +275,40 @@ export class ChunkCipher {
   /**
    * Compresses with `codec` (natively: see native().codecAvailable) and encrypts each chunk in
    * one pass on the addon's threads. Same results as compressing, then {@link encryptBatch}.
+   * With `sums`, the result's `sums` holds each encrypted chunk's checksum of that kind, computed
+   * in the same pass.
    */
   async encodeBatch(
     codec: NativeCodecName,
     chunks: Uint8Array[],
     where: ChunkLocator = byIndex,
     aad?: Uint8Array[],
-  ): Promise<Buffer[]> {
+    options: { sums?: ChecksumType } = {},
+  ): Promise<Buffer[] & { sums?: Uint32Array }> {
     const handle = this.live();
     this.checkAad(chunks, aad);
     const sizes = new Uint32Array(chunks.length);
     for (let i = 0; i < chunks.length; i++) sizes[i] = this.encodedLength(codec, chunks[i].length);
     const out = this.slabs.carveSpans(sizes);
+    const sums = options.sums ?? null;
+    let result: Uint32Array;
     try {
-      const written = await handle.encodeInto(
+      result = await handle.encodeInto(
         codec,
         asSpans(chunks),
         out,
         aad ? asSpans(aad) : null,
-        null,
+        sums,
       );
-      return viewsOf(out, written);
     } catch (err) {
       throw fromNative(err, locate(where));
     }
+    const stored: Buffer[] & { sums?: Uint32Array } = viewsOf(
+      out,
+      result.subarray(0, chunks.length),
+    );
+    if (sums) stored.sums = result.subarray(chunks.length);
+    return stored;
   }
 
   /**

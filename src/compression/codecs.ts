@@ -15,6 +15,7 @@ import * as zlib from 'node:zlib';
 import type * as Lz4Napi from 'lz4-napi';
 import type * as SnappyNpm from 'snappy';
 
+import type { ChecksumType } from '../checksum';
 import { ChunkLocator, fromNative, TdeError } from '../errors';
 import { native } from '../native';
 import { asSpans, SlabPool, viewsOf } from '../util/slabs';
@@ -31,11 +32,18 @@ const snappy = (): typeof SnappyNpm => (snappyModule ??= require('snappy') as ty
 
 export type CodecName = 'LZ4' | 'Deflate' | 'Snappy' | 'None';
 
+/** Stored chunks, with each one's checksum when asked for and computed on the way. */
+export type EncodedChunks = Buffer[] & { sums?: Uint32Array };
+
 export interface Codec {
   readonly name: CodecName;
   /** True when the addon runs this codec (see {@link codecFor}). */
   readonly native: boolean;
-  compress(chunks: Buffer[]): Promise<Buffer[]>;
+  /**
+   * With `sums`, a native codec also gives each compressed chunk's checksum of that kind (the
+   * result's `sums`), computed while the chunk is still in cache; others may not.
+   */
+  compress(chunks: Buffer[], options?: { sums?: ChecksumType }): Promise<EncodedChunks>;
   /**
    * Each chunk must decode to exactly `lengths[i]` bytes, or a TdeError names it. With `crc`,
    * a native codec also gives each plain chunk's CRC32 (the result's `crcs`); others may not.
@@ -257,12 +265,15 @@ class NativeCodec implements Codec {
     return n;
   }
 
-  async compress(chunks: Buffer[]): Promise<Buffer[]> {
+  async compress(chunks: Buffer[], options: { sums?: ChecksumType } = {}): Promise<EncodedChunks> {
     const sizes = new Uint32Array(chunks.length);
     for (let i = 0; i < chunks.length; i++) sizes[i] = this.bound(chunks[i].length);
     const out = this.slabs.carveSpans(sizes);
-    const written = await native().codecEncodeInto(this.name, asSpans(chunks), out, null);
-    return viewsOf(out, written);
+    const sums = options.sums ?? null;
+    const result = await native().codecEncodeInto(this.name, asSpans(chunks), out, sums);
+    const stored: EncodedChunks = viewsOf(out, result.subarray(0, chunks.length));
+    if (sums) stored.sums = result.subarray(chunks.length);
+    return stored;
   }
 
   async uncompress(

@@ -8,12 +8,13 @@
  */
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { resolveCipher } from '../cipher/transformation';
+import type { ChecksumType } from '../checksum';
 import { ChunkLocator, isTdeError, TdeError } from '../errors';
 import { KeyProvider, ResolvedKey } from '../keys/provider';
 import { observeCompressor } from '../metrics/observed-compressor';
 import { PageCodec, plainCapacity } from '../sstable/page-file';
 import { ChunkBinding, chunkAad, metadataAad, pageAad, SSTableMetadata } from './binding';
-import { checkPlausible, Codec, codecFor } from './codecs';
+import { checkPlausible, Codec, codecFor, EncodedChunks } from './codecs';
 import {
   COMPRESSOR_CLASSES,
   CompressionParams,
@@ -24,6 +25,7 @@ import {
 
 /** Plain chunks, with each one's CRC32 when asked for and computed on the way. */
 export type DecodedChunks = Buffer[] & { crcs?: Uint32Array };
+export type { EncodedChunks };
 
 export interface Compressor {
   readonly params: CompressionParams;
@@ -39,8 +41,16 @@ export interface Compressor {
   readonly authenticated: boolean;
   /** Things worth telling the operator about this choice (for example, ECB's weakness). */
   readonly warnings: string[];
-  /** Compresses (and encrypts) chunks. Output i corresponds to input i. */
-  compressBatch(chunks: Buffer[], binding?: ChunkBinding): Promise<Buffer[]>;
+  /**
+   * Compresses (and encrypts) chunks. Output i corresponds to input i. With `{ sums: kind }` the
+   * result's `sums` may hold each stored chunk's checksum of that kind, computed in the same pass
+   * (the addon's codecs do; callers compute what is missing).
+   */
+  compressBatch(
+    chunks: Buffer[],
+    binding?: ChunkBinding,
+    options?: { sums?: ChecksumType },
+  ): Promise<EncodedChunks>;
   /** Decrypts (and decompresses) chunks; each must yield exactly `lengths[i]` bytes. */
   /**
    * With `{ crc: true }` the result's `crcs` may hold each plain chunk's CRC32, computed in the
@@ -89,8 +99,12 @@ class PlainCompressor implements Compressor {
     return this.params.className as string;
   }
 
-  compressBatch(chunks: Buffer[]): Promise<Buffer[]> {
-    return this.codec.compress(chunks);
+  compressBatch(
+    chunks: Buffer[],
+    _binding?: ChunkBinding,
+    options?: { sums?: ChecksumType },
+  ): Promise<EncodedChunks> {
+    return this.codec.compress(chunks, options);
   }
 
   uncompressBatch(
@@ -163,9 +177,14 @@ class EncryptingCompressor implements Compressor {
     return this.codec.native || this.codec.name === 'None';
   }
 
-  async compressBatch(chunks: Buffer[], binding?: ChunkBinding): Promise<Buffer[]> {
+  async compressBatch(
+    chunks: Buffer[],
+    binding?: ChunkBinding,
+    options?: { sums?: ChecksumType },
+  ): Promise<EncodedChunks> {
     const aad = this.aad(chunks.length, binding);
-    if (this.onePass) return this.cipher.encodeBatch(this.codec.name, chunks, undefined, aad);
+    if (this.onePass)
+      return this.cipher.encodeBatch(this.codec.name, chunks, undefined, aad, options);
     const compressed = await this.codec.compress(chunks);
     return this.cipher.encryptBatch(compressed, undefined, aad);
   }

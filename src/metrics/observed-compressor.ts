@@ -4,7 +4,8 @@
  * encrypted the observer may refuse the key (a revoked KMIP key). The work itself is the inner
  * compressor's, unchanged.
  */
-import type { Compressor, DecodedChunks } from '../compression/compressor';
+import type { ChecksumType } from '../checksum';
+import type { Compressor, DecodedChunks, EncodedChunks } from '../compression/compressor';
 import type { ChunkBinding, SSTableMetadata } from '../compression/binding';
 import { ChunkLocator, ErrorCodeName, isTdeError, TdeError } from '../errors';
 import type { PageCodec } from '../sstable/page-file';
@@ -103,9 +104,13 @@ class ObservedCompressor implements Compressor {
     });
   }
 
-  async compressBatch(chunks: Buffer[], binding?: ChunkBinding): Promise<Buffer[]> {
+  async compressBatch(
+    chunks: Buffer[],
+    binding?: ChunkBinding,
+    options?: { sums?: ChecksumType },
+  ): Promise<EncodedChunks> {
     this.checkKey();
-    const out = await this.inner.compressBatch(chunks, binding);
+    const out = await this.inner.compressBatch(chunks, binding, options);
     const bytes = sum(chunks.map((c) => c.length));
     this.observer.cipherWork?.({ op: 'encrypt', unit: 'chunk', count: chunks.length, bytes });
     return out;

@@ -16,7 +16,7 @@ import {
   SSTABLE_ID_OPTION,
   SSTABLE_TAG_OPTION,
 } from '../compression/binding';
-import { Compressor } from '../compression/compressor';
+import { Compressor, EncodedChunks } from '../compression/compressor';
 import { CompressionParams } from '../compression/options';
 import { fromSystem, TdeError } from '../errors';
 import { native } from '../native';
@@ -300,7 +300,9 @@ export class SSTableDataWriter {
     };
     this.chunksSent += batch.length;
     const encoded = this.options.params.enabled
-      ? (this.options.compressor as Compressor).compressBatch(batch, binding)
+      ? (this.options.compressor as Compressor).compressBatch(batch, binding, {
+          sums: this.checksum.type,
+        })
       : Promise.resolve(batch);
     // Appended after the batch before it (and not at all if that one failed). A failure to encode
     // is reported only once the batch before is on disk, so that abort(), which waits for the
@@ -312,7 +314,7 @@ export class SSTableDataWriter {
     this.flights.push(this.inflight);
   }
 
-  private async append(plain: Buffer[], stored: Buffer[]): Promise<void> {
+  private async append(plain: Buffer[], stored: EncodedChunks): Promise<void> {
     const fd = this.fd as fs.promises.FileHandle;
     const max = this.options.params.maxCompressedLength;
     const compressed = this.options.params.enabled;
@@ -332,10 +334,19 @@ export class SSTableDataWriter {
         : Buffer.concat([plain[i], Buffer.alloc(max - plain[i].length)]);
     });
 
-    // Chunk checksums and the running digest, on the thread pool: compressed chunks are framed
-    // by their checksums in Data.db, uncompressed data is checksummed as it lies (CRC.db).
-    const { sums, combined } = await this.checksum.batch(chunks, this.digest, compressed);
-    this.digest = combined;
+    // Chunk checksums and the running digest: compressed chunks are framed by their checksums in
+    // Data.db, uncompressed data is checksummed as it lies (CRC.db). The addon's compressors
+    // checksum each chunk as they encode it, so only the digest is left to fold; other batches
+    // (and one with a chunk stored raw) take a pass on the thread pool.
+    let sums = stored.sums;
+    if (sums && chunks.every((chunk, i) => chunk === stored[i])) {
+      const lengths = chunks.map((chunk) => chunk.length);
+      this.digest = this.checksum.fold(sums, lengths, this.digest, compressed);
+    } else {
+      const pass = await this.checksum.batch(chunks, this.digest, compressed);
+      sums = pass.sums;
+      this.digest = pass.combined;
+    }
     const pieces: Buffer[] = [];
     const framing = compressed ? Buffer.allocUnsafe(4 * chunks.length) : undefined;
     for (let i = 0; i < chunks.length; i++) {
