@@ -343,3 +343,24 @@ test(
     await t.throwsAsync(c.encryptSpans(good, aad), { code: 'ERR_TDE_CIPHER_DESTROYED' });
   },
 );
+
+test('SlabPool: batches a little larger than the last reuse its slab; larger slabs are kept', (t) => {
+  const pool = new SlabPool();
+  // Stored regions of successive batches differ by a few KiB: they share one slab.
+  const first = pool.carve([1_650_000]);
+  const slab = first[0].buffer;
+  pool.recycle(first);
+  const second = pool.carve([1_700_000]);
+  t.true(second[0].buffer === slab);
+  t.is(second[0].length, 1_700_000);
+
+  // Past what rounding covers, fresh memory; once the free list is full, a larger slab given
+  // back replaces the smallest, so the next large batch needs no new memory either.
+  const held = [second, ...[1, 2, 3, 4].map(() => pool.carve([1_000_000]))];
+  for (const batch of held) pool.recycle(batch);
+  const big = pool.carve([3_000_000]);
+  t.false(big[0].buffer === slab);
+  const bigSlab = big[0].buffer;
+  pool.recycle(big);
+  t.true(pool.carve([2_900_000])[0].buffer === bigSlab);
+});

@@ -8,7 +8,18 @@
 import { TdeError } from '../errors';
 
 /** Free slabs kept per pool: enough for a pipeline that keeps two or three batches alive. */
-const MAX_FREE = 2;
+const MAX_FREE = 4;
+
+/**
+ * Slab sizes are rounded up to an eighth of their power of two (256 KiB steps for a 2 MiB
+ * region), so that batches of nearly the same size, such as the stored chunks of successive
+ * batches, fit each other's slabs instead of each asking for fresh memory.
+ */
+function slabSize(total: number): number {
+  if (total <= 65536) return Math.max(total, 1);
+  const step = 2 ** Math.floor(Math.log2(total)) / 8;
+  return Math.ceil(total / step) * step;
+}
 
 export class SlabPool {
   private readonly lent = new WeakSet<ArrayBuffer>();
@@ -36,7 +47,7 @@ export class SlabPool {
     const at = this.free.findIndex((b) => b.byteLength >= total);
     // Not from Node's small-buffer pool: a batch is large and its lifetime is the caller's.
     const slab =
-      at >= 0 ? this.free.splice(at, 1)[0] : Buffer.allocUnsafeSlow(Math.max(total, 1)).buffer;
+      at >= 0 ? this.free.splice(at, 1)[0] : Buffer.allocUnsafeSlow(slabSize(total)).buffer;
     this.lent.add(slab);
     return { data: new Uint8Array(slab, 0, total), offsets, lengths };
   }
@@ -53,7 +64,15 @@ export class SlabPool {
   recycleSlab(slab: unknown): void {
     if (!(slab instanceof ArrayBuffer) || !this.lent.has(slab)) return;
     this.lent.delete(slab);
-    if (this.free.length < MAX_FREE) this.free.push(slab);
+    if (this.free.length < MAX_FREE) {
+      this.free.push(slab);
+      return;
+    }
+    // Full: keep the larger slabs, which fit any batch the smaller ones fit.
+    let smallest = 0;
+    for (let i = 1; i < this.free.length; i++)
+      if (this.free[i].byteLength < this.free[smallest].byteLength) smallest = i;
+    if (this.free[smallest].byteLength < slab.byteLength) this.free[smallest] = slab;
   }
 
   clear(): void {
