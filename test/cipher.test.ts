@@ -6,7 +6,7 @@ import test from 'ava';
 
 import { createChunkCipher } from '../src/cipher/chunk-cipher';
 import { parseTransformation, resolveCipher } from '../src/cipher/transformation';
-import { SlabPool, viewsOf } from '../src/util/slabs';
+import { joinedView, SlabPool, viewsOf } from '../src/util/slabs';
 import { FIXTURES } from './helpers';
 
 interface Vector {
@@ -363,4 +363,17 @@ test('SlabPool: batches a little larger than the last reuse its slab; larger sla
   const bigSlab = big[0].buffer;
   pool.recycle(big);
   t.true(pool.carve([2_900_000])[0].buffer === bigSlab);
+});
+
+test('joinedView: one view of buffers that lie end to end in one slab, none otherwise', (t) => {
+  const batch = new SlabPool().carve([5, 0, 7, 3]);
+  batch.forEach((b, i) => b.fill(i + 1));
+  const whole = joinedView(batch) as Buffer;
+  t.deepEqual([...whole], [1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4]);
+  t.true(whole.buffer === batch[0].buffer);
+  // A gap, another slab, or nothing at all: no joined view.
+  t.is(joinedView([batch[0], batch[3]]), undefined);
+  t.is(joinedView([batch[2], batch[0]]), undefined);
+  t.is(joinedView([batch[0], Buffer.alloc(7)]), undefined);
+  t.is(joinedView([]), undefined);
 });

@@ -40,6 +40,7 @@ import { formatToc, readToc } from '../sstable/toc';
 import { SENSITIVE_COMPONENTS, transcodeComponent } from '../sstable/page-file';
 import { SSTableDataWriter } from '../sstable/writer';
 import { matchOwner, readFully, syncDirectory, writeFileDurably } from '../util/files';
+import { joinedView } from '../util/slabs';
 import { crashPoint } from './crash-points';
 import { checksumFor } from '../checksum';
 
@@ -284,15 +285,19 @@ class Rewriter {
       for await (const { chunks: batch, crcs } of reader.batchesWithCrc()) {
         // The decoded chunks (with their CRC32s, from the decoding pass) are handed to the
         // writer without a copy; their memory goes back to the reader once they are on disk.
+        // A batch decoded into one slab goes over in one write rather than one per chunk.
         const from = reader;
-        for (let i = 0; i < batch.length; i++) {
+        for (let i = 0; i < batch.length; i++)
           sourceChecksum = CRC32.combine(sourceChecksum, crcs[i], batch[i].length);
-          const last = i === batch.length - 1;
-          await writer.write(batch[i], {
+        const whole = joinedView(batch);
+        const pieces = whole ? [whole] : batch;
+        for (let i = 0; i < pieces.length; i++) {
+          const last = i === pieces.length - 1;
+          await writer.write(pieces[i], {
             keep: true,
             released: last ? () => from.recycle(batch) : undefined,
           });
-          done += batch[i].length;
+          done += pieces[i].length;
         }
         this.onEvent({ type: 'progress', sstable: source.sstable, bytes: done });
         crashPoint('data-writing');

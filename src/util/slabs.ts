@@ -168,3 +168,18 @@ export function asSpans(chunks: Uint8Array[]): Spans | Uint8Array[] {
   }
   return { data: new Uint8Array(buffer), offsets, lengths };
 }
+
+/**
+ * One view of buffers that lie end to end in the same memory, as the chunks of a batch carved
+ * here do; undefined when they do not (or there are none).
+ */
+export function joinedView(buffers: Uint8Array[]): Buffer | undefined {
+  if (buffers.length === 0) return undefined;
+  const { buffer, byteOffset } = buffers[0];
+  let end = byteOffset;
+  for (const b of buffers) {
+    if (b.buffer !== buffer || b.byteOffset !== end) return undefined;
+    end += b.byteLength;
+  }
+  return Buffer.from(buffer, byteOffset, end - byteOffset);
+}
