@@ -377,3 +377,16 @@ test('joinedView: one view of buffers that lie end to end in one slab, none othe
   t.is(joinedView([batch[0], Buffer.alloc(7)]), undefined);
   t.is(joinedView([]), undefined);
 });
+
+test('SlabPool: a slab larger than any batch is not kept once given back', (t) => {
+  const pool = new SlabPool();
+  const huge = pool.carve([80 << 20]);
+  const slab = huge[0].buffer;
+  pool.recycle(huge);
+  t.false(pool.carve([80 << 20])[0].buffer === slab);
+  // A batch-sized one is.
+  const batch = pool.carve([4 << 20]);
+  const kept = batch[0].buffer;
+  pool.recycle(batch);
+  t.true(pool.carve([4 << 20])[0].buffer === kept);
+});

@@ -290,6 +290,46 @@ test(
   },
 );
 
+test('a kept write that starts inside a chunk never has its chunks overwritten by later copies', async (t) => {
+  const keys = makeKeySetup();
+  const provider = new KeyProviders(keys.config);
+  const lz4 = await compressorForTable(
+    { class: 'LZ4Compressor', chunk_length_kb: 16 },
+    { keys: provider },
+  );
+  const dir = tempDir('kept-mid');
+  const id = { dir, version: 'nb', generation: '4', format: 'big' as const };
+  const writer = await SSTableDataWriter.create({ id, params: lz4.params, compressor: lz4 });
+
+  // 8000 bytes copied, then 4 MiB kept: it completes the open chunk by copying, then hands over
+  // 255 whole chunks (one short of a 256-chunk batch) and leaves a copied remainder; the copies
+  // after it must get memory of their own, never that of a chunk already queued.
+  const data = crypto.randomBytes(8000 + (4 << 20) + 16384 + 16384 + 5000);
+  let at = 0;
+  const put = async (n: number, keep = false) => {
+    const piece = keep ? Buffer.from(data.subarray(at, at + n)) : data.subarray(at, at + n);
+    await writer.write(piece, { keep });
+    at += n;
+  };
+  await put(8000);
+  await put(4 << 20, true);
+  for (const n of [16384, 16384, 5000]) await put(n);
+  const result = await writer.finish();
+  t.is(result.dataLength, data.length);
+
+  const reader = await SSTableReader.open(
+    { ...id, components: result.components },
+    { keys: provider },
+  );
+  try {
+    t.true((await reader.read(0, data.length)).equals(data));
+  } finally {
+    await reader.close();
+    lz4.close();
+    provider.close();
+  }
+});
+
 test(
   'compressBatch({ sums }) checksums each stored chunk in the encoding pass: the sums are those ' +
     'of the bytes returned, and fold() gives the digest a separate pass gives',

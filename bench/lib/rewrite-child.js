@@ -41,9 +41,12 @@ async function compute(dataDir, config) {
       .compressBatch(chunks, undefined, { sums: 'crc32' })
       .then(async (stored) => {
         await done;
-        // As the writer does: chunk checksums come from the encoding pass; the digest is folded.
+        // As the writer does: chunk checksums come from the encoding pass and the digest is
+        // folded from them, or a pass of their own where the codec is not the addon's.
         const lengths = stored.map((c) => c.length);
-        digest = crc.fold(stored.sums, lengths, digest, true);
+        digest = stored.sums
+          ? crc.fold(stored.sums, lengths, digest, true)
+          : (await crc.batch(stored, digest, true)).combined;
         compressor.recycle(stored);
         reader.recycle(chunks);
       });

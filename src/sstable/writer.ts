@@ -81,8 +81,9 @@ export class SSTableDataWriter {
 
   private fd: fs.promises.FileHandle | undefined;
   private current: Buffer;
-  /** Where the chunks of the batch being filled are cut from (see nextChunkBuffer). */
+  /** Where copied chunks are cut from, and how many of its slots are handed out. */
   private region: Buffer | undefined;
+  private regionSlots = 0;
   private filled = 0;
   private pending: Buffer[] = [];
   /** The last batch sent on, settled once it is on disk (or failed), and all still in flight. */
@@ -267,24 +268,27 @@ export class SSTableDataWriter {
   }
 
   /**
+   * Memory for the next chunk that is copied in: cut from a region of batchChunks slots, so that
+   * when every chunk is copied (batches are chunks [k * batchChunks, (k + 1) * batchChunks)) a
+   * batch goes to the addon in one hand-over rather than a buffer at a time (util/slabs.ts
+   * asSpans), which on small chunks costs as much as encrypting them. Slots are counted apart
+   * from the chunks queued, since kept chunks take none: each slot is handed out once, and a
+   * region is never reused, so no chunk's memory is ever handed out again.
+   */
+  private nextChunkBuffer(): Buffer {
+    if (!this.region || this.regionSlots === this.batchChunks) {
+      this.region = Buffer.allocUnsafeSlow(this.batchChunks * this.chunkLength);
+      this.regionSlots = 0;
+    }
+    const slot = this.regionSlots++;
+    return this.region.subarray(slot * this.chunkLength, (slot + 1) * this.chunkLength);
+  }
+
+  /**
    * Sends the pending chunks on. Compression of this batch starts at once, while earlier
    * batches are still being written; at most IN_FLIGHT batches are between compression and disk,
    * and they reach the file in order.
    */
-  /**
-   * Memory for chunk number `chunksQueued`: cut from a region that the chunks of its batch share
-   * (batches are chunks [k * batchChunks, (k + 1) * batchChunks)), so that the batch goes to the
-   * addon in one hand-over rather than a buffer at a time (util/slabs.ts asSpans), which on small
-   * chunks costs as much as encrypting them. Each index is asked for once, so no slot is reused.
-   */
-  private nextChunkBuffer(): Buffer {
-    const slot = this.chunksQueued % this.batchChunks;
-    if (slot === 0 || !this.region) {
-      this.region = Buffer.allocUnsafeSlow(this.batchChunks * this.chunkLength);
-    }
-    return this.region.subarray(slot * this.chunkLength, (slot + 1) * this.chunkLength);
-  }
-
   private async flush(final: boolean): Promise<void> {
     const batch = final ? this.pending : this.pending.slice(0, -1);
     this.pending = final ? [] : this.pending.slice(-1);

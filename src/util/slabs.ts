@@ -11,6 +11,12 @@ import { TdeError } from '../errors';
 const MAX_FREE = 4;
 
 /**
+ * Larger slabs are never kept: a batch is a few MiB, and a one-off read of a whole table must
+ * not stay held for the life of the process.
+ */
+const MAX_KEPT_BYTES = 64 * 1024 * 1024;
+
+/**
  * Slab sizes are rounded up to an eighth of their power of two (256 KiB steps for a 2 MiB
  * region), so that batches of nearly the same size, such as the stored chunks of successive
  * batches, fit each other's slabs instead of each asking for fresh memory.
@@ -64,6 +70,7 @@ export class SlabPool {
   recycleSlab(slab: unknown): void {
     if (!(slab instanceof ArrayBuffer) || !this.lent.has(slab)) return;
     this.lent.delete(slab);
+    if (slab.byteLength > MAX_KEPT_BYTES) return;
     if (this.free.length < MAX_FREE) {
       this.free.push(slab);
       return;
