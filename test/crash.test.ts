@@ -50,14 +50,22 @@ async function setup() {
   return { dataDir, keys, schema, originals };
 }
 
-for (const point of CRASH_POINTS) {
+// With two jobs, both tables' rewrites are under way when the first reaches the point.
+const KILLS = [
+  ...CRASH_POINTS.map((point) => ({ point, jobs: 1 })),
+  ...(['data-writing', 'verified', 'committed'] as const).map((point) => ({ point, jobs: 2 })),
+];
+
+for (const { point, jobs } of KILLS) {
   test(
-    `killed at "${point}": one complete SSTable per table, verify passes, a rerun finishes ` +
-      `the job`,
+    `killed at "${point}"${jobs > 1 ? ` with ${jobs} jobs` : ''}: one complete SSTable per ` +
+      'table, verify passes, a rerun finishes the job',
     async (t) => {
       const s = await setup();
       const args = upgradeArgs(s);
-      const killed = await cliProcess(args, { SSTABLE_TDE_CRASH_AT: point });
+      const killed = await cliProcess([...args, '--jobs', String(jobs)], {
+        SSTABLE_TDE_CRASH_AT: point,
+      });
       t.is(killed.signal, 'SIGKILL', `the process should have been killed: ${killed.stderr}`);
 
       for (const table of TABLES) {

@@ -7,16 +7,18 @@ import { configFromObject } from '../src/config/config';
 import { createKeyFile } from '../src/keys/key-file';
 import { upgradeSSTables } from '../src/rewrite/upgrade';
 import { parseSchema } from '../src/schema/cql';
-import { scanTableDirectory } from '../src/sstable/descriptor';
+import { componentPath, scanTableDirectory } from '../src/sstable/descriptor';
 import { describeDataDirectory } from '../src/tools/describe';
 import { verifyDataDirectory } from '../src/tools/verify';
 import {
+  cli,
   corpusTables,
   CORRUPT_TABLES,
   makeDataDir,
   makeKeySetup,
   onlySSTable,
   readAll,
+  upgradeCommand,
 } from './helpers';
 
 const GOOD = corpusTables().filter((t) => !CORRUPT_TABLES.has(t.table));
@@ -211,3 +213,100 @@ test(
     t.is(describeDataDirectory(dataDir)[0].options.system_key_file, 'new_key');
   },
 );
+
+test(
+  'jobs: four SSTables at once, three of them in one table directory, come out as one at a ' +
+    'time does: same results in the same order, distinct generations, the data byte for byte',
+  async (t) => {
+    const expected = await originals();
+    // A table with two more SSTables beside its own (copies under new generations), so that
+    // jobs in one directory pick their new generations at the same time.
+    const tripled = GOOD.find((g) => g.format === 'nb' && g.table.includes('lz4')) ?? GOOD[0];
+    const withCopies = () => {
+      const dataDir = makeDataDir();
+      const own = onlySSTable(path.join(dataDir, tripled.keyspace, tripled.table));
+      for (const generation of ['100', '101'])
+        for (const c of own.components)
+          fs.copyFileSync(componentPath(own, c), componentPath({ ...own, generation }, c));
+      return dataDir;
+    };
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+    const schema = parseSchema(
+      schemaFor(
+        "{'class': 'EncryptingLZ4Compressor', 'cipher_algorithm': 'AES/CBC/PKCS5Padding', " +
+          "'secret_key_strength': 128}",
+      ),
+    );
+
+    const serial = await upgradeSSTables({ dataDir: withCopies(), config: keys.config, schema });
+    const dataDir = withCopies();
+    const started: string[] = [];
+    let running = 0;
+    let most = 0;
+    const parallel = await upgradeSSTables({
+      dataDir,
+      config: keys.config,
+      schema,
+      jobs: 4,
+      onEvent: (e) => {
+        if (e.type === 'start') {
+          started.push(e.sstable);
+          most = Math.max(most, ++running);
+        }
+        if (e.type === 'done' && e.result.status === 'rewritten') running--;
+      },
+    });
+    t.is(parallel.failed, 0, JSON.stringify(parallel.results.filter((r) => r.error)));
+    t.is(parallel.rewritten, GOOD.length + 2);
+    t.is(most, 4);
+    const summary = (r: (typeof parallel.results)[number]) => [r.sstable, r.status, r.newSSTable];
+    t.deepEqual(parallel.results.map(summary), serial.results.map(summary));
+    t.deepEqual(
+      started,
+      serial.results.map((r) => r.sstable),
+    );
+
+    const verify = await verifyDataDirectory({ dataDir, config: keys.config });
+    t.is(verify.faults, 0);
+    const dir = path.join(dataDir, tripled.keyspace, tripled.table);
+    const live = scanTableDirectory(dir).sstables;
+    t.is(new Set(live.map((s) => s.generation)).size, 3);
+    for (const files of live) {
+      const data = await readAll(files, keys.config);
+      t.true(data.equals(expected.get(`${tripled.keyspace}.${tripled.table}`)!), files.generation);
+    }
+  },
+);
+
+test('jobs outside 1 to 64 is refused before anything is touched', async (t) => {
+  const dataDir = makeDataDir((c) => c.table === GOOD[0].table);
+  const keys = makeKeySetup();
+  for (const jobs of [0, 1.5, 65, Number.NaN]) {
+    await t.throwsAsync(
+      () => upgradeSSTables({ dataDir, config: keys.config, schema: new Map(), jobs }),
+      { code: 'ERR_TDE_INVALID_ARGUMENT', message: /jobs must be a whole number from 1 to 64/ },
+    );
+  }
+  t.false(
+    fs.readdirSync(dataDir).some((f) => f.startsWith('.')),
+    'no lock left behind',
+  );
+
+  // The command refuses what is not a whole number as typed, and runs with a good one.
+  const schema = path.join(keys.dir, 'schema.cql');
+  fs.writeFileSync(
+    schema,
+    `ALTER TABLE ${GOOD[0].keyspace}.${GOOD[0].table} WITH compression = ` +
+      "{'class': 'LZ4Compressor'};\n",
+  );
+  const bad = await cli(...upgradeCommand(dataDir, schema, keys.configFile), '-j', 'two');
+  t.is(bad.code, 1);
+  t.regex(
+    bad.stderr,
+    /ERR_TDE_INVALID_ARGUMENT.*--jobs takes a whole number from 1 to 64, not "two"/,
+  );
+  const good = await cli(...upgradeCommand(dataDir, schema, keys.configFile), '--jobs', '2', '-a');
+  t.is(good.code, 0, good.stderr);
+  t.regex(good.stdout, /1 rewritten, 0 unchanged, 0 skipped, 0 failed/);
+});

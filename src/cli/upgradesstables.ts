@@ -4,6 +4,7 @@
 import { Command } from 'commander';
 import * as cliProgress from 'cli-progress';
 
+import { TdeError } from '../errors';
 import { loadSchema } from '../schema/cql';
 import { SSTableResult, upgradeSSTables, UpgradeEvent } from '../rewrite/upgrade';
 import {
@@ -37,6 +38,18 @@ function line(r: SSTableResult): string {
   }
 }
 
+/** --jobs as a number; text that is not a whole number is refused as it was typed. */
+function jobsOf(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text)) {
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      `--jobs takes a whole number from 1 to 64, not ${JSON.stringify(text)}`,
+    );
+  }
+  return Number(text);
+}
+
 export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Command {
   const cmd = new Command('upgradesstables')
     .description('rewrite SSTables into the compression and encryption their tables ask for')
@@ -53,6 +66,11 @@ export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Co
       'rewrite every SSTable, even those already as their table asks',
     )
     .option('--ignore-digest', 'rewrite even when Data.db does not match its Digest file')
+    .option(
+      '-j, --jobs <n>',
+      'SSTables to rewrite at once (1 to 64; default 1): more overlap the syncs of small ' +
+        'SSTables, each job taking its own memory',
+    )
     .option('--json', 'print a JSON summary instead of text');
   addConfigOption(cmd);
   addMetricsOption(cmd);
@@ -79,6 +97,7 @@ interrupted before doing anything else.`,
         schema?: string;
         includeAllSstables?: boolean;
         ignoreDigest?: boolean;
+        jobs?: string;
         json?: boolean;
         config?: string;
         metrics?: boolean;
@@ -98,8 +117,10 @@ interrupted before doing anything else.`,
           return;
         }
         const schema = opts.schema ? loadSchema(opts.schema) : new Map();
+        // Bytes of the SSTables done, and of each one in progress (several with --jobs).
         let base = 0;
-        let current = 0;
+        const current = new Map<string, number>();
+        const shown = () => base + [...current.values()].reduce((a, b) => a + b, 0);
         const onEvent = (e: UpgradeEvent) => {
           if (e.type === 'plan' && io.interactive && !json && e.sstables > 0) {
             bar = new cliProgress.SingleBar(
@@ -113,18 +134,19 @@ interrupted before doing anything else.`,
             );
             bar.start(e.bytes, 0, { done: '0', all: mib(e.bytes), sstable: '' });
           } else if (e.type === 'start') {
-            current = 0;
-            bar?.update(base, { sstable: e.sstable, done: mib(base) });
+            current.set(e.sstable, 0);
+            bar?.update(shown(), { sstable: e.sstable, done: mib(shown()) });
           } else if (e.type === 'progress') {
-            current = e.bytes;
-            bar?.update(base + current, { done: mib(base + current) });
+            current.set(e.sstable, e.bytes);
+            bar?.update(shown(), { done: mib(shown()) });
           } else if (
             e.type === 'done' &&
             e.result.status !== 'unchanged' &&
             e.result.status !== 'skipped'
           ) {
-            base += e.result.dataBytes ?? current;
-            bar?.update(base, { done: mib(base) });
+            base += e.result.dataBytes ?? current.get(e.result.sstable) ?? 0;
+            current.delete(e.result.sstable);
+            bar?.update(shown(), { done: mib(shown()) });
           }
         };
 
@@ -149,6 +171,7 @@ interrupted before doing anything else.`,
           config,
           includeAll: Boolean(opts.includeAllSstables),
           ignoreDigest: Boolean(opts.ignoreDigest),
+          jobs: jobsOf(opts.jobs),
           keyspace,
           tables,
           onEvent,
