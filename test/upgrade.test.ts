@@ -301,12 +301,59 @@ test('jobs outside 1 to 64 is refused before anything is touched', async (t) => 
       "{'class': 'LZ4Compressor'};\n",
   );
   const bad = await cli(...upgradeCommand(dataDir, schema, keys.configFile), '-j', 'two');
-  t.is(bad.code, 1);
-  t.regex(
-    bad.stderr,
-    /ERR_TDE_INVALID_ARGUMENT.*--jobs takes a whole number from 1 to 64, not "two"/,
-  );
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /--jobs takes a whole number from 1 to 64, not "two"/);
+  t.is(process.listenerCount('SIGINT'), 0, 'no signal handler left behind');
   const good = await cli(...upgradeCommand(dataDir, schema, keys.configFile), '--jobs', '2', '-a');
   t.is(good.code, 0, good.stderr);
   t.regex(good.stdout, /1 rewritten, 0 unchanged, 0 skipped, 0 failed/);
 });
+
+test(
+  'jobs: a caller whose onEvent throws gets the error only once every rewrite under way has ' +
+    'ended, with the lock held until then and nothing half done',
+  async (t) => {
+    const expected = await originals();
+    const table = GOOD.find((g) => g.format === 'nb' && g.table.includes('lz4')) ?? GOOD[0];
+    const dataDir = makeDataDir((c) => c.table === table.table);
+    const dir = path.join(dataDir, table.keyspace, table.table);
+    const own = onlySSTable(dir);
+    for (const generation of ['100', '101'])
+      for (const c of own.components)
+        fs.copyFileSync(componentPath(own, c), componentPath({ ...own, generation }, c));
+    const keys = makeKeySetup();
+    createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
+    const schema = parseSchema(
+      `ALTER TABLE ${table.keyspace}.${table.table} WITH compression = ` +
+        "{'class': 'EncryptingLZ4Compressor'};",
+    );
+    let starts = 0;
+    await t.throwsAsync(
+      () =>
+        upgradeSSTables({
+          dataDir,
+          config: keys.config,
+          schema,
+          jobs: 3,
+          onEvent: (e) => {
+            if (e.type === 'start' && ++starts === 2) throw new Error('observer gone');
+          },
+        }),
+      { message: 'observer gone' },
+    );
+    t.deepEqual(
+      fs.readdirSync(dir).filter((f) => f.endsWith('.log')),
+      [],
+      'no transaction log is left',
+    );
+    t.false(fs.existsSync(path.join(dataDir, '.sstable-tde.lock')), 'the lock is released');
+    const live = scanTableDirectory(dir).sstables;
+    t.is(live.length, 3);
+    for (const files of live)
+      t.true(
+        (await readAll(files, keys.config)).equals(
+          expected.get(`${table.keyspace}.${table.table}`)!,
+        ),
+      );
+  },
+);

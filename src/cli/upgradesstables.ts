@@ -4,7 +4,6 @@
 import { Command } from 'commander';
 import * as cliProgress from 'cli-progress';
 
-import { TdeError } from '../errors';
 import { loadSchema } from '../schema/cql';
 import { SSTableResult, upgradeSSTables, UpgradeEvent } from '../rewrite/upgrade';
 import {
@@ -38,16 +37,12 @@ function line(r: SSTableResult): string {
   }
 }
 
-/** --jobs as a number; text that is not a whole number is refused as it was typed. */
-function jobsOf(text: string | undefined): number | undefined {
+/** --jobs as a number, or the message that refuses it as it was typed. */
+function jobsOf(text: string | undefined): number | string | undefined {
   if (text === undefined) return undefined;
-  if (!/^\d+$/.test(text)) {
-    throw new TdeError(
-      'ERR_TDE_INVALID_ARGUMENT',
-      `--jobs takes a whole number from 1 to 64, not ${JSON.stringify(text)}`,
-    );
-  }
-  return Number(text);
+  const n = /^\d{1,3}$/.test(text) ? Number(text) : 0;
+  if (n >= 1 && n <= 64) return n;
+  return `--jobs takes a whole number from 1 to 64, not ${JSON.stringify(text)}`;
 }
 
 export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Command {
@@ -116,6 +111,12 @@ interrupted before doing anything else.`,
           done(2);
           return;
         }
+        const jobs = jobsOf(opts.jobs);
+        if (typeof jobs === 'string') {
+          io.err(`sstable-tde: ${jobs}`);
+          done(2);
+          return;
+        }
         const schema = opts.schema ? loadSchema(opts.schema) : new Map();
         // Bytes of the SSTables done, and of each one in progress (several with --jobs).
         let base = 0;
@@ -171,7 +172,7 @@ interrupted before doing anything else.`,
           config,
           includeAll: Boolean(opts.includeAllSstables),
           ignoreDigest: Boolean(opts.ignoreDigest),
-          jobs: jobsOf(opts.jobs),
+          jobs,
           keyspace,
           tables,
           onEvent,

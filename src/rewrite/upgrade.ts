@@ -255,6 +255,10 @@ class Rewriter {
       generation: nextGeneration(old.dir),
       format: old.format,
     };
+    // The new files get the old Data.db's permissions and (when run as root) its owner. Read
+    // before the log is begun, so that a failure here leaves nothing behind.
+    const reference = fs.statSync(componentPath(old, 'Data.db'));
+    const mode = reference.mode & 0o777;
     const txn = RewriteTxn.begin(old, newId);
     crashPoint('log-written');
 
@@ -263,9 +267,6 @@ class Rewriter {
     let writer: SSTableDataWriter | undefined;
     let committing = false;
     let stored = 0;
-    // The new files get the old Data.db's permissions and (when run as root) its owner.
-    const reference = fs.statSync(componentPath(old, 'Data.db'));
-    const mode = reference.mode & 0o777;
     try {
       reader = await SSTableReader.open(old, { keys: this.keys });
       compressor = target.enabled ? await createCompressor(target, { keys: this.keys }) : undefined;
@@ -843,15 +844,23 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
         return { ...base, status: 'failed', error: errorOf(err) } satisfies SSTableResult;
       }
     };
+    // A failure outside any one SSTable (the caller's onEvent throwing) starts nothing more, and
+    // is thrown only once every job under way has ended: the lock must outlive them all.
     let next = 0;
+    let failure: { error: unknown } | undefined;
     const worker = async () => {
-      while (next < plan.length) {
+      while (next < plan.length && !failure) {
         const i = next++;
-        outcomes[i] = await rewriteOne(plan[i]);
-        count(outcomes[i]);
+        try {
+          outcomes[i] = await rewriteOne(plan[i]);
+          count(outcomes[i]);
+        } catch (error) {
+          failure ??= { error };
+        }
       }
     };
     await Promise.all(Array.from({ length: Math.min(jobs, plan.length) }, worker));
+    if (failure) throw failure.error;
     report.results.push(...outcomes);
     return report;
   } finally {
