@@ -316,28 +316,33 @@ class Rewriter {
 
       // Index and metadata components hold partition keys: encrypted along with the data (or
       // decrypted along with it), page by page, rather than carried over.
-      const sensitive = SENSITIVE_COMPONENTS[old.format].filter((c) => old.components.includes(c));
-      const transcoded: { component: string; crc: number }[] = [];
-      for (const component of sensitive) {
-        if (!compressor?.pageCodec && !reader.encryptedComponents.includes(component)) continue;
-        const source = await reader.openComponent(component);
+      // They are transcoded while the writer syncs Data.db and writes its companions: the syncs
+      // of all these files overlap.
+      const pageCodec = compressor?.pageCodec?.bind(compressor);
+      const from = reader;
+      const sensitive = SENSITIVE_COMPONENTS[old.format].filter(
+        (c) => old.components.includes(c) && (pageCodec || from.encryptedComponents.includes(c)),
+      );
+      const encryptedComponents = pageCodec ? sensitive : [];
+      const finishing = (writer as SSTableDataWriter).finish({ encryptedComponents });
+      const transcodes = sensitive.map(async (component) => {
+        const source = await from.openComponent(component);
         const target = componentPath(newId, component);
         try {
           written.push(target);
-          const crc = await transcodeComponent(
-            source,
-            target,
-            compressor?.pageCodec?.(component, writer.id),
-            mode,
-          );
-          transcoded.push({ component, crc });
+          const codec = pageCodec?.(component, (writer as SSTableDataWriter).id);
+          return { component, crc: await transcodeComponent(source, target, codec, mode) };
         } finally {
           await source.close();
         }
-      }
-      const encryptedComponents = compressor?.pageCodec ? transcoded.map((t) => t.component) : [];
-
-      const result = await writer.finish({ encryptedComponents });
+      });
+      // Every step settles before any failure is thrown (a transcoding one first, as when they
+      // ran in turn), so that the rollback never runs beside a write still under way.
+      const settled = await Promise.allSettled([...transcodes, finishing]);
+      const failed = settled.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      const transcoded = await Promise.all(transcodes);
+      const result = await finishing;
       written.push(...writer.files);
       writer = undefined;
       crashPoint('data-written');

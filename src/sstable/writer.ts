@@ -428,15 +428,20 @@ export class SSTableDataWriter {
     await this.inflight;
     if (this.failed) throw this.failed;
 
+    // Data.db's sync runs while the companions are written and synced: the file system can
+    // commit them together, and finish() resolves only once every one of them is durable.
     const fd = this.fd as fs.promises.FileHandle;
-    await this.writeback;
-    try {
-      await fd.sync();
-      await fd.close();
-    } catch (err) {
-      throw fromSystem(err, this.dataFile, 'sync');
-    }
-    this.fd = undefined;
+    const dataSynced = (async () => {
+      await this.writeback;
+      try {
+        await fd.sync();
+        await fd.close();
+      } catch (err) {
+        throw fromSystem(err, this.dataFile, 'sync');
+      }
+      this.fd = undefined;
+    })();
+    const companions: [string, Buffer][] = [];
 
     const components = ['Data.db'];
     const { params, compressor } = this.options;
@@ -466,23 +471,32 @@ export class SSTableDataWriter {
         dataLength: this.dataLength,
         chunkOffsets: this.offsets,
       };
-      await this.writeComponent(
+      companions.push([
         'CompressionInfo.db',
         serializeCompressionInfo(info, this.features.hasMaxCompressedLength),
-      );
-      components.push('CompressionInfo.db');
+      ]);
     } else {
       const crc = serializeCrcDb({
         chunkLength: CRC_CHUNK,
         checksums: Uint32Array.from(this.sliceChecksums),
       });
-      await this.writeComponent('CRC.db', crc);
-      components.push('CRC.db');
+      companions.push(['CRC.db', crc]);
     }
-
     const digestComponent = this.options.digestComponent ?? this.features.digestComponent;
-    await this.writeComponent(digestComponent, Buffer.from(String(this.digest >>> 0)));
-    components.push(digestComponent);
+    companions.push([digestComponent, Buffer.from(String(this.digest >>> 0))]);
+
+    // Every write settles before a failure is thrown, so that abort() never removes a file that
+    // is still being written.
+    const settled = await Promise.allSettled([
+      dataSynced,
+      ...companions.map(([component, data]) => this.writeComponent(component, data)),
+    ]);
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    for (const [component, data] of companions) {
+      components.push(component);
+      this.companions.set(component, data);
+    }
 
     return {
       components,
@@ -504,7 +518,6 @@ export class SSTableDataWriter {
     } finally {
       await fd.close();
     }
-    this.companions.set(component, data);
   }
 
   /** Stops and removes every file this writer created. */
