@@ -482,7 +482,11 @@ class Rewriter {
           );
         }
       }
-      const report = await reader.verify(components.find((c) => c.startsWith('Digest.')));
+      // An interrupt stops the check between batches: a large SSTable is not read to the end first.
+      const report = await reader.verify(
+        components.find((c) => c.startsWith('Digest.')),
+        { signal: this.signal },
+      );
       if (report.faults.length > 0) {
         throw notVerified(id, sourceName, report.faults[0].message);
       }
@@ -495,6 +499,7 @@ class Rewriter {
         );
       }
     } catch (err) {
+      if (isTdeError(err, 'ERR_TDE_CANCELLED')) this.checkCancelled();
       throw isDamage(err) ? notVerified(id, sourceName, err.message, err) : err;
     } finally {
       await reader.close();

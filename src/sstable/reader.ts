@@ -562,9 +562,13 @@ export class SSTableReader {
 
   /**
    * Reads every chunk and reports every fault found instead of stopping at the first: chunk
-   * checksums, decryption and decompression, and the Digest component against Data.db.
+   * checksums, decryption and decompression, and the Digest component against Data.db. With
+   * `signal`, an abort stops it between batches with ERR_TDE_CANCELLED.
    */
-  async verify(digestComponent?: string): Promise<VerifyReport> {
+  async verify(
+    digestComponent?: string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<VerifyReport> {
     const faults: Fault[] = [];
     let digest = this.checksum.initial;
     let dataChecksum = 0;
@@ -584,6 +588,13 @@ export class SSTableReader {
     };
     refill();
     for (let first = 0; first < this.chunkCount;) {
+      if (options.signal?.aborted) {
+        throw new TdeError(
+          'ERR_TDE_CANCELLED',
+          `${this.dataFile}: verify was interrupted at chunk ${first} of ${this.chunkCount}`,
+          { file: this.dataFile, chunk: first },
+        );
+      }
       const end = this.batchEnd(first);
       const { region, regionSum, chunks, bad } = await (ahead.shift() as (typeof ahead)[number]);
       refill();
