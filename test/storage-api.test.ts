@@ -22,6 +22,19 @@ import { native } from '../src/native';
 import { parseSchema } from '../src/schema/cql';
 import { makeDataDir, makeKeySetup, onlySSTable, readAll, tempDir } from './helpers';
 
+/** A key setup and an LZ4 writer for SSTable nb-GENERATION-big in a fresh directory. */
+async function lz4Writer(name: string, generation: string, chunkKb: number) {
+  const keys = makeKeySetup();
+  const provider = new KeyProviders(keys.config);
+  const lz4 = await compressorForTable(
+    { class: 'LZ4Compressor', chunk_length_kb: chunkKb },
+    { keys: provider },
+  );
+  const id = { dir: tempDir(name), version: 'nb', generation, format: 'big' as const };
+  const writer = await SSTableDataWriter.create({ id, params: lz4.params, compressor: lz4 });
+  return { provider, lz4, id, writer };
+}
+
 test(
   'a storage process writes Data.db + CompressionInfo.db from a stream and reads it back by ' +
     'position',
@@ -291,15 +304,7 @@ test(
 );
 
 test('a kept write that starts inside a chunk never has its chunks overwritten by later copies', async (t) => {
-  const keys = makeKeySetup();
-  const provider = new KeyProviders(keys.config);
-  const lz4 = await compressorForTable(
-    { class: 'LZ4Compressor', chunk_length_kb: 16 },
-    { keys: provider },
-  );
-  const dir = tempDir('kept-mid');
-  const id = { dir, version: 'nb', generation: '4', format: 'big' as const };
-  const writer = await SSTableDataWriter.create({ id, params: lz4.params, compressor: lz4 });
+  const { provider, lz4, id, writer } = await lz4Writer('kept-mid', '4', 16);
 
   // 8000 bytes copied, then 4 MiB kept: it completes the open chunk by copying, then hands over
   // 255 whole chunks (one short of a 256-chunk batch) and leaves a copied remainder; the copies
@@ -451,15 +456,7 @@ test(
 );
 
 test('verify stops between batches once its signal is aborted, naming the file and chunk', async (t) => {
-  const keys = makeKeySetup();
-  const provider = new KeyProviders(keys.config);
-  const lz4 = await compressorForTable(
-    { class: 'LZ4Compressor', chunk_length_kb: 64 },
-    { keys: provider },
-  );
-  const dir = tempDir('verify-abort');
-  const id = { dir, version: 'nb', generation: '6', format: 'big' as const };
-  const writer = await SSTableDataWriter.create({ id, params: lz4.params, compressor: lz4 });
+  const { provider, lz4, id, writer } = await lz4Writer('verify-abort', '6', 64);
   await writer.write(crypto.randomBytes(24 << 20));
   const result = await writer.finish();
   lz4.close();

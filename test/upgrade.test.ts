@@ -37,6 +37,20 @@ function schemaFor(compression: string): string {
   ).join('\n');
 }
 
+/** A corpus table written by Cassandra with LZ4, to which jobs tests add SSTables. */
+const LZ4_TABLE = GOOD.find((g) => g.format === 'nb' && g.table.includes('lz4')) ?? GOOD[0];
+
+/**
+ * Copies the only SSTable of `dir` under generations 100 and 101, so that the directory holds
+ * three SSTables with the same data (jobs in one directory then pick generations at once).
+ */
+function addCopies(dir: string): void {
+  const own = onlySSTable(dir);
+  for (const generation of ['100', '101'])
+    for (const c of own.components)
+      fs.copyFileSync(componentPath(own, c), componentPath({ ...own, generation }, c));
+}
+
 async function checkStage(
   t: any,
   dataDir: string,
@@ -219,15 +233,10 @@ test(
     'time does: same results in the same order, distinct generations, the data byte for byte',
   async (t) => {
     const expected = await originals();
-    // A table with two more SSTables beside its own (copies under new generations), so that
-    // jobs in one directory pick their new generations at the same time.
-    const tripled = GOOD.find((g) => g.format === 'nb' && g.table.includes('lz4')) ?? GOOD[0];
+    const tripled = LZ4_TABLE;
     const withCopies = () => {
       const dataDir = makeDataDir();
-      const own = onlySSTable(path.join(dataDir, tripled.keyspace, tripled.table));
-      for (const generation of ['100', '101'])
-        for (const c of own.components)
-          fs.copyFileSync(componentPath(own, c), componentPath({ ...own, generation }, c));
+      addCopies(path.join(dataDir, tripled.keyspace, tripled.table));
       return dataDir;
     };
     const keys = makeKeySetup();
@@ -314,13 +323,10 @@ test(
     'ended, with the lock held until then and nothing half done',
   async (t) => {
     const expected = await originals();
-    const table = GOOD.find((g) => g.format === 'nb' && g.table.includes('lz4')) ?? GOOD[0];
+    const table = LZ4_TABLE;
     const dataDir = makeDataDir((c) => c.table === table.table);
     const dir = path.join(dataDir, table.keyspace, table.table);
-    const own = onlySSTable(dir);
-    for (const generation of ['100', '101'])
-      for (const c of own.components)
-        fs.copyFileSync(componentPath(own, c), componentPath({ ...own, generation }, c));
+    addCopies(dir);
     const keys = makeKeySetup();
     createKeyFile(keys.dir, 'system_key', 'AES/CBC/PKCS5Padding', 128);
     const schema = parseSchema(

@@ -5,7 +5,7 @@ import { Command } from 'commander';
 import * as cliProgress from 'cli-progress';
 
 import { loadSchema } from '../schema/cql';
-import { SSTableResult, upgradeSSTables, UpgradeEvent } from '../rewrite/upgrade';
+import { MAX_JOBS, SSTableResult, upgradeSSTables, UpgradeEvent } from '../rewrite/upgrade';
 import {
   addConfigOption,
   addMetricsOption,
@@ -41,8 +41,8 @@ function line(r: SSTableResult): string {
 function jobsOf(text: string | undefined): number | string | undefined {
   if (text === undefined) return undefined;
   const n = /^\d{1,3}$/.test(text) ? Number(text) : 0;
-  if (n >= 1 && n <= 64) return n;
-  return `--jobs takes a whole number from 1 to 64, not ${JSON.stringify(text)}`;
+  if (n >= 1 && n <= MAX_JOBS) return n;
+  return `--jobs takes a whole number from 1 to ${MAX_JOBS}, not ${JSON.stringify(text)}`;
 }
 
 export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Command {
@@ -63,7 +63,7 @@ export function upgradeSSTablesCommand(io: Io, done: (code: number) => void): Co
     .option('--ignore-digest', 'rewrite even when Data.db does not match its Digest file')
     .option(
       '-j, --jobs <n>',
-      'SSTables to rewrite at once (1 to 64; default 1): more overlap the syncs of small ' +
+      `SSTables to rewrite at once (1 to ${MAX_JOBS}; default 1): more overlap the syncs of small ` +
         'SSTables, each job taking its own memory',
     )
     .option('--json', 'print a JSON summary instead of text');

@@ -40,6 +40,7 @@ import { formatToc, readToc } from '../sstable/toc';
 import { SENSITIVE_COMPONENTS, transcodeComponent } from '../sstable/page-file';
 import { SSTableDataWriter } from '../sstable/writer';
 import { matchOwner, readFully, syncDirectory, writeFileDurably } from '../util/files';
+import { settleAll } from '../util/settle';
 import { joinedView } from '../util/slabs';
 import { crashPoint } from './crash-points';
 import { checksumFor } from '../checksum';
@@ -79,7 +80,7 @@ export interface UpgradeOptions {
   jobs?: number;
 }
 
-const MAX_JOBS = 64;
+export const MAX_JOBS = 64;
 
 export type UpgradeEvent =
   | { type: 'plan'; sstables: number; bytes: number }
@@ -296,8 +297,8 @@ class Rewriter {
         // writer without a copy; their memory goes back to the reader once they are on disk.
         // A batch decoded into one slab goes over in one write rather than one per chunk.
         const from = reader;
-        for (let i = 0; i < batch.length; i++)
-          sourceChecksum = CRC32.combine(sourceChecksum, crcs[i], batch[i].length);
+        const lengths = batch.map((chunk) => chunk.length);
+        sourceChecksum = CRC32.fold(crcs, lengths, sourceChecksum);
         const whole = joinedView(batch);
         const pieces = whole ? [whole] : batch;
         for (let i = 0; i < pieces.length; i++) {
@@ -318,32 +319,31 @@ class Rewriter {
       // decrypted along with it), page by page, rather than carried over.
       // They are transcoded while the writer syncs Data.db and writes its companions: the syncs
       // of all these files overlap.
+      const oldReader = reader;
+      const dataWriter = writer;
       const pageCodec = compressor?.pageCodec?.bind(compressor);
-      const from = reader;
       const sensitive = SENSITIVE_COMPONENTS[old.format].filter(
-        (c) => old.components.includes(c) && (pageCodec || from.encryptedComponents.includes(c)),
+        (c) =>
+          old.components.includes(c) && (pageCodec || oldReader.encryptedComponents.includes(c)),
       );
-      const encryptedComponents = pageCodec ? sensitive : [];
-      const finishing = (writer as SSTableDataWriter).finish({ encryptedComponents });
+      const finishing = dataWriter.finish({ encryptedComponents: pageCodec ? sensitive : [] });
       const transcodes = sensitive.map(async (component) => {
-        const source = await from.openComponent(component);
+        const plain = await oldReader.openComponent(component);
         const target = componentPath(newId, component);
         try {
           written.push(target);
-          const codec = pageCodec?.(component, (writer as SSTableDataWriter).id);
-          return { component, crc: await transcodeComponent(source, target, codec, mode) };
+          const codec = pageCodec?.(component, dataWriter.id);
+          return { component, crc: await transcodeComponent(plain, target, codec, mode) };
         } finally {
-          await source.close();
+          await plain.close();
         }
       });
-      // Every step settles before any failure is thrown (a transcoding one first, as when they
-      // ran in turn), so that the rollback never runs beside a write still under way.
-      const settled = await Promise.allSettled([...transcodes, finishing]);
-      const failed = settled.find((r) => r.status === 'rejected');
-      if (failed) throw failed.reason;
+      // A transcoding failure is thrown first, as when the steps ran in turn; the rollback waits
+      // for every step.
+      await settleAll([...transcodes, finishing]);
       const transcoded = await Promise.all(transcodes);
       const result = await finishing;
-      written.push(...writer.files);
+      written.push(...dataWriter.files);
       writer = undefined;
       crashPoint('data-written');
 

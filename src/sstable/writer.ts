@@ -26,6 +26,7 @@ const IN_FLIGHT = 2;
 import { CompressionInfo, NEVER_UNCOMPRESSED, serializeCompressionInfo } from './compression-info';
 import { serializeCrcDb } from './crc-db';
 import { writevFully } from '../util/files';
+import { settleAll } from '../util/settle';
 import {
   checkId,
   componentPath,
@@ -485,14 +486,11 @@ export class SSTableDataWriter {
     const digestComponent = this.options.digestComponent ?? this.features.digestComponent;
     companions.push([digestComponent, Buffer.from(String(this.digest >>> 0))]);
 
-    // Every write settles before a failure is thrown, so that abort() never removes a file that
-    // is still being written.
-    const settled = await Promise.allSettled([
+    // Every write settles before a failure is thrown: abort() must not remove a file still open.
+    await settleAll([
       dataSynced,
       ...companions.map(([component, data]) => this.writeComponent(component, data)),
     ]);
-    const failed = settled.find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
     for (const [component, data] of companions) {
       components.push(component);
       this.companions.set(component, data);
