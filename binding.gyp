@@ -11,6 +11,7 @@
         "native/codec.cc",
         "native/gcm_ni.cc",
         "native/pipeline.cc",
+        "native/read_check.cc",
         "native/stream_bench.cc",
         "native/thread_pool.cc"
       ],

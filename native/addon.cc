@@ -21,6 +21,7 @@
 #include "cipher_suite.h"
 #include "codec.h"
 #include "pipeline.h"
+#include "read_check.h"
 #include "stream_bench.h"
 #include "thread_pool.h"
 
@@ -117,10 +118,14 @@ Hold HoldMemory(Napi::Env env, Napi::Value view, const char* what) {
   return hold;
 }
 
-// A batch in flight: its job, the JS objects and memory it uses, and the promise it settles.
-struct ChunkBatch;
+// Work in flight on the pool whose promise is settled on the JS thread that started it.
+struct PoolTask {
+  virtual ~PoolTask() = default;
+  // JS thread, once: resolves or rejects the task's promise. Must not throw.
+  virtual void Settle(Napi::Env env) = 0;
+};
 
-// Settles the promises of the batches the pool finishes, on the thread of the JS environment
+// Settles the promises of the tasks the pool finishes, on the thread of the JS environment
 // that started them (the main thread or a worker's): pool threads hand each finished batch over
 // through a uv_async handle, so no thread of its own waits on a batch. One per environment. Once
 // the environment is torn down, a batch that finishes later is never settled and deliberately
@@ -134,8 +139,8 @@ class Completions {
   // JS thread: a batch starts; the event loop stays alive until it is settled.
   void Started();
 
-  // Any thread: the batch is done (or stopped at a failure) and may be settled.
-  void Finished(ChunkBatch* batch);
+  // Any thread: the task is done (or stopped at a failure) and may be settled.
+  void Finished(PoolTask* task);
 
  private:
   explicit Completions(napi_env env) : env_(env) {}
@@ -146,12 +151,13 @@ class Completions {
   uv_async_t* async_ = nullptr;
   napi_async_context context_ = nullptr;
   std::mutex mutex_;
-  std::vector<ChunkBatch*> finished_;
+  std::vector<PoolTask*> finished_;
   bool closed_ = false;
   size_t outstanding_ = 0;  // JS thread only
 };
 
-struct ChunkBatch {
+// A batch in flight: its job, the JS objects and memory it uses, and the promise it settles.
+struct ChunkBatch : PoolTask {
   ChunkBatch(Napi::Env env, ChunkJob j, Napi::Array keep, std::vector<Hold> h,
              std::shared_ptr<Completions> c)
       : job(std::move(j)),
@@ -162,7 +168,7 @@ struct ChunkBatch {
 
   // Settles the promise with a Uint32Array: bytes written per chunk, then (when asked for) each
   // chunk's checksum; or rejects it with the first chunk's failure.
-  void Settle(Napi::Env env) {
+  void Settle(Napi::Env env) override {
     // Nothing may escape: an exception here, for example while a worker thread is being
     // terminated, would abort the whole process.
     try {
@@ -219,17 +225,17 @@ void Completions::Started() {
   if (outstanding_++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(async_));
 }
 
-void Completions::Finished(ChunkBatch* batch) {
+void Completions::Finished(PoolTask* task) {
   // The lock keeps Cleanup from closing the handle between the check and the send.
   std::lock_guard<std::mutex> lock(mutex_);
   if (closed_) return;
-  finished_.push_back(batch);
+  finished_.push_back(task);
   uv_async_send(async_);
 }
 
 void Completions::OnAsync(uv_async_t* handle) {
   auto* self = static_cast<Completions*>(handle->data);
-  std::vector<ChunkBatch*> batches;
+  std::vector<PoolTask*> batches;
   {
     std::lock_guard<std::mutex> lock(self->mutex_);
     batches.swap(self->finished_);
@@ -243,7 +249,7 @@ void Completions::OnAsync(uv_async_t* handle) {
   napi_callback_scope callback_scope = nullptr;
   bool scoped = napi_create_object(env, &resource) == napi_ok &&
                 napi_open_callback_scope(env, resource, self->context_, &callback_scope) == napi_ok;
-  for (ChunkBatch* batch : batches) {
+  for (PoolTask* batch : batches) {
     batch->Settle(env);
     delete batch;
   }
@@ -635,6 +641,97 @@ Napi::Value JsChecksumBatch(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// A ReadCheckJob in flight: settles with [each span's checksum..., the region's checksum], or
+// rejects with ERR_TDE_IO, `index` the file offset where reading failed and `errno` the system
+// error (0 when the file ended first).
+struct ReadCheckTask : PoolTask {
+  ReadCheckTask(Napi::Env env, ReadCheckJob j, Napi::Value into, Hold h,
+                std::shared_ptr<Completions> c)
+      : job(std::move(j)),
+        hold(std::move(h)),
+        deferred(Napi::Promise::Deferred::New(env)),
+        keep_alive(Napi::Persistent(into.As<Napi::Object>())),
+        completions(std::move(c)) {}
+
+  void Settle(Napi::Env env) override {
+    try {
+      if (!job.status.ok()) {
+        Napi::Error err = MakeError(env, job.status);
+        err.Set("errno", Napi::Number::New(env, job.error_number));
+        deferred.Reject(err.Value());
+        return;
+      }
+      size_t n = job.sums.size();
+      Napi::Uint32Array out = Napi::Uint32Array::New(env, n + 1);
+      for (size_t i = 0; i < n; i++) out[i] = job.sums[i];
+      out[n] = job.region_sum;
+      deferred.Resolve(out);
+    } catch (const Napi::Error&) {
+      // The environment is going away; there is no one left to tell.
+    }
+  }
+
+  ReadCheckJob job;
+  Hold hold;
+  Napi::Promise::Deferred deferred;
+  // The buffer read into stays alive while pool threads write to it.
+  Napi::ObjectReference keep_alive;
+  std::shared_ptr<Completions> completions;
+};
+
+// A whole number from 0 to `max`, or a contract error naming it.
+double WholeArg(Napi::Env env, Napi::Value v, double max, const char* what) {
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!std::isfinite(d) || std::trunc(d) != d || d < 0 || d > max)
+    ThrowContract(env, std::string(what) + " must be a whole number from 0 to " +
+                           std::to_string(static_cast<int64_t>(max)));
+  return d;
+}
+
+// readChecked(fd, position, length, into, offsets, lengths, kind): reads `length` bytes of the
+// file at `position` into `into` on the pool and checksums the spans given by `offsets`
+// (Float64Array) and `lengths` (Uint32Array), which must lie in the region in ascending order
+// without overlapping. See ReadCheckTask for what the promise gives. The file descriptor must
+// stay open until it settles.
+Napi::Value JsReadChecked(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 7)
+    ThrowContract(env, "expected (fd, position, length, into, offsets, lengths, kind)");
+  constexpr double kMaxSafe = 9007199254740992.0;  // 2^53
+  ReadCheckJob job;
+  job.fd = static_cast<int>(WholeArg(env, info[0], INT32_MAX, "fd"));
+  job.position = static_cast<int64_t>(WholeArg(env, info[1], kMaxSafe, "position"));
+  job.length = static_cast<size_t>(WholeArg(env, info[2], kMaxSafe, "length"));
+  Bytes into = ViewOf(env, info[3], "into");
+  if (into.size < job.length) ThrowContract(env, "into is shorter than length");
+  Hold hold = HoldMemory(env, info[3], "into");
+  job.out = into.data;
+  size_t n = 0;
+  size_t n_lengths = 0;
+  const double* offsets = ElementsOf<double>(env, info[4], napi_float64_array, &n, "offsets");
+  const uint32_t* lengths =
+      ElementsOf<uint32_t>(env, info[5], napi_uint32_array, &n_lengths, "lengths");
+  if (n != n_lengths) ThrowContract(env, "offsets and lengths differ in length");
+  job.kind = KindOf(env, info[6]);
+  job.span_offset.reserve(n);
+  job.span_length.reserve(n);
+  double end = 0;
+  for (size_t i = 0; i < n; i++) {
+    double at = offsets[i];
+    if (!(at >= end) || std::trunc(at) != at || at + lengths[i] > static_cast<double>(job.length))
+      ThrowContract(env, "spans must lie within the region, in order, without overlapping");
+    job.span_offset.push_back(static_cast<size_t>(at));
+    job.span_length.push_back(lengths[i]);
+    end = at + lengths[i];
+  }
+  std::shared_ptr<Completions> completions = Completions::For(env);
+  auto* task = new ReadCheckTask(env, std::move(job), info[3], std::move(hold), completions);
+  Napi::Promise promise = task->deferred.Promise();
+  completions->Started();
+  task->job.Start([task] { task->completions->Finished(task); });
+  return promise;
+}
+
 // Starts the kernel writing a file range to disk without waiting for it (Linux
 // sync_file_range with SYNC_FILE_RANGE_WRITE), on a libuv thread: submitting the pages can block
 // while the device's queue is full. Advisory: it resolves false where the call is not available
@@ -797,6 +894,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("adler32", Napi::Function::New(env, JsAdler32));
   exports.Set("checksumCombine", Napi::Function::New(env, JsChecksumCombine));
   exports.Set("checksumBatch", Napi::Function::New(env, JsChecksumBatch));
+  exports.Set("readChecked", Napi::Function::New(env, JsReadChecked));
   exports.Set("cipherAvailable", Napi::Function::New(env, JsCipherAvailable));
   exports.Set("startWriteback", Napi::Function::New(env, JsStartWriteback));
   exports.Set("setParallelism", Napi::Function::New(env, JsSetParallelism));

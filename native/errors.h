@@ -14,7 +14,8 @@
   X(ERR_TDE_DECRYPT_FAILED)     /* padding check failed: wrong key or altered chunk */           \
   X(ERR_TDE_INTEGRITY)          /* GCM tag check failed: altered, moved or swapped chunk */      \
   X(ERR_TDE_CORRUPT_CHUNK)      /* a chunk does not decompress to its expected length */         \
-  X(ERR_TDE_CRYPTO_INTERNAL)    /* an EVP or codec library call failed for a reason it names */
+  X(ERR_TDE_CRYPTO_INTERNAL)    /* an EVP or codec library call failed for a reason it names */    \
+  X(ERR_TDE_IO)                 /* a read failed, or the file ended before the bytes asked for */
 
 namespace tde {
 

@@ -17,6 +17,8 @@ export const ErrorCode = {
   /** An authenticated (GCM) chunk failed its tag: altered, moved, swapped, or another key. */
   ERR_TDE_INTEGRITY: 'ERR_TDE_INTEGRITY',
   ERR_TDE_CRYPTO_INTERNAL: 'ERR_TDE_CRYPTO_INTERNAL',
+  /** A file could not be read or written, or ended before the bytes asked for. */
+  ERR_TDE_IO: 'ERR_TDE_IO',
 
   // Raised by TypeScript only.
   /** A cipher transformation or key strength that no supported cipher matches. */
@@ -51,7 +53,6 @@ export const ErrorCode = {
   /** The operator interrupted a run (SIGINT, SIGTERM); what was in progress was undone. */
   ERR_TDE_CANCELLED: 'ERR_TDE_CANCELLED',
   ERR_TDE_DATA_DIR: 'ERR_TDE_DATA_DIR',
-  ERR_TDE_IO: 'ERR_TDE_IO',
   /**
    * A write failed for want of space: the file system is full (ENOSPC), a disk quota is used up
    * (EDQUOT), or the file reached the process's file-size limit (EFBIG, `ulimit -f`).
@@ -95,6 +96,7 @@ export const NATIVE_ERROR_CODES: readonly ErrorCodeName[] = [
   'ERR_TDE_INTEGRITY',
   'ERR_TDE_CORRUPT_CHUNK',
   'ERR_TDE_CRYPTO_INTERNAL',
+  'ERR_TDE_IO',
 ];
 
 /** Where an error happened, when it concerns a file. All fields are optional. */

@@ -129,6 +129,23 @@ export interface NativeBinding {
     initial: number,
     framed?: boolean,
   ): Promise<Uint32Array>;
+  /**
+   * Reads `length` bytes of the open file `fd` at `position` into `into` and checksums the spans
+   * of the region given by `offsets` and `lengths` (ascending, not overlapping), on the thread
+   * pool: each thread reads a piece and checksums it at once. Resolves to each span's checksum,
+   * then (last element) the whole region's. Rejects with ERR_TDE_IO, `index` the file offset
+   * where reading failed and `errno` the system error (0: the file ended first). `fd` must stay
+   * open and `into` unused until it settles.
+   */
+  readChecked(
+    fd: number,
+    position: number,
+    length: number,
+    into: Uint8Array,
+    offsets: Float64Array,
+    lengths: Uint32Array,
+    kind: 'crc32' | 'adler32',
+  ): Promise<Uint32Array>;
   /** Whether OpenSSL, in the addon's private library context, can provide this cipher. */
   cipherAvailable(evpName: string): boolean;
   /**

@@ -7,11 +7,13 @@ import * as zlib from 'node:zlib';
 import { Worker } from 'node:worker_threads';
 
 import test from 'ava';
+import fc from 'fast-check';
 
 import { checksumFor } from '../src/checksum';
 import { createChunkCipher } from '../src/cipher/chunk-cipher';
 import { NATIVE_ERROR_CODES } from '../src/errors';
 import { native } from '../src/native';
+import { readChecked } from '../src/util/files';
 import { ROOT } from './helpers';
 
 test(
@@ -584,3 +586,119 @@ test('with SSTABLE_TDE_VAES=0 the 128-bit AES and CRC32 code agree with Node and
   t.is(r.status, 0, r.stderr);
   t.deepEqual(JSON.parse(r.stdout.trim()), { checked: 2 * 4 * 9 + 5, bad: [] });
 });
+
+test(
+  'readChecked reads a region and checksums its spans as zlib does, however the spans lie ' +
+    'across the pieces its threads take',
+  async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tde-read-checked-'));
+    const file = path.join(dir, 'data');
+    const bytes = crypto.randomBytes(1300 * 1024);
+    fs.writeFileSync(file, bytes);
+    const fd = await fs.promises.open(file, 'r');
+    const sumOf = (kind: 'crc32' | 'adler32', b: Buffer) =>
+      kind === 'crc32' ? zlib.crc32(b) >>> 0 : native().adler32(b);
+    try {
+      // Spans from 0 bytes to past a piece (256 KiB), with and without gaps between them.
+      const span = fc.record({
+        gap: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 5000 })),
+        length: fc.oneof(fc.constant(0), fc.constant(4), fc.integer({ min: 1, max: 300 * 1024 })),
+      });
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 0, max: 4096 }),
+          fc.array(span, { maxLength: 12 }),
+          fc.constantFrom('crc32' as const, 'adler32' as const),
+          fc.integer({ min: 0, max: 2000 }),
+          async (position, layout, kind, tail) => {
+            const offsets: number[] = [];
+            const lengths: number[] = [];
+            let at = 0;
+            for (const s of layout) {
+              if (position + at + s.gap + s.length > bytes.length) break;
+              offsets.push(at + s.gap);
+              lengths.push(s.length);
+              at += s.gap + s.length;
+            }
+            const length = Math.min(bytes.length - position, at + tail);
+            const into = Buffer.alloc(length + 8, 0xee);
+            const out = await native().readChecked(
+              fd.fd,
+              position,
+              length,
+              into,
+              Float64Array.from(offsets),
+              Uint32Array.from(lengths),
+              kind,
+            );
+            const region = bytes.subarray(position, position + length);
+            t.true(into.subarray(0, length).equals(region));
+            t.is(into[length], 0xee, 'nothing is written past the region');
+            t.is(out.length, offsets.length + 1);
+            offsets.forEach((o, i) =>
+              t.is(out[i], sumOf(kind, region.subarray(o, o + lengths[i])), `span ${i}`),
+            );
+            t.is(out[offsets.length], sumOf(kind, region), 'the whole region');
+          },
+        ),
+        { numRuns: 60 },
+      );
+    } finally {
+      await fd.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test(
+  'readChecked names the file and the byte where it ended or could not be read, and refuses ' +
+    'spans out of order or outside the region',
+  async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tde-read-checked-'));
+    const file = path.join(dir, 'short');
+    fs.writeFileSync(file, crypto.randomBytes(100 * 1024));
+    const fd = await fs.promises.open(file, 'r');
+    const none = { offsets: new Float64Array(0), lengths: new Uint32Array(0) };
+    try {
+      // Pieces after the end fail too; the first failure in file order is the one reported.
+      await t.throwsAsync(
+        readChecked(fd, file, 1000, 700 * 1024, Buffer.alloc(700 * 1024), none, 'crc32'),
+        {
+          code: 'ERR_TDE_IO',
+          message:
+            `${file} ended at byte 102400 while 716800 bytes from 1000 were being read: ` +
+            'was it truncated while in use?',
+        },
+      );
+      const dirFd = await fs.promises.open(dir, 'r');
+      try {
+        await t.throwsAsync(readChecked(dirFd, dir, 0, 10, Buffer.alloc(10), none, 'crc32'), {
+          code: 'ERR_TDE_IO',
+          message: `cannot read ${dir}: a directory was found where a file was expected`,
+        });
+      } finally {
+        await dirFd.close();
+      }
+
+      const call = (length: number, into: number, offsets: number[], lengths: number[]) => () =>
+        native().readChecked(
+          fd.fd,
+          0,
+          length,
+          Buffer.alloc(into),
+          Float64Array.from(offsets),
+          Uint32Array.from(lengths),
+          'crc32',
+        );
+      const refused = { code: 'ERR_TDE_INVALID_ARGUMENT' };
+      t.throws(call(10, 10, [5, 0], [1, 1]), refused);
+      t.throws(call(10, 10, [0, 3], [4, 1]), refused);
+      t.throws(call(10, 10, [8], [4]), refused);
+      t.throws(call(10, 5, [], []), refused);
+      t.throws(call(10, 10, [0.5], [1]), refused);
+    } finally {
+      await fd.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);

@@ -35,6 +35,19 @@ async function lz4Writer(name: string, generation: string, chunkKb: number) {
   return { provider, lz4, id, writer };
 }
 
+/** An LZ4 SSTable of `mib` MiB of random bytes (which do not compress), open for reading. */
+async function randomLz4Reader(name: string, generation: string, mib: number) {
+  const { provider, lz4, id, writer } = await lz4Writer(name, generation, 64);
+  await writer.write(crypto.randomBytes(mib << 20));
+  const result = await writer.finish();
+  lz4.close();
+  const reader = await SSTableReader.open(
+    { ...id, components: result.components },
+    { keys: provider },
+  );
+  return { provider, id, reader };
+}
+
 test(
   'a storage process writes Data.db + CompressionInfo.db from a stream and reads it back by ' +
     'position',
@@ -456,15 +469,7 @@ test(
 );
 
 test('verify stops between batches once its signal is aborted, naming the file and chunk', async (t) => {
-  const { provider, lz4, id, writer } = await lz4Writer('verify-abort', '6', 64);
-  await writer.write(crypto.randomBytes(24 << 20));
-  const result = await writer.finish();
-  lz4.close();
-
-  const reader = await SSTableReader.open(
-    { ...id, components: result.components },
-    { keys: provider },
-  );
+  const { provider, reader } = await randomLz4Reader('verify-abort', '6', 24);
   try {
     // Aborted while the first batch (64 chunks of 64 KiB) is under way: it stops before the next.
     const controller = new AbortController();
@@ -476,6 +481,27 @@ test('verify stops between batches once its signal is aborted, naming the file a
     });
     // Without a signal the same reader verifies to the end.
     t.deepEqual((await reader.verify('Digest.crc32')).faults, []);
+  } finally {
+    await reader.close();
+    provider.close();
+  }
+});
+
+test('a Data.db cut short while a reader has it open fails with ERR_TDE_IO naming it', async (t) => {
+  // Each batch of 64 chunks reads about 4 MiB, on the thread pool.
+  const { provider, id, reader } = await randomLz4Reader('cut-short', '8', 12);
+  try {
+    fs.truncateSync(path.join(id.dir, 'nb-8-big-Data.db'), 5 << 20);
+    let batches = 0;
+    const err = await t.throwsAsync(async () => {
+      for await (const _ of reader.batches()) batches++;
+    });
+    t.is(batches, 1, 'the first batch lies before the cut');
+    t.is((err as { code?: string }).code, 'ERR_TDE_IO');
+    t.regex(
+      err?.message ?? '',
+      /nb-8-big-Data\.db ended at byte 5242880 while \d+ bytes from \d+ were being read: was it truncated while in use\?$/,
+    );
   } finally {
     await reader.close();
     provider.close();

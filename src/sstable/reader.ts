@@ -17,7 +17,8 @@ import { EncryptedComponent, PlainComponent, SENSITIVE_COMPONENTS } from './page
 import { Compressor, createCompressor, DecodedChunks } from '../compression/compressor';
 import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
 import { ChunkLocator, ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
-import { readFully } from '../util/files';
+import { readChecked, readFully } from '../util/files';
+import { InFlight } from '../util/settle';
 import { SlabPool } from '../util/slabs';
 import { KeyProvider } from '../keys/provider';
 import { CompressionInfo, parseCompressionInfo } from './compression-info';
@@ -88,6 +89,8 @@ export class SSTableReader {
   private readonly checksum: Checksum;
   /** Memory for the regions of compressed chunks read, reused once they are decoded. */
   private readonly regions = new SlabPool();
+  /** Reads on the addon's thread pool, which close() waits for before closing the file. */
+  private readonly pending = new InFlight();
   /** For authenticated chunks: the SSTable id their additional data binds them to. */
   private readonly sstableId: Buffer | undefined;
 
@@ -315,49 +318,60 @@ export class SSTableReader {
     const start = this.geometry(first).offset;
     const last = this.geometry(end - 1);
     const stop = this.compressionInfo ? last.offset + last.stored + 4 : last.offset + last.stored;
-    // Compressed chunks are decoded into new memory, so their region can serve again (recycled
-    // by the caller once decoded); uncompressed ones are handed out as views of it.
-    const into =
-      this.compressionInfo && stop - start >= POOL_CHECKSUM_BYTES
-        ? this.regions.carve([stop - start])[0]
-        : undefined;
-    const region = await readFully(this.fd, this.dataFile, start, stop - start, into);
+    const length = stop - start;
 
-    const chunks: Buffer[] = [];
-    const views: Buffer[] = [];
-    for (let i = first; i < end; i++) {
+    // The spans to checksum: each chunk, and with CompressionInfo the 4 bytes that follow it.
+    const step = this.compressionInfo ? 2 : 1;
+    const offsets = new Float64Array((end - first) * step);
+    const lengths = new Uint32Array((end - first) * step);
+    for (let i = first, k = 0; i < end; i++, k += step) {
       const g = this.geometry(i);
-      const at = g.offset - start;
-      chunks.push(region.subarray(at, at + g.stored));
-      views.push(chunks[chunks.length - 1]);
-      if (this.compressionInfo) views.push(region.subarray(at + g.stored, at + g.stored + 4));
+      offsets[k] = g.offset - start;
+      lengths[k] = g.stored;
+      if (step === 2) {
+        offsets[k + 1] = g.offset - start + g.stored;
+        lengths[k + 1] = 4;
+      }
     }
 
-    // Checksums of a large region are computed on the thread pool, leaving the event loop free;
-    // a point read's one chunk costs less here than a trip to the pool. Either way the region's
-    // own checksum comes too, for the whole-file digest.
+    // A large region is read and checksummed on the thread pool in one trip, leaving the event
+    // loop free; a point read's one chunk costs less here than a trip to the pool. Either way the
+    // region's own checksum comes too, for the whole-file digest.
+    let region: Buffer;
     let sums: ArrayLike<number>;
     let regionSum: number;
-    if (region.length >= POOL_CHECKSUM_BYTES) {
-      const r = await this.checksum.batch(views);
-      sums = r.sums;
-      regionSum = r.combined;
+    if (length >= POOL_CHECKSUM_BYTES) {
+      // Compressed chunks are decoded into new memory, so their region can serve again
+      // (recycled by the caller once decoded); uncompressed ones are handed out as views of it.
+      region = this.compressionInfo ? this.regions.carve([length])[0] : Buffer.allocUnsafe(length);
+      const read = readChecked(
+        this.fd,
+        this.dataFile,
+        start,
+        length,
+        region,
+        { offsets, lengths },
+        this.checksum.type,
+      );
+      ({ sums, regionSum } = await this.pending.track(read));
     } else {
-      sums = views.map((v) => this.checksum.update(v));
+      region = await readFully(this.fd, this.dataFile, start, length);
+      sums = Array.from(offsets, (at, k) =>
+        this.checksum.update(region.subarray(at, at + lengths[k])),
+      );
       regionSum = this.checksum.update(region);
+    }
+    const chunks: Buffer[] = [];
+    for (let k = 0; k < offsets.length; k += step) {
+      chunks.push(region.subarray(offsets[k], offsets[k] + lengths[k]));
     }
 
     const bad: Fault[] = [];
     const where = this.locator(first);
-    const step = this.compressionInfo ? 2 : 1;
-    for (let i = first; i < end; i++) {
-      const g = this.geometry(i);
-      const at = g.offset - start;
-      const chunk = chunks[i - first];
-      const expected = this.compressionInfo
-        ? region.readUInt32BE(at + g.stored)
-        : (this.crc as CrcInfo).checksums[i];
-      const actual = sums[(i - first) * step];
+    for (let i = first, k = 0; i < end; i++, k += step) {
+      const expected =
+        step === 2 ? region.readUInt32BE(offsets[k + 1]) : (this.crc as CrcInfo).checksums[i];
+      const actual = sums[k];
       if (actual !== expected) {
         const w = where(i - first);
         bad.push({
@@ -711,6 +725,9 @@ export class SSTableReader {
 
   async close(): Promise<void> {
     this.compressor?.close();
+    // A read-ahead still running on the pool reads this descriptor: closing it first could let
+    // the number be reused for another file, which the read would then read from.
+    await this.pending.idle();
     await this.fd.close().catch(() => {});
   }
 }

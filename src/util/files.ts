@@ -1,7 +1,10 @@
 /** Small file-system helpers for writes that must survive a crash. */
 import * as fs from 'node:fs';
+import * as util from 'node:util';
 
+import type { ChecksumType } from '../checksum';
 import { ErrorCodeName, fromSystem, TdeError } from '../errors';
+import { native } from '../native';
 
 /** fsync a directory so that entries created, renamed or removed in it survive a crash. */
 export function syncDirectory(dir: string): void {
@@ -165,15 +168,57 @@ export async function readFully(
     } catch (err) {
       throw fromSystem(err, file, 'read');
     }
-    if (n === 0) {
-      throw new TdeError(
-        'ERR_TDE_IO',
-        `${file} ended at byte ${position + at} while ${length} bytes ` +
-          `from ${position} were being read: was it truncated while in use?`,
-        { file, offset: position + at },
-      );
-    }
+    if (n === 0) throw endedEarly(file, position + at, position, length);
     at += n;
   }
   return buf;
+}
+
+function endedEarly(file: string, at: number, position: number, length: number): TdeError {
+  return new TdeError(
+    'ERR_TDE_IO',
+    `${file} ended at byte ${at} while ${length} bytes ` +
+      `from ${position} were being read: was it truncated while in use?`,
+    { file, offset: at },
+  );
+}
+
+/**
+ * As {@link readFully} into `into`, and the checksums of `spans` of the bytes read (offsets in
+ * the region, ascending, not overlapping) and of them all, in one trip to the addon's thread
+ * pool. The caller keeps `fd` open until it settles.
+ */
+export async function readChecked(
+  fd: fs.promises.FileHandle,
+  file: string,
+  position: number,
+  length: number,
+  into: Buffer,
+  spans: { offsets: Float64Array; lengths: Uint32Array },
+  kind: ChecksumType,
+): Promise<{ sums: Uint32Array; regionSum: number }> {
+  let out: Uint32Array;
+  try {
+    out = await native().readChecked(
+      fd.fd,
+      position,
+      length,
+      into,
+      spans.offsets,
+      spans.lengths,
+      kind,
+    );
+  } catch (err) {
+    const e = err as { code?: string; errno?: number; index?: number; message: string };
+    if (e.code !== 'ERR_TDE_IO' || e.index === undefined) throw err;
+    if (!e.errno) throw endedEarly(file, e.index, position, length);
+    const name = util.getSystemErrorName(-e.errno);
+    throw fromSystem(
+      Object.assign(new Error(`${name}: ${e.message}`), { code: name }),
+      file,
+      'read',
+    );
+  }
+  const n = spans.offsets.length;
+  return { sums: out.subarray(0, n), regionSum: out[n] };
 }

@@ -10,3 +10,26 @@ export async function settleAll(steps: readonly Promise<unknown>[]): Promise<voi
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
 }
+
+/**
+ * Work started on another thread that uses something the caller will later release (a file
+ * descriptor the addon reads from): the release waits for {@link idle} first.
+ */
+export class InFlight {
+  private readonly running = new Set<Promise<void>>();
+
+  /** Returns `work`, remembered until it settles. */
+  track<T>(work: Promise<T>): Promise<T> {
+    const entry: Promise<void> = work.then(
+      () => void this.running.delete(entry),
+      () => void this.running.delete(entry),
+    );
+    this.running.add(entry);
+    return work;
+  }
+
+  /** Resolves once everything tracked so far has settled; never rejects. */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running]);
+  }
+}
