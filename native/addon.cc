@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -692,14 +693,14 @@ double WholeArg(Napi::Env env, Napi::Value v, double max, const char* what) {
 // file at `position` into `into` on the pool and checksums the spans given by `offsets`
 // (Float64Array) and `lengths` (Uint32Array), which must lie in the region in ascending order
 // without overlapping. See ReadCheckTask for what the promise gives. The file descriptor must
-// stay open until it settles.
+// be open when called; it may be closed before the promise settles.
 Napi::Value JsReadChecked(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 7)
     ThrowContract(env, "expected (fd, position, length, into, offsets, lengths, kind)");
   constexpr double kMaxSafe = 9007199254740992.0;  // 2^53
   ReadCheckJob job;
-  job.fd = static_cast<int>(WholeArg(env, info[0], INT32_MAX, "fd"));
+  int fd = static_cast<int>(WholeArg(env, info[0], INT32_MAX, "fd"));
   job.position = static_cast<int64_t>(WholeArg(env, info[1], kMaxSafe, "position"));
   job.length = static_cast<size_t>(WholeArg(env, info[2], kMaxSafe, "length"));
   Bytes into = ViewOf(env, info[3], "into");
@@ -725,6 +726,19 @@ Napi::Value JsReadChecked(const Napi::CallbackInfo& info) {
     end = at + lengths[i];
   }
   std::shared_ptr<Completions> completions = Completions::For(env);
+
+  // The job reads through a duplicate, closed when it ends, as Node's FileHandle keeps a
+  // descriptor open until its operations end: the caller closing its own meanwhile cannot have
+  // the number reused for another file and read from.
+  job.fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (job.fd < 0) {
+    int error_number = errno;
+    Status st = Status::Error("ERR_TDE_IO", std::strerror(error_number));
+    st.index = job.position;
+    Napi::Error err = MakeError(env, st);
+    err.Set("errno", Napi::Number::New(env, error_number));
+    throw err;
+  }
   auto* task = new ReadCheckTask(env, std::move(job), info[3], std::move(hold), completions);
   Napi::Promise promise = task->deferred.Promise();
   completions->Started();

@@ -23,6 +23,7 @@ void ReadCheckJob::Start(std::function<void()> done) {
   sums.assign(span_offset.size(), Initial(kind));
   region_sum = Initial(kind);
   if (length == 0) {
+    close(fd);
     done();
     return;
   }
@@ -35,6 +36,7 @@ void ReadCheckJob::Start(std::function<void()> done) {
       participants, [this] { Body(); },
       [this, done = std::move(done)] {
         Fold();
+        close(fd);
         done();
       });
 }

@@ -19,6 +19,8 @@
 namespace tde {
 
 struct ReadCheckJob {
+  // A descriptor of the job's own (a duplicate of the caller's), closed when the job is over: the
+  // caller may close its descriptor meanwhile without the number being reused under the read.
   int fd = -1;
   // File offset of the region, its length, and where it goes (at least `length` bytes).
   int64_t position = 0;
@@ -37,7 +39,8 @@ struct ReadCheckJob {
   Status status;
   int error_number = 0;
 
-  // Runs the job on the pool and calls `done` once, on a pool thread, when it is over.
+  // Runs the job on the pool and calls `done` once, on a pool thread, when it is over (and `fd`
+  // is closed).
   void Start(std::function<void()> done);
 
  private:

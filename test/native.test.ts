@@ -641,7 +641,23 @@ test(
             t.is(out[offsets.length], sumOf(kind, region), 'the whole region');
           },
         ),
-        { numRuns: 60 },
+        {
+          numRuns: 60,
+          // Span edges on either side of a piece's edge (256 KiB), and exactly on it.
+          examples: (['crc32', 'adler32'] as const).map((kind) => [
+            0,
+            [
+              { gap: 0, length: 262143 },
+              { gap: 0, length: 2 },
+              { gap: 0, length: 0 },
+              { gap: 0, length: 262143 },
+              { gap: 0, length: 4 },
+              { gap: 0, length: 0 },
+            ],
+            kind,
+            0,
+          ]),
+        },
       );
     } finally {
       await fd.close();
@@ -702,3 +718,102 @@ test(
     }
   },
 );
+
+// Serial, so that no other test opens a file between the close and the opens that take its number.
+test.serial(
+  'readChecked reads through its own descriptor: closing the caller’s and reusing the number ' +
+    'before the read runs changes nothing',
+  async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tde-read-checked-'));
+    const mine = path.join(dir, 'mine');
+    const other = path.join(dir, 'other');
+    const bytes = crypto.randomBytes(1 << 20);
+    fs.writeFileSync(mine, bytes);
+    fs.writeFileSync(other, crypto.randomBytes(1 << 20));
+    try {
+      // Checksums of 512 MiB keep the pool busy, so the read below waits in its queue.
+      const busy = Buffer.alloc(256 << 20, 1);
+      const queued = [
+        native().checksumBatch('adler32', [busy], 1),
+        native().checksumBatch('adler32', [busy], 1),
+      ];
+      const fd = await fs.promises.open(mine, 'r');
+      const number = fd.fd;
+      const into = Buffer.alloc(bytes.length);
+      const spans = { offsets: Float64Array.of(0), lengths: Uint32Array.of(bytes.length) };
+      const read = native().readChecked(
+        number,
+        0,
+        bytes.length,
+        into,
+        spans.offsets,
+        spans.lengths,
+        'crc32',
+      );
+      await fd.close();
+      // The lowest free number goes to the next file opened: open until it is the closed one's.
+      const opened: number[] = [];
+      try {
+        while (opened.length < 256 && opened[opened.length - 1] !== number)
+          opened.push(fs.openSync(other, 'r'));
+        t.is(opened[opened.length - 1], number, 'the number went to the other file');
+        const out = await read;
+        t.true(into.equals(bytes), 'the bytes are those of the file that was open');
+        t.is(out[0], zlib.crc32(bytes) >>> 0);
+      } finally {
+        for (const n of opened) fs.closeSync(n);
+        await Promise.all(queued);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test('worker threads terminated during reads and checksum batches leave the process running', async (t) => {
+  // node-addon-api, refused every call by an environment being torn down, would otherwise throw
+  // a C++ exception that nothing catches (NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tde-read-checked-'));
+  const file = path.join(dir, 'data');
+  fs.writeFileSync(file, crypto.randomBytes(16 << 20));
+  const worker = `
+    const fs = require('node:fs');
+    const { parentPort, workerData } = require('node:worker_threads');
+    const addon = require(workerData.addon);
+    (async () => {
+      const fh = await fs.promises.open(workerData.file, 'r');
+      const into = Buffer.allocUnsafe(16 << 20);
+      parentPort.postMessage('go');
+      for (;;) {
+        const spans = [new Float64Array([0]), new Uint32Array([1 << 20])];
+        await Promise.all([
+          addon.readChecked(fh.fd, 0, 16 << 20, into, ...spans, 'crc32'),
+          addon.readChecked(fh.fd, 0, 16 << 20, into, ...spans, 'adler32'),
+          addon.checksumBatch('crc32', [into], 0),
+        ]);
+      }
+    })();
+  `;
+  const main = `
+    const { Worker } = require('node:worker_threads');
+    (async () => {
+      for (let round = 0; round < 20; round++) {
+        const w = new Worker(${JSON.stringify(worker)}, { eval: true, workerData: {
+          addon: ${JSON.stringify(path.join(ROOT, 'build/Release/sstable_tde.node'))},
+          file: ${JSON.stringify(file)} } });
+        await new Promise((resolve) => w.once('message', resolve));
+        await new Promise((resolve) => setTimeout(resolve, (round * 7) % 40));
+        await w.terminate();
+      }
+      console.log('alive');
+    })();
+  `;
+  try {
+    const r = spawnSync(process.execPath, ['-e', main], { encoding: 'utf8', timeout: 120_000 });
+    t.is(r.signal, null, r.stderr);
+    t.is(r.status, 0, r.stderr);
+    t.is(r.stdout.trim(), 'alive');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -507,3 +507,25 @@ test('a Data.db cut short while a reader has it open fails with ERR_TDE_IO namin
     provider.close();
   }
 });
+
+test('a read started while the reader closes, or after, fails as a read of a closed file', async (t) => {
+  const { provider, id, reader } = await randomLz4Reader('read-closing', '9', 8);
+  try {
+    const ahead = reader.readChunks(0, 64);
+    const closing = reader.close();
+    const closed = {
+      code: 'ERR_TDE_IO',
+      message: `cannot read ${path.join(id.dir, 'nb-9-big-Data.db')}: file closed`,
+    };
+    // Large (on the thread pool) and small (one chunk) reads alike.
+    await t.throwsAsync(reader.readChunks(0, 64), closed);
+    await t.throwsAsync(reader.readChunks(0, 1), closed);
+    // The read begun before close() is one that close() waits for: it ends with the data.
+    t.is((await ahead).length, 64);
+    await closing;
+    await t.throwsAsync(reader.readChunks(0, 64), closed);
+  } finally {
+    await reader.close();
+    provider.close();
+  }
+});

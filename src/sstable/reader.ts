@@ -17,7 +17,7 @@ import { EncryptedComponent, PlainComponent, SENSITIVE_COMPONENTS } from './page
 import { Compressor, createCompressor, DecodedChunks } from '../compression/compressor';
 import { CompressionParams, paramsFromCompressionInfo } from '../compression/options';
 import { ChunkLocator, ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
-import { readChecked, readFully } from '../util/files';
+import { readAfterClose, readChecked, readFully } from '../util/files';
 import { InFlight } from '../util/settle';
 import { SlabPool } from '../util/slabs';
 import { KeyProvider } from '../keys/provider';
@@ -89,8 +89,9 @@ export class SSTableReader {
   private readonly checksum: Checksum;
   /** Memory for the regions of compressed chunks read, reused once they are decoded. */
   private readonly regions = new SlabPool();
-  /** Reads on the addon's thread pool, which close() waits for before closing the file. */
+  /** Reads on the addon's thread pool, which close() waits for; no new ones once closing. */
   private readonly pending = new InFlight();
+  private closing = false;
   /** For authenticated chunks: the SSTable id their additional data binds them to. */
   private readonly sstableId: Buffer | undefined;
 
@@ -340,6 +341,8 @@ export class SSTableReader {
     let region: Buffer;
     let sums: ArrayLike<number>;
     let regionSum: number;
+    // Refused as a read of a closed FileHandle is: close() may be waiting for reads to end.
+    if (this.closing) throw readAfterClose(this.dataFile);
     if (length >= POOL_CHECKSUM_BYTES) {
       // Compressed chunks are decoded into new memory, so their region can serve again
       // (recycled by the caller once decoded); uncompressed ones are handed out as views of it.
@@ -724,9 +727,10 @@ export class SSTableReader {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     this.compressor?.close();
-    // A read-ahead still running on the pool reads this descriptor: closing it first could let
-    // the number be reused for another file, which the read would then read from.
+    // Reads still running on the pool (a read-ahead) end first, as FileHandle.close() waits for
+    // its own reads: nothing of this reader runs once close() has resolved.
     await this.pending.idle();
     await this.fd.close().catch(() => {});
   }

@@ -174,6 +174,11 @@ export async function readFully(
   return buf;
 }
 
+/** What a read of `file` after its handle was closed fails with, as FileHandle.read's does. */
+export function readAfterClose(file: string): TdeError {
+  return fromSystem(Object.assign(new Error('file closed'), { code: 'EBADF' }), file, 'read');
+}
+
 function endedEarly(file: string, at: number, position: number, length: number): TdeError {
   return new TdeError(
     'ERR_TDE_IO',
@@ -197,6 +202,8 @@ export async function readChecked(
   spans: { offsets: Float64Array; lengths: Uint32Array },
   kind: ChecksumType,
 ): Promise<{ sums: Uint32Array; regionSum: number }> {
+  // A FileHandle's descriptor is -1 once it is closed.
+  if (fd.fd < 0) throw readAfterClose(file);
   let out: Uint32Array;
   try {
     out = await native().readChecked(
@@ -213,11 +220,14 @@ export async function readChecked(
     if (e.code !== 'ERR_TDE_IO' || e.index === undefined) throw err;
     if (!e.errno) throw endedEarly(file, e.index, position, length);
     const name = util.getSystemErrorName(-e.errno);
-    throw fromSystem(
-      Object.assign(new Error(`${name}: ${e.message}`), { code: name }),
-      file,
-      'read',
-    );
+    const cause = Object.assign(new Error(`${name}: ${e.message}`), {
+      code: name,
+      errno: -e.errno,
+      syscall: 'pread',
+    });
+    const failed = fromSystem(cause, file, 'read');
+    failed.offset = e.index;
+    throw failed;
   }
   const n = spans.offsets.length;
   return { sums: out.subarray(0, n), regionSum: out[n] };

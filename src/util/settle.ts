@@ -12,8 +12,8 @@ export async function settleAll(steps: readonly Promise<unknown>[]): Promise<voi
 }
 
 /**
- * Work started on another thread that uses something the caller will later release (a file
- * descriptor the addon reads from): the release waits for {@link idle} first.
+ * Work started on another thread that the caller must see end before it releases what the work
+ * belongs to (a reader's reads on the addon's pool, before the reader is closed).
  */
 export class InFlight {
   private readonly running = new Set<Promise<void>>();
