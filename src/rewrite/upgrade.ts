@@ -483,9 +483,10 @@ class Rewriter {
         }
       }
       // An interrupt stops the check between batches: a large SSTable is not read to the end first.
+      // The transcoded components were just read through in full, and are not decrypted again.
       const report = await reader.verify(
         components.find((c) => c.startsWith('Digest.')),
-        { signal: this.signal },
+        { signal: this.signal, checked: transcoded.map((t) => t.component) },
       );
       if (report.faults.length > 0) {
         throw notVerified(id, sourceName, report.faults[0].message);

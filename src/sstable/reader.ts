@@ -579,12 +579,14 @@ export class SSTableReader {
 
   /**
    * Reads every chunk and reports every fault found instead of stopping at the first: chunk
-   * checksums, decryption and decompression, and the Digest component against Data.db. With
-   * `signal`, an abort stops it between batches with ERR_TDE_CANCELLED.
+   * checksums, decryption and decompression, the Digest component against Data.db, and every
+   * encrypted index and metadata component but those in `options.checked` (ones the caller has
+   * read through already). With `signal`, an abort stops it between batches with
+   * ERR_TDE_CANCELLED.
    */
   async verify(
     digestComponent?: string,
-    options: { signal?: AbortSignal } = {},
+    options: { signal?: AbortSignal; checked?: readonly string[] } = {},
   ): Promise<VerifyReport> {
     const faults: Fault[] = [];
     let digest = this.checksum.initial;
@@ -646,6 +648,7 @@ export class SSTableReader {
 
     if (digestComponent) await this.checkDigest(digestComponent, digest, faults);
     for (const component of this.encryptedComponents) {
+      if (options.checked?.includes(component)) continue;
       try {
         const c = await this.openComponent(component);
         try {
