@@ -89,7 +89,7 @@ export class SSTableReader {
   private readonly checksum: Checksum;
   /** Memory for the regions of compressed chunks read, reused once they are decoded. */
   private readonly regions = new SlabPool();
-  /** Reads on the addon's thread pool, which close() waits for; no new ones once closing. */
+  /** Reads and decoding under way, which close() waits for; no new reads once closing. */
   private readonly pending = new InFlight();
   private closing = false;
   /** For authenticated chunks: the SSTable id their additional data binds them to. */
@@ -397,10 +397,15 @@ export class SSTableReader {
    * With `crc`, the result's `crcs` holds each plain chunk's CRC32 (from the decoding pass where
    * the addon decodes, else computed here).
    */
-  private async decode(first: number, stored: Buffer[], crc = false): Promise<DecodedChunks> {
-    const out = await this.decode1(first, stored, crc);
-    if (crc && !out.crcs) out.crcs = (await CRC32.batch(out)).sums;
-    return out;
+  private decode(first: number, stored: Buffer[], crc = false): Promise<DecodedChunks> {
+    // Tracked, so that close() lets a read-ahead's decoding end before the compressor goes.
+    return this.pending.track(
+      (async () => {
+        const out = await this.decode1(first, stored, crc);
+        if (crc && !out.crcs) out.crcs = (await CRC32.batch(out)).sums;
+        return out;
+      })(),
+    );
   }
 
   private async decode1(first: number, stored: Buffer[], crc: boolean): Promise<DecodedChunks> {
@@ -731,10 +736,11 @@ export class SSTableReader {
 
   async close(): Promise<void> {
     this.closing = true;
-    this.compressor?.close();
-    // Reads still running on the pool (a read-ahead) end first, as FileHandle.close() waits for
-    // its own reads: nothing of this reader runs once close() has resolved.
+    // Reads and decoding still running on the pool (a read-ahead) end first, as
+    // FileHandle.close() waits for its own reads: nothing of this reader runs once close() has
+    // resolved, and its key is wiped only after.
     await this.pending.idle();
+    this.compressor?.close();
     await this.fd.close().catch(() => {});
   }
 }
