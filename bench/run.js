@@ -126,20 +126,23 @@ async function chart(doc) {
   return view.toSVG();
 }
 
+/** A wrong command line: told in one line, without a stack trace. */
+class Usage extends Error {}
+
 async function main() {
   const args = process.argv.slice(2);
   const quick = args.includes('--quick');
-  const only = args.includes('--only')
-    ? args[args.indexOf('--only') + 1].split(',')
-    : Object.keys(SUITES);
+  const suites = Object.keys(SUITES).join(', ');
+  const listed = args.includes('--only') ? args[args.indexOf('--only') + 1] : suites;
+  const only = (listed ?? '').split(',').map((name) => name.trim());
+  // Every name is checked before anything runs: a typo costs no minutes of benchmarking.
+  for (const name of only) {
+    if (!SUITES[name]) throw new Usage(`--only takes suite names from: ${suites} (not "${name}")`);
+  }
   const log = (s) => process.stdout.write(s);
   const started = Date.now();
   const cases = [];
-  for (const name of only) {
-    if (!SUITES[name])
-      throw new Error(`no suite "${name}"; the suites are ${Object.keys(SUITES).join(', ')}`);
-    cases.push(...(await SUITES[name].run({ quick, args, log })));
-  }
+  for (const name of only) cases.push(...(await SUITES[name].run({ quick, args, log })));
   const doc = {
     machine: machine(),
     date: new Date().toISOString(),
@@ -163,6 +166,6 @@ async function main() {
 }
 
 main().catch((err) => {
-  process.stderr.write(`${err.stack || err}\n`);
-  process.exit(1);
+  process.stderr.write(err instanceof Usage ? `bench: ${err.message}\n` : `${err.stack || err}\n`);
+  process.exit(err instanceof Usage ? 2 : 1);
 });

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -70,6 +70,30 @@ test('destroy() during a running batch lets the batch finish with correct output
   const d = crypto.createDecipheriv('aes-128-cbc', key, out[63].subarray(0, 16));
   t.true(Buffer.concat([d.update(out[63].subarray(16)), d.final()]).equals(chunks[63]));
 });
+
+/**
+ * Runs Node in a child process and waits without blocking this one's event loop, which another
+ * test here watches for ticks while its batch runs.
+ */
+function nodeChild(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, { env, timeout: 120_000 });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }));
+  });
+}
 
 test(
   'a batch runs off the event loop: timers ' + 'fire while a large batch is encrypting',
@@ -485,7 +509,7 @@ test('workers that load the addon alone and end mid-batch leave the process runn
       console.log(JSON.stringify(seen));
     })();
   `;
-  const r = spawnSync(process.execPath, ['-e', main], { encoding: 'utf8', timeout: 120_000 });
+  const r = await nodeChild(['-e', main]);
   t.is(r.signal, null, r.stderr);
   t.is(r.status, 0, r.stderr);
   t.deepEqual(JSON.parse(r.stdout.trim()), ['queued', 512]);
@@ -528,7 +552,7 @@ test('startWriteback starts writing a range of a file, says false where it canno
   });
 });
 
-test('with SSTABLE_TDE_VAES=0 the 128-bit AES and CRC32 code agree with Node and zlib', (t) => {
+test('with SSTABLE_TDE_VAES=0 the 128-bit AES and CRC32 code agree with Node and zlib', async (t) => {
   // On a machine with VAES the 256-bit code takes every full 128 bytes, so the 128-bit loops
   // only see tails; a process with the wide code switched off runs them on whole chunks.
   const main = `
@@ -578,10 +602,9 @@ test('with SSTABLE_TDE_VAES=0 the 128-bit AES and CRC32 code agree with Node and
       console.log(JSON.stringify({ checked, bad }));
     })();
   `;
-  const r = spawnSync(process.execPath, ['--import=tsx', '-e', main], {
-    encoding: 'utf8',
-    timeout: 120_000,
-    env: { ...process.env, SSTABLE_TDE_VAES: '0' },
+  const r = await nodeChild(['--import=tsx', '-e', main], {
+    ...process.env,
+    SSTABLE_TDE_VAES: '0',
   });
   t.is(r.status, 0, r.stderr);
   t.deepEqual(JSON.parse(r.stdout.trim()), { checked: 2 * 4 * 9 + 5, bad: [] });
@@ -809,7 +832,7 @@ test('worker threads terminated during reads and checksum batches leave the proc
     })();
   `;
   try {
-    const r = spawnSync(process.execPath, ['-e', main], { encoding: 'utf8', timeout: 120_000 });
+    const r = await nodeChild(['-e', main]);
     t.is(r.signal, null, r.stderr);
     t.is(r.status, 0, r.stderr);
     t.is(r.stdout.trim(), 'alive');
