@@ -36,6 +36,7 @@ test('a missing data directory is a failure (exit 1) that names it', async (t) =
   const r = await cli('describe', '--data-dir', '/nonexistent/data');
   t.is(r.code, 1);
   t.regex(r.stderr, /ERR_TDE_IO.*\/nonexistent\/data.*does not exist/);
+  t.regex(r.stderr, /give the directory that holds the keyspace directories/);
   const ks = await cli(
     'describe',
     '--data-dir',

@@ -56,6 +56,15 @@ export function findTables(dataDir: string, keyspace?: string, tables: string[] 
   try {
     st = fs.statSync(dataDir);
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new TdeError(
+        'ERR_TDE_IO',
+        `cannot open data directory ${dataDir}: it does not exist; give the directory that ` +
+          "holds the keyspace directories (Cassandra's data_file_directories entry)",
+        { file: dataDir },
+        err,
+      );
+    }
     throw fromSystem(err, dataDir, 'open data directory');
   }
   if (!st.isDirectory()) {
