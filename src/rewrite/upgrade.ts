@@ -472,8 +472,12 @@ class Rewriter {
     try {
       for (const t of transcoded) {
         const c = await reader.openComponent(t.component);
-        const crc = zlib.crc32(await c.readAll()) >>> 0;
-        await c.close();
+        let crc: number;
+        try {
+          crc = zlib.crc32(await c.readAll()) >>> 0;
+        } finally {
+          await c.close();
+        }
         if (crc !== t.crc) {
           throw notVerified(
             id,
