@@ -29,6 +29,16 @@ test(
     const missing = await cli('upgradesstables', '--data-dir', '.');
     t.is(missing.code, 2);
     t.regex(missing.stderr, /--schema/);
+    const none = await cli('verify');
+    t.is(none.code, 2);
+    t.regex(none.stderr, /required option '--data-dir <dir>' not specified/);
+    // A mistyped option is named as such, with the option meant, not reported as the required
+    // option missing.
+    const typo = await cli('describe', '--datadir', '.');
+    t.is(typo.code, 2);
+    t.regex(typo.stderr, /unknown option '--datadir'/);
+    t.regex(typo.stderr, /Did you mean --data-dir\?/);
+    t.notRegex(typo.stderr, /required option/);
   },
 );
 

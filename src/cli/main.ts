@@ -38,6 +38,7 @@ export async function run(argv: string[], io: Io = processIo()): Promise<number>
         writeOut: (s) => io.out(s.trimEnd()),
         writeErr: (s) => io.err(s.trimEnd()),
       });
+    checkRequiredAfterUnknown(cmd);
     cmd.commands.forEach(setUp);
   };
   for (const make of [
@@ -89,4 +90,25 @@ export function main(): void {
       process.exitCode = 1;
     },
   );
+}
+
+/**
+ * Commander reports a missing required option before an unknown one, so a mistyped
+ * `--datadir x` would be told that --data-dir is missing, with no word about the typo. The
+ * required options are checked just before the action instead, after the unknown ones (whose
+ * error suggests the option meant).
+ */
+function checkRequiredAfterUnknown(cmd: Command): void {
+  const required = cmd.options.filter((o) => o.mandatory);
+  if (required.length === 0) return;
+  for (const o of required) o.makeOptionMandatory(false);
+  cmd.hook('preAction', () => {
+    for (const o of required) {
+      if (cmd.getOptionValue(o.attributeName()) === undefined) {
+        cmd.error(`error: required option '${o.flags}' not specified`, {
+          code: 'commander.missingMandatoryOptionValue',
+        });
+      }
+    }
+  });
 }
