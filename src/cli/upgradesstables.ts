@@ -157,14 +157,14 @@ interrupted before doing anything else.`,
         const onSignal = (signal: NodeJS.Signals) => {
           if (controller.signal.aborted) process.exit(130);
           bar?.stop();
+          const again = signal === 'SIGINT' ? 'press Ctrl-C again' : `send ${signal} again`;
           io.err(
-            `sstable-tde: ${signal}: rolling back the SSTable in progress (press again to stop ` +
-              `at once)`,
+            `sstable-tde: ${signal}: rolling back the SSTable${(jobs ?? 1) === 1 ? '' : 's'} in ` +
+              `progress (${again} to stop at once)`,
           );
           controller.abort();
         };
-        process.on('SIGINT', onSignal);
-        process.on('SIGTERM', onSignal);
+        const stopListening = onInterrupt(onSignal);
         const report = await upgradeSSTables({
           signal: controller.signal,
           dataDir: opts.dataDir,
@@ -177,10 +177,7 @@ interrupted before doing anything else.`,
           tables,
           onEvent,
           observer: metrics,
-        }).finally(() => {
-          process.removeListener('SIGINT', onSignal);
-          process.removeListener('SIGTERM', onSignal);
-        });
+        }).finally(stopListening);
         bar?.stop();
         bar = undefined;
 
@@ -208,11 +205,15 @@ interrupted before doing anything else.`,
           printMetrics(io, metrics);
         }
         if (report.failed > 0 && !json) {
-          const failedSSTables = report.failed - report.missing.length;
+          // SSTables rolled back because of an interrupt have nothing to fix.
+          const failedSSTables = report.results.filter(
+            (r) => r.status === 'failed' && r.error?.code !== 'ERR_TDE_CANCELLED',
+          ).length;
           if (failedSSTables > 0) {
             io.err(
-              `sstable-tde: ${failedSSTables} SSTable(s) could not be rewritten (FAILED ` +
-                'above, each with the state it is in); fix the cause and run the command again',
+              `sstable-tde: ${failedSSTables} SSTable(s) could not be rewritten (FAILED above; ` +
+                'each is left as it was unless its line says otherwise); fix the cause and run ' +
+                'the command again',
             );
           }
           if (report.missing.length > 0) {
@@ -235,4 +236,27 @@ interrupted before doing anything else.`,
     },
   );
   return cmd;
+}
+
+/**
+ * One listener per signal however many runs this process has going (tests run many at once),
+ * handing SIGINT and SIGTERM to each. Returns the call that stops `handler` hearing them.
+ */
+const interruptHandlers = new Set<(signal: NodeJS.Signals) => void>();
+function dispatchInterrupt(signal: NodeJS.Signals): void {
+  for (const handler of [...interruptHandlers]) handler(signal);
+}
+function onInterrupt(handler: (signal: NodeJS.Signals) => void): () => void {
+  if (interruptHandlers.size === 0) {
+    process.on('SIGINT', dispatchInterrupt);
+    process.on('SIGTERM', dispatchInterrupt);
+  }
+  interruptHandlers.add(handler);
+  return () => {
+    interruptHandlers.delete(handler);
+    if (interruptHandlers.size === 0) {
+      process.removeListener('SIGINT', dispatchInterrupt);
+      process.removeListener('SIGTERM', dispatchInterrupt);
+    }
+  };
 }
