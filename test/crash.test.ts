@@ -171,7 +171,11 @@ for (const [point, lost] of [
       const [log] = fs.readdirSync(dir).filter((f) => f.endsWith('.log'));
       const file = path.join(dir, log);
       fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('commit\n', ''));
-      const before = fs.readdirSync(dir).sort();
+      // The killed run's lock on the table directory is taken over and removed by the rerun.
+      const before = fs
+        .readdirSync(dir)
+        .filter((f) => f !== LOCK_NAME)
+        .sort();
       const damage = new RegExp(
         String.raw`it does not record a commit, yet \w\w-1-big has lost ` +
           `${lost.source}, which only a committed rewrite removes`,
@@ -187,7 +191,7 @@ for (const [point, lost] of [
       t.is(rerun.code, 1, output);
       t.regex(output, new RegExp(`damaged transaction log ${log.replace(/\./g, '\\.')} \\(`));
       t.regex(output, damage);
-      t.deepEqual(fs.readdirSync(dir).sort(), before, 'nothing removed');
+      t.deepEqual(fs.readdirSync(dir).sort(), before, 'nothing removed but the stale lock');
       // The new SSTable, complete, still holds the data.
       t.true(
         (await readAll({ ...onlySSTableOf(dir, '2'), dir }, s.keys.config)).equals(

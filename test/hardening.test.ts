@@ -161,6 +161,78 @@ test('symbolically linked table and keyspace directories are followed', async (t
   fs.rmSync(elsewhere, { recursive: true, force: true });
 });
 
+test('a table reached from two data directories through links is rewritten by one run at a time', async (t) => {
+  // The keyspace directory lives in one data directory and is linked from another: each run
+  // holds its own data directory's lock, so the table directory needs its own.
+  const s = await setup(['legacy_nb_simple']);
+  const other = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-other-data-'));
+  fs.symlinkSync(path.join(s.dataDir, 'legacy_tables'), path.join(other, 'legacy_tables'));
+  const tableDir = path.join(s.dataDir, 'legacy_tables', 'legacy_nb_simple');
+  const enc = s.schema(
+    `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = {'class': 'Encryptor'};`,
+  );
+
+  // A live run (this process) holds the table: the run through the other data directory stops
+  // before it changes anything, and says who holds it.
+  const lock = path.join(tableDir, LOCK_NAME);
+  fs.writeFileSync(
+    lock,
+    JSON.stringify({ pid: process.pid, host: os.hostname(), command: 'x', since: 'now' }),
+  );
+  const before = treeHashes(s.dataDir);
+  const held = await s.run('upgradesstables', '--data-dir', other, '--schema', enc);
+  t.is(held.code, 1);
+  t.regex(
+    held.stderr,
+    /\[ERR_TDE_LOCKED\]: table directory .*legacy_nb_simple is locked by process/,
+  );
+  t.deepEqual(treeHashes(s.dataDir), before);
+  // verify through either data directory tells of the run holding the table.
+  const seen = await s.run('verify', '--data-dir', other);
+  t.is(seen.code, 0, seen.stderr);
+  t.regex(seen.stdout + seen.stderr, new RegExp(`process ${process.pid} on `));
+
+  // Once it is free, the run goes ahead and leaves no lock behind.
+  fs.rmSync(lock);
+  const free = await s.run('upgradesstables', '--data-dir', other, '--schema', enc);
+  t.is(free.code, 0, free.stderr);
+  t.is(onlySSTable(tableDir).generation, '2');
+  t.false(fs.readdirSync(tableDir).some((f) => f.includes('lock')));
+
+  // One table directory met twice in one data directory is refused, naming both paths.
+  fs.symlinkSync(path.join(s.dataDir, 'legacy_tables'), path.join(s.dataDir, 'alias'));
+  const twice = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc, '-a');
+  t.is(twice.code, 1);
+  t.regex(
+    twice.stderr,
+    /\[ERR_TDE_DATA_DIR\]: .*legacy_nb_simple and .*legacy_nb_simple are one directory/,
+  );
+  t.is(onlySSTable(tableDir).generation, '2');
+  fs.rmSync(other, { recursive: true, force: true });
+});
+
+test('a generation past what Cassandra reads is never written', async (t) => {
+  const s = await setup(['legacy_nb_simple']);
+  const tableDir = path.join(s.dataDir, 'legacy_tables', 'legacy_nb_simple');
+  for (const f of fs.readdirSync(tableDir)) {
+    fs.renameSync(
+      path.join(tableDir, f),
+      path.join(tableDir, f.replace(/^nb-1-/, 'nb-2147483647-')),
+    );
+  }
+  const before = treeHashes(s.dataDir);
+  const enc = s.schema(
+    `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = {'class': 'Encryptor'};`,
+  );
+  const r = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+  t.is(r.code, 1);
+  t.regex(
+    r.stdout + r.stderr,
+    /ERR_TDE_UNSUPPORTED.*2147483648, is past 2147483647.*lower generation/,
+  );
+  t.deepEqual(treeHashes(s.dataDir), before);
+});
+
 test('two runs started together on a stale lock: only one proceeds, every time', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sstable-tde-lock-'));
   const script =
@@ -381,7 +453,10 @@ test('Ctrl-C rolls back the SSTable in progress, removes the lock and exits 130'
     { SSTABLE_TDE_INTERRUPT_AT: 'data-writing' },
   );
   t.is(r.code, 130, r.stderr);
-  t.regex(r.stderr, /SIGINT: rolling back/);
+  t.regex(r.stderr, /SIGINT: rolling back the SSTable in progress \(press Ctrl-C again/);
+  // The SSTable rolled back is not a failure to fix; the interrupt is reported on its own.
+  t.notRegex(r.stderr, /could not be rewritten/);
+  t.regex(r.stderr, /interrupted; run the same command again/);
   t.deepEqual(treeHashes(s.dataDir), before, 'nothing changed, nothing left behind, lock removed');
 });
 
@@ -516,6 +591,12 @@ test('verify and describe with nothing to look at say so and exit 1', async (t) 
   const bad = await cli('describe', '--data-dir', s.dataDir, '--config', '/nonexistent/dse.yaml');
   t.is(bad.code, 1);
   t.regex(bad.stderr, /dse\.yaml.*does not exist/);
+  // A file given as the data directory is called that, not a lock file that cannot be read.
+  const file = path.join(s.dataDir, 'legacy_tables', 'legacy_nb_clust', 'nb-1-big-TOC.txt');
+  const notDir = await s.run('verify', '--data-dir', file);
+  t.is(notDir.code, 1);
+  t.regex(notDir.stderr, /ERR_TDE_DATA_DIR.*nb-1-big-TOC\.txt is not a directory/);
+  t.notRegex(notDir.stderr, /lock/);
 });
 
 test('a value that looks like key material is never quoted back in an error', async (t) => {

@@ -71,7 +71,7 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
         } else {
           if (report.rewriteInProgress) {
             io.out(
-              `note   an upgradesstables run holds this data directory ` +
+              `note   an upgradesstables run holds this data directory or a table in it ` +
                 `(${report.rewriteInProgress}); SSTables it replaced while verify ran were skipped`,
             );
           } else {

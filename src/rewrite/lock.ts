@@ -1,6 +1,7 @@
 /**
- * One rewrite per data directory at a time: a lock file that names its holder, so a second run
- * can say who holds it.
+ * One rewrite per data directory, and per table directory, at a time: a lock file that names its
+ * holder, so a second run can say who holds it. Table directories are locked too because one may
+ * be reached from two data directories through symbolic links.
  *
  * - The lock appears atomically with its content: it is written to a private file, then linked
  *   to the lock's name, which fails if the name exists.
@@ -180,7 +181,65 @@ export interface DirectoryLock {
 }
 
 export function lockDataDirectory(dataDir: string, command: string): DirectoryLock {
-  const file = path.join(dataDir, LOCK_NAME);
+  return lockDirectory(dataDir, command, 'data directory');
+}
+
+/**
+ * Locks each table directory a run may change, by its real path, so that a table reached
+ * through symbolic links from two data directories is still rewritten by one run at a time
+ * (each run holds only its own data directory's lock). All or none: if one is held elsewhere,
+ * those already taken are released and ERR_TDE_LOCKED is thrown. A directory this process may
+ * not write to is passed over. Two entries of `tables` that are one directory are refused
+ * (ERR_TDE_DATA_DIR): a run must meet each table once.
+ */
+export function lockTableDirectories(tables: readonly string[], command: string): DirectoryLock {
+  const seen = new Map<string, string>();
+  const taken: DirectoryLock[] = [];
+  const release = () => {
+    for (const lock of taken.splice(0).reverse()) lock.release();
+  };
+  try {
+    for (const dir of tables) {
+      let real: string;
+      try {
+        real = fs.realpathSync(dir);
+      } catch (err) {
+        throw fromSystem(err, dir, 'open table directory');
+      }
+      const first = seen.get(real);
+      if (first !== undefined) {
+        throw new TdeError(
+          'ERR_TDE_DATA_DIR',
+          `${first} and ${dir} are one directory (${real}), reached twice through symbolic ` +
+            'links: a run must meet each table once; name the keyspace and tables to rewrite, or ' +
+            'remove the extra link',
+          { file: dir },
+        );
+      }
+      seen.set(real, dir);
+      try {
+        taken.push(lockDirectory(real, command, 'table directory'));
+      } catch (err) {
+        // No file can be made or removed in a directory this process may not write to, so no
+        // run of its can change that table: it needs no lock, and its SSTables fail on their own
+        // with what to fix.
+        if (!cannotWrite(err)) throw err;
+      }
+    }
+  } catch (err) {
+    release();
+    throw err;
+  }
+  return { release };
+}
+
+function cannotWrite(err: unknown): boolean {
+  const code = ((err as { cause?: NodeJS.ErrnoException }).cause ?? {}).code;
+  return code === 'EACCES' || code === 'EPERM' || code === 'EROFS';
+}
+
+function lockDirectory(dir: string, command: string, what: string): DirectoryLock {
+  const file = path.join(dir, LOCK_NAME);
   const mine =
     JSON.stringify({
       pid: process.pid,
@@ -201,22 +260,22 @@ export function lockDataDirectory(dataDir: string, command: string): DirectoryLo
     if (holder.pid === undefined || holder.host === undefined) {
       throw new TdeError(
         'ERR_TDE_LOCKED',
-        `data directory ${dataDir} is locked, but ${file} ` +
+        `${what} ${dir} is locked, but ${file} ` +
           'does not say by which process (it is damaged, or not a lock sstable-tde wrote); if no ' +
-          `sstable-tde command is running on this data directory, remove ${file}`,
+          `sstable-tde command is running on this ${what}, remove ${file}`,
         { file },
       );
     }
     throw new TdeError(
       'ERR_TDE_LOCKED',
-      `data directory ${dataDir} is locked by process ${holder.pid} on host ` +
+      `${what} ${dir} is locked by process ${holder.pid} on host ` +
         `${holder.host} (${holder.command ?? 'unknown command'}, since ${holder.since ?? '?'}); ` +
         `wait for it to finish, or if that process no longer runs, remove ${file}`,
       { file },
     );
   }
 
-  sweepTemps(dataDir);
+  sweepTemps(dir);
 
   let held = true;
   const release = () => {
@@ -236,9 +295,9 @@ export function lockDataDirectory(dataDir: string, command: string): DirectoryLo
   return { release };
 }
 
-/** The process holding a data directory's lock, if a live one does (for notes in verify). */
-export function lockHolder(dataDir: string): Partial<Holder> | undefined {
-  const text = readIfExists(path.join(dataDir, LOCK_NAME));
+/** The process holding a data or table directory's lock, if a live one does (for verify). */
+export function lockHolder(dir: string): Partial<Holder> | undefined {
+  const text = readIfExists(path.join(dir, LOCK_NAME));
   if (text === undefined) return undefined;
   const holder = parseHolder(text);
   return stale(holder) ? undefined : holder;

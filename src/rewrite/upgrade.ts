@@ -46,7 +46,7 @@ import { crashPoint } from './crash-points';
 import { checksumFor } from '../checksum';
 
 const CRC32 = checksumFor('crc32');
-import { lockDataDirectory } from './lock';
+import { DirectoryLock, lockDataDirectory, lockTableDirectories } from './lock';
 import { SYSTEM_TABLES, systemTableCompression } from '../commitlog/system';
 import { readTxns, recoverTable, Recovery, removeSSTableFiles, RewriteTxn } from './txn';
 
@@ -154,6 +154,9 @@ function targetIsEncrypting(schema: TableSchema): boolean {
   return /Encrypt/.test(cls);
 }
 
+/** Cassandra keeps a numeric generation in a Java int. */
+const MAX_GENERATION = 2147483647n;
+
 /** The next free numeric generation in a directory (counting every file and transaction log). */
 function nextGeneration(dir: string): string {
   let max = 0n;
@@ -164,7 +167,18 @@ function nextGeneration(dir: string): string {
       if (g > max) max = g;
     }
   }
-  return String(max + 1n);
+  const next = max + 1n;
+  if (next > MAX_GENERATION) {
+    throw new TdeError(
+      'ERR_TDE_UNSUPPORTED',
+      `${dir} holds generation ${max}: the next one, ${next}, is past ${MAX_GENERATION}, the ` +
+        'largest Cassandra reads (a Java int), so a new SSTable there could never be loaded. ' +
+        "With Cassandra stopped, give the table's SSTables lower generation numbers (rename all " +
+        'the files of an SSTable alike), then run this again',
+      { file: dir },
+    );
+  }
+  return String(next);
 }
 
 /**
@@ -656,6 +670,16 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
   const onEvent = options.onEvent ?? (() => {});
   const tables = findTables(options.dataDir, options.keyspace, options.tables);
   const lock = lockDataDirectory(options.dataDir, 'sstable-tde upgradesstables');
+  let tableLocks: DirectoryLock;
+  try {
+    tableLocks = lockTableDirectories(
+      tables.map((t) => t.dir),
+      `sstable-tde upgradesstables on data directory ${path.resolve(options.dataDir)}`,
+    );
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
   const keys = new KeyProviders(options.config, { observer: options.observer });
   const report: UpgradeReport = {
     dataDir: options.dataDir,
@@ -880,6 +904,7 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
     return report;
   } finally {
     keys.close();
+    tableLocks.release();
     lock.release();
   }
 }

@@ -52,11 +52,16 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
     replaced: [],
     faults: 0,
   };
-  const holder = lockHolder(options.dataDir);
-  if (holder)
-    out.rewriteInProgress = `process ${holder.pid} on ${holder.host}, since ${holder.since}`;
   try {
-    for (const table of findTables(options.dataDir, options.keyspace, options.tables)) {
+    // The directory is checked first: what is wrong with it says more than its lock could.
+    const tables = findTables(options.dataDir, options.keyspace, options.tables);
+    // A run holds the data directory, or (through a link from another one) a table directory.
+    const holder =
+      lockHolder(options.dataDir) ??
+      tables.map((t) => tableLockHolder(t.dir)).find((h) => h !== undefined);
+    if (holder)
+      out.rewriteInProgress = `process ${holder.pid} on ${holder.host}, since ${holder.since}`;
+    for (const table of tables) {
       let listing: ReturnType<typeof liveSSTables>;
       try {
         listing = liveSSTables(table.dir);
@@ -128,5 +133,14 @@ function replaced(dir: string, files: SSTableFiles): boolean {
     return !liveSSTables(dir).sstables.some((s) => prefixOf(s) === prefixOf(files));
   } catch {
     return false; // the directory cannot be listed now: the fault found stands as it is
+  }
+}
+
+/** A table directory's lock holder; a directory whose lock cannot be read is reported later. */
+function tableLockHolder(dir: string): ReturnType<typeof lockHolder> {
+  try {
+    return lockHolder(dir);
+  } catch {
+    return undefined;
   }
 }
