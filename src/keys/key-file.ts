@@ -72,7 +72,9 @@ export function parseKeyFile(text: string, file: string): KeyFileEntry[] {
       throw new TdeError(
         'ERR_TDE_KEY_FILE',
         `${where}: the key has ${decoded.length} bytes, but ` +
-          `${choice.algorithm} ${choice.strength}-bit keys have ${choice.keyLength}`,
+          `${choice.algorithm} ${choice.strength}-bit keys have ${choice.keyLength}; the file ` +
+          'is damaged (cut short, or edited): restore it from a backup, since data encrypted ' +
+          'under it can be read only with the same key',
         { file },
       );
     }
