@@ -4,7 +4,10 @@ import * as path from 'node:path';
 import test from 'ava';
 
 import { configFromObject, readConfig } from '../src/config/config';
+import { resolveCipher } from '../src/cipher/transformation';
+import { EncryptionSettings, LOCAL_PROVIDER } from '../src/compression/options';
 import { createKeyFile, parseKeyFile, readKeyFile } from '../src/keys/key-file';
+import { KeyProviders } from '../src/keys/provider';
 import { cli, tempDir } from './helpers';
 
 test('createsystemkey writes one DSE key line, mode 0600, and refuses to overwrite', async (t) => {
@@ -111,3 +114,39 @@ test(
     t.is(configFromObject({}).systemKeyDirectory, '/etc/dse/conf');
   },
 );
+
+test('a missing key file or key directory is named, with the command that makes the key', async (t) => {
+  const dir = tempDir('keys');
+  const choice = resolveCipher('DESede/CBC/PKCS5Padding', 168);
+  const settings: EncryptionSettings = {
+    cipherAlgorithm: choice.name,
+    strength: 168,
+    keyProvider: LOCAL_PROVIDER,
+    systemKeyFile: 'newkey',
+  };
+  const keys = new KeyProviders(configFromObject({ system_key_directory: dir }));
+  const missingFile = await t.throwsAsync(keys.keyFor(settings, choice), {
+    code: 'ERR_TDE_KEY_FILE',
+  });
+  t.regex(missingFile!.message, /system key file .*newkey does not exist/);
+  t.true(
+    missingFile!.message.includes(`createsystemkey DESede/CBC/PKCS5Padding 168 newkey -d ${dir}`),
+    missingFile!.message,
+  );
+  keys.close();
+
+  const gone = path.join(dir, 'not-made');
+  const elsewhere = new KeyProviders(configFromObject({ system_key_directory: gone }));
+  const missingDir = await t.throwsAsync(elsewhere.keyFor(settings, choice), {
+    code: 'ERR_TDE_KEY_FILE',
+  });
+  t.regex(
+    missingDir!.message,
+    /system key directory .*not-made does not exist \(looking for key file newkey\)/,
+  );
+  elsewhere.close();
+  // The CLI's own readers, which know no cipher, still show where to put one.
+  t.throws(() => readKeyFile(path.join(dir, 'other')), {
+    message: /createsystemkey CIPHER STRENGTH other -d /,
+  });
+});

@@ -100,7 +100,10 @@ export function parseKeyFile(text: string, file: string): KeyFileEntry[] {
  * Reads and parses a key file. Refuses one that group or others can read or write, since anyone
  * who can read the key can read every table it protects.
  */
-export function readKeyFile(file: string): KeyFileEntry[] {
+export function readKeyFile(
+  file: string,
+  wanted?: { cipher: string; strength: number },
+): KeyFileEntry[] {
   let fd: number;
   try {
     // O_NONBLOCK: a FIFO or device in place of the key file must not block the open; the
@@ -112,14 +115,25 @@ export function readKeyFile(file: string): KeyFileEntry[] {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
+      // The command that makes the key, with the cipher the caller wants where it is known.
+      const create =
+        `"sstable-tde createsystemkey ${wanted ? `${wanted.cipher} ${wanted.strength}` : 'CIPHER STRENGTH'} ` +
+        `${shownPath(path.basename(file))} -d ${shownPath(path.dirname(file))}"`;
+      if (!fs.existsSync(path.dirname(file))) {
+        throw new TdeError(
+          'ERR_TDE_KEY_FILE',
+          `system key directory ${shownPath(path.dirname(file))} does not exist (looking for ` +
+            `key file ${shownPath(path.basename(file))}): set system_key_directory (--config) to ` +
+            `the directory that holds the key files, or make a new key there with ${create}`,
+          { file },
+        );
+      }
       throw new TdeError(
         'ERR_TDE_KEY_FILE',
         `system key file ${shownPath(file)} does not exist. Data already encrypted under it can ` +
-          `be ` +
-          'read only with that same file: restore it from a backup, or set system_key_directory ' +
-          '(--config) to the directory that holds it. To encrypt new data under a new key, ' +
-          `create it with "sstable-tde createsystemkey CIPHER STRENGTH ` +
-          `${shownPath(path.basename(file))} -d ${shownPath(path.dirname(file))}"`,
+          'be read only with that same file: restore it from a backup, or set ' +
+          'system_key_directory (--config) to the directory that holds it. To encrypt new data ' +
+          `under a new key, create it with ${create}`,
         { file },
       );
     }

@@ -63,7 +63,7 @@ export class LocalFileSystemKeyProvider implements KeyProvider {
     if (!entries) {
       const started = performance.now();
       try {
-        entries = readKeyFile(file).map((e) => {
+        entries = readKeyFile(file, { cipher: choice.name, strength: choice.strength }).map((e) => {
           const kept = { ...e, key: new SecretBytes(e.key), keyCheckValue: keyCheckValue(e.key) };
           e.key.fill(0);
           return kept;
