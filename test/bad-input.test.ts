@@ -155,6 +155,27 @@ test('a truncated CompressionInfo.db is reported with its file name', async (t) 
   ]);
 });
 
+test('a Data.db cut short is named by the chunk it ends in, not the last chunk listed', async (t) => {
+  const s = await encryptedTable();
+  const data = path.join(s.dir, 'nb-2-big-Data.db');
+  const info = parseCompressionInfo(
+    fs.readFileSync(path.join(s.dir, 'nb-2-big-CompressionInfo.db')),
+    'ci',
+    true,
+  );
+  const n = info.chunkOffsets.length;
+  t.true(n > 4);
+  // Cut 10 bytes into chunk 2.
+  fs.truncateSync(data, info.chunkOffsets[2] + 10);
+  await expectFailureLeavesSource(t, s, 'ERR_TDE_CORRUPT_COMPRESSION_INFO', [
+    new RegExp(
+      `Data\\.db \\(${info.chunkOffsets[2] + 10} bytes\\) is too short for the ${n} chunks ` +
+        `listed: it ends inside chunk 2, which starts at ${info.chunkOffsets[2]}, and the ` +
+        `${n - 3} chunks after it lie past its end`,
+    ),
+  ]);
+});
+
 test('a CRC.db cut inside a checksum says so, never counting fractions of checksums', (t) => {
   const whole = Buffer.alloc(4 + 6 * 4);
   whole.writeInt32BE(65536, 0);

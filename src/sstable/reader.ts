@@ -790,6 +790,19 @@ function checkOffsets(
     return;
   }
   if (info.chunkOffsets[0] !== 0) fail(`the first chunk starts at ${info.chunkOffsets[0]}, not 0`);
+  if (info.chunkOffsets[n - 1] + 4 > storedLength) {
+    // Cut short: named by the chunk the file ends in (the first one lost), not the last listed.
+    let k = n - 1;
+    while (k > 0 && info.chunkOffsets[k] >= storedLength) k--;
+    const after = n - 1 - k;
+    fail(
+      `Data.db (${storedLength} bytes) is too short for the ${n} chunks listed: it ends inside ` +
+        `chunk ${k}, which starts at ${info.chunkOffsets[k]}` +
+        (after > 0
+          ? `, and the ${after} chunk${after === 1 ? '' : 's'} after it lie past its end`
+          : ''),
+    );
+  }
   // Any codec or cipher Cassandra or DSE uses grows a chunk by well under a quarter plus 1 KiB.
   const maxStored = info.chunkLength + info.chunkLength / 4 + 1024;
   for (let i = 0; i < n; i++) {
