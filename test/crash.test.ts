@@ -128,7 +128,11 @@ test('a lock left by a killed run is taken over', async (t) => {
   t.true(fs.existsSync(path.join(s.dataDir, '.sstable-tde.lock')));
   const r = await cli(...upgradeArgs(s));
   t.is(r.code, 0, r.stderr);
-  t.regex(r.stdout, /recovered .*rolled back/);
+  // The log is named inside the data directory, as the SSTables are.
+  t.regex(
+    r.stdout,
+    /^recovered {2}legacy_tables\/\w+\/sstable-tde-txn-\w+-2-big\.log: .*rolled back/m,
+  );
   t.false(fs.existsSync(path.join(s.dataDir, '.sstable-tde.lock')));
 });
 

@@ -1,6 +1,8 @@
 /**
  * `upgradesstables`: rewrite SSTables whose compression or encryption differs from their table's.
  */
+import * as path from 'node:path';
+
 import { Command } from 'commander';
 import * as cliProgress from 'cli-progress';
 
@@ -188,7 +190,9 @@ interrupted before doing anything else.`,
           for (const w of report.warnings)
             io.err(`sstable-tde: warning: table ${w.table}: ${w.message}`);
           for (const r of report.recovered) {
-            io.out(`recovered  ${r.log}: interrupted rewrite ${r.action} (removed ${r.removed})`);
+            // Named inside the data directory, as the SSTables on the other lines are.
+            const log = path.relative(opts.dataDir, r.log);
+            io.out(`recovered  ${log}: interrupted rewrite ${r.action} (removed ${r.removed})`);
           }
           for (const r of report.results) io.out(line(r));
           for (const m of report.missing) {
