@@ -707,3 +707,21 @@ test(
     t.false(fs.existsSync(log));
   },
 );
+
+test('a directory name with control characters is shown escaped, one line per SSTable', async (t) => {
+  const s = await setup(['legacy_nb_simple']);
+  const ks = path.join(s.dataDir, 'legacy_tables');
+  fs.renameSync(path.join(ks, 'legacy_nb_simple'), path.join(ks, 'tb\nx\x1b[31m'));
+  const enc = s.schema(
+    `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = {'class': 'Encryptor'};`,
+  );
+  const up = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+  t.regex(
+    up.stdout,
+    /^skipped {4}legacy_tables\/tb\\nx\\x1b\[31m\/nb-1-big: table legacy_tables\.tb\\nx\\x1b\[31m is not/m,
+  );
+  t.false(up.stdout.includes('\x1b'));
+  const v = await s.run('verify', '--data-dir', s.dataDir);
+  t.is(v.code, 0, v.stderr);
+  t.regex(v.stdout, /^ok +legacy_tables\/tb\\nx\\x1b\[31m\/nb-1-big: /m);
+});

@@ -31,6 +31,7 @@ import {
   displayName,
   parseComponentName,
   prefixOf,
+  printable,
   SSTableFiles,
   SSTableId,
 } from '../sstable/descriptor';
@@ -776,7 +777,7 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
       }
       for (const legacy of listing.legacy) {
         add({
-          sstable: `${table.keyspace}/${path.basename(table.dir)}/${legacy}`,
+          sstable: printable(`${table.keyspace}/${path.basename(table.dir)}/${legacy}`),
           keyspace: table.keyspace,
           table: table.table,
           status: 'skipped',

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 
 import { fromSystem, TdeError } from '../errors';
 import { debrisPrefixes, readTxns } from '../rewrite/txn';
-import { prefixOf, scanTableDirectory, SSTableFiles } from './descriptor';
+import { prefixOf, printable, scanTableDirectory, SSTableFiles } from './descriptor';
 
 export interface TableDir {
   keyspace: string;
@@ -83,7 +83,12 @@ export function findTables(dataDir: string, keyspace?: string, tables: string[] 
   const out: TableDir[] = [];
   for (const ks of keyspace !== undefined ? [keyspace] : keyspaces) {
     for (const name of subdirectories(path.join(dataDir, ks))) {
-      out.push({ keyspace: ks, table: tableNameOf(name), dir: path.join(dataDir, ks, name) });
+      // Names as shown (a control character in a directory name escaped); `dir` as on disk.
+      out.push({
+        keyspace: printable(ks),
+        table: printable(tableNameOf(name)),
+        dir: path.join(dataDir, ks, name),
+      });
     }
   }
   if (tables.length > 0) {

@@ -79,7 +79,19 @@ export function componentPath(id: SSTableId, component: string): string {
 export function displayName(id: SSTableId): string {
   const table = path.basename(id.dir);
   const keyspace = path.basename(path.dirname(id.dir));
-  return `${keyspace}/${table}/${prefixOf(id)}`;
+  return printable(`${keyspace}/${table}/${prefixOf(id)}`);
+}
+
+/**
+ * A name with its control characters escaped (\n, \x1b): Cassandra never makes such names, but
+ * a directory that has one must not break a line of output or send the terminal a command.
+ */
+export function printable(name: string): string {
+  // eslint-disable-next-line no-control-regex
+  return name.replace(/[\x00-\x1f\x7f]/g, (c) => {
+    const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+    return named[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+  });
 }
 
 export interface VersionFeatures {
