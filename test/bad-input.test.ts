@@ -176,6 +176,21 @@ test('a Data.db cut short is named by the chunk it ends in, not the last chunk l
   ]);
 });
 
+test('an empty Index.db or Statistics.db is a fault, encrypted or plain', async (t) => {
+  const s = await encryptedTable();
+  fs.writeFileSync(path.join(s.dir, 'nb-2-big-Index.db'), '');
+  await expectFailureLeavesSource(t, s, 'ERR_TDE_MISSING_COMPONENT', [
+    /nb-2-big-Index\.db is empty, though an SSTable with data always has content there/,
+  ]);
+  // verify reads a plain Statistics.db no further than this check: it must still be caught.
+  const plain = makeDataDir((c) => c.table === 'legacy_nb_simple');
+  const stats = path.join(plain, 'legacy_tables', 'legacy_nb_simple', 'nb-1-big-Statistics.db');
+  fs.writeFileSync(stats, '');
+  const v = await cli('verify', '--data-dir', plain, '--config', s.keys.configFile);
+  t.is(v.code, 1);
+  t.regex(v.stdout, /\[ERR_TDE_MISSING_COMPONENT\] .*nb-1-big-Statistics\.db is empty/);
+});
+
 test('a CRC.db cut inside a checksum says so, never counting fractions of checksums', (t) => {
   const whole = Buffer.alloc(4 + 6 * 4);
   whole.writeInt32BE(65536, 0);

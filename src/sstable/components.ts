@@ -1,6 +1,7 @@
 /**
  * Checks that an SSTable's files agree with its TOC.txt before anything relies on them: every
- * listed component exists as a regular file, and TOC.txt itself is readable text. A rewrite
+ * listed component exists as a regular file this process can open, those that always have
+ * content are not empty, and TOC.txt itself is readable text. A rewrite
  * must not carry a damaged TOC or a hole in the component set into a new SSTable.
  */
 import * as fs from 'node:fs';
@@ -12,8 +13,12 @@ import { readToc } from './toc';
 /** What a component name in TOC.txt may be. */
 export const COMPONENT_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
 
+/** Components with content in every SSTable that has data (Index.db: big; Partitions.db: bti). */
+const NEVER_EMPTY = ['Statistics.db', 'Index.db', 'Summary.db', 'Partitions.db'];
+
 /** Throws a TdeError naming the first problem; returns the TOC's components (or the files'). */
 export function checkComponents(files: SSTableFiles): string[] {
+  const sizes = new Map<string, number>();
   for (const c of files.components) {
     const file = componentPath(files, c);
     let st: fs.Stats;
@@ -28,6 +33,27 @@ export function checkComponents(files: SSTableFiles): string[] {
         `${file} is not a regular file (it is a ` +
           `${st.isDirectory() ? 'directory' : 'special file'}); the SSTable ` +
           `${displayName(files)} cannot be used until it is restored`,
+        { file },
+      );
+    }
+    // Opened, not only looked at: one this process cannot read would pass verify, which reads
+    // plain index components no further, and then fail the rewrite that copies it.
+    try {
+      fs.closeSync(fs.openSync(file, 'r'));
+    } catch (err) {
+      throw fromSystem(err, file, 'open');
+    }
+    sizes.set(c, st.size);
+  }
+  // An SSTable with data always has content in these; an empty one was cut off or zeroed.
+  if ((sizes.get('Data.db') ?? 0) > 0) {
+    const empty = NEVER_EMPTY.find((c) => sizes.get(c) === 0);
+    if (empty !== undefined) {
+      const file = componentPath(files, empty);
+      throw new TdeError(
+        'ERR_TDE_MISSING_COMPONENT',
+        `${file} is empty, though an SSTable with data always has content there; restore the ` +
+          `SSTable ${displayName(files)} from a backup or snapshot`,
         { file },
       );
     }
