@@ -155,7 +155,7 @@ test('a truncated CompressionInfo.db is reported with its file name', async (t) 
   ]);
 });
 
-test('a Data.db cut short is named by the chunk it ends in, not the last chunk listed', async (t) => {
+test('a Data.db cut short is named by the chunk it ends in, not the last one listed', async (t) => {
   const s = await encryptedTable();
   const data = path.join(s.dir, 'nb-2-big-Data.db');
   const info = parseCompressionInfo(

@@ -116,9 +116,10 @@ export function readKeyFile(
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
       // The command that makes the key, with the cipher the caller wants where it is known.
+      const cipher = wanted ? `${wanted.cipher} ${wanted.strength}` : 'CIPHER STRENGTH';
       const create =
-        `"sstable-tde createsystemkey ${wanted ? `${wanted.cipher} ${wanted.strength}` : 'CIPHER STRENGTH'} ` +
-        `${shownPath(path.basename(file))} -d ${shownPath(path.dirname(file))}"`;
+        `"sstable-tde createsystemkey ${cipher} ${shownPath(path.basename(file))} ` +
+        `-d ${shownPath(path.dirname(file))}"`;
       if (!fs.existsSync(path.dirname(file))) {
         throw new TdeError(
           'ERR_TDE_KEY_FILE',
