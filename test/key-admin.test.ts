@@ -158,8 +158,37 @@ test.serial(
     t.is(keyIdOf(oa), k2);
     t.is((await c('verify', '--data-dir', dataDir)).code, 0);
 
-    // 4. Destroy: refused while the backup still needs k1, then forced.
-    const refused = await c('managekmip', 'destroy', 'kmip1', k1, '--data-dir', backup);
+    // 4. Destroy: refused unchecked, refused where no SSTable is found (the keyspace directory
+    // given for the data directory), refused while a snapshot or the backup still needs k1,
+    // then forced.
+    const unchecked = await c('managekmip', 'destroy', 'kmip1', k1);
+    t.is(unchecked.code, 1);
+    t.regex(unchecked.stderr, /ERR_TDE_KEY_IN_USE.*give --data-dir for each directory/);
+    const tooDeep = path.join(dataDir, 'legacy_tables');
+    const wrongDir = await c('managekmip', 'destroy', 'kmip1', k1, '--data-dir', tooDeep);
+    t.is(wrongDir.code, 1);
+    t.regex(
+      wrongDir.stderr,
+      /ERR_TDE_DATA_DIR.*found no SSTable under .*legacy_tables, so nothing/,
+    );
+    const snapshot = path.join(nb, 'snapshots', 'before-rekey');
+    fs.mkdirSync(snapshot, { recursive: true });
+    const old = path.join(backup, 'legacy_tables', 'legacy_nb_clust');
+    for (const f of fs.readdirSync(old)) fs.copyFileSync(path.join(old, f), path.join(snapshot, f));
+    const snapped = await c('managekmip', 'destroy', 'kmip1', k1, '--data-dir', dataDir);
+    t.is(snapped.code, 1);
+    t.regex(snapped.stderr, /still needed by 1 SSTable\(s\) under .*snapshots\/before-rekey\//s);
+    fs.rmSync(path.join(nb, 'snapshots'), { recursive: true });
+    const refused = await c(
+      'managekmip',
+      'destroy',
+      'kmip1',
+      k1,
+      '--data-dir',
+      dataDir,
+      '--data-dir',
+      backup,
+    );
     t.is(refused.code, 1);
     t.regex(
       refused.stderr,

@@ -1,11 +1,14 @@
 /**
  * `managekmip list|expirekey|revoke|destroy`: the key lifecycle on a KMIP group, as dsetool has it.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
 import { Command } from 'commander';
 
-import { findTables, liveSSTables } from '../sstable/data-dir';
+import { findTables } from '../sstable/data-dir';
 import { inspectSSTable } from '../sstable/inspect';
-import { componentPath } from '../sstable/descriptor';
+import { componentPath, scanTableDirectory } from '../sstable/descriptor';
 import { TdeError } from '../errors';
 import { expireKey, keyState, KeyRow, listKeys, revokedState } from '../keys/kmip-admin';
 import { KeyProviders } from '../keys/provider';
@@ -59,22 +62,95 @@ function table(rows: KeyRow[]): string[] {
   );
 }
 
-/** SSTables under a data directory whose CompressionInfo.db names this KMIP key. */
-function sstablesNeeding(dataDir: string, group: string, id: string): string[] {
-  const out: string[] = [];
+/** What a data directory holds that bears on destroying a KMIP key. */
+interface KeyUse {
+  /** Every SSTable looked at: live ones, and the copies in snapshots/ and backups/. */
+  sstables: number;
+  /** The Data.db of each whose CompressionInfo.db names the key. */
+  needing: string[];
+  /** SSTables whose metadata could not be read, so which key they need is unknown. */
+  unreadable: string[];
+}
+
+/**
+ * The SSTables under a data directory (or a backup of one) that need this KMIP key, the copies in
+ * each table's snapshots/ and backups/ included: a snapshot under the old key is lost with it.
+ */
+function keyUse(dataDir: string, group: string, id: string): KeyUse {
+  const use: KeyUse = { sstables: 0, needing: [], unreadable: [] };
   for (const t of findTables(dataDir)) {
-    for (const files of liveSSTables(t.dir).sstables) {
-      try {
-        const s = inspectSSTable(files);
-        const o = s.compressionInfo?.options ?? {};
-        if (o.kmip_host === group && o.kmip_key_id === id)
-          out.push(componentPath(files, 'Data.db'));
-      } catch {
-        // an unreadable SSTable is verify's business, not destroy's
+    const dirs = [t.dir, path.join(t.dir, 'backups')];
+    const snapshots = path.join(t.dir, 'snapshots');
+    if (fs.existsSync(snapshots)) {
+      for (const tag of fs.readdirSync(snapshots)) dirs.push(path.join(snapshots, tag));
+    }
+    for (const dir of dirs) {
+      if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) continue;
+      for (const files of scanTableDirectory(dir).sstables) {
+        use.sstables++;
+        try {
+          const o = inspectSSTable(files).compressionInfo?.options ?? {};
+          if (o.kmip_host === group && o.kmip_key_id === id)
+            use.needing.push(componentPath(files, 'Data.db'));
+        } catch (err) {
+          use.unreadable.push(`${componentPath(files, 'Data.db')} (${errorText(err)})`);
+        }
       }
     }
   }
-  return out;
+  return use;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Refuses to destroy a key that SSTables under `dataDirs` may still need. A directory with no
+ * SSTable at all is refused too: it is most likely not the data directory meant, and checking
+ * it would prove nothing.
+ */
+function checkUnused(dataDirs: string[], group: string, id: string): void {
+  if (dataDirs.length === 0) {
+    throw new TdeError(
+      'ERR_TDE_KEY_IN_USE',
+      `destroying key ${id} of ${group} makes every SSTable encrypted with it unreadable, so ` +
+        'destroy first checks that none is left: give --data-dir for each directory that may ' +
+        'hold such SSTables (the data directory, backups), or pass --force to destroy it ' +
+        'unchecked',
+    );
+  }
+  for (const dir of dataDirs) {
+    const use = keyUse(dir, group, id);
+    if (use.sstables === 0) {
+      throw new TdeError(
+        'ERR_TDE_DATA_DIR',
+        `found no SSTable under ${dir}, so nothing there shows that key ${id} of ${group} is ` +
+          'unused: is --data-dir the directory that holds the keyspace directories ' +
+          '(KEYSPACE/TABLE/)? Give the right one, or pass --force to destroy the key unchecked',
+        { file: dir },
+      );
+    }
+    if (use.needing.length > 0) {
+      throw new TdeError(
+        'ERR_TDE_KEY_IN_USE',
+        `key ${id} of ${group} is still needed by ${use.needing.length} ` +
+          `SSTable(s) under ${dir}, which would become unreadable:\n  - ` +
+          `${use.needing.join('\n  - ')}\n` +
+          'rewrite them first (upgradesstables --include-all-sstables; remove snapshots taken ' +
+          'before), or pass --force if they may be lost',
+      );
+    }
+    if (use.unreadable.length > 0) {
+      throw new TdeError(
+        'ERR_TDE_KEY_IN_USE',
+        `${use.unreadable.length} SSTable(s) under ${dir} could not be read to tell which key ` +
+          `they need, so key ${id} of ${group} may still be needed:\n  - ` +
+          `${use.unreadable.join('\n  - ')}\n` +
+          'restore or remove them (verify tells what is wrong), or pass --force',
+      );
+    }
+  }
 }
 
 export function manageKmipCommand(io: Io, done: (code: number) => void): Command {
@@ -221,7 +297,10 @@ Then rewrite the data encrypted with it: upgradesstables --include-all-sstables.
     .argument('<key_id>', 'KMIP key id')
     .option(
       '--data-dir <dir>',
-      'refuse if SSTables under this directory (data, or a backup) still need the key',
+      'refuse if SSTables under this directory (data, or a backup) still need the key; give ' +
+        'it once per directory (required unless --force)',
+      (dir: string, dirs: string[]) => [...dirs, dir],
+      [] as string[],
     )
     .option('--force', 'destroy even if the key is not revoked or SSTables still need it')
     .option('--json', 'print JSON');
@@ -229,17 +308,18 @@ Then rewrite the data encrypted with it: upgradesstables --include-all-sstables.
     'after',
     `
 Examples:
-  sstable-tde managekmip destroy kmip_group 42 --data-dir /var/lib/cassandra/data --config dse.yaml
-  sstable-tde managekmip destroy kmip_group 42 --data-dir /backups/cassandra --config dse.yaml
+  sstable-tde managekmip destroy kmip_group 42 --data-dir /var/lib/cassandra/data \\
+      --data-dir /backups/cassandra --config dse.yaml
 
 Revoke the key and rewrite the data first (upgradesstables --include-all-sstables); give every
-directory that may still hold SSTables encrypted with it, backups included.`,
+directory that may still hold SSTables encrypted with it, backups included. Each table's
+snapshots/ and backups/ are checked too.`,
   );
   destroy.action(
     (
       group: string,
       id: string,
-      opts: { config?: string; json?: boolean; dataDir?: string; force?: boolean },
+      opts: { config?: string; json?: boolean; dataDir: string[]; force?: boolean },
     ) =>
       withClient(opts, group, async (keys) => {
         const client = keys.kmipProvider.client(group);
@@ -253,19 +333,7 @@ directory that may still hold SSTables encrypted with it, backups included.`,
                 `data encrypted with it, then destroy it (or pass --force)`,
             );
           }
-          if (opts.dataDir) {
-            const needing = sstablesNeeding(opts.dataDir, group, id);
-            if (needing.length > 0) {
-              throw new TdeError(
-                'ERR_TDE_KEY_IN_USE',
-                `key ${id} of ${group} is still needed by ${needing.length} ` +
-                  `SSTable(s) under ${opts.dataDir}, which would become unreadable:\n  - ` +
-                  `${needing.join('\n  - ')}\n` +
-                  'rewrite them first (upgradesstables --include-all-sstables), or pass --force ' +
-                  'if they may be lost',
-              );
-            }
-          }
+          checkUnused(opts.dataDir, group, id);
         }
         await client.destroy(id);
         if (opts.json) io.out(JSON.stringify({ group, id, destroyed: true }));
