@@ -237,6 +237,61 @@ test(
   },
 );
 
+test('abort() never removes a finished SSTable; a finish that failed is cleaned up', async (t) => {
+  const plugin = await openPlugin({ config: keyDir().config });
+  const dir = tempDir('plugin-abort-after');
+  const data = memtable(500, 3);
+  const files = (g: string) => fs.readdirSync(dir).filter((f) => f.startsWith(`nb-${g}-`));
+  const readBack = async (g: string) => {
+    const reader = await plugin.openReader({ dir, version: 'nb', generation: g, format: 'big' });
+    try {
+      return await reader.read(0, data.length);
+    } finally {
+      await reader.close();
+    }
+  };
+  try {
+    // abort() after finish(): nothing removed.
+    const a = await plugin.createWriter(
+      { dir, version: 'nb', generation: '1', format: 'big' },
+      CBC,
+    );
+    await a.write(data);
+    await a.finish();
+    await a.abort();
+    t.is(files('1').length, 3);
+    t.true((await readBack('1')).equals(data));
+
+    // finish() and abort() at once: the finish wins, and both say so truthfully.
+    const b = await plugin.createWriter(
+      { dir, version: 'nb', generation: '2', format: 'big' },
+      CBC,
+    );
+    await b.write(data);
+    const settled = await Promise.allSettled([b.finish(), b.abort()]);
+    t.deepEqual(
+      settled.map((r) => r.status),
+      ['fulfilled', 'fulfilled'],
+    );
+    t.true((await readBack('2')).equals(data));
+
+    // A finish that fails (its CompressionInfo.db is in the way) leaves its Data.db until the
+    // plugin's close() removes it; the file in the way is not the writer's and stays.
+    const c = await plugin.createWriter(
+      { dir, version: 'nb', generation: '3', format: 'big' },
+      CBC,
+    );
+    await c.write(data);
+    fs.writeFileSync(path.join(dir, 'nb-3-big-CompressionInfo.db'), 'not mine');
+    await t.throwsAsync(() => c.finish(), { code: 'ERR_TDE_IO', message: /already exists/ });
+    t.true(files('3').includes('nb-3-big-Data.db'));
+  } finally {
+    await plugin.close();
+  }
+  t.deepEqual(files('3'), ['nb-3-big-CompressionInfo.db']);
+  t.is(files('1').length + files('2').length, 6);
+});
+
 test('close() waits for calls in flight, then closes what they made', async (t) => {
   const plugin = await openPlugin({ config: keyDir().config });
   const dir = tempDir('plugin-inflight');

@@ -136,6 +136,13 @@ test('an uncompressed SSTable can be written too: Data.db with CRC.db', async (t
   t.is(fs.statSync(path.join(dir, 'me-1-big-CRC.db')).size, 4 + 4 * 4);
   t.true(fs.readFileSync(path.join(dir, 'me-1-big-Data.db')).equals(data));
   t.true((await readAll({ ...id, components: result.components })).equals(data));
+  // abort() after a finish that succeeded leaves the complete SSTable alone.
+  await writer.abort();
+  t.deepEqual(fs.readdirSync(dir).sort(), [
+    'me-1-big-CRC.db',
+    'me-1-big-Data.db',
+    'me-1-big-Digest.crc32',
+  ]);
 });
 
 test('table directories named TABLE-<table id> are found like plain TABLE ones', async (t) => {

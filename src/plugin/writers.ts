@@ -47,7 +47,11 @@ export class PluginSSTableWriter implements PluginWriter {
   private readonly encrypted: string[] = [];
   /** Components written with writeComponent, by name (`Index.db`). */
   private readonly components: string[] = [];
+  /** Finished or aborted: the plugin no longer tracks it. */
   private ended = false;
+  /** No more writes or components: finish() or abort() has been called. */
+  private closed = false;
+  private finishing: Promise<WriteResult> | undefined;
 
   private constructor(
     readonly id: SSTableId,
@@ -97,7 +101,7 @@ export class PluginSSTableWriter implements PluginWriter {
    * class encrypts; readers decrypt them with `reader.openComponent(name)`.
    */
   async writeComponent(component: string, data: Uint8Array): Promise<void> {
-    if (this.ended) {
+    if (this.closed) {
       throw new TdeError(
         'ERR_TDE_INVALID_ARGUMENT',
         `writeComponent(${component}) after finish() or abort()`,
@@ -128,18 +132,41 @@ export class PluginSSTableWriter implements PluginWriter {
     if (codec) this.encrypted.push(component);
   }
 
-  /** Flushes and syncs everything, writes CompressionInfo.db and the Digest, wipes the key. */
-  async finish(): Promise<WriteResult> {
-    try {
-      const result = await this.writer.finish({ encryptedComponents: this.encrypted });
-      return { ...result, components: [...result.components, ...this.components] };
-    } finally {
-      this.end();
-    }
+  /**
+   * Flushes and syncs everything, writes CompressionInfo.db and the Digest, wipes the key. If it
+   * fails, the files written stay until abort() (or the plugin's close()) removes them.
+   */
+  finish(): Promise<WriteResult> {
+    const run = (async () => {
+      try {
+        const result = await this.writer.finish({ encryptedComponents: this.encrypted });
+        this.end();
+        return { ...result, components: [...result.components, ...this.components] };
+      } finally {
+        // No more writes either way: the key goes now; the writer stays registered with the
+        // plugin until its files are accounted for (finished, or removed by abort()).
+        this.closed = true;
+        this.compressor?.close();
+      }
+    })();
+    // The first call decides (a second one is refused by the data writer).
+    this.finishing ??= run;
+    return run;
   }
 
-  /** Stops and removes every file written, and wipes the key. */
+  /**
+   * Stops and removes every file written, and wipes the key. After a finish() that succeeded
+   * (or once one under way succeeds) it does nothing: a complete SSTable is never removed here.
+   */
   async abort(): Promise<void> {
+    if (this.finishing) {
+      const finished = await this.finishing.then(
+        () => true,
+        () => false,
+      );
+      if (finished) return;
+    }
+    this.closed = true;
     try {
       await this.writer.abort();
       for (const c of this.components) {
@@ -150,7 +177,7 @@ export class PluginSSTableWriter implements PluginWriter {
     }
   }
 
-  /** A shutdown aborts an SSTable not yet finished: like a flush that did not complete. */
+  /** A shutdown aborts an SSTable not finished: like a flush that did not complete. */
   shutdown(): Promise<void> {
     return this.ended ? Promise.resolve() : this.abort();
   }
@@ -158,6 +185,7 @@ export class PluginSSTableWriter implements PluginWriter {
   private end(): void {
     if (this.ended) return;
     this.ended = true;
+    this.closed = true;
     this.compressor?.close();
     this.hooks.ended(this);
   }

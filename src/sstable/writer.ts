@@ -99,6 +99,8 @@ export class SSTableDataWriter {
   private readonly sliceChecksums: number[] = [];
   private finished = false;
   private aborted = false;
+  /** Once finish() is called: whether it succeeded, when it has settled. */
+  private finishing: Promise<boolean> | undefined;
   /** Calls run one after another, in the order made: concurrent writes must not interleave. */
   private queue: Promise<unknown> = Promise.resolve();
   /** Chunks handed to the compressor so far: the index of the next batch's first chunk. */
@@ -159,8 +161,9 @@ export class SSTableDataWriter {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
         throw new TdeError(
           'ERR_TDE_IO',
-          `${file} already exists; it is never overwritten. Another ` +
-            'rewrite may have been interrupted: run the command again to clean up',
+          `${file} already exists; it is never overwritten. Write the SSTable under a new ` +
+            'generation, or remove the files of the one left there (an interrupted ' +
+            'upgradesstables run removes its own when run again)',
           { file },
           err,
         );
@@ -419,6 +422,10 @@ export class SSTableDataWriter {
     const done = this.enqueue(() => this.finish1(options.encryptedComponents ?? []));
     // Later calls are refused at once rather than queued behind a finish.
     this.finished = true;
+    this.finishing = done.then(
+      () => true,
+      () => false,
+    );
     return done;
   }
 
@@ -518,8 +525,13 @@ export class SSTableDataWriter {
     }
   }
 
-  /** Stops and removes every file this writer created. */
+  /**
+   * Stops an unfinished writer and removes every file it created. After a finish() that
+   * succeeded (or once one under way succeeds) it does nothing: the SSTable is complete and
+   * durable, and is never removed here. After a finish() that failed it removes what is left.
+   */
   async abort(): Promise<void> {
+    if (this.finishing && (await this.finishing)) return;
     this.aborted = true;
     this.finished = true;
     await this.queue;
