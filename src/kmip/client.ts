@@ -33,6 +33,9 @@ import {
 } from './transport';
 import type { TdeObserver } from '../metrics/observer';
 
+/** Operations that change nothing on the server, so asking another host again is harmless. */
+const READ_ONLY = new Set(['DiscoverVersions', 'Query', 'Get', 'GetAttributes', 'Locate']);
+
 export interface KmipGroup {
   /** The group's name in kmip_hosts. */
   name: string;
@@ -199,10 +202,12 @@ export class KmipClient {
         // A connection that was already open may have been dropped since: it is reopened once.
         // A host that cannot be reached afresh is left for the next one.
         const fresh = !(this.connection && !this.connection.closed && this.current === index);
+        let sent: string | undefined;
         try {
           const c = await this.open(index);
           const version = this.negotiated as ProtocolVersion;
           const batch = build(version);
+          sent = batch.operation;
           const response = await this.exchange(c, version, batch);
           if (step > 0) {
             this.failovers++;
@@ -226,6 +231,15 @@ export class KmipClient {
               {},
               err,
             );
+          }
+          // An answer that is not KMIP is the host's fault: the next one is tried when nothing
+          // can have been changed by asking again (the version handshake, or an operation that
+          // only reads). After a Create or a Revoke it is not: the first host may have done it.
+          if (isTdeError(err, 'ERR_TDE_TTLV') && (sent === undefined || READ_ONLY.has(sent))) {
+            this.connection?.close();
+            this.connection = undefined;
+            causes.push(err.message);
+            break;
           }
           if (!(err instanceof TransportError)) throw err;
           this.connection?.close();
