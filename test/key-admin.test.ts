@@ -319,6 +319,24 @@ test(
     const loaded = await loadConfig(config);
     t.is((loaded.values.ldap_options as Record<string, string>).search_password, 'bind-password');
     t.truthy(dir);
+
+    // Revoked, the key encrypts no new value, and says what to do; the old value still reads.
+    const id = url.split('/').pop()!;
+    t.is((await cli('managekmip', 'revoke', 'kmip1', id, '--config', config)).code, 0);
+    const refused = cliWithInput(['encryptconfigvalue', '--config', config], 'another\n');
+    t.is(refused.code, 1);
+    t.regex(
+      refused.stderr,
+      new RegExp(`ERR_TDE_KEY_REVOKED.*${url} is Deactivated, so it encrypts nothing new`),
+    );
+    t.regex(refused.stderr, /make a new key \("sstable-tde createsystemkey .* -k kmip1"\)/);
+    const again = await loadConfig(config);
+    t.is((again.values.ldap_options as Record<string, string>).search_password, 'bind-password');
+
+    // Destroyed, the setting is named, and what is lost.
+    t.is((await cli('managekmip', 'destroy', 'kmip1', id, '--force', '--config', config)).code, 0);
+    const gone = await t.throwsAsync(() => loadConfig(config), { code: 'ERR_TDE_KEY_NOT_FOUND' });
+    t.regex(gone!.message, new RegExp(`config_encryption_key_name ${url} cannot be fetched`));
   },
 );
 

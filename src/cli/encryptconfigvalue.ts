@@ -91,7 +91,7 @@ writes encrypted values.`,
     if (!config) return;
     const keys = new KeyProviders(config);
     try {
-      const key = await configKey(config, keys);
+      const key = await configKey(config, keys, { encrypting: true });
       try {
         io.err(`Using system key ${key.name}`);
         let value: string;

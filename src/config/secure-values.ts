@@ -15,7 +15,9 @@ import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { TdeError } from '../errors';
 import { readKeyFile } from '../keys/key-file';
 import { kmipKeyCipher } from '../keys/kmip-admin';
+import { keyStateOf, usableForEncryption } from '../keys/kmip-provider';
 import { KeyProviders } from '../keys/provider';
+import { KmipError } from '../kmip/client';
 import { readRegularFile } from '../util/files';
 import {
   DEFAULT_CONFIG_KEY_NAME,
@@ -41,25 +43,35 @@ export interface ConfigKey {
   cipher: ChunkCipher;
 }
 
-/** Opens the key that encrypts configuration values. The caller destroys `cipher` when done. */
-export async function configKey(config: TdeConfig, keys: KeyProviders): Promise<ConfigKey> {
+/**
+ * Opens the key that encrypts configuration values. The caller destroys `cipher` when done.
+ * With `encrypting`, a KMIP key that may no longer encrypt (revoked, deactivated, or past its
+ * Protect Stop Date) is refused: it still decrypts the values it encrypted, but takes no new one.
+ */
+export async function configKey(
+  config: TdeConfig,
+  keys: KeyProviders,
+  options: { encrypting?: boolean } = {},
+): Promise<ConfigKey> {
   const name = config.configEncryptionKeyName ?? DEFAULT_CONFIG_KEY_NAME;
   const url = parseKmipUrl(name);
   if (url) {
-    const client = keys.kmipProvider.client(url.group);
-    const choice = await kmipKeyCipher(client, url.id);
-    const bytes = await client.getKey(url.id);
     try {
-      return {
-        name,
-        cipher: createChunkCipher({
-          cipher_algorithm: choice.name,
-          secret_key_strength: choice.strength,
-          key: bytes,
-        }),
-      };
-    } finally {
-      bytes.fill(0);
+      return await kmipConfigKey(name, url, keys, options.encrypting === true);
+    } catch (err) {
+      const reason = err instanceof KmipError ? err.reason : undefined;
+      if (reason === 'ItemNotFound' || reason === 'PermissionDenied') {
+        throw new TdeError(
+          'ERR_TDE_KEY_NOT_FOUND',
+          `config_encryption_key_name ${name} cannot be fetched (${reason}): if the key was ` +
+            'destroyed, values encrypted with it can no longer be read and must be set again in ' +
+            'plain text and encrypted under a new key; otherwise check that this client (its ' +
+            'certificate) owns the key',
+          { key: name },
+          err,
+        );
+      }
+      throw err;
     }
   }
   const [entry] = readKeyFile(path.join(config.systemKeyDirectory, name));
@@ -74,6 +86,48 @@ export async function configKey(config: TdeConfig, keys: KeyProviders): Promise<
     };
   } finally {
     entry.key.fill(0);
+  }
+}
+
+async function kmipConfigKey(
+  name: string,
+  url: { group: string; id: string },
+  keys: KeyProviders,
+  encrypting: boolean,
+): Promise<ConfigKey> {
+  const client = keys.kmipProvider.client(url.group);
+  if (encrypting) {
+    const state = keyStateOf(url.id, await client.getAttributes(url.id));
+    const now = BigInt(Math.floor(Date.now() / 1000));
+    // Any namespace: the key is named outright, not chosen from a namespace.
+    if (!usableForEncryption({ ...state, objectGroup: undefined }, now, undefined)) {
+      const why =
+        state.state !== 'Active'
+          ? `is ${state.state ?? 'in an unknown state'}`
+          : 'is past its Protect Stop Date or Deactivation Date';
+      throw new TdeError(
+        'ERR_TDE_KEY_REVOKED',
+        `config_encryption_key_name ${name} ${why}, so it encrypts nothing new (values it ` +
+          'encrypted still decrypt): make a new key ("sstable-tde createsystemkey ' +
+          `AES/CBC/PKCS5Padding 128 -k ${url.group}"), name it in config_encryption_key_name, ` +
+          'and encrypt the values again',
+        { key: name },
+      );
+    }
+  }
+  const choice = await kmipKeyCipher(client, url.id);
+  const bytes = await client.getKey(url.id);
+  try {
+    return {
+      name,
+      cipher: createChunkCipher({
+        cipher_algorithm: choice.name,
+        secret_key_strength: choice.strength,
+        key: bytes,
+      }),
+    };
+  } finally {
+    bytes.fill(0);
   }
 }
 
