@@ -811,8 +811,19 @@ Napi::Value JsCipherAvailable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), ok);
 }
 
+// A whole number in [lo, hi] from a JS value, or a contract error naming `what`.
+double WholeIn(Napi::Env env, Napi::Value v, double lo, double hi, const char* what) {
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
+  if (!(d >= lo && d <= hi) || d != std::floor(d)) {
+    ThrowContract(env, std::string(what) + " must be a whole number from " +
+                           std::to_string(static_cast<long long>(lo)) + " to " +
+                           std::to_string(static_cast<long long>(hi)));
+  }
+  return d;
+}
+
 Napi::Value JsSetParallelism(const Napi::CallbackInfo& info) {
-  SetParallelism(info[0].As<Napi::Number>().Uint32Value());
+  SetParallelism(static_cast<size_t>(WholeIn(info.Env(), info[0], 1, 1024, "parallelism")));
   return info.Env().Undefined();
 }
 
@@ -831,7 +842,7 @@ Napi::Value JsCodecAvailable(const Napi::CallbackInfo& info) {
 Napi::Value JsCodecBound(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CodecId codec = CodecOf(env, info[0]);
-  size_t n = static_cast<size_t>(info[1].As<Napi::Number>().Int64Value());
+  size_t n = static_cast<size_t>(WholeIn(env, info[1], 0, 2147483647.0, "length"));
   return Napi::Number::New(env, static_cast<double>(CompressBound(codec, n)));
 }
 
@@ -882,11 +893,12 @@ Napi::Value JsEvpStreamSeconds(const Napi::CallbackInfo& info) {
   spec.tag_length = o.Get("tagLength").As<Napi::Number>().Uint32Value();
   Bytes key = ViewOf(env, info[1], "key");
   double seconds = 0;
-  size_t threads = info.Length() > 4 ? info[4].As<Napi::Number>().Uint32Value() : 1;
-  if (threads == 0 || threads > 256) ThrowContract(env, "threads must be from 1 to 256");
-  Status st =
-      StreamBenchParallel(spec, key.data, key.size, info[2].As<Napi::Number>().Uint32Value(),
-                          info[3].As<Napi::Number>().Uint32Value(), threads, &seconds);
+  size_t threads =
+      info.Length() > 4 ? static_cast<size_t>(WholeIn(env, info[4], 1, 256, "threads")) : 1;
+  // Bounded so that a benchmark's buffers (size bytes per thread) stay allocatable.
+  size_t size = static_cast<size_t>(WholeIn(env, info[2], 1, 1 << 30, "size"));
+  size_t rounds = static_cast<size_t>(WholeIn(env, info[3], 1, 1e6, "rounds"));
+  Status st = StreamBenchParallel(spec, key.data, key.size, size, rounds, threads, &seconds);
   if (!st.ok()) throw MakeError(env, st);
   return Napi::Number::New(env, seconds);
 }

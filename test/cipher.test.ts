@@ -5,6 +5,8 @@ import * as path from 'node:path';
 import test from 'ava';
 
 import { createChunkCipher } from '../src/cipher/chunk-cipher';
+import { TdeError } from '../src/errors';
+import { native } from '../src/native';
 import { parseTransformation, resolveCipher } from '../src/cipher/transformation';
 import { joinedView, SlabPool, viewsOf } from '../src/util/slabs';
 import { FIXTURES } from './helpers';
@@ -389,4 +391,44 @@ test('SlabPool: a slab larger than any batch is not kept once given back', (t) =
   const kept = batch[0].buffer;
   pool.recycle(batch);
   t.true(pool.carve([4 << 20])[0].buffer === kept);
+});
+
+test('misuse of the cipher API is a coded TdeError, never a TypeError or an abort', async (t) => {
+  const c = createChunkCipher({
+    cipher_algorithm: 'AES/CBC/PKCS5Padding',
+    secret_key_strength: 128,
+    key: Buffer.alloc(16, 1),
+  });
+  const loose = c as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const cases: [string, () => unknown, RegExp][] = [
+    ['encrypt()', () => loose.encrypt.call(c), /chunks\[0\] must be a Buffer/],
+    ['a null chunk', () => loose.encryptBatch.call(c, [null]), /chunks\[0\] .* not null/],
+    ['a hole', () => loose.encryptBatch.call(c, new Array(3)), /not undefined/],
+    ['recycle(null)', () => loose.recycle.call(c, null), /must be an array of Buffers/],
+    [
+      'a plain length past 2^31',
+      () => c.decodeBatch('LZ4', [Buffer.alloc(40)], [2 ** 32 + 10]),
+      /lengths\[0\] must be a whole number from 0 to 2147483647/,
+    ],
+    ['an unknown codec', () => loose.encodedLength.call(c, 'Zstd', 10), /codec must be/],
+    ['a negative length', () => c.encryptedLength(-1), /whole number/],
+    ['NaN', () => c.encryptedLength(NaN), /not NaN/],
+  ];
+  for (const [name, call, message] of cases) {
+    const err = await t.throwsAsync(async () => call(), { code: 'ERR_TDE_INVALID_ARGUMENT' }, name);
+    t.true(err instanceof TdeError, `${name}: ${err?.constructor.name}`);
+    t.regex(err!.message, message, name);
+  }
+  c.destroy();
+  // The addon's own entry points (which the library wraps) refuse with a coded error too, where
+  // a negative size once aborted the process (std::length_error) or wrapped to 2^32 - 1.
+  const stream = { evpName: 'aes-128-cbc', ivLength: 16, rc2KeyBits: 0, tagLength: 0 };
+  const raw: [() => unknown, RegExp][] = [
+    [() => native().setParallelism(-1), /parallelism must be/],
+    [() => native().codecBound('LZ4', -5), /length must be/],
+    [() => native().evpStreamSeconds(stream, Buffer.alloc(16), -1, -1), /size must be/],
+  ];
+  for (const [call, message] of raw) {
+    t.throws(call, { code: 'ERR_TDE_INVALID_ARGUMENT', message });
+  }
 });

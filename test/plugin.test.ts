@@ -292,6 +292,25 @@ test('abort() never removes a finished SSTable; a finish that failed is cleaned 
   t.is(files('1').length + files('2').length, 6);
 });
 
+test('createWriter refuses non-object options and a generation past a Java int', async (t) => {
+  const plugin = await openPlugin({ config: keyDir().config });
+  const dir = tempDir('plugin-refused');
+  try {
+    const id = { dir, version: 'nb', generation: '1', format: 'big' as const };
+    await t.throwsAsync(() => plugin.createWriter(id, null as never), {
+      code: 'ERR_TDE_BAD_OPTION',
+      message: /must be an object such as \{ class: 'LZ4Compressor' \}, not null/,
+    });
+    await t.throwsAsync(() => plugin.createWriter({ ...id, generation: '2147483648' }, CBC), {
+      code: 'ERR_TDE_BAD_SSTABLE_NAME',
+      message: /generation 2147483648 is past 2147483647/,
+    });
+    t.deepEqual(fs.readdirSync(dir), []);
+  } finally {
+    await plugin.close();
+  }
+});
+
 test('close() waits for calls in flight, then closes what they made', async (t) => {
   const plugin = await openPlugin({ config: keyDir().config });
   const dir = tempDir('plugin-inflight');

@@ -71,6 +71,7 @@ export class ChunkCipher {
 
   /** Size of a chunk of `plainLength` bytes once encrypted, IV and tag included. */
   encryptedLength(plainLength: number): number {
+    checkLength(plainLength, 'encryptedLength: plainLength');
     const body =
       this.choice.padding === 'PKCS5Padding'
         ? (Math.floor(plainLength / this.choice.blockSize) + 1) * this.choice.blockSize
@@ -81,6 +82,13 @@ export class ChunkCipher {
   /** Bytes a stored chunk adds to its plaintext at most: IV and tag (padding aside). */
   private get overhead(): number {
     return this.choice.ivLength + this.choice.tagLength;
+  }
+
+  /** Checks a Buffer[] batch's chunks and additional data before any of them is looked at. */
+  private checkBatch(chunks: unknown, aad: unknown): void {
+    checkBuffers(chunks, 'chunks');
+    if (aad !== undefined) checkBuffers(aad, 'aad');
+    this.checkAad(chunks as unknown[], aad as unknown[] | undefined);
   }
 
   private checkAad(chunks: ArrayLike<unknown>, aad: ArrayLike<unknown> | undefined): void {
@@ -129,7 +137,7 @@ export class ChunkCipher {
     aad?: Uint8Array[],
   ): Promise<Buffer[]> {
     const handle = this.live();
-    this.checkAad(chunks, aad);
+    this.checkBatch(chunks, aad);
     const sizes = new Uint32Array(chunks.length);
     for (let i = 0; i < chunks.length; i++) sizes[i] = this.encryptedLength(chunks[i].length);
     const out = this.slabs.carveSpans(sizes);
@@ -148,7 +156,7 @@ export class ChunkCipher {
     aad?: Uint8Array[],
   ): Promise<Buffer[]> {
     const handle = this.live();
-    this.checkAad(chunks, aad);
+    this.checkBatch(chunks, aad);
     const sizes = new Uint32Array(chunks.length);
     for (let i = 0; i < chunks.length; i++)
       sizes[i] = Math.max(0, chunks[i].length - this.overhead);
@@ -257,6 +265,7 @@ export class ChunkCipher {
    * on disk); buffers never given back are simply garbage-collected.
    */
   recycle(batch: Buffer[]): void {
+    checkBuffers(batch, 'recycle: batch');
     this.slabs.recycle(batch);
     this.decoded.recycle(batch);
   }
@@ -266,7 +275,12 @@ export class ChunkCipher {
     const k = `${codec}:${plainLength}`;
     let n = this.bounds.get(k);
     if (n === undefined) {
-      n = this.live().encodedLength(codec, plainLength);
+      checkLength(plainLength, 'encodedLength: plainLength');
+      try {
+        n = this.live().encodedLength(codec, plainLength);
+      } catch (err) {
+        throw fromNative(err);
+      }
       if (this.bounds.size < 64) this.bounds.set(k, n);
     }
     return n;
@@ -286,7 +300,7 @@ export class ChunkCipher {
     options: { sums?: ChecksumType } = {},
   ): Promise<Buffer[] & { sums?: Uint32Array }> {
     const handle = this.live();
-    this.checkAad(chunks, aad);
+    this.checkBatch(chunks, aad);
     const sizes = new Uint32Array(chunks.length);
     for (let i = 0; i < chunks.length; i++) sizes[i] = this.encodedLength(codec, chunks[i].length);
     const out = this.slabs.carveSpans(sizes);
@@ -325,7 +339,14 @@ export class ChunkCipher {
     options: { crc?: boolean } = {},
   ): Promise<Buffer[] & { crcs?: Uint32Array }> {
     const handle = this.live();
-    this.checkAad(chunks, aad);
+    this.checkBatch(chunks, aad);
+    if (!Array.isArray(lengths) || lengths.length !== chunks.length) {
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        'decodeBatch: lengths must be an array with one plain length per chunk',
+      );
+    }
+    lengths.forEach((n, i) => checkLength(n, `decodeBatch: lengths[${i}]`));
     // Without a codec, decryption writes its padding too before it is cut off.
     const sizes = Uint32Array.from(lengths);
     if (codec === 'None')
@@ -414,5 +435,31 @@ export function createChunkCipher(options: ChunkCipherOptions): ChunkCipher {
     // normalizeKey may have made a private copy (DESede 112); wipe it. The caller's buffer is
     // theirs.
     if (key.buffer !== options.key.buffer) key.fill(0);
+  }
+}
+
+/** A chunk length: a whole number from 0 to 2^31 - 1, as the addon takes them. */
+function checkLength(n: unknown, what: string): void {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 0x7fffffff) {
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      `${what} must be a whole number from 0 to 2147483647, not ${String(n)}`,
+    );
+  }
+}
+
+/** An array of Buffers or Uint8Arrays, every element checked (a hole or a null included). */
+function checkBuffers(list: unknown, what: string): void {
+  if (!Array.isArray(list)) {
+    throw new TdeError('ERR_TDE_INVALID_ARGUMENT', `${what} must be an array of Buffers`);
+  }
+  for (let i = 0; i < list.length; i++) {
+    if (!(list[i] instanceof Uint8Array)) {
+      const got = list[i] === null ? 'null' : typeof list[i];
+      throw new TdeError(
+        'ERR_TDE_INVALID_ARGUMENT',
+        `${what}[${i}] must be a Buffer or Uint8Array, not ${got}`,
+      );
+    }
   }
 }

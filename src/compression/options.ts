@@ -223,6 +223,12 @@ export function parseTableCompression(
   map: Record<string, unknown>,
   defaultChunkLength: number,
 ): CompressionParams {
+  if (map === null || typeof map !== 'object' || Array.isArray(map)) {
+    throw bad(
+      `table compression options must be an object such as { class: 'LZ4Compressor' }, not ` +
+        `${map === null ? 'null' : Array.isArray(map) ? 'an array' : typeof map}`,
+    );
+  }
   const opts: Record<string, string> = {};
   for (const [k, v] of Object.entries(map)) {
     const key = k.toLowerCase();

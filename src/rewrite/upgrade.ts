@@ -29,6 +29,7 @@ import {
   compareGenerations,
   componentPath,
   displayName,
+  MAX_GENERATION,
   parseComponentName,
   prefixOf,
   printable,
@@ -154,9 +155,6 @@ function targetIsEncrypting(schema: TableSchema): boolean {
   const cls = String(schema.compression?.class ?? schema.compression?.sstable_compression ?? '');
   return /Encrypt/.test(cls);
 }
-
-/** Cassandra keeps a numeric generation in a Java int. */
-const MAX_GENERATION = 2147483647n;
 
 /** The next free numeric generation in a directory (counting every file and transaction log). */
 function nextGeneration(dir: string): string {

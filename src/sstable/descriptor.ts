@@ -67,6 +67,9 @@ export function checkId(id: SSTableId): void {
   }
 }
 
+/** Cassandra keeps a numeric generation in a Java int: a larger one names an SSTable it skips. */
+export const MAX_GENERATION = 2147483647n;
+
 export function prefixOf(id: Omit<SSTableId, 'dir'>): string {
   return `${id.version}-${id.generation}-${id.format}`;
 }

@@ -31,6 +31,7 @@ import {
   checkId,
   componentPath,
   featuresOf,
+  MAX_GENERATION,
   SSTableFormat,
   SSTableId,
   VersionFeatures,
@@ -133,6 +134,14 @@ export class SSTableDataWriter {
   /** Creates Data.db exclusively; fails if any file of the new SSTable exists already. */
   static async create(options: DataWriterOptions): Promise<SSTableDataWriter> {
     checkId(options.id);
+    const { generation } = options.id;
+    if (/^\d+$/.test(generation) && BigInt(generation) > MAX_GENERATION) {
+      throw new TdeError(
+        'ERR_TDE_BAD_SSTABLE_NAME',
+        `generation ${generation} is past ${MAX_GENERATION}, the largest Cassandra reads (a ` +
+          'Java int): an SSTable written under it would never be loaded; use a smaller one',
+      );
+    }
     const w = new SSTableDataWriter(options);
     w.fd = await w.createFile('Data.db');
     return w;
