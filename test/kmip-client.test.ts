@@ -151,6 +151,37 @@ async function failureOf(
   }
 }
 
+test('once every host failed, requests fail at once for a while, then try again', async (t) => {
+  const dead = await freePort();
+  const client = new KmipClient(groupFor(server, {}, [dead]));
+  const realNow = Date.now;
+  try {
+    const first = await t.throwsAsync(() => client.locate([]), {
+      code: 'ERR_TDE_KMIP_UNAVAILABLE',
+    });
+    t.regex(first!.message, new RegExp(`:\\n  - 127\\.0\\.0\\.1:${dead}: connection refused`));
+    t.notRegex(first!.message, /every host failed/);
+    // Within the hold-down: the same causes, without waiting on the hosts again.
+    const held = await t.throwsAsync(() => client.getKey('1'), {
+      code: 'ERR_TDE_KMIP_UNAVAILABLE',
+    });
+    t.regex(
+      held!.message,
+      /could get key 1: every host failed \d+\.\d s ago, and they are tried again 5 s after that/,
+    );
+    t.regex(held!.message, new RegExp(`  - 127\\.0\\.0\\.1:${dead}: connection refused`));
+    // After it, the hosts are tried again.
+    Date.now = () => realNow() + 6000;
+    const again = await t.throwsAsync(() => client.locate([]), {
+      code: 'ERR_TDE_KMIP_UNAVAILABLE',
+    });
+    t.notRegex(again!.message, /every host failed/);
+  } finally {
+    Date.now = realNow;
+    client.close();
+  }
+});
+
 test('TLS faults each give their own message', async (t) => {
   const base = groupFor(server).tls;
   t.regex(

@@ -33,6 +33,14 @@ import {
 } from './transport';
 import type { TdeObserver } from '../metrics/observer';
 
+/**
+ * After every host of a group failed, requests in the next this many ms fail at once with the
+ * same causes instead of each waiting out every host's timeout again: a rewrite of thousands of
+ * SSTables against a dead server then takes seconds, not hours. The first request after it
+ * tries the hosts again.
+ */
+export const HOLD_DOWN_MS = 5000;
+
 /** Operations that change nothing on the server, so asking another host again is harmless. */
 const READ_ONLY = new Set(['DiscoverVersions', 'Query', 'Get', 'GetAttributes', 'Locate']);
 
@@ -101,6 +109,8 @@ export class KmipClient {
 
   /** Failovers so far: each time a request moved on from a failing host. */
   failovers = 0;
+  /** When every host last failed, and until when requests fail at once (see HOLD_DOWN_MS). */
+  private down: { at: number; until: number; causes: string[] } | undefined;
   /** Requests sent so far (each a round trip to a server). */
   requests = 0;
 
@@ -193,6 +203,15 @@ export class KmipClient {
         'ERR_TDE_INVALID_ARGUMENT',
         `KMIP client for ${this.group.name} is closed`,
       );
+    if (this.down && Date.now() < this.down.until) {
+      const ago = ((Date.now() - this.down.at) / 1000).toFixed(1);
+      throw new TdeError(
+        'ERR_TDE_KMIP_UNAVAILABLE',
+        `no host of KMIP group ${this.group.name} could ${what || 'answer'}: every host failed ` +
+          `${ago} s ago, and they are tried again ${HOLD_DOWN_MS / 1000} s after that:\n` +
+          this.down.causes.map((c) => `  - ${c}`).join('\n'),
+      );
+    }
     const causes: string[] = [];
     const n = this.group.hosts.length;
     const first = this.current;
@@ -218,6 +237,7 @@ export class KmipClient {
               causes: [...causes],
             });
           }
+          this.down = undefined;
           return expectSuccess(response, batch.operation, what ? `(${what}) ` : '');
         } catch (err) {
           if (err instanceof KmipError && err.reason === 'AuthenticationNotSuccessful') {
@@ -251,6 +271,8 @@ export class KmipClient {
         }
       }
     }
+    const at = Date.now();
+    this.down = { at, until: at + HOLD_DOWN_MS, causes };
     throw new TdeError(
       'ERR_TDE_KMIP_UNAVAILABLE',
       `no host of KMIP group ${this.group.name} could ${what || 'answer'}:\n` +
