@@ -387,3 +387,17 @@ test(
     );
   },
 );
+
+test('a file too large to be a segment is refused before it is read', async (t) => {
+  const dir = tempDir('segment-huge');
+  const file = path.join(dir, 'CommitLog-7-1.log');
+  fs.closeSync(fs.openSync(file, 'w'));
+  fs.truncateSync(file, 3 * 2 ** 30); // sparse: takes no space
+  const resolve = async () => {
+    throw new Error('no key is needed to refuse it');
+  };
+  await t.throwsAsync(() => readSegment(file, resolve), {
+    code: 'ERR_TDE_SEGMENT_HEADER',
+    message: /is 3221225472 bytes, more than any commit log segment can be .*: it is not a segment/,
+  });
+});

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { fromSystem, isTdeError, TdeError } from '../errors';
 import { lz4Napi, plausibleLength } from '../compression/codecs';
-import { writeFully, writevFully } from '../util/files';
+import { readFully, writeFully, writevFully } from '../util/files';
 import {
   BLOCK_HEADER_SIZE,
   frameEntry,
@@ -158,6 +158,42 @@ async function inflateBlocks(plain: Buffer[], where: string): Promise<Buffer> {
   return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }
 
+/** Positions in a segment are Java ints: no segment Cassandra writes reaches 2 GiB. */
+const MAX_SEGMENT_BYTES = 0x7fffffff;
+/** Enough for any segment header (its parameters are at most 64 KiB of JSON). */
+const HEADER_PREFIX_BYTES = 1 << 20;
+
+/**
+ * A segment's bytes. Its header is read and checked first, so that a file that is not a segment
+ * is refused before the rest of it is read into memory.
+ */
+async function readSegmentFile(file: string): Promise<Buffer> {
+  let fd: fs.promises.FileHandle;
+  try {
+    fd = await fs.promises.open(file, 'r');
+  } catch (err) {
+    throw fromSystem(err, file, 'read commit log segment');
+  }
+  try {
+    const { size } = await fd.stat();
+    if (size > MAX_SEGMENT_BYTES) {
+      throw new TdeError(
+        'ERR_TDE_SEGMENT_HEADER',
+        `${file} is ${size} bytes, more than any commit log segment can be (positions in one ` +
+          'are Java ints, so a segment stays under 2 GiB): it is not a segment',
+        { file },
+      );
+    }
+    const head = await readFully(fd, file, 0, Math.min(size, HEADER_PREFIX_BYTES));
+    parseHeader(head, file);
+    return size <= head.length ? head : await readFully(fd, file, 0, size);
+  } catch (err) {
+    throw isTdeError(err) ? err : fromSystem(err, file, 'read commit log segment');
+  } finally {
+    await fd.close();
+  }
+}
+
 /**
  * Reads a whole segment, checking every checksum; `onEntry` receives each entry (a serialized
  * mutation) in order. Errors that leave nothing to read (header, key) are thrown; a section that
@@ -168,12 +204,7 @@ export async function readSegment(
   resolveKey: SegmentKeyResolver,
   onEntry?: (entry: Buffer) => void,
 ): Promise<SegmentReport> {
-  let buf: Buffer;
-  try {
-    buf = await fs.promises.readFile(file);
-  } catch (err) {
-    throw fromSystem(err, file, 'read commit log segment');
-  }
+  const buf = await readSegmentFile(file);
   const header = parseHeader(buf, file);
   const cipher = await segmentCipher(header, file, resolveKey);
   const report: SegmentReport = {
