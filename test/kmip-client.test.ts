@@ -254,14 +254,27 @@ test('a server that never answers is given up on after the timeout setting', asy
       await failureOf(t, { timeoutMs: 300 }, [silent.port]),
       /no answer within 300 ms \(timeout setting\)/,
     );
+    // TCP gets through there, but nothing speaks TLS: the handshake is what timed out.
     t.regex(
       await failureOf(t, { timeoutMs: 300 }, [(tcp.address() as net.AddressInfo).port]),
-      /timed out after 300 ms connecting/,
+      /timed out after 300 ms in the TLS handshake: the port accepts connections but nothing/,
     );
   } finally {
     sockets.forEach((s) => s.destroy());
     silent.close();
     tcp.close();
+  }
+});
+
+test('a port answering with something other than TLS is not called a version clash', async (t) => {
+  const plain = net.createServer((s) => s.end('220 mail.example.com ESMTP ready\r\n'));
+  await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
+  try {
+    const message = await failureOf(t, {}, [(plain.address() as net.AddressInfo).port]);
+    t.regex(message, /the server did not answer with TLS \(what it sent is not a TLS record\)/);
+    t.notRegex(message, /TLS version mismatch/);
+  } finally {
+    plain.close();
   }
 });
 

@@ -262,7 +262,7 @@ test(
     const b = await listVia(`127.0.0.1:${tcpPort}`, { timeout: 400 });
     t.regex(
       b.output,
-      new RegExp(`  - 127\\.0\\.0\\.1:${tcpPort}: timed out after 400 ms connecting`),
+      new RegExp(`  - 127\\.0\\.0\\.1:${tcpPort}: timed out after 400 ms in the TLS handshake`),
     );
     // With a working host after the silent one, the request succeeds there.
     const c = await listVia(`127.0.0.1:${silentTls.port}, 127.0.0.1:${primary.port}`, {
@@ -309,8 +309,8 @@ test(
             ),
           ),
         new RegExp(
-          'ERR_TDE_KMIP_UNAVAILABLE\\]: no host .*\\n  - 127\\.0\\.0\\.1:\\d+ sent an answer that ' +
-            'is not a valid KMIP response \\(malformed KMIP message at byte 20',
+          'ERR_TDE_KMIP_UNAVAILABLE\\]: no host .*\\n  - 127\\.0\\.0\\.1:\\d+ sent an ' +
+            'answer that is not a valid KMIP response \\(malformed KMIP message at byte 20',
         ),
       ],
     ];

@@ -62,8 +62,15 @@ export function explainTlsError(
   if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH')
     return 'host unreachable: check the network route to it';
   if (code === 'ECONNRESET' || code === 'EPIPE') return 'the server reset the connection';
+  if (/WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|RECORD_LAYER_FAILURE/i.test(text)) {
+    // The first bytes back were not a TLS record at all: something other than TLS answered.
+    return (
+      'the server did not answer with TLS (what it sent is not a TLS record): is this port a ' +
+      "KMIP server's TLS port rather than some other service?"
+    );
+  }
   if (
-    /ALERT_PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|WRONG_VERSION_NUMBER/i.test(text) ||
+    /ALERT_PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL/i.test(text) ||
     /VERSION_TOO_LOW|VERSION_TOO_HIGH|alert number 70/i.test(text)
   ) {
     return (
@@ -190,13 +197,20 @@ export class KmipConnection {
         ...minMaxVersion(settings.protocol),
       };
       const socket = tls.connect(options);
+      // Whether TCP got through: a timeout after it is a TLS handshake that never completed.
+      let reached = false;
+      socket.once('connect', () => (reached = true));
       const timer = setTimeout(() => {
         socket.destroy();
         reject(
           new TransportError(
             address,
-            `timed out after ${timeoutMs} ms connecting (is the host up, ` +
-              'and is the port open through any firewall?)',
+            reached
+              ? `timed out after ${timeoutMs} ms in the TLS handshake: the port accepts ` +
+                  'connections but nothing completed TLS there (is it a KMIP server, and not ' +
+                  'overloaded?)'
+              : `timed out after ${timeoutMs} ms connecting (is the host up, ` +
+                  'and is the port open through any firewall?)',
             true,
           ),
         );
