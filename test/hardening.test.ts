@@ -729,3 +729,22 @@ test('control characters in a directory name are shown escaped', async (t) => {
   t.is(v.code, 0, v.stderr);
   t.regex(v.stdout, /^ok +legacy_tables\/tb\\nx\\x1b\[31m\/nb-1-big: /m);
 });
+
+test('a run without a progress bar reports each SSTable as it ends', async (t) => {
+  const s = await setup(['legacy_nb_clust', 'legacy_me_simple', 'legacy_oa_simple']);
+  // legacy_me_simple ends first (skipped at planning), legacy_nb_clust next (rewritten); the run
+  // is killed while legacy_oa_simple is being rewritten.
+  const enc = s.schema(
+    ['legacy_nb_clust', 'legacy_oa_simple']
+      .map((tb) => `ALTER TABLE legacy_tables.${tb} WITH compression = {'class': 'Encryptor'};`)
+      .join('\n'),
+  );
+  const killed = await cliProcess(
+    ['upgradesstables', '--data-dir', s.dataDir, '--schema', enc, '--config', s.keys.configFile],
+    { SSTABLE_TDE_CRASH_AT: 'data-written', SSTABLE_TDE_CRASH_AFTER: '1' },
+  );
+  t.is(killed.signal, 'SIGKILL', killed.stderr);
+  t.regex(killed.stdout, /^skipped {4}legacy_tables\/legacy_me_simple\/me-1-big: /m);
+  t.regex(killed.stdout, /^rewritten  legacy_tables\/legacy_nb_clust\/nb-1-big -> nb-2-big /m);
+  t.notRegex(killed.stdout, /legacy_oa_simple/);
+});

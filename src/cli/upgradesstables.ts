@@ -8,6 +8,7 @@ import * as cliProgress from 'cli-progress';
 
 import { loadSchema } from '../schema/cql';
 import { MAX_JOBS, SSTableResult, upgradeSSTables, UpgradeEvent } from '../rewrite/upgrade';
+import type { Recovery } from '../rewrite/txn';
 import {
   addConfigOption,
   addMetricsOption,
@@ -124,7 +125,17 @@ interrupted before doing anything else.`,
         let base = 0;
         const current = new Map<string, number>();
         const shown = () => base + [...current.values()].reduce((a, b) => a + b, 0);
+        // Without a progress bar (output to a file or pipe, or CI), each SSTable's line is
+        // written as it ends, so that a log shows progress and keeps what was done if the run is
+        // killed; with one, the lines follow it at the end.
+        const streaming = !json && !io.interactive;
+        // A recovered log is named inside the data directory, as the SSTables are.
+        const recoveredLine = (r: Recovery) =>
+          `recovered  ${path.relative(opts.dataDir, r.log)}: interrupted rewrite ${r.action} ` +
+          `(removed ${r.removed})`;
         const onEvent = (e: UpgradeEvent) => {
+          if (e.type === 'done' && streaming) io.out(line(e.result));
+          if (e.type === 'recovered' && streaming) io.out(recoveredLine(e.recovery));
           if (e.type === 'plan' && io.interactive && !json && e.sstables > 0) {
             bar = new cliProgress.SingleBar(
               {
@@ -189,12 +200,8 @@ interrupted before doing anything else.`,
         } else {
           for (const w of report.warnings)
             io.err(`sstable-tde: warning: table ${w.table}: ${w.message}`);
-          for (const r of report.recovered) {
-            // Named inside the data directory, as the SSTables on the other lines are.
-            const log = path.relative(opts.dataDir, r.log);
-            io.out(`recovered  ${log}: interrupted rewrite ${r.action} (removed ${r.removed})`);
-          }
-          for (const r of report.results) io.out(line(r));
+          if (!streaming) for (const r of report.recovered) io.out(recoveredLine(r));
+          if (!streaming) for (const r of report.results) io.out(line(r));
           for (const m of report.missing) {
             io.out(
               `MISSING    ${m}: named in ${opts.schema ?? 'the schema'} but has no directory in ` +

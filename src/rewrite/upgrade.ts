@@ -85,6 +85,7 @@ export interface UpgradeOptions {
 export const MAX_JOBS = 64;
 
 export type UpgradeEvent =
+  | { type: 'recovered'; recovery: Recovery }
   | { type: 'plan'; sstables: number; bytes: number }
   | { type: 'warning'; table: string; message: string }
   | { type: 'start'; sstable: string; bytes: number }
@@ -703,7 +704,12 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
   try {
     // Finish or undo what an interrupted run left, before planning anything.
     for (const t of tables)
-      if (readTxns(t.dir).length > 0) report.recovered.push(...recoverTable(t.dir));
+      if (readTxns(t.dir).length > 0) {
+        for (const recovery of recoverTable(t.dir)) {
+          report.recovered.push(recovery);
+          onEvent({ type: 'recovered', recovery });
+        }
+      }
 
     const plan: { table: TableDir; summary: SSTableSummary; target: CompressionParams }[] = [];
     const systemInfo = options.config.systemInfoEncryption;
