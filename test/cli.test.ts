@@ -121,6 +121,11 @@ test(
       t.regex(r.stderr, /ERR_TDE_INVALID_ARGUMENT.*value to encrypt is empty.*nothing was/);
       t.is(r.stdout, '', 'no encrypted value is printed');
     }
+    // Two lines are two values, or a file piped in by mistake: never only the first encrypted.
+    const two = cliWithInput(['encryptconfigvalue', '--config', keys.configFile], 'a\nb\n');
+    t.is(two.code, 1);
+    t.regex(two.stderr, /standard input holds more than one line.*nothing was encrypted/);
+    t.is(two.stdout, '');
 
     // "pä" then the rest: the two bytes of "ä" arrive in two reads of the pipe.
     const value = Buffer.from('päss', 'utf8');

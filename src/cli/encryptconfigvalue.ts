@@ -49,13 +49,30 @@ function promptHidden(prompt: string, io: Io): Promise<string> {
  * The first line of standard input (without its line end). The bytes are decoded once, so a
  * character split between two reads of the pipe stays whole.
  */
+/** More than any password: input past this is not one value. */
+const MAX_INPUT_BYTES = 64 * 1024;
+
+/**
+ * The one value on standard input: its first line, read to the end of the input so that a
+ * second line is refused rather than silently dropped.
+ */
 async function readLine(): Promise<string> {
   const chunks: Buffer[] = [];
+  let bytes = 0;
   for await (const chunk of process.stdin) {
     chunks.push(chunk as Buffer);
-    if ((chunk as Buffer).includes(0x0a)) break;
+    bytes += (chunk as Buffer).length;
+    if (bytes > MAX_INPUT_BYTES) break;
   }
-  return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0];
+  const lines = Buffer.concat(chunks).toString('utf8').split(/\r?\n/);
+  if (bytes > MAX_INPUT_BYTES || lines.slice(1).some((l) => l !== '')) {
+    throw new TdeError(
+      'ERR_TDE_INVALID_ARGUMENT',
+      'standard input holds more than one line; encryptconfigvalue encrypts one value, given ' +
+        'on one line: nothing was encrypted',
+    );
+  }
+  return lines[0];
 }
 
 export function encryptConfigValueCommand(io: Io, done: (code: number) => void): Command {
