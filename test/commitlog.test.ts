@@ -103,6 +103,10 @@ test(
       wrongKey.stdout,
       /\[ERR_TDE_KEYSTORE_PASSWORD\] .*the password of key testing:1 is wrong \(key_password\)/,
     );
+    // A store password without the store is a usage error, not silently ignored.
+    const noStore = await cli('commitlog', 'verify', FULL, '--keystore-password', 'cassandra');
+    t.is(noStore.code, 2);
+    t.regex(noStore.stderr, /--keystore-password only applies with --keystore FILE/);
 
     // The same segment naming a key the store lacks (header checksum made to match).
     const dir = tempDir('cl');

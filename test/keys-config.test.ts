@@ -111,6 +111,11 @@ test(
     t.regex(err!.message, /config_encryption_active must be true or false/);
     fs.writeFileSync(file, 'system_key_directory: [unclosed\n');
     t.throws(() => readConfig(file), { message: /not valid YAML/ });
+    // Where, by line and column, without quoting the file (it may hold passwords).
+    fs.writeFileSync(file, 'system_key_directory: /k\nldap_options:\n  search_password: a: b\n');
+    const bad = t.throws(() => readConfig(file), { code: 'ERR_TDE_CONFIG' });
+    t.regex(bad!.message, /not valid YAML at line 3, column \d+: /);
+    t.false(bad!.message.includes('search_password'));
     t.is(configFromObject({}).systemKeyDirectory, '/etc/dse/conf');
   },
 );

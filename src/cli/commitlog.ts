@@ -71,6 +71,20 @@ read to its end; the report says where each stopped and why.`,
           type: opts.storeType,
         });
       } else {
+        // A key store password without --keystore would be ignored: the key comes from --config.
+        const named = [
+          opts.keystorePassword !== undefined ? '--keystore-password' : '',
+          opts.keyPassword !== undefined ? '--key-password' : '',
+        ].filter(Boolean);
+        if (named.length > 0) {
+          io.err(
+            `sstable-tde: ${named.join(' and ')} only ${named.length === 1 ? 'applies' : 'apply'} ` +
+              'with --keystore FILE (without it, ' +
+              'the key comes from --config)',
+          );
+          done(2);
+          return;
+        }
         const config = configFrom(opts);
         keys = new KeyProviders(config);
         resolve = configResolver(config, keys);

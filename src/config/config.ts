@@ -274,9 +274,17 @@ export function parseYaml(text: string, file: string, what: string): unknown {
     return YAML.parse(text, { prettyErrors: false, maxAliasCount: 100, logLevel: 'error' });
   } catch (err) {
     const message = (err as Error).message;
+    // Where, as line and column (the library's own position is an offset): no text is quoted.
+    const pos = (err as { pos?: unknown }).pos;
+    let where = '';
+    if (Array.isArray(pos) && typeof pos[0] === 'number') {
+      const before = text.slice(0, pos[0]);
+      const line = before.split('\n').length;
+      where = ` at line ${line}, column ${pos[0] - before.lastIndexOf('\n')}`;
+    }
     throw new TdeError(
       'ERR_TDE_CONFIG',
-      `${what} ${file} is not valid YAML: ${message}`,
+      `${what} ${file} is not valid YAML${where}: ${message}`,
       { file },
       err,
     );
