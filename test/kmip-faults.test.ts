@@ -153,6 +153,15 @@ test.serial(
     }
     const verify = await cli('verify', '--data-dir', dataDir, '--config', file);
     t.is(verify.code, 0, verify.stdout + verify.stderr);
+
+    // With no host up, verify says the SSTables were not checked, not that they are damaged.
+    const downFile = configFile(kmipYaml(primary, 'g', { timeout: 400 }, [first.port]));
+    const down = await cli('verify', '--data-dir', dataDir, '--config', downFile);
+    t.is(down.code, 1);
+    t.regex(
+      down.stdout,
+      /2 SSTables verified, 2 faults \(2 SSTables not checked: no KMIP server could be reached/,
+    );
   },
 );
 

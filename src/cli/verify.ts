@@ -91,9 +91,18 @@ Exits 1 if any fault is found; each fault names the SSTable file, chunk index an
             io.out(`note   ${s} was replaced while verify ran; not verified`);
           for (const l of report.legacy)
             io.out(`note   ${l}: SSTable version older than la, not verified`);
+          // An SSTable whose key could not be fetched was not checked: say so, lest its fault
+          // read as damage.
+          const unchecked = report.sstables.filter((r) =>
+            r.faults.some((f) => f.code === 'ERR_TDE_KMIP_UNAVAILABLE'),
+          ).length;
           io.out(
             `\n${plural(report.sstables.length, 'SSTable')} verified, ` +
-              `${plural(report.faults, 'fault')}`,
+              `${plural(report.faults, 'fault')}` +
+              (unchecked > 0
+                ? ` (${plural(unchecked, 'SSTable')} not checked: no KMIP server could be ` +
+                  'reached for the key; run verify again once one can)'
+                : ''),
           );
           printMetrics(io, metrics);
         }
