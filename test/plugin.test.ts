@@ -311,6 +311,37 @@ test('createWriter refuses non-object options and a generation past a Java int',
   }
 });
 
+test('finish() takes in components being written; a second finish() harms nothing', async (t) => {
+  const plugin = await openPlugin({ config: keyDir().config });
+  const dir = tempDir('plugin-finish-races');
+  const data = memtable(3000, 9);
+  const index = crypto.randomBytes(8 << 20);
+  try {
+    const id = { dir, version: 'nb', generation: '1', format: 'big' as const };
+    const w = await plugin.createWriter(id, CBC);
+    const writing = w.write(data);
+    const component = w.writeComponent('Index.db', index);
+    // Neither awaited: finish() must take both in, and a second finish() must not disturb it.
+    const [first, second] = await Promise.allSettled([w.finish(), w.finish()]);
+    await Promise.all([writing, component]);
+    t.is(first.status, 'fulfilled', String((first as PromiseRejectedResult).reason));
+    t.is(second.status, 'rejected');
+    t.regex(String((second as PromiseRejectedResult).reason), /finish\(\) was called already/);
+    t.is(compressionInfo(dir, 1).options.encrypted_components, 'Index.db');
+    const reader = await plugin.openReader(id);
+    try {
+      t.true((await reader.read(0, data.length)).equals(data));
+      const c = await reader.openComponent('Index.db');
+      t.true((await c.readAll()).equals(index));
+      await c.close();
+    } finally {
+      await reader.close();
+    }
+  } finally {
+    await plugin.close();
+  }
+});
+
 test('close() waits for calls in flight, then closes what they made', async (t) => {
   const plugin = await openPlugin({ config: keyDir().config });
   const dir = tempDir('plugin-inflight');

@@ -14,6 +14,7 @@ import type { SystemWriteEvent } from '../metrics/observer';
 import { componentPath, SSTableId } from '../sstable/descriptor';
 import { SENSITIVE_COMPONENTS, transcodeComponent } from '../sstable/page-file';
 import { SSTableDataWriter, WriteResult } from '../sstable/writer';
+import { settleAll } from '../util/settle';
 
 /** What a plugin lends its writers: key checks, counting, and word of their end. */
 export interface WriterHooks {
@@ -52,6 +53,8 @@ export class PluginSSTableWriter implements PluginWriter {
   /** No more writes or components: finish() or abort() has been called. */
   private closed = false;
   private finishing: Promise<WriteResult> | undefined;
+  /** writeComponent() calls under way, which finish() and abort() wait for. */
+  private readonly componentWrites = new Set<Promise<unknown>>();
 
   private constructor(
     readonly id: SSTableId,
@@ -128,8 +131,14 @@ export class PluginSSTableWriter implements PluginWriter {
       read: async (position: number, length: number) => bytes.subarray(position, position + length),
     };
     this.components.push(component);
-    await transcodeComponent(source, componentPath(this.id, component), codec, this.mode);
-    if (codec) this.encrypted.push(component);
+    const writing = transcodeComponent(source, componentPath(this.id, component), codec, this.mode);
+    this.componentWrites.add(writing);
+    try {
+      await writing;
+      if (codec) this.encrypted.push(component);
+    } finally {
+      this.componentWrites.delete(writing);
+    }
   }
 
   /**
@@ -137,21 +146,32 @@ export class PluginSSTableWriter implements PluginWriter {
    * fails, the files written stay until abort() (or the plugin's close()) removes them.
    */
   finish(): Promise<WriteResult> {
-    const run = (async () => {
+    // A second call is refused, and touches nothing of the first.
+    if (this.finishing) {
+      return Promise.reject(
+        new TdeError(
+          'ERR_TDE_INVALID_ARGUMENT',
+          'finish() was called already: its promise tells how it went (after a failed one, ' +
+            'abort() removes what was written)',
+        ),
+      );
+    }
+    this.closed = true;
+    this.finishing = (async () => {
       try {
+        // Components still being written go in first: their files must be complete, and the
+        // encrypted ones named in CompressionInfo.db.
+        await settleAll([...this.componentWrites]);
         const result = await this.writer.finish({ encryptedComponents: this.encrypted });
         this.end();
         return { ...result, components: [...result.components, ...this.components] };
       } finally {
-        // No more writes either way: the key goes now; the writer stays registered with the
-        // plugin until its files are accounted for (finished, or removed by abort()).
-        this.closed = true;
+        // The key goes now either way; the writer stays registered with the plugin until its
+        // files are accounted for (finished, or removed by abort()).
         this.compressor?.close();
       }
     })();
-    // The first call decides (a second one is refused by the data writer).
-    this.finishing ??= run;
-    return run;
+    return this.finishing;
   }
 
   /**
@@ -168,6 +188,7 @@ export class PluginSSTableWriter implements PluginWriter {
     }
     this.closed = true;
     try {
+      await Promise.allSettled([...this.componentWrites]);
       await this.writer.abort();
       for (const c of this.components) {
         await fs.promises.rm(componentPath(this.id, c), { force: true });

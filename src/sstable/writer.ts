@@ -102,6 +102,7 @@ export class SSTableDataWriter {
   private aborted = false;
   /** Once finish() is called: whether it succeeded, when it has settled. */
   private finishing: Promise<boolean> | undefined;
+  private finishFailed = false;
   /** Calls run one after another, in the order made: concurrent writes must not interleave. */
   private queue: Promise<unknown> = Promise.resolve();
   /** Chunks handed to the compressor so far: the index of the next batch's first chunk. */
@@ -164,7 +165,12 @@ export class SSTableDataWriter {
       // readable by others while it is being written unless the final mode says so.
       const fd = await fs.promises.open(file, 'wx', 0o600);
       this.created.push(file);
-      await fd.chmod(mode);
+      try {
+        await fd.chmod(mode);
+      } catch (err) {
+        await fd.close();
+        throw err;
+      }
       return fd;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
@@ -196,7 +202,9 @@ export class SSTableDataWriter {
     if (this.finished)
       throw new TdeError(
         'ERR_TDE_INVALID_ARGUMENT',
-        `${call} after finish(): the SSTable is complete`,
+        this.finishFailed
+          ? `${call} after a finish() that failed: abort() removes what was written`
+          : `${call} after finish(): the SSTable is complete`,
       );
   }
 
@@ -433,7 +441,10 @@ export class SSTableDataWriter {
     this.finished = true;
     this.finishing = done.then(
       () => true,
-      () => false,
+      () => {
+        this.finishFailed = true;
+        return false;
+      },
     );
     return done;
   }
