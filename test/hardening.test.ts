@@ -748,3 +748,28 @@ test('a run without a progress bar reports each SSTable as it ends', async (t) =
   t.regex(killed.stdout, /^rewritten  legacy_tables\/legacy_nb_clust\/nb-1-big -> nb-2-big /m);
   t.notRegex(killed.stdout, /legacy_oa_simple/);
 });
+
+test('a symbolic link or a FIFO in place of a lock file is refused, not waited on', async (t) => {
+  const s = await setup(['legacy_nb_simple']);
+  const enc = s.schema(
+    `ALTER TABLE legacy_tables.legacy_nb_simple WITH compression = {'class': 'Encryptor'};`,
+  );
+  const before = treeHashes(s.dataDir);
+  const dataLock = path.join(s.dataDir, LOCK_NAME);
+  fs.symlinkSync('/nonexistent/lock', dataLock);
+  const linked = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+  t.is(linked.code, 1);
+  t.regex(linked.stderr, /ERR_TDE_LOCKED.*\.sstable-tde\.lock is a symbolic link, not a lock file/);
+  fs.rmSync(dataLock);
+
+  const tableLock = path.join(s.dataDir, 'legacy_tables', 'legacy_nb_simple', LOCK_NAME);
+  const { execFileSync } = await import('node:child_process');
+  execFileSync('mkfifo', [tableLock]);
+  const fifo = await s.run('upgradesstables', '--data-dir', s.dataDir, '--schema', enc);
+  t.is(fifo.code, 1);
+  t.regex(fifo.stderr, /ERR_TDE_LOCKED.*legacy_nb_simple\/\.sstable-tde\.lock is a special file/);
+  // verify is not held up by it either.
+  t.is((await s.run('verify', '--data-dir', s.dataDir)).code, 0);
+  fs.rmSync(tableLock);
+  t.deepEqual(treeHashes(s.dataDir), before, 'nothing changed, no lock or private file left');
+});

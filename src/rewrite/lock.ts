@@ -64,13 +64,42 @@ function stale(holder: Partial<Holder>): boolean {
   return typeof holder.pid === 'number' && holder.host === os.hostname() && !alive(holder.pid);
 }
 
+/**
+ * A lock file's text, or undefined when there is none. Only a regular file is read: a symbolic
+ * link (which a dangling one would make look absent forever) or a FIFO (which would block) in
+ * the lock's place is refused, since it is no lock this package wrote.
+ */
 function readIfExists(file: string): string | undefined {
+  let fd: number;
   try {
-    return fs.readFileSync(file, 'utf8');
+    fd = fs.openSync(
+      file,
+      fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK,
+    );
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code === 'ELOOP') throw notALock(file, 'a symbolic link');
     throw fromSystem(err, file, 'read lock file');
   }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw notALock(file, st.isDirectory() ? 'a directory' : 'a special file');
+    return fs.readFileSync(fd, 'utf8');
+  } catch (err) {
+    throw err instanceof TdeError ? err : fromSystem(err, file, 'read lock file');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function notALock(file: string, what: string): TdeError {
+  return new TdeError(
+    'ERR_TDE_LOCKED',
+    `${file} is ${what}, not a lock file sstable-tde wrote; if no sstable-tde command is ` +
+      `running here, remove it`,
+    { file },
+  );
 }
 
 /**
@@ -200,30 +229,34 @@ export function lockTableDirectories(tables: readonly string[], command: string)
   };
   try {
     for (const dir of tables) {
+      // One directory by whatever path (links, bind mounts): told by device and inode.
       let real: string;
+      let identity: string;
       try {
         real = fs.realpathSync(dir);
+        const st = fs.statSync(real);
+        identity = `${st.dev}:${st.ino}`;
       } catch (err) {
         throw fromSystem(err, dir, 'open table directory');
       }
-      const first = seen.get(real);
+      const first = seen.get(identity);
       if (first !== undefined) {
         throw new TdeError(
           'ERR_TDE_DATA_DIR',
-          `${first} and ${dir} are one directory (${real}), reached twice through symbolic ` +
-            'links: a run must meet each table once; name the keyspace and tables to rewrite, or ' +
-            'remove the extra link',
+          `${first} and ${dir} are one directory, reached twice (through symbolic links or ` +
+            'mounts): a run must meet each table once; name the keyspace and tables to rewrite, ' +
+            'or remove the extra path',
           { file: dir },
         );
       }
-      seen.set(real, dir);
+      seen.set(identity, dir);
       try {
         taken.push(lockDirectory(real, command, 'table directory'));
       } catch (err) {
         // No file can be made or removed in a directory this process may not write to, so no
         // run of its can change that table: it needs no lock, and its SSTables fail on their own
-        // with what to fix.
-        if (!cannotWrite(err)) throw err;
+        // with what to fix. A lock already there that cannot be read is still a lock.
+        if (!cannotWrite(err) || exists(path.join(real, LOCK_NAME))) throw err;
       }
     }
   } catch (err) {
@@ -231,6 +264,15 @@ export function lockTableDirectories(tables: readonly string[], command: string)
     throw err;
   }
   return { release };
+}
+
+function exists(file: string): boolean {
+  try {
+    fs.lstatSync(file);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function cannotWrite(err: unknown): boolean {
@@ -251,7 +293,15 @@ function lockDirectory(dir: string, command: string, what: string): DirectoryLoc
   for (let attempt = 0; ; attempt++) {
     if (createWith(file, mine)) break;
     const seen = readIfExists(file);
-    if (seen === undefined) continue; // released meanwhile: try again
+    // Released meanwhile: try again (a lock that comes and goes this often is still a lock).
+    if (seen === undefined && attempt < 100) continue;
+    if (seen === undefined) {
+      throw new TdeError(
+        'ERR_TDE_LOCKED',
+        `${what} ${dir} is locked and unlocked again and again by others; try again later`,
+        { file },
+      );
+    }
     const holder = parseHolder(seen);
     if (stale(holder) && attempt < 10) {
       breakStale(file, seen);

@@ -56,9 +56,9 @@ export async function verifyDataDirectory(options: VerifyOptions): Promise<Verif
     // The directory is checked first: what is wrong with it says more than its lock could.
     const tables = findTables(options.dataDir, options.keyspace, options.tables);
     // A run holds the data directory, or (through a link from another one) a table directory.
-    const holder =
-      lockHolder(options.dataDir) ??
-      tables.map((t) => tableLockHolder(t.dir)).find((h) => h !== undefined);
+    const holder = [options.dataDir, ...tables.map((t) => t.dir)]
+      .map(holderOf)
+      .find((h) => h !== undefined);
     if (holder)
       out.rewriteInProgress = `process ${holder.pid} on ${holder.host}, since ${holder.since}`;
     for (const table of tables) {
@@ -136,8 +136,11 @@ function replaced(dir: string, files: SSTableFiles): boolean {
   }
 }
 
-/** A table directory's lock holder; a directory whose lock cannot be read is reported later. */
-function tableLockHolder(dir: string): ReturnType<typeof lockHolder> {
+/**
+ * A directory's lock holder, for a note: a lock that cannot be read (or is no lock) is no
+ * reason to leave the data unchecked.
+ */
+function holderOf(dir: string): ReturnType<typeof lockHolder> {
   try {
     return lockHolder(dir);
   } catch {
