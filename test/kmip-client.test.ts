@@ -278,6 +278,34 @@ test('a port answering with something other than TLS is not called a version cla
   }
 });
 
+test('a request that changes something is not sent again after it went unanswered', async (t) => {
+  const sockets: tls.TLSSocket[] = [];
+  const silent = await badServer((s) => sockets.push(s));
+  const group = groupFor(server, { timeoutMs: 300, version: { major: 1, minor: 2 } }, [
+    silent.port,
+    server.port,
+  ]);
+  const client = new KmipClient(group);
+  try {
+    // The Create reached a host that never answered: it may have made the key, so it is not
+    // made again on the next host.
+    const err = await t.throwsAsync(
+      () => client.createSymmetricKey({ algorithm: 'AES', length: 128 }),
+      { code: 'ERR_TDE_KMIP_UNAVAILABLE' },
+    );
+    t.regex(err!.message, /no answer within 300 ms .*after the Create request .*was sent: whether/);
+    t.regex(err!.message, /managekmip list test" before trying again/);
+    // A request that only reads moves on to the next host as before.
+    const fresh = new KmipClient(group);
+    t.true(Array.isArray(await fresh.locate([])));
+    fresh.close();
+  } finally {
+    client.close();
+    sockets.forEach((s) => s.destroy());
+    silent.close();
+  }
+});
+
 test('a server that answers garbage is reported as not speaking KMIP', async (t) => {
   const bad = await badServer((s) =>
     s.on('data', () => s.write(Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'))),

@@ -264,6 +264,20 @@ export class KmipClient {
           if (!(err instanceof TransportError)) throw err;
           this.connection?.close();
           this.connection = undefined;
+          // A request that changes something and may have reached the server is not sent again,
+          // here or to another host: it may have been carried out (a second Create would make
+          // a second key, a second Activate fail on a key that is active).
+          if (!err.beforeSend && sent !== undefined && !READ_ONLY.has(sent)) {
+            throw new TdeError(
+              'ERR_TDE_KMIP_UNAVAILABLE',
+              `${addressString(this.group.hosts[index])}: ${err.reason}, after the ${sent} ` +
+                `request${what ? ` (${what})` : ''} was sent: whether the server carried it ` +
+                'out is unknown, so it is not sent again. Check with "sstable-tde managekmip ' +
+                `list ${this.group.name}" before trying again`,
+              {},
+              err,
+            );
+          }
           if (fresh || attempt === 1) {
             causes.push(`${addressString(this.group.hosts[index])}: ${err.reason}`);
             break;
