@@ -116,6 +116,17 @@ test(
     const bad = t.throws(() => readConfig(file), { code: 'ERR_TDE_CONFIG' });
     t.regex(bad!.message, /not valid YAML at line 3, column \d+: /);
     t.false(bad!.message.includes('search_password'));
+    // What follows * or ! is a name to YAML, and may be a password: never quoted back.
+    for (const [secret, meaning] of [
+      ['*Tr0ub4dor&3', /starts with \* is read as an alias/],
+      ['!S3cr3t!pw', /starts with ! is read as a tag/],
+    ] as const) {
+      fs.writeFileSync(file, `ldap_options:\n  search_password: ${secret}\n`);
+      const e = t.throws(() => readConfig(file), { code: 'ERR_TDE_CONFIG' });
+      t.regex(e!.message, meaning);
+      t.regex(e!.message, /put such a value \(a password\?\) in quotes/);
+      t.false(e!.message.includes(secret.slice(1)), secret);
+    }
     t.is(configFromObject({}).systemKeyDirectory, '/etc/dse/conf');
   },
 );

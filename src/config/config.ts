@@ -266,6 +266,27 @@ export function readConfig(file?: string): TdeConfig {
   return configFromObject(parseYaml(text, file, 'config file'), file);
 }
 
+const QUOTE_IT = 'put such a value (a password?) in quotes';
+
+/** What a YAML error means, from its code alone: never from its text, which may quote values. */
+function yamlProblem(err: { code?: unknown; message?: unknown }): string {
+  const code = typeof err.code === 'string' ? err.code : undefined;
+  if (code === 'BAD_ALIAS' || String(err.message).startsWith('Unresolved alias')) {
+    return (
+      'a value that starts with * is read as an alias to an anchor that does not exist; ' + QUOTE_IT
+    );
+  }
+  if (code === 'TAG_RESOLVE_FAILED')
+    return `a value that starts with ! is read as a tag; ${QUOTE_IT}`;
+  if (code === 'BAD_DIRECTIVE')
+    return `a line that starts with % is read as a directive; ${QUOTE_IT}`;
+  if (code === 'DUPLICATE_KEY') return 'a key appears twice in one mapping';
+  return (
+    `a YAML syntax error (${code ?? 'unknown'}): check the indentation, and quote values that ` +
+    'hold ": ", " #", or start with one of * ! & % @ ` | > { [ \' "'
+  );
+}
+
 /** Parses a YAML file's text; a syntax error is ERR_TDE_CONFIG naming the file. */
 export function parseYaml(text: string, file: string, what: string): unknown {
   try {
@@ -273,7 +294,9 @@ export function parseYaml(text: string, file: string, what: string): unknown {
     // passwords. Warnings are not logged: the library writes nothing to the console.
     return YAML.parse(text, { prettyErrors: false, maxAliasCount: 100, logLevel: 'error' });
   } catch (err) {
-    const message = (err as Error).message;
+    // The library's message can quote the file (an alias or tag name is whatever follows * or !,
+    // which may be a password), so only its code is used, with what it most often means.
+    const message = yamlProblem(err as { code?: unknown; message?: unknown });
     // Where, as line and column (the library's own position is an offset): no text is quoted.
     const pos = (err as { pos?: unknown }).pos;
     let where = '';
