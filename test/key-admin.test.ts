@@ -171,6 +171,31 @@ test.serial(
       wrongDir.stderr,
       /ERR_TDE_DATA_DIR.*found no SSTable under .*legacy_tables, so nothing/,
     );
+    // A table behind a link that leads nowhere (a disk not mounted) may need the key.
+    const gone = path.join(dataDir, 'legacy_tables', 'legacy_on_disk2');
+    fs.symlinkSync('/nonexistent/disk2/legacy_on_disk2', gone);
+    const unmounted = await c('managekmip', 'destroy', 'kmip1', k1, '--data-dir', dataDir);
+    t.is(unmounted.code, 1);
+    t.regex(unmounted.stderr, /could not be read .*legacy_on_disk2 \(a link that leads nowhere/s);
+    fs.rmSync(gone);
+    // Nor is the configuration's own config_encryption_key_name destroyed.
+    const withConfigKey = path.join(dir, 'cfg-key.yaml');
+    fs.writeFileSync(
+      withConfigKey,
+      fs.readFileSync(config, 'utf8') + `config_encryption_key_name: kmip://kmip1/${k1}\n`,
+    );
+    const named = await cli(
+      'managekmip',
+      'destroy',
+      'kmip1',
+      k1,
+      '--data-dir',
+      backup,
+      '--config',
+      withConfigKey,
+    );
+    t.is(named.code, 1);
+    t.regex(named.stderr, /is config_encryption_key_name in .*cfg-key\.yaml/);
     const snapshot = path.join(nb, 'snapshots', 'before-rekey');
     fs.mkdirSync(snapshot, { recursive: true });
     const old = path.join(backup, 'legacy_tables', 'legacy_nb_clust');

@@ -12,6 +12,7 @@ import { componentPath, scanTableDirectory } from '../sstable/descriptor';
 import { TdeError } from '../errors';
 import { expireKey, keyState, KeyRow, listKeys, revokedState } from '../keys/kmip-admin';
 import { KeyProviders } from '../keys/provider';
+import type { TdeConfig } from '../config/config';
 import { addConfigOption, configFrom, EXIT_OK, Io, reportError } from './common';
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
@@ -78,27 +79,97 @@ interface KeyUse {
  */
 function keyUse(dataDir: string, group: string, id: string): KeyUse {
   const use: KeyUse = { sstables: 0, needing: [], unreadable: [] };
+  // A keyspace or table directory behind a link that leads nowhere (a disk not mounted) may
+  // hold SSTables that need the key: it counts as unreadable, never as empty.
+  use.unreadable.push(...unreachable(dataDir));
+  for (const ks of listDirectory(dataDir, use)) {
+    if (ks.startsWith('.')) continue;
+    const ksDir = path.join(dataDir, ks);
+    if (isDirectory(ksDir)) use.unreadable.push(...unreachable(ksDir));
+  }
   for (const t of findTables(dataDir)) {
-    const dirs = [t.dir, path.join(t.dir, 'backups')];
-    const snapshots = path.join(t.dir, 'snapshots');
-    if (fs.existsSync(snapshots)) {
-      for (const tag of fs.readdirSync(snapshots)) dirs.push(path.join(snapshots, tag));
+    const dirs = [t.dir];
+    for (const copies of ['backups', 'snapshots']) {
+      const where = path.join(t.dir, copies);
+      if (!exists(where)) continue;
+      if (copies === 'backups') dirs.push(where);
+      else for (const tag of listDirectory(where, use)) dirs.push(path.join(where, tag));
     }
     for (const dir of dirs) {
-      if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) continue;
-      for (const files of scanTableDirectory(dir).sstables) {
+      if (!isDirectory(dir)) {
+        use.unreadable.push(`${dir} (not a directory that can be reached)`);
+        continue;
+      }
+      let sstables: ReturnType<typeof scanTableDirectory>['sstables'];
+      try {
+        sstables = scanTableDirectory(dir).sstables;
+      } catch (err) {
+        use.unreadable.push(`${dir} (${errorText(err)})`);
+        continue;
+      }
+      for (const files of sstables) {
         use.sstables++;
+        const data = componentPath(files, 'Data.db');
         try {
           const o = inspectSSTable(files).compressionInfo?.options ?? {};
-          if (o.kmip_host === group && o.kmip_key_id === id)
-            use.needing.push(componentPath(files, 'Data.db'));
+          if (o.kmip_host !== group) continue;
+          if (o.kmip_key_id === id) use.needing.push(data);
+          // Written without a key id (as some DSE versions do): any key of the group may be it.
+          else if (o.kmip_key_id === undefined) use.unreadable.push(`${data} (names no key id)`);
         } catch (err) {
-          use.unreadable.push(`${componentPath(files, 'Data.db')} (${errorText(err)})`);
+          use.unreadable.push(`${data} (${errorText(err)})`);
         }
       }
     }
   }
   return use;
+}
+
+/** Entries of `dir`, or none with the failure noted in `use` (a directory that cannot be read). */
+function listDirectory(dir: string, use: KeyUse): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch (err) {
+    use.unreadable.push(`${dir} (${errorText(err)})`);
+    return [];
+  }
+}
+
+/** Links in `dir` whose target cannot be reached. */
+function unreachable(dir: string): string[] {
+  const out: string[] = [];
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return out; // findTables reports a directory it cannot read
+  }
+  for (const e of entries) {
+    if (!e.isSymbolicLink() || e.name.startsWith('.')) continue;
+    try {
+      fs.statSync(path.join(dir, e.name));
+    } catch (err) {
+      out.push(`${path.join(dir, e.name)} (a link that leads nowhere: ${errorText(err)})`);
+    }
+  }
+  return out;
+}
+
+function exists(p: string): boolean {
+  try {
+    fs.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function errorText(err: unknown): string {
@@ -110,7 +181,16 @@ function errorText(err: unknown): string {
  * SSTable at all is refused too: it is most likely not the data directory meant, and checking
  * it would prove nothing.
  */
-function checkUnused(dataDirs: string[], group: string, id: string): void {
+function checkUnused(dataDirs: string[], group: string, id: string, config: TdeConfig): void {
+  // The configuration's own encrypted values would be lost with it.
+  if (config.configEncryptionKeyName === `kmip://${group}/${id}`) {
+    throw new TdeError(
+      'ERR_TDE_KEY_IN_USE',
+      `key ${id} of ${group} is config_encryption_key_name in ${config.file ?? 'the config'}: ` +
+        'the encrypted values there would become unreadable; make a new key, encrypt the values ' +
+        'again with it (encryptconfigvalue) and name it there first, or pass --force',
+    );
+  }
   if (dataDirs.length === 0) {
     throw new TdeError(
       'ERR_TDE_KEY_IN_USE',
@@ -144,10 +224,11 @@ function checkUnused(dataDirs: string[], group: string, id: string): void {
     if (use.unreadable.length > 0) {
       throw new TdeError(
         'ERR_TDE_KEY_IN_USE',
-        `${use.unreadable.length} SSTable(s) under ${dir} could not be read to tell which key ` +
-          `they need, so key ${id} of ${group} may still be needed:\n  - ` +
+        `${use.unreadable.length} SSTable(s) or director(ies) under ${dir} could not be read ` +
+          `to tell which key they need, so key ${id} of ${group} may still be needed:\n  - ` +
           `${use.unreadable.join('\n  - ')}\n` +
-          'restore or remove them (verify tells what is wrong), or pass --force',
+          'make them readable (mount the disk a link leads to), restore or remove them ' +
+          '(verify tells what is wrong), or pass --force',
       );
     }
   }
@@ -333,7 +414,7 @@ snapshots/ and backups/ are checked too.`,
                 `data encrypted with it, then destroy it (or pass --force)`,
             );
           }
-          checkUnused(opts.dataDir, group, id);
+          checkUnused(opts.dataDir, group, id, configFrom(opts));
         }
         await client.destroy(id);
         if (opts.json) io.out(JSON.stringify({ group, id, destroyed: true }));
