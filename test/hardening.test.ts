@@ -456,6 +456,11 @@ test('Ctrl-C rolls back the SSTable in progress, removes the lock and exits 130'
   t.regex(r.stderr, /SIGINT: rolling back the SSTable in progress \(press Ctrl-C again/);
   // The SSTable rolled back is not a failure to fix; the interrupt is reported on its own.
   t.notRegex(r.stderr, /could not be rewritten/);
+  t.regex(
+    r.stdout,
+    /^cancelled  legacy_tables\/legacy_me_clust\/me-1-big: interrupted and rolled/m,
+  );
+  t.notRegex(r.stdout, /FAILED/);
   t.regex(r.stderr, /interrupted; run the same command again/);
   t.deepEqual(treeHashes(s.dataDir), before, 'nothing changed, nothing left behind, lock removed');
 });

@@ -36,6 +36,9 @@ function line(r: SSTableResult): string {
     case 'skipped':
       return `skipped    ${r.sstable}: ${r.reason}`;
     default:
+      // Rolled back because of an interrupt: nothing to fix, the next run does it.
+      if (r.error?.code === 'ERR_TDE_CANCELLED')
+        return `cancelled  ${r.sstable}: interrupted and rolled back; left as it was`;
       return `FAILED     ${r.sstable}: [${r.error?.code}] ${r.error?.message}`;
   }
 }

@@ -164,10 +164,14 @@ const MAX_SEGMENT_BYTES = 0x7fffffff;
 const HEADER_PREFIX_BYTES = 1 << 20;
 
 /**
- * A segment's bytes. Its header is read and checked first, so that a file that is not a segment
- * is refused before the rest of it is read into memory.
+ * A segment's bytes. Its header is read, checked and handed to `withHeader` first, so that a
+ * file that is not a segment, or one whose key cannot be had, is refused before the rest of it
+ * is read into memory.
  */
-async function readSegmentFile(file: string): Promise<Buffer> {
+async function readSegmentFile(
+  file: string,
+  withHeader: (header: SegmentHeader) => Promise<void>,
+): Promise<Buffer> {
   let fd: fs.promises.FileHandle;
   try {
     fd = await fs.promises.open(file, 'r');
@@ -185,7 +189,7 @@ async function readSegmentFile(file: string): Promise<Buffer> {
       );
     }
     const head = await readFully(fd, file, 0, Math.min(size, HEADER_PREFIX_BYTES));
-    parseHeader(head, file);
+    await withHeader(parseHeader(head, file));
     return size <= head.length ? head : await readFully(fd, file, 0, size);
   } catch (err) {
     throw isTdeError(err) ? err : fromSystem(err, file, 'read commit log segment');
@@ -204,9 +208,13 @@ export async function readSegment(
   resolveKey: SegmentKeyResolver,
   onEntry?: (entry: Buffer) => void,
 ): Promise<SegmentReport> {
-  const buf = await readSegmentFile(file);
+  // The key is resolved from the header before the rest is read: a wrong password or a missing
+  // key fails without reading a large segment first.
+  let cipher: ChunkCipher | undefined;
+  const buf = await readSegmentFile(file, async (header) => {
+    cipher = await segmentCipher(header, file, resolveKey);
+  });
   const header = parseHeader(buf, file);
-  const cipher = await segmentCipher(header, file, resolveKey);
   const report: SegmentReport = {
     file,
     version: header.version,
