@@ -118,8 +118,11 @@ test(
     t.false(bad!.message.includes('search_password'));
     // What follows * or ! is a name to YAML, and may be a password: never quoted back.
     for (const [secret, meaning] of [
-      ['*Tr0ub4dor&3', /starts with \* is read as an alias/],
+      ['*Tr0ub4dor&3', /starts with & or \* is read as a YAML anchor or alias/],
       ['!S3cr3t!pw', /starts with ! is read as a tag/],
+      // Anchors and tags YAML accepts would silently blank the value: refused too.
+      ['&Tru5tPw', /starts with & or \* is read as a YAML anchor or alias/],
+      ['!S3cret Pw', /starts with ! is read as a tag/],
     ] as const) {
       fs.writeFileSync(file, `ldap_options:\n  search_password: ${secret}\n`);
       const e = t.throws(() => readConfig(file), { code: 'ERR_TDE_CONFIG' });

@@ -271,6 +271,9 @@ const QUOTE_IT = 'put such a value (a password?) in quotes';
 /** What a YAML error means, from its code alone: never from its text, which may quote values. */
 function yamlProblem(err: { code?: unknown; message?: unknown }): string {
   const code = typeof err.code === 'string' ? err.code : undefined;
+  if (code === 'ANCHOR_OR_ALIAS') {
+    return `a value that starts with & or * is read as a YAML anchor or alias; ${QUOTE_IT}`;
+  }
   if (code === 'BAD_ALIAS' || String(err.message).startsWith('Unresolved alias')) {
     return (
       'a value that starts with * is read as an alias to an anchor that does not exist; ' + QUOTE_IT
@@ -292,7 +295,22 @@ export function parseYaml(text: string, file: string, what: string): unknown {
   try {
     // No pretty errors: their code frame would quote lines of the file, which may hold
     // passwords. Warnings are not logged: the library writes nothing to the console.
-    return YAML.parse(text, { prettyErrors: false, maxAliasCount: 100, logLevel: 'error' });
+    const doc = YAML.parseDocument(text, { prettyErrors: false, logLevel: 'silent' });
+    const unresolvedTag = doc.warnings.find((w) => w.code === 'TAG_RESOLVE_FAILED');
+    if (doc.errors.length > 0) throw doc.errors[0];
+    if (unresolvedTag) throw unresolvedTag;
+    // Anchors and aliases have no use in these files, but a password that starts with & or *
+    // is read as one: the value would silently be empty, or another value.
+    YAML.visit(doc, (_key, node) => {
+      const anchored = YAML.isNode(node) && node.anchor !== undefined;
+      if (anchored || YAML.isAlias(node)) {
+        throw Object.assign(new Error('anchor or alias'), {
+          code: 'ANCHOR_OR_ALIAS',
+          pos: (node as { range?: number[] }).range,
+        });
+      }
+    });
+    return doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
     // The library's message can quote the file (an alias or tag name is whatever follows * or !,
     // which may be a password), so only its code is used, with what it most often means.
