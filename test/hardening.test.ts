@@ -531,7 +531,8 @@ test(
 );
 
 test(
-  'encrypting a table that has snapshots or backups ' + 'warns that they still hold the old copies',
+  'encrypting a table that has snapshots, backups or index SSTables warns that they keep the ' +
+    'old settings',
   async (t) => {
     const s = await setup(['legacy_me_simple']);
     const dir = path.join(s.dataDir, 'legacy_tables', 'legacy_me_simple');
@@ -539,6 +540,12 @@ test(
     fs.copyFileSync(
       path.join(dir, 'me-1-big-Data.db'),
       path.join(dir, 'snapshots', 'before', 'me-1-big-Data.db'),
+    );
+    // A legacy secondary index's SSTables, which are not rewritten: said, never silent.
+    fs.mkdirSync(path.join(dir, '.legacy_me_simple_idx'));
+    fs.copyFileSync(
+      path.join(dir, 'me-1-big-Data.db'),
+      path.join(dir, '.legacy_me_simple_idx', 'me-1-big-Data.db'),
     );
     const r = await s.run(
       'upgradesstables',
@@ -555,6 +562,14 @@ test(
       new RegExp(
         /warning: table legacy_tables\.legacy_me_simple: .*snapshots still hold copies /.source +
           /.*nodetool clearsnapshot/.source,
+      ),
+    );
+    t.regex(
+      r.stderr,
+      new RegExp(
+        'warning: table legacy_tables\\.legacy_me_simple: the secondary-index SSTables in ' +
+          '.*\\.legacy_me_simple_idx are not rewritten .*nodetool rebuild_index legacy_tables ' +
+          'legacy_me_simple INDEX',
       ),
     );
   },

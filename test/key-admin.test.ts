@@ -182,7 +182,8 @@ test.serial(
     const withConfigKey = path.join(dir, 'cfg-key.yaml');
     fs.writeFileSync(
       withConfigKey,
-      fs.readFileSync(config, 'utf8') + `config_encryption_key_name: kmip://kmip1/${k1}\n`,
+      // Spelt with a leading zero and a trailing space, which the server takes as the same key.
+      fs.readFileSync(config, 'utf8') + `config_encryption_key_name: 'kmip://kmip1/0${k1} '\n`,
     );
     const named = await cli(
       'managekmip',
@@ -204,6 +205,14 @@ test.serial(
     t.is(snapped.code, 1);
     t.regex(snapped.stderr, /still needed by 1 SSTable\(s\) under .*snapshots\/before-rekey\//s);
     fs.rmSync(path.join(nb, 'snapshots'), { recursive: true });
+    // Secondary-index SSTables (.<index> directories) are written under the table's key too.
+    const index = path.join(nb, '.legacy_nb_clust_idx');
+    fs.mkdirSync(index);
+    for (const f of fs.readdirSync(old)) fs.copyFileSync(path.join(old, f), path.join(index, f));
+    const indexed = await c('managekmip', 'destroy', 'kmip1', k1, '--data-dir', dataDir);
+    t.is(indexed.code, 1);
+    t.regex(indexed.stderr, /still needed by 1 SSTable\(s\) under .*\.legacy_nb_clust_idx\//s);
+    fs.rmSync(index, { recursive: true });
     const refused = await c(
       'managekmip',
       'destroy',

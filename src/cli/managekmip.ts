@@ -12,7 +12,7 @@ import { componentPath, scanTableDirectory } from '../sstable/descriptor';
 import { TdeError } from '../errors';
 import { expireKey, keyState, KeyRow, listKeys, revokedState } from '../keys/kmip-admin';
 import { KeyProviders } from '../keys/provider';
-import type { TdeConfig } from '../config/config';
+import { parseKmipUrl, TdeConfig } from '../config/config';
 import { addConfigOption, configFrom, EXIT_OK, Io, reportError } from './common';
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
@@ -95,6 +95,15 @@ function keyUse(dataDir: string, group: string, id: string): KeyUse {
       if (copies === 'backups') dirs.push(where);
       else for (const tag of listDirectory(where, use)) dirs.push(path.join(where, tag));
     }
+    // Secondary-index SSTables live in .<index> directories of each of these, written with the
+    // table's compression and so under its key.
+    for (const dir of [...dirs]) {
+      if (!isDirectory(dir)) continue;
+      for (const name of listDirectory(dir, use)) {
+        if (name.startsWith('.') && isDirectory(path.join(dir, name)))
+          dirs.push(path.join(dir, name));
+      }
+    }
     for (const dir of dirs) {
       if (!isDirectory(dir)) {
         use.unreadable.push(`${dir} (not a directory that can be reached)`);
@@ -113,7 +122,7 @@ function keyUse(dataDir: string, group: string, id: string): KeyUse {
         try {
           const o = inspectSSTable(files).compressionInfo?.options ?? {};
           if (o.kmip_host !== group) continue;
-          if (o.kmip_key_id === id) use.needing.push(data);
+          if (o.kmip_key_id !== undefined && sameKeyId(o.kmip_key_id, id)) use.needing.push(data);
           // Written without a key id (as some DSE versions do): any key of the group may be it.
           else if (o.kmip_key_id === undefined) use.unreadable.push(`${data} (names no key id)`);
         } catch (err) {
@@ -123,6 +132,13 @@ function keyUse(dataDir: string, group: string, id: string): KeyUse {
     }
   }
   return use;
+}
+
+/** Whether two KMIP key ids name one key: as text, or as the same number (`01` and `1`). */
+function sameKeyId(a: string, b: string): boolean {
+  const x = a.trim();
+  const y = b.trim();
+  return x === y || (/^\d+$/.test(x) && /^\d+$/.test(y) && BigInt(x) === BigInt(y));
 }
 
 /** Entries of `dir`, or none with the failure noted in `use` (a directory that cannot be read). */
@@ -183,7 +199,8 @@ function errorText(err: unknown): string {
  */
 function checkUnused(dataDirs: string[], group: string, id: string, config: TdeConfig): void {
   // The configuration's own encrypted values would be lost with it.
-  if (config.configEncryptionKeyName === `kmip://${group}/${id}`) {
+  const named = parseKmipUrl(config.configEncryptionKeyName?.trim() ?? '');
+  if (named && named.group === group && sameKeyId(named.id, id)) {
     throw new TdeError(
       'ERR_TDE_KEY_IN_USE',
       `key ${id} of ${group} is config_encryption_key_name in ${config.file ?? 'the config'}: ` +

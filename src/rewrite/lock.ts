@@ -80,11 +80,14 @@ function readIfExists(file: string): string | undefined {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return undefined;
     if (code === 'ELOOP') throw notALock(file, 'a symbolic link');
+    if (code === 'ENXIO') throw notALock(file, 'a socket');
     throw fromSystem(err, file, 'read lock file');
   }
   try {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw notALock(file, st.isDirectory() ? 'a directory' : 'a special file');
+    // A lock this package writes is one short line of JSON.
+    if (st.size > 64 * 1024) throw notALock(file, `a file of ${st.size} bytes`);
     return fs.readFileSync(fd, 'utf8');
   } catch (err) {
     throw err instanceof TdeError ? err : fromSystem(err, file, 'read lock file');

@@ -157,6 +157,26 @@ function targetIsEncrypting(schema: TableSchema): boolean {
   return /Encrypt/.test(cls);
 }
 
+/** A table directory's .<index> subdirectories holding SSTables (legacy secondary indexes). */
+function indexDirectories(dir: string): string[] {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return []; // the table's own listing reports a directory that cannot be read
+  }
+  return entries
+    .filter((e) => e.name.startsWith('.') && e.isDirectory())
+    .map((e) => path.join(dir, e.name))
+    .filter((d) => {
+      try {
+        return fs.readdirSync(d).some((f) => f.endsWith('-Data.db'));
+      } catch {
+        return true; // unreadable: it may hold some
+      }
+    });
+}
+
 /** The next free numeric generation in a directory (counting every file and transaction log). */
 function nextGeneration(dir: string): string {
   let max = 0n;
@@ -776,6 +796,19 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
           `${listing.copies.join(' and ')} still hold copies as they were before this ` +
           'rewrite (unencrypted, or under the old key); remove them (nodetool clearsnapshot) ' +
           'once they are no longer needed';
+        report.warnings.push({ table: table1, message });
+        onEvent({ type: 'warning', table: table1, message });
+      }
+      const indexes = indexDirectories(table.dir);
+      if (indexes.length > 0 && schema) {
+        // Known gap: secondary-index SSTables are left as they are. Said, never silent: they
+        // hold the indexed values, and partition keys, under the old settings.
+        const table1 = `${table.keyspace}.${table.table}`;
+        const message =
+          `the secondary-index SSTables in ${indexes.map((d) => printable(d)).join(' and ')} are ` +
+          'not rewritten by sstable-tde and keep their present compression and encryption ' +
+          '(none, or the old key): once Cassandra runs, rebuild each index (nodetool ' +
+          `rebuild_index ${table.keyspace} ${table.table} INDEX) so that it is written anew`;
         report.warnings.push({ table: table1, message });
         onEvent({ type: 'warning', table: table1, message });
       }
