@@ -45,16 +45,13 @@ function promptHidden(prompt: string, io: Io): Promise<string> {
   });
 }
 
-/**
- * The first line of standard input (without its line end). The bytes are decoded once, so a
- * character split between two reads of the pipe stays whole.
- */
 /** More than any password: input past this is not one value. */
 const MAX_INPUT_BYTES = 64 * 1024;
 
 /**
- * The one value on standard input: its first line, read to the end of the input so that a
- * second line is refused rather than silently dropped.
+ * The one value on standard input: its first line (without its line end), read to the end of
+ * the input so that a second line is refused rather than silently dropped. The bytes are decoded
+ * once, so a character split between two reads of the pipe stays whole.
  */
 async function readLine(): Promise<string> {
   const chunks: Buffer[] = [];

@@ -6,7 +6,8 @@ import * as path from 'node:path';
 
 import { Command } from 'commander';
 
-import { findTables } from '../sstable/data-dir';
+import { findTables, indexDirectories } from '../sstable/data-dir';
+import { exists, isDirectory } from '../util/files';
 import { inspectSSTable } from '../sstable/inspect';
 import { componentPath, scanTableDirectory } from '../sstable/descriptor';
 import { TdeError } from '../errors';
@@ -95,15 +96,8 @@ function keyUse(dataDir: string, group: string, id: string): KeyUse {
       if (copies === 'backups') dirs.push(where);
       else for (const tag of listDirectory(where, use)) dirs.push(path.join(where, tag));
     }
-    // Secondary-index SSTables live in .<index> directories of each of these, written with the
-    // table's compression and so under its key.
-    for (const dir of [...dirs]) {
-      if (!isDirectory(dir)) continue;
-      for (const name of listDirectory(dir, use)) {
-        if (name.startsWith('.') && isDirectory(path.join(dir, name)))
-          dirs.push(path.join(dir, name));
-      }
-    }
+    // Secondary-index SSTables (in .<index> directories of each of these) are checked too.
+    dirs.push(...dirs.flatMap(indexDirectories));
     for (const dir of dirs) {
       if (!isDirectory(dir)) {
         use.unreadable.push(`${dir} (not a directory that can be reached)`);
@@ -169,23 +163,6 @@ function unreachable(dir: string): string[] {
     }
   }
   return out;
-}
-
-function exists(p: string): boolean {
-  try {
-    fs.lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function isDirectory(p: string): boolean {
-  try {
-    return fs.statSync(p).isDirectory();
-  } catch {
-    return false;
-  }
 }
 
 function errorText(err: unknown): string {

@@ -164,14 +164,14 @@ const MAX_SEGMENT_BYTES = 0x7fffffff;
 const HEADER_PREFIX_BYTES = 1 << 20;
 
 /**
- * A segment's bytes. Its header is read, checked and handed to `withHeader` first, so that a
- * file that is not a segment, or one whose key cannot be had, is refused before the rest of it
- * is read into memory.
+ * A segment's bytes and header, and what `withHeader` makes of the header. The header is read,
+ * checked and handed to `withHeader` first, so that a file that is not a segment, or one whose
+ * key cannot be had, is refused before the rest of it is read into memory.
  */
-async function readSegmentFile(
+async function readSegmentFile<T>(
   file: string,
-  withHeader: (header: SegmentHeader) => Promise<void>,
-): Promise<Buffer> {
+  withHeader: (header: SegmentHeader) => Promise<T>,
+): Promise<{ buf: Buffer; header: SegmentHeader; made: T }> {
   let fd: fs.promises.FileHandle;
   try {
     fd = await fs.promises.open(file, 'r');
@@ -189,8 +189,10 @@ async function readSegmentFile(
       );
     }
     const head = await readFully(fd, file, 0, Math.min(size, HEADER_PREFIX_BYTES));
-    await withHeader(parseHeader(head, file));
-    return size <= head.length ? head : await readFully(fd, file, 0, size);
+    const header = parseHeader(head, file);
+    const made = await withHeader(header);
+    const buf = size <= head.length ? head : await readFully(fd, file, 0, size);
+    return { buf, header, made };
   } catch (err) {
     throw isTdeError(err) ? err : fromSystem(err, file, 'read commit log segment');
   } finally {
@@ -210,11 +212,11 @@ export async function readSegment(
 ): Promise<SegmentReport> {
   // The key is resolved from the header before the rest is read: a wrong password or a missing
   // key fails without reading a large segment first.
-  let cipher: ChunkCipher | undefined;
-  const buf = await readSegmentFile(file, async (header) => {
-    cipher = await segmentCipher(header, file, resolveKey);
-  });
-  const header = parseHeader(buf, file);
+  const {
+    buf,
+    header,
+    made: cipher,
+  } = await readSegmentFile(file, (h) => segmentCipher(h, file, resolveKey));
   const report: SegmentReport = {
     file,
     version: header.version,

@@ -269,15 +269,10 @@ export function readConfig(file?: string): TdeConfig {
 const QUOTE_IT = 'put such a value (a password?) in quotes';
 
 /** What a YAML error means, from its code alone: never from its text, which may quote values. */
-function yamlProblem(err: { code?: unknown; message?: unknown }): string {
+function yamlProblem(err: { code?: unknown }): string {
   const code = typeof err.code === 'string' ? err.code : undefined;
   if (code === 'ANCHOR_OR_ALIAS') {
     return `a value that starts with & or * is read as a YAML anchor or alias; ${QUOTE_IT}`;
-  }
-  if (code === 'BAD_ALIAS' || String(err.message).startsWith('Unresolved alias')) {
-    return (
-      'a value that starts with * is read as an alias to an anchor that does not exist; ' + QUOTE_IT
-    );
   }
   if (code === 'TAG_RESOLVE_FAILED')
     return `a value that starts with ! is read as a tag; ${QUOTE_IT}`;
@@ -310,11 +305,11 @@ export function parseYaml(text: string, file: string, what: string): unknown {
         });
       }
     });
-    return doc.toJS({ maxAliasCount: 100 });
+    return doc.toJS();
   } catch (err) {
     // The library's message can quote the file (an alias or tag name is whatever follows * or !,
     // which may be a password), so only its code is used, with what it most often means.
-    const message = yamlProblem(err as { code?: unknown; message?: unknown });
+    const message = yamlProblem(err as { code?: unknown });
     // Where, as line and column (the library's own position is an offset): no text is quoted.
     const pos = (err as { pos?: unknown }).pos;
     let where = '';

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { ChunkCipher, createChunkCipher } from '../cipher/chunk-cipher';
 import { TdeError } from '../errors';
 import { readKeyFile } from '../keys/key-file';
-import { kmipKeyCipher } from '../keys/kmip-admin';
+import { kmipKeyCipherOf } from '../keys/kmip-admin';
 import { keyStateOf, usableForEncryption } from '../keys/kmip-provider';
 import { KeyProviders } from '../keys/provider';
 import { KmipError } from '../kmip/client';
@@ -96,8 +96,10 @@ async function kmipConfigKey(
   encrypting: boolean,
 ): Promise<ConfigKey> {
   const client = keys.kmipProvider.client(url.group);
+  const attrs = await client.getAttributes(url.id);
+  const choice = kmipKeyCipherOf(url.id, attrs);
   if (encrypting) {
-    const state = keyStateOf(url.id, await client.getAttributes(url.id));
+    const state = keyStateOf(url.id, attrs);
     const now = BigInt(Math.floor(Date.now() / 1000));
     // Any namespace: the key is named outright, not chosen from a namespace.
     if (!usableForEncryption({ ...state, objectGroup: undefined }, now, undefined)) {
@@ -108,14 +110,13 @@ async function kmipConfigKey(
       throw new TdeError(
         'ERR_TDE_KEY_REVOKED',
         `config_encryption_key_name ${name} ${why}, so it encrypts nothing new (values it ` +
-          'encrypted still decrypt): make a new key ("sstable-tde createsystemkey ' +
-          `AES/CBC/PKCS5Padding 128 -k ${url.group}"), name it in config_encryption_key_name, ` +
+          `encrypted still decrypt): make a new key ("sstable-tde createsystemkey ${choice.name} ` +
+          `${choice.strength} -k ${url.group}"), name it in config_encryption_key_name, ` +
           'and encrypt the values again',
         { key: name },
       );
     }
   }
-  const choice = await kmipKeyCipher(client, url.id);
   const bytes = await client.getKey(url.id);
   try {
     return {

@@ -195,7 +195,11 @@ export function revokedState(state: string | undefined): boolean {
 
 /** The transformation a KMIP key was made for, from its sstable-tde entry or its algorithm. */
 export async function kmipKeyCipher(client: KmipClient, id: string): Promise<CipherChoice> {
-  const attrs = await client.getAttributes(id);
+  return kmipKeyCipherOf(id, await client.getAttributes(id));
+}
+
+/** {@link kmipKeyCipher} from attributes already fetched. */
+export function kmipKeyCipherOf(id: string, attrs: Attribute[]): CipherChoice {
   const info = tdeInfo(attrs);
   const algorithm = attrs.find((a) => a.name === 'CryptographicAlgorithm')?.value;
   const length = attrs.find((a) => a.name === 'CryptographicLength')?.value;

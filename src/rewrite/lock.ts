@@ -15,7 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { fromSystem, TdeError } from '../errors';
-import { writeFullySync } from '../util/files';
+import { exists, writeFullySync } from '../util/files';
 
 export const LOCK_NAME = '.sstable-tde.lock';
 
@@ -267,15 +267,6 @@ export function lockTableDirectories(tables: readonly string[], command: string)
     throw err;
   }
   return { release };
-}
-
-function exists(file: string): boolean {
-  try {
-    fs.lstatSync(file);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function cannotWrite(err: unknown): boolean {

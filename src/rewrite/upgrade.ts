@@ -24,7 +24,13 @@ import { ErrorCodeName, fromSystem, isTdeError, TdeError } from '../errors';
 import { KeyProviders } from '../keys/provider';
 import { TdeObserver } from '../metrics/observer';
 import { TableSchema } from '../schema/cql';
-import { findTables, liveSSTables, TableDir, tableNameOf } from '../sstable/data-dir';
+import {
+  findTables,
+  indexDirectories,
+  liveSSTables,
+  TableDir,
+  tableNameOf,
+} from '../sstable/data-dir';
 import {
   compareGenerations,
   componentPath,
@@ -157,24 +163,13 @@ function targetIsEncrypting(schema: TableSchema): boolean {
   return /Encrypt/.test(cls);
 }
 
-/** A table directory's .<index> subdirectories holding SSTables (legacy secondary indexes). */
-function indexDirectories(dir: string): string[] {
-  let entries: fs.Dirent[];
+/** Whether a directory holds an SSTable's Data.db; true when it cannot be read (it may). */
+function holdsSSTables(dir: string): boolean {
   try {
-    entries = fs.readdirSync(dir, { withFileTypes: true });
+    return fs.readdirSync(dir).some((f) => f.endsWith('-Data.db'));
   } catch {
-    return []; // the table's own listing reports a directory that cannot be read
+    return true;
   }
-  return entries
-    .filter((e) => e.name.startsWith('.') && e.isDirectory())
-    .map((e) => path.join(dir, e.name))
-    .filter((d) => {
-      try {
-        return fs.readdirSync(d).some((f) => f.endsWith('-Data.db'));
-      } catch {
-        return true; // unreadable: it may hold some
-      }
-    });
 }
 
 /** The next free numeric generation in a directory (counting every file and transaction log). */
@@ -799,7 +794,7 @@ export async function upgradeSSTables(options: UpgradeOptions): Promise<UpgradeR
         report.warnings.push({ table: table1, message });
         onEvent({ type: 'warning', table: table1, message });
       }
-      const indexes = indexDirectories(table.dir);
+      const indexes = indexDirectories(table.dir).filter(holdsSSTables);
       if (indexes.length > 0 && schema) {
         // Known gap: secondary-index SSTables are left as they are. Said, never silent: they
         // hold the indexed values, and partition keys, under the old settings.

@@ -21,28 +21,23 @@ export function checkComponents(files: SSTableFiles): string[] {
   const sizes = new Map<string, number>();
   for (const c of files.components) {
     const file = componentPath(files, c);
+    // Opened, not only looked at: one this process cannot read would pass verify, which reads
+    // plain index components no further, and then fail the rewrite that copies it. O_NONBLOCK:
+    // a FIFO in a component's place must not block the open; it is refused below.
     let st: fs.Stats;
     try {
-      st = fs.statSync(file);
+      const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      try {
+        st = fs.fstatSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
     } catch (err) {
+      // A socket cannot be opened at all.
+      if ((err as NodeJS.ErrnoException).code === 'ENXIO') throw notAFile(files, file, false);
       throw fromSystem(err, file, 'open');
     }
-    if (!st.isFile()) {
-      throw new TdeError(
-        'ERR_TDE_MISSING_COMPONENT',
-        `${file} is not a regular file (it is a ` +
-          `${st.isDirectory() ? 'directory' : 'special file'}); the SSTable ` +
-          `${displayName(files)} cannot be used until it is restored`,
-        { file },
-      );
-    }
-    // Opened, not only looked at: one this process cannot read would pass verify, which reads
-    // plain index components no further, and then fail the rewrite that copies it.
-    try {
-      fs.closeSync(fs.openSync(file, 'r'));
-    } catch (err) {
-      throw fromSystem(err, file, 'open');
-    }
+    if (!st.isFile()) throw notAFile(files, file, st.isDirectory());
     sizes.set(c, st.size);
   }
   // An SSTable with data always has content in these; an empty one was cut off or zeroed.
@@ -84,4 +79,13 @@ export function checkComponents(files: SSTableFiles): string[] {
     );
   }
   return toc;
+}
+
+function notAFile(files: SSTableFiles, file: string, directory: boolean): TdeError {
+  return new TdeError(
+    'ERR_TDE_MISSING_COMPONENT',
+    `${file} is not a regular file (it is a ${directory ? 'directory' : 'special file'}); ` +
+      `the SSTable ${displayName(files)} cannot be used until it is restored`,
+    { file },
+  );
 }

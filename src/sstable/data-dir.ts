@@ -7,6 +7,7 @@ import * as path from 'node:path';
 
 import { fromSystem, TdeError } from '../errors';
 import { debrisPrefixes, readTxns } from '../rewrite/txn';
+import { isDirectory } from '../util/files';
 import { prefixOf, printable, scanTableDirectory, SSTableFiles } from './descriptor';
 
 export interface TableDir {
@@ -125,6 +126,24 @@ export interface LiveListing {
   cassandraTxns: string[];
   /** Non-empty snapshots/ and backups/ subdirectories, which hold copies as they were. */
   copies: string[];
+}
+
+/**
+ * A table directory's `.<index>` subdirectories, where Cassandra keeps legacy secondary-index
+ * SSTables (written with the table's compression, and so under its key). None when the
+ * directory cannot be read: its own listing reports that.
+ */
+export function indexDirectories(dir: string): string[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names
+    .filter((n) => n.startsWith('.'))
+    .map((n) => path.join(dir, n))
+    .filter(isDirectory);
 }
 
 /** The SSTables of a table directory that are live: debris of interrupted rewrites is left out. */

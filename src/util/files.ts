@@ -6,6 +6,25 @@ import type { ChecksumType } from '../checksum';
 import { ErrorCodeName, fromSystem, TdeError } from '../errors';
 import { native } from '../native';
 
+/** Whether a name exists, whatever it is (a dangling symbolic link counts). */
+export function exists(file: string): boolean {
+  try {
+    fs.lstatSync(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether `p` leads to a directory (through links); false when it cannot be reached. */
+export function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** fsync a directory so that entries created, renamed or removed in it survive a crash. */
 export function syncDirectory(dir: string): void {
   let fd: number | undefined;
